@@ -1,0 +1,28 @@
+# The two commands of a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install install-train demo test bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+$(BIN)/.installed-train: $(BIN)/.installed
+	$(BIN)/pip install -q -e ".[dev,train]"
+	touch $@
+
+install: $(BIN)/.installed
+install-train: $(BIN)/.installed-train
+
+demo: $(BIN)/.installed
+	$(BIN)/anycode complete examples/demo.py:4:11
+
+test: $(BIN)/.installed-train
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

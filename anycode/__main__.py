@@ -1,0 +1,3 @@
+from anycode.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,365 @@
+"""The Python tree the model sees, built on tree-sitter-python.
+
+Named tree-sitter nodes become `Node`s.  Fixed punctuation is dropped; operators
+that vary are folded into the node type (`binary_operator:+`,
+`comparison_operator:<,<=`, `unary_operator:-`, `augmented_assignment:+=`), as
+are the few shapes punctuation alone tells apart (`slice::_`, `yield:from`).
+
+Terminals carry their source text as `value`.  Identifiers are split into
+subtokens by snake_case, camelCase and digits; the split is reversible
+(`join_subtokens`), and an identifier whose split would not join back is kept
+whole.  Literals are not split: a string or number literal is a single
+subtoken, its exact source text (prefix and quotes included), so the model can
+copy it whole from the context or generate it when it is frequent ('' or
+'utf-8').  Comments are dropped.
+
+`print_node` prints an expression subtree back to source text.  Node types it
+does not know raise `Unprintable`; the data pipeline counts them.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import tree_sitter as ts
+import tree_sitter_python
+
+# ------------------------------------------------------------------ node kinds
+
+VALUED = frozenset({"identifier", "integer", "float", "string"})
+"""Terminals whose value is generated as subtokens, ending in EOS-token."""
+
+FIXED = frozenset({
+    "true", "false", "none", "ellipsis", "keyword_separator", "positional_separator",
+    "pass_statement", "break_statement", "continue_statement", "wildcard_import",
+    "import_prefix", "line_continuation",
+})
+"""Terminals whose text the type alone fixes: nothing is generated below them."""
+
+DROPPED = frozenset({"comment", "line_continuation"})
+
+OPERATOR_TYPES = frozenset({
+    "binary_operator", "boolean_operator", "comparison_operator", "unary_operator",
+    "augmented_assignment",
+})
+
+EXPRESSION_TYPES = frozenset({
+    "boolean_operator", "comparison_operator", "conditional_expression", "lambda",
+    "named_expression", "not_operator", "attribute", "await", "binary_operator", "call",
+    "dictionary", "dictionary_comprehension", "generator_expression", "list",
+    "list_comprehension", "parenthesized_expression", "set", "set_comprehension",
+    "subscript", "tuple", "unary_operator", "concatenated_string",
+})
+"""Expression node types a hole may hold (the same set as ../shared/bench/holebench.py)."""
+
+ATOM_TYPES = frozenset({"identifier", "integer", "float", "string", "true", "false",
+                        "none", "ellipsis", "concatenated_string"})
+"""Types that count as a single AST node when sizing a target."""
+
+FUNCTION_TYPES = frozenset({"function_definition"})
+
+HOLE_FORBIDDEN = frozenset({
+    ("assignment", "left"), ("augmented_assignment", "left"), ("for_statement", "left"),
+    ("for_in_clause", "left"), ("with_item", "alias"), ("decorator", ""),
+    ("delete_statement", ""), ("global_statement", ""), ("nonlocal_statement", ""),
+    ("as_pattern", "alias"), ("keyword_argument", "name"),
+})
+"""(parent type, field) positions that are not expression holes."""
+
+
+def kind_of(type_key: str) -> str:
+    base = base_type(type_key)
+    if base in VALUED:
+        return "valued"
+    if base in FIXED:
+        return "fixed"
+    return "nonterminal"
+
+
+def base_type(type_key: str) -> str:
+    return type_key.split(":", 1)[0]
+
+
+@lru_cache(maxsize=1)
+def language() -> ts.Language:
+    return ts.Language(tree_sitter_python.language())
+
+
+def new_parser() -> ts.Parser:
+    return ts.Parser(language())
+
+
+# ------------------------------------------------------------------ subtokens
+
+_PIECE = re.compile(r"_+|[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+|[^A-Za-z0-9_]+")
+
+
+def _glue(a: str, b: str) -> str:
+    """What stands between two alphanumeric subtokens in an identifier."""
+    if b[0].isdigit() or a[-1].isdigit() and b[0].islower():
+        return ""
+    if b[0].isupper() and (a[-1].islower() or a[-1].isdigit()):
+        return ""  # camelCase
+    if a.isupper() and b[0].isupper() and b[1:].islower() and len(b) > 1:
+        return ""  # HTTPServer
+    return "_"
+
+
+def join_subtokens(parts: list[str]) -> str:
+    out = ""
+    prev = ""
+    for part in parts:
+        if prev and prev[-1] != "_" and part[0] != "_" and (prev[-1].isalnum() and part[0].isalnum()):
+            out += _glue(prev, part)
+        out += part
+        prev = part
+    return out
+
+
+def split_identifier(name: str) -> list[str]:
+    pieces = _PIECE.findall(name)
+    parts: list[str] = []
+    for i, piece in enumerate(pieces):
+        # a single underscore between two alphanumeric pieces is implied by the joiner
+        if piece == "_" and 0 < i < len(pieces) - 1 and pieces[i - 1][-1].isalnum() and pieces[i + 1][0].isalnum():
+            continue
+        parts.append(piece)
+    if not parts or join_subtokens(parts) != name:
+        return [name]
+    return parts
+
+
+def subtokens(type_key: str, value: str) -> list[str]:
+    if base_type(type_key) == "identifier":
+        return split_identifier(value)
+    return [value]
+
+
+def join_value(type_key: str, parts: list[str]) -> str:
+    if base_type(type_key) == "identifier":
+        return join_subtokens(parts)
+    return "".join(parts)
+
+
+# ------------------------------------------------------------------ the tree
+
+
+@dataclass
+class Node:
+    type: str
+    children: list["Node"] = field(default_factory=list)
+    value: str | None = None
+    start_byte: int = 0
+    end_byte: int = 0
+    field: str = ""           # the tree-sitter field name this node fills in its parent
+
+    @property
+    def kind(self) -> str:
+        return kind_of(self.type)
+
+    def walk(self):
+        stack = [self]
+        while stack:
+            n = stack.pop()
+            yield n
+            stack.extend(reversed(n.children))
+
+    def size(self) -> int:
+        return sum(1 for _ in self.walk())
+
+    def shape(self) -> tuple:
+        """The tree without leaf values (tree@k compares these)."""
+        return (self.type, tuple(c.shape() for c in self.children))
+
+    def key(self) -> tuple:
+        """The whole tree, leaf values included (exact match compares these)."""
+        return (self.type, self.value, tuple(c.key() for c in self.children))
+
+
+def _slice_form(node: ts.Node) -> str:
+    return "".join("_" if c.is_named else c.type for c in node.children if c.type not in DROPPED)
+
+
+def type_key(node: ts.Node) -> str:
+    t = node.type
+    if t in OPERATOR_TYPES:
+        ops = [c.type for c in node.children if not c.is_named]
+        if t == "boolean_operator" or t == "binary_operator":
+            ops = [node.child_by_field_name("operator").type]
+        return f"{t}:{','.join(ops)}"
+    if t == "slice":
+        return f"slice:{_slice_form(node)}"
+    if t == "yield" and any(c.type == "from" for c in node.children):
+        return "yield:from"
+    if t in ("for_in_clause", "for_statement", "with_statement", "function_definition") and any(
+            c.type == "async" for c in node.children):
+        return f"{t}:async"
+    if t == "tuple" and node.named_child_count == 1:
+        return "tuple"  # `(x,)`: the printer adds the comma
+    if t == "import_from_statement" and node.child_by_field_name("module_name") is None:
+        return t
+    return t
+
+
+def convert(node: ts.Node, field_name: str = "") -> Node:
+    """The model's view of a tree-sitter subtree."""
+    key = type_key(node)
+    out = Node(key, start_byte=node.start_byte, end_byte=node.end_byte, field=field_name)
+    base = node.type
+    if base in VALUED or base in FIXED or node.child_count == 0 and node.is_named:
+        if base not in FIXED:
+            out.value = node.text.decode("utf8", "replace")
+        return out
+    for i, child in enumerate(node.children):
+        if not child.is_named or child.type in DROPPED:
+            continue
+        out.children.append(convert(child, node.field_name_for_child(i) or ""))
+    return out
+
+
+def parse(source: bytes, parser: ts.Parser | None = None) -> ts.Tree:
+    return (parser or new_parser()).parse(source)
+
+
+# ------------------------------------------------------------------ printing
+
+
+class Unprintable(ValueError):
+    pass
+
+
+def _join(nodes, sep=", "):
+    return sep.join(print_node(n) for n in nodes)
+
+
+def _comprehension(node: Node, open_: str, close: str) -> str:
+    body, *clauses = node.children
+    return open_ + print_node(body) + " " + " ".join(print_node(c) for c in clauses) + close
+
+
+def print_node(node: Node) -> str:
+    t = node.type
+    base = base_type(t)
+    op = t.split(":", 1)[1] if ":" in t else ""
+    k = node.children
+    if base in VALUED:
+        if node.value is None:
+            raise Unprintable(t)
+        return node.value
+    if base in _FIXED_TEXT:
+        return _FIXED_TEXT[base]
+    if base == "binary_operator":
+        return f"{print_node(k[0])} {op} {print_node(k[1])}"
+    if base == "boolean_operator":
+        return f"{print_node(k[0])} {op} {print_node(k[1])}"
+    if base == "comparison_operator":
+        ops = op.split(",")
+        if len(ops) != len(k) - 1:
+            raise Unprintable(t)
+        out = print_node(k[0])
+        for o, c in zip(ops, k[1:]):
+            out += f" {o} {print_node(c)}"
+        return out
+    if base == "unary_operator":
+        return f"{op}{print_node(k[0])}"
+    if base == "not_operator":
+        return f"not {print_node(k[0])}"
+    if base == "conditional_expression":
+        return f"{print_node(k[0])} if {print_node(k[1])} else {print_node(k[2])}"
+    if base == "named_expression":
+        return f"{print_node(k[0])} := {print_node(k[1])}"
+    if base == "await":
+        return f"await {print_node(k[0])}"
+    if base == "lambda":
+        if k and k[0].type == "lambda_parameters":
+            return f"lambda {print_node(k[0])}: {_join(k[1:])}"
+        return f"lambda: {_join(k)}"
+    if base in ("lambda_parameters", "expression_list", "pattern_list"):
+        text = _join(k)
+        return text + "," if len(k) == 1 else text
+    if base in ("default_parameter", "keyword_argument"):
+        return f"{print_node(k[0])}={print_node(k[1])}"
+    if base in ("list_splat", "list_splat_pattern"):
+        return "*" + print_node(k[0])
+    if base in ("dictionary_splat", "dictionary_splat_pattern"):
+        return "**" + print_node(k[0])
+    if base == "attribute":
+        return f"{print_node(k[0])}.{print_node(k[1])}"
+    if base == "call":
+        return print_node(k[0]) + print_node(k[1])
+    if base == "argument_list":
+        return "(" + _join(k) + ")"
+    if base == "subscript":
+        return print_node(k[0]) + "[" + _join(k[1:]) + "]"
+    if base == "slice":
+        parts = iter(k)
+        return "".join(print_node(next(parts)) if ch == "_" else ch for ch in op)
+    if base == "parenthesized_expression":
+        return "(" + print_node(k[0]) + ")"
+    if base in ("tuple", "tuple_pattern"):
+        return "(" + _join(k) + ("," if len(k) == 1 else "") + ")"
+    if base in ("list", "list_pattern"):
+        return "[" + _join(k) + "]"
+    if base == "set":
+        return "{" + _join(k) + "}"
+    if base == "dictionary":
+        return "{" + _join(k) + "}"
+    if base == "pair":
+        return f"{print_node(k[0])}: {print_node(k[1])}"
+    if base == "list_comprehension":
+        return _comprehension(node, "[", "]")
+    if base in ("set_comprehension", "dictionary_comprehension"):
+        return _comprehension(node, "{", "}")
+    if base == "generator_expression":
+        return _comprehension(node, "(", ")")
+    if base == "for_in_clause":
+        prefix = "async for" if op == "async" else "for"
+        left = [c for c in k if c.field == "left"]
+        right = [c for c in k if c.field == "right"]
+        if len(left) != 1 or not right:
+            raise Unprintable(t)
+        return f"{prefix} {print_node(left[0])} in {_join(right)}"
+    if base == "if_clause":
+        return "if " + print_node(k[0])
+    if base == "concatenated_string":
+        return _join(k, " ")
+    if base == "yield":
+        word = "yield from" if op == "from" else "yield"
+        return f"{word} {_join(k)}" if k else word
+    if base == "parenthesized_list_splat":
+        return "(" + print_node(k[0]) + ")"
+    raise Unprintable(t)
+
+
+_FIXED_TEXT = {"true": "True", "false": "False", "none": "None", "ellipsis": "...",
+               "keyword_separator": "*", "positional_separator": "/"}
+
+
+# ------------------------------------------------------------------ round trip
+
+
+def parse_expression(text: str, parser: ts.Parser | None = None) -> Node | None:
+    """Parse `text` as one expression; None when it is not one expression that parses."""
+    src = b"_ = (\n" + text.encode("utf8") + b"\n)\n"
+    tree = parse(src, parser)
+    if tree.root_node.has_error:
+        return None
+    stmt = tree.root_node.named_children[0]
+    assign = stmt.named_children[0]
+    paren = assign.child_by_field_name("right")
+    if paren is None or paren.type != "parenthesized_expression":
+        return None
+    inner = [c for c in paren.named_children if c.type not in DROPPED]
+    if len(inner) != 1:
+        return None
+    return convert(inner[0])
+
+
+def round_trips(node: Node, parser: ts.Parser | None = None) -> bool:
+    try:
+        text = print_node(node)
+    except (Unprintable, IndexError, StopIteration):
+        return False
+    back = parse_expression(text, parser)
+    return back is not None and back.key() == node.key()
