@@ -1,0 +1,342 @@
+"""`anycode dataset build`: any-code completion examples from the corpus.
+
+The protocol of the paper (section 4.1), as ../shared/bench/holebench.py also
+applies it: a target is an expression larger than a single AST node inside a
+function of at most 20 lines; functions or files containing "test" are
+skipped; targets that appear as-is in the rest of their function are dropped.
+The context is the whole function.
+
+Shards are vocabulary-free: each holds its own string table, the functions'
+trees as flat arrays, and the examples as (function, hole node) pairs, so
+training reads them without parsing again.  The vocabulary is built from the
+train split's counts afterwards.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from anycode.grammars import python as grammar
+from anycode.model.paths import FlatTree
+from anycode.model.vocab import Vocab
+
+MAX_FUNCTION_LINES = 20
+MAX_TARGET_CHARS = 120
+MAX_FILE_BYTES = 1_000_000
+FILES_PER_SHARD = 400
+SHARD_VERSION = 1
+
+_SPACE = re.compile(r"\s+")
+
+
+def normalize(text: str) -> str:
+    return _SPACE.sub(" ", text).strip()
+
+
+def ast_size(node: grammar.Node) -> int:
+    if grammar.base_type(node.type) in grammar.ATOM_TYPES:
+        return 1
+    return 1 + sum(ast_size(c) for c in node.children)
+
+
+def is_hole_position(node: grammar.Node, parent: grammar.Node) -> bool:
+    ptype = grammar.base_type(parent.type)
+    if ptype == "expression_statement":
+        return False  # a whole statement, not a hole inside one
+    return (ptype, node.field) not in grammar.HOLE_FORBIDDEN and (ptype, "") not in grammar.HOLE_FORBIDDEN
+
+
+# ---------------------------------------------------------------- extraction
+
+
+@dataclass
+class FileResult:
+    functions: list[tuple[FlatTree, list[int], int]]   # tree, hole node indices, first line
+    skipped: Counter
+
+
+def targets_in_function(fn: grammar.Node, source: bytes) -> list[grammar.Node]:
+    out = []
+    stack = [(fn, None)]
+    while stack:
+        node, parent = stack.pop()
+        stack.extend((c, node) for c in node.children)
+        if parent is None or grammar.base_type(node.type) not in grammar.EXPRESSION_TYPES:
+            continue
+        if ast_size(node) < 2 or not is_hole_position(node, parent):
+            continue
+        raw = source[node.start_byte: node.end_byte]
+        if b"\n" in raw:
+            continue
+        target = raw.decode("utf8", "replace")
+        if len(target) > MAX_TARGET_CHARS:
+            continue
+        rest = (source[fn.start_byte: node.start_byte] + source[node.end_byte: fn.end_byte]).decode("utf8", "replace")
+        if normalize(target) in normalize(rest):
+            continue
+        out.append(node)
+    return out
+
+
+def extract_file(path: str, parser=None, name: str | None = None) -> FileResult:
+    """Examples of one file; `name` (the path inside the corpus) is what the "test" rule reads."""
+    skipped: Counter = Counter()
+    try:
+        source = Path(path).read_bytes()
+    except OSError:
+        skipped["unreadable"] += 1
+        return FileResult([], skipped)
+    if len(source) > MAX_FILE_BYTES:
+        skipped["huge file"] += 1
+        return FileResult([], skipped)
+    if b"\0" in source:
+        skipped["binary file"] += 1
+        return FileResult([], skipped)
+    try:
+        source.decode("utf8")
+    except UnicodeDecodeError:
+        skipped["not utf-8"] += 1
+        return FileResult([], skipped)
+    if "test" in (name if name is not None else path).lower():
+        skipped["test file"] += 1
+        return FileResult([], skipped)
+    parser = parser or grammar.new_parser()
+    tree = parser.parse(source)
+    if tree.root_node.has_error:
+        skipped["does not parse"] += 1
+        return FileResult([], skipped)
+    functions = []
+    stack = [tree.root_node]
+    while stack:
+        n = stack.pop()
+        stack.extend(n.children)
+        if n.type not in grammar.FUNCTION_TYPES:
+            continue
+        if n.end_point[0] - n.start_point[0] + 1 > MAX_FUNCTION_LINES:
+            skipped["long function"] += 1
+            continue
+        if "test" in n.text.decode("utf8", "replace").lower():
+            skipped["test function"] += 1
+            continue
+        fn = grammar.convert(n)
+        targets = targets_in_function(fn, source)
+        if not targets:
+            skipped["function without targets"] += 1
+            continue
+        flat = FlatTree.from_node(fn)
+        index = {(s, e, t): i for i, (s, e, t) in enumerate(zip(flat.start_byte, flat.end_byte, flat.types))}
+        holes = sorted(index[(t.start_byte, t.end_byte, t.type)] for t in targets)
+        functions.append((flat, holes, n.start_point[0] + 1))
+    return FileResult(functions, skipped)
+
+
+# ---------------------------------------------------------------- shards
+
+
+class StringTable:
+    def __init__(self):
+        self.ids: dict[str, int] = {}
+
+    def __call__(self, s: str) -> int:
+        i = self.ids.get(s)
+        if i is None:
+            i = self.ids[s] = len(self.ids)
+        return i
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        encoded = [s.encode("utf8", "surrogatepass") for s in self.ids]
+        off = np.zeros(len(encoded) + 1, dtype=np.int64)
+        off[1:] = np.cumsum([len(b) for b in encoded])
+        return np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), off
+
+
+def write_shard(path: Path, results: list[tuple[str, FileResult]]) -> dict:
+    strings = StringTable()
+    n_type, n_idx, n_parent, n_end, n_depth, n_value = [], [], [], [], [], []
+    f_start, f_file, f_line, e_func, e_hole = [0], [], [], [], []
+    files: list[str] = []
+    skipped: Counter = Counter()
+    type_counts: Counter = Counter()
+    sub_counts: Counter = Counter()
+    for file_name, res in results:
+        skipped.update(res.skipped)
+        file_id = len(files)
+        files.append(file_name)
+        for flat, holes, line in res.functions:
+            fid = len(f_file)
+            for h in holes:
+                e_func.append(fid)
+                e_hole.append(h)
+            n_type.extend(strings(t) for t in flat.types)
+            n_idx.extend(flat.child_index)
+            n_parent.extend(flat.parent)
+            n_end.extend(flat.end)
+            n_depth.extend(flat.depth)
+            n_value.extend(-1 if v is None else strings(v) for v in flat.values)
+            f_start.append(len(n_type))
+            f_file.append(file_id)
+            f_line.append(line)
+            type_counts.update(flat.types)
+            for t, v in zip(flat.types, flat.values):
+                if v is not None:
+                    sub_counts.update(grammar.subtokens(t, v))
+    blob, off = strings.arrays()
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(
+        tmp, str_blob=blob, str_off=off,
+        n_type=np.array(n_type, np.int32), n_idx=np.array(n_idx, np.uint8),
+        n_parent=np.array(n_parent, np.int32), n_end=np.array(n_end, np.int32),
+        n_depth=np.array(n_depth, np.int16), n_value=np.array(n_value, np.int32),
+        f_start=np.array(f_start, np.int64), f_file=np.array(f_file, np.int32),
+        f_line=np.array(f_line, np.int32), e_func=np.array(e_func, np.int32),
+        e_hole=np.array(e_hole, np.int32),
+    )
+    os.replace(tmp, path)
+    meta = {"version": SHARD_VERSION, "files": files, "functions": len(f_file), "examples": len(e_func),
+            "skipped": dict(skipped), "type_counts": dict(type_counts), "subtoken_counts": dict(sub_counts)}
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    return meta
+
+
+class Shard:
+    """A shard loaded for reading: trees come back as FlatTrees."""
+
+    def __init__(self, path: Path):
+        with np.load(path) as z:
+            self.arrays = {k: z[k] for k in z.files}
+        blob, off = self.arrays["str_blob"].tobytes(), self.arrays["str_off"]
+        self.strings = [blob[off[i]: off[i + 1]].decode("utf8", "surrogatepass") for i in range(len(off) - 1)]
+        self.meta = json.loads(Path(path).with_suffix(".json").read_text())
+
+    def __len__(self) -> int:
+        return len(self.arrays["e_func"])
+
+    @property
+    def num_functions(self) -> int:
+        return len(self.arrays["f_file"])
+
+    def tree(self, f: int) -> FlatTree:
+        a = self.arrays
+        lo, hi = int(a["f_start"][f]), int(a["f_start"][f + 1])
+        s = self.strings
+        return FlatTree(
+            types=[s[i] for i in a["n_type"][lo:hi]],
+            child_index=a["n_idx"][lo:hi].astype(int).tolist(),
+            parent=a["n_parent"][lo:hi].tolist(),
+            depth=a["n_depth"][lo:hi].astype(int).tolist(),
+            end=a["n_end"][lo:hi].tolist(),
+            values=[None if i < 0 else s[i] for i in a["n_value"][lo:hi]],
+        )
+
+    def example(self, i: int) -> tuple[FlatTree, int]:
+        return self.tree(int(self.arrays["e_func"][i])), int(self.arrays["e_hole"][i])
+
+    def source_of(self, f: int) -> tuple[str, int]:
+        return self.meta["files"][int(self.arrays["f_file"][f])], int(self.arrays["f_line"][f])
+
+
+def shard_paths(data_dir: Path, split: str) -> list[Path]:
+    return sorted((Path(data_dir) / split).glob("shard-*.npz"))
+
+
+# ---------------------------------------------------------------- build
+
+
+def _extract_many(root: str, names: list[str]) -> list[tuple[str, FileResult]]:
+    parser = grammar.new_parser()
+    sys.setrecursionlimit(10000)
+    return [(n, extract_file(os.path.join(root, n), parser, n)) for n in names]
+
+
+def list_split_files(corpus_dir: Path, split: str) -> list[str]:
+    root = Path(corpus_dir) / split
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if p.is_file())
+
+
+def build_split(corpus_dir: Path, out_dir: Path, split: str, jobs: int) -> list[dict]:
+    from tqdm import tqdm
+
+    files = list_split_files(corpus_dir, split)
+    out = Path(out_dir) / split
+    out.mkdir(parents=True, exist_ok=True)
+    chunks = [files[i: i + FILES_PER_SHARD] for i in range(0, len(files), FILES_PER_SHARD)]
+    metas: list[dict] = []
+    todo = []
+    for k, chunk in enumerate(chunks):
+        key = hashlib.sha1("\n".join(chunk).encode()).hexdigest()[:12]
+        path = out / f"shard-{k:04d}-{key}.npz"
+        meta_path = path.with_suffix(".json")
+        if path.exists() and meta_path.exists() and json.loads(meta_path.read_text()).get("version") == SHARD_VERSION:
+            metas.append(json.loads(meta_path.read_text()))
+        else:
+            todo.append((path, chunk))
+    stale = {p for p in out.glob("shard-*")} - {p for p, _ in todo} - {
+        q for p in shard_paths(out_dir, split) for q in (p, p.with_suffix(".json"))}
+    for p in stale:
+        if p.suffix in (".npz", ".json"):
+            p.unlink()
+    if metas:
+        print(f"{split}: reusing {len(metas)} finished shards", file=sys.stderr)
+    with ProcessPoolExecutor(max_workers=jobs) as pool, tqdm(total=len(todo), desc=f"{split} shards", unit="shard") as bar:
+        # split each shard's files over the workers, then write the shard here
+        for path, chunk in todo:
+            parts = [chunk[i::jobs] for i in range(jobs)]
+            root = str(Path(corpus_dir) / split)
+            results = [r for part in pool.map(_extract_many, [root] * jobs, parts) for r in part]
+            results.sort(key=lambda r: r[0])
+            metas.append(write_shard(path, results))
+            bar.update(1)
+    return metas
+
+
+def build_vocab(data_dir: Path, size: int = 1000) -> Vocab:
+    types: Counter = Counter()
+    subs: Counter = Counter()
+    for p in shard_paths(data_dir, "train"):
+        meta = json.loads(p.with_suffix(".json").read_text())
+        types.update(meta["type_counts"])
+        subs.update(meta["subtoken_counts"])
+    return Vocab.build(types, subs, size)
+
+
+def add_parser(ap: argparse.ArgumentParser) -> None:
+    sub = ap.add_subparsers(dest="action", required=True)
+    b = sub.add_parser("build", help="extract examples from the corpus into shards")
+    b.add_argument("--lang", default="python", choices=["python"])
+    b.add_argument("--corpus", type=Path, default=Path("data/corpus/python"))
+    b.add_argument("--out", type=Path, default=Path("data/dataset/python"))
+    b.add_argument("--splits", default="train,dev,test")
+    b.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    b.add_argument("--vocab-size", type=int, default=1000)
+
+
+def run(args) -> int:
+    if not Path(args.corpus).is_dir():
+        print(f"error: no corpus at {args.corpus}; run `anycode corpus fetch --lang python` first", file=sys.stderr)
+        return 2
+    totals = {}
+    for split in args.splits.split(","):
+        metas = build_split(args.corpus, args.out, split, args.jobs)
+        skipped: Counter = Counter()
+        for m in metas:
+            skipped.update(m["skipped"])
+        totals[split] = {"files": sum(len(m["files"]) for m in metas),
+                         "functions": sum(m["functions"] for m in metas),
+                         "examples": sum(m["examples"] for m in metas), "skipped": dict(skipped)}
+        print(f"{split}: {totals[split]}", file=sys.stderr)
+    if "train" in args.splits.split(","):
+        vocab = build_vocab(args.out, args.vocab_size)
+        vocab.save(Path(args.out) / "vocab.json")
+        print(f"vocab: {len(vocab.node_types)} node types, {len(vocab.subtokens)} subtokens", file=sys.stderr)
+    (Path(args.out) / "summary.json").write_text(json.dumps(totals, indent=1))
+    return 0
