@@ -1,0 +1,117 @@
+"""Paths as the arrays the network reads: shared by training, evaluation and the runtime.
+
+Symbols: the values a terminal step can produce.  Ids 0..V-1 are the subtoken
+vocabulary; then come the tokens and subtokens of this request's context that
+the vocabulary lacks, so copying can produce them.  Copy columns of a leaf:
+column 0 votes for its whole token, column 1+i for its i-th subtoken.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from anycode.grammars import python as grammar
+from anycode.model.paths import ContextPaths, FlatTree, context_paths
+from anycode.model.vocab import EMPTY, Vocab
+
+MAX_VALUE_SUBTOKENS = 8       # subtokens summed into a leaf's value embedding
+MAX_COPY_POSITIONS = 8
+
+
+@dataclass
+class Symbols:
+    vocab: Vocab
+    extra: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.extra_id = {s: len(self.vocab.subtokens) + i for i, s in enumerate(self.extra)}
+
+    def __len__(self) -> int:
+        return len(self.vocab.subtokens) + len(self.extra)
+
+    def add(self, s: str) -> int:
+        i = self.id(s)
+        if i is None:
+            i = self.extra_id[s] = len(self)
+            self.extra.append(s)
+        return i
+
+    def id(self, s: str) -> int | None:
+        i = self.vocab.sub_id.get(s)
+        return i if i is not None else self.extra_id.get(s)
+
+    def string(self, i: int) -> str:
+        n = len(self.vocab.subtokens)
+        return self.vocab.subtokens[i] if i < n else self.extra[i - n]
+
+
+def value_ids(vocab: Vocab, subtokens: list[str]) -> list[int]:
+    return [vocab.subtoken_of(s) for s in subtokens[:MAX_VALUE_SUBTOKENS]]
+
+
+def copy_row(symbols: Symbols, token: str | None, subtokens: list[str]) -> list[int]:
+    """Symbol ids a leaf's copy scores vote for: whole token, then subtoken by position."""
+    row = [-1] * (1 + MAX_COPY_POSITIONS)
+    if token is None:
+        return row
+    whole = symbols.id(token)
+    row[0] = -1 if whole is None else whole
+    for i, s in enumerate(subtokens[:MAX_COPY_POSITIONS]):
+        j = symbols.id(s)
+        row[1 + i] = -1 if j is None else j
+    return row
+
+
+@dataclass
+class ContextFeatures:
+    paths: ContextPaths
+    symbols: Symbols
+    leaf_values: np.ndarray       # [N, MAX_VALUE_SUBTOKENS] subtoken ids, 0 = padding
+    prefix_types: np.ndarray      # [N, max_length] node type ids, leaf first, ending at p
+    prefix_index: np.ndarray      # [N, max_length] child indices
+    prefix_len: np.ndarray        # [N]
+    leaf_copy: np.ndarray         # [N, 1 + MAX_COPY_POSITIONS] symbol ids, -1 = none
+    root_types: np.ndarray        # [Lr] root ... p
+    root_index: np.ndarray        # [Lr]
+    whole_tokens: frozenset[str]  # values of context leaves: a target token among them is copied whole
+
+
+def context_features(tree: FlatTree, h: int, vocab: Vocab, max_paths: int = 200,
+                     max_length: int = 24) -> ContextFeatures:
+    ctx = context_paths(tree, h, max_paths, max_length)
+    n = len(ctx.leaves)
+    symbols = Symbols(vocab)
+    leaf_values = np.zeros((n, MAX_VALUE_SUBTOKENS), np.int64)
+    prefix_types = np.zeros((n, max_length), np.int64)
+    prefix_index = np.zeros((n, max_length), np.int64)
+    prefix_len = np.zeros(n, np.int64)
+    subs_of = []
+    for k, (leaf, prefix) in enumerate(zip(ctx.leaves, ctx.prefixes)):
+        subs = tree.leaf_value(leaf)
+        subs_of.append(subs)
+        ids = value_ids(vocab, subs)
+        leaf_values[k, : len(ids)] = ids
+        prefix_types[k, : len(prefix)] = [vocab.type_of(tree.types[i]) for i in prefix]
+        prefix_index[k, : len(prefix)] = [tree.child_index[i] for i in prefix]
+        prefix_len[k] = len(prefix)
+        value = tree.values[leaf]
+        if value is not None:
+            symbols.add(value)
+            for s in subs:
+                symbols.add(s)
+    leaf_copy = np.array([copy_row(symbols, tree.values[leaf], subs) for leaf, subs in zip(ctx.leaves, subs_of)],
+                         np.int64).reshape(n, 1 + MAX_COPY_POSITIONS)
+    whole = frozenset(tree.values[leaf] for leaf in ctx.leaves if tree.values[leaf] is not None)
+    return ContextFeatures(
+        ctx, symbols, leaf_values, prefix_types, prefix_index, prefix_len, leaf_copy,
+        np.array([vocab.type_of(tree.types[i]) for i in ctx.root_prefix], np.int64),
+        np.array([tree.child_index[i] for i in ctx.root_prefix], np.int64), whole)
+
+
+def generated_leaf_value(type_key: str, parts: list[str]) -> tuple[str | None, list[str]]:
+    """(token, subtokens) of a leaf generated inside the hole from its value parts."""
+    if grammar.kind_of(type_key) != "valued" or not parts:
+        return None, [EMPTY]
+    token = grammar.join_value(type_key, parts)
+    return token, grammar.subtokens(type_key, token)
