@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from anycode.grammars import python as grammar
+from anycode.model.grammar_table import GrammarTable
 from anycode.model.paths import FlatTree
 from anycode.model.vocab import Vocab
 
@@ -34,7 +35,7 @@ MAX_FUNCTION_LINES = 20
 MAX_TARGET_CHARS = 120
 MAX_FILE_BYTES = 1_000_000
 FILES_PER_SHARD = 400
-SHARD_VERSION = 1
+SHARD_VERSION = 2
 
 _SPACE = re.compile(r"\s+")
 
@@ -168,6 +169,7 @@ def write_shard(path: Path, results: list[tuple[str, FileResult]]) -> dict:
     skipped: Counter = Counter()
     type_counts: Counter = Counter()
     sub_counts: Counter = Counter()
+    table = GrammarTable.empty()
     for file_name, res in results:
         skipped.update(res.skipped)
         file_id = len(files)
@@ -187,6 +189,7 @@ def write_shard(path: Path, results: list[tuple[str, FileResult]]) -> dict:
             f_file.append(file_id)
             f_line.append(line)
             type_counts.update(flat.types)
+            table.add_tree(flat)
             for t, v in zip(flat.types, flat.values):
                 if v is not None:
                     sub_counts.update(grammar.subtokens(t, v))
@@ -203,7 +206,9 @@ def write_shard(path: Path, results: list[tuple[str, FileResult]]) -> dict:
     )
     os.replace(tmp, path)
     meta = {"version": SHARD_VERSION, "files": files, "functions": len(f_file), "examples": len(e_func),
-            "skipped": dict(skipped), "type_counts": dict(type_counts), "subtoken_counts": dict(sub_counts)}
+            "skipped": dict(skipped), "type_counts": dict(type_counts), "subtoken_counts": dict(sub_counts),
+            "grammar": {"children": {t: [sorted(x) for x in slots] for t, slots in table.children.items()},
+                        "arities": {t: sorted(a) for t, a in table.arities.items()}}}
     path.with_suffix(".json").write_text(json.dumps(meta))
     return meta
 
@@ -299,6 +304,15 @@ def build_split(corpus_dir: Path, out_dir: Path, split: str, jobs: int) -> list[
     return metas
 
 
+def build_grammar_table(data_dir: Path) -> GrammarTable:
+    table = GrammarTable.empty()
+    for p in shard_paths(data_dir, "train"):
+        g = json.loads(p.with_suffix(".json").read_text())["grammar"]
+        table.merge(GrammarTable({t: [set(x) for x in slots] for t, slots in g["children"].items()},
+                                 {t: set(a) for t, a in g["arities"].items()}))
+    return table
+
+
 def build_vocab(data_dir: Path, size: int = 1000) -> Vocab:
     types: Counter = Counter()
     subs: Counter = Counter()
@@ -337,6 +351,7 @@ def run(args) -> int:
     if "train" in args.splits.split(","):
         vocab = build_vocab(args.out, args.vocab_size)
         vocab.save(Path(args.out) / "vocab.json")
+        build_grammar_table(args.out).save(Path(args.out) / "grammar.json")
         print(f"vocab: {len(vocab.node_types)} node types, {len(vocab.subtokens)} subtokens", file=sys.stderr)
     (Path(args.out) / "summary.json").write_text(json.dumps(totals, indent=1))
     return 0
