@@ -332,9 +332,20 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
     b.add_argument("--splits", default="train,dev,test")
     b.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     b.add_argument("--vocab-size", type=int, default=1000)
+    st = sub.add_parser("stats", help="measure the built dataset (the figures of docs/data.md)")
+    st.add_argument("--data", type=Path, default=Path("data/dataset/python"))
+    st.add_argument("--corpus", type=Path, default=Path("data/corpus/python"))
+    st.add_argument("--splits", default="train,dev,test")
+    st.add_argument("--sample", type=int, default=20000, help="examples sampled per split")
+    st.add_argument("--round-trip", action="store_true", help="also print+parse every expression of the train corpus")
+    st.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    st.add_argument("--json", type=Path, default=Path("data/dataset/python/stats.json"))
 
 
 def run(args) -> int:
+    if args.action == "stats":
+        from anycode.model.data_stats import run_stats
+        return run_stats(args)
     if not Path(args.corpus).is_dir():
         print(f"error: no corpus at {args.corpus}; run `anycode corpus fetch --lang python` first", file=sys.stderr)
         return 2
