@@ -1,0 +1,116 @@
+"""Batched training steps with prefix caching equal the paper's S_t and R_t encoded from scratch."""
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from anycode.model import batching
+from anycode.model.features import context_features, value_ids
+from anycode.model.paths import context_paths, step_paths, target_steps
+from anycode.model.slm import SLM, SLMConfig
+
+from slm_fixtures import real_examples, vocab_of
+
+
+def reference(model, vocab, tree, h):
+    """Every path of step_paths encoded whole with SLM.encode: [(paths [P, d], root [d], child index)]."""
+    f = context_features(tree, h, vocab)
+    steps = target_steps(tree, h, f.whole_tokens)
+    ctx = context_paths(tree, h)
+    out = []
+    for t in range(len(steps)):
+        sp = step_paths(tree, h, steps, t, ctx)
+        L = max(len(nodes) for _, nodes in sp.paths)
+        vals = torch.zeros(len(sp.paths), 8, dtype=torch.long)
+        ty = torch.zeros(len(sp.paths), L, dtype=torch.long)
+        ix = torch.zeros(len(sp.paths), L, dtype=torch.long)
+        ln = torch.zeros(len(sp.paths), dtype=torch.long)
+        for k, (value, nodes) in enumerate(sp.paths):
+            ids = value_ids(vocab, value)
+            vals[k, : len(ids)] = torch.tensor(ids)
+            ty[k, : len(nodes)] = torch.tensor([vocab.type_of(a) for a, _ in nodes])
+            ix[k, : len(nodes)] = torch.tensor([i for _, i in nodes])
+            ln[k] = len(nodes)
+        hp, _ = model.encode(model.embed_value(vals), ty, ix, ln)
+        rt = torch.tensor([[vocab.type_of(a) for a, _ in sp.root_path]])
+        ri = torch.tensor([[i for _, i in sp.root_path]])
+        hr, _ = model.encode(None, rt, ri, torch.tensor([len(sp.root_path)]))
+        out.append((hp[-1], hr[-1, 0], sp.child_index, steps[t]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    examples = real_examples()
+    vocab = vocab_of(examples)
+    torch.manual_seed(0)
+    cfg = SLMConfig(n_types=len(vocab.node_types), n_subtokens=len(vocab.subtokens), d_type=24, d_index=8,
+                    d_subtoken=32, d_lstm=16, n_layers=1, n_heads=2, d_ff=32)
+    model = SLM(cfg).eval()
+    return examples, vocab, model
+
+
+def test_cached_batch_equals_paths_encoded_from_scratch(setup):
+    examples, vocab, model = setup
+    rng = random.Random(1)
+    picked = rng.sample(examples, 12)
+    b = batching.make_batch(picked, vocab).to("cpu")
+    with torch.no_grad():
+        x = batching.step_inputs(model, b)
+        s = 0
+        for tree, h in picked:
+            for paths, root, child, step in reference(model, vocab, tree, h):
+                n = int(b.set_mask[s].sum())
+                assert n == paths.shape[0]
+                torch.testing.assert_close(x.paths[s, :n], paths, atol=1e-5, rtol=0)
+                torch.testing.assert_close(x.root[s], root, atol=1e-5, rtol=0)
+                assert int(x.child_index[s]) == child
+                assert bool(b.is_value[s]) == step.is_value
+                s += 1
+        assert s == b.n_targets
+
+
+def test_labels_are_type_ids_and_symbol_ids(setup):
+    examples, vocab, model = setup
+    tree, h = examples[3]
+    f = context_features(tree, h, vocab)
+    steps = target_steps(tree, h, f.whole_tokens)
+    b = batching.make_batch([(tree, h)], vocab)
+    for s, lab in zip(steps, b.labels):
+        if s.is_value:
+            sid = f.symbols.id(s.label)
+            assert lab == (1 if sid is None else sid)
+        else:
+            assert lab == vocab.type_of(s.label)
+    # the value steps' copy rows: context leaves first, as the features give them
+    n = len(f.paths.leaves)
+    if b.copy_symbols.shape[0]:
+        assert (b.copy_symbols[0, :n] == f.leaf_copy).all()
+
+
+def test_loss_is_finite_and_differentiable(setup):
+    examples, vocab, model = setup
+    model.train()
+    b = batching.make_batch(examples[:6], vocab).to("cpu")
+    loss, stats = batching.batch_loss(model, b)
+    loss.backward()
+    assert torch.isfinite(loss) and stats["targets"] == b.n_targets
+    assert model.C.grad is not None and model.sub_emb.weight.grad is not None
+    model.eval()
+
+
+def test_step_counts_for_bucketing_bound_the_real_ones(tmp_path):
+    from anycode.model.dataset import Shard
+    from slm_fixtures import tiny_dataset
+    data = tiny_dataset(tmp_path)
+    from anycode.model.dataset import shard_paths
+    from anycode.model.vocab import Vocab
+    vocab = Vocab.load(data / "vocab.json")
+    shard = Shard(shard_paths(data, "train")[0])
+    counts = batching.approx_step_counts(shard)
+    for i in range(0, len(shard), max(1, len(shard) // 30)):
+        tree, h = shard.example(i)
+        exact = len(target_steps(tree, h, context_features(tree, h, vocab).whole_tokens))
+        no_copy = len(target_steps(tree, h))
+        assert exact <= counts[i] == no_copy
