@@ -1,0 +1,47 @@
+"""`anycode serve`: the language server over stdio (editors) or TCP (debugging)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def add_parser(ap: argparse.ArgumentParser) -> None:
+    ap.description = "Run the anycode language server (LSP over stdio by default)."
+    ap.add_argument("--tcp", metavar="HOST:PORT",
+                    help="listen on a TCP socket instead of stdio (one client, for debugging)")
+    ap.add_argument("--stdio", action="store_true", help="use stdio (the default; accepted for clients that pass it)")
+    ap.add_argument("--log-level", default="warning",
+                    choices=["debug", "info", "warning", "error"],
+                    help="level of the server's own log on stderr (default: warning)")
+    ap.add_argument("--completer", help=argparse.SUPPRESS)  # module:factory, a testing hook
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", value
+    try:
+        n = int(port)
+    except ValueError:
+        raise SystemExit(f"anycode serve: --tcp wants HOST:PORT, got {value!r}") from None
+    if not 0 <= n < 65536:
+        raise SystemExit(f"anycode serve: port out of range: {n}")
+    return host.strip("[]") or "127.0.0.1", n
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "debug":  # pygls logs every message it sends at INFO
+        logging.getLogger("pygls").setLevel(max(logging.WARNING, logging.getLogger().level))
+    from anycode.server.lsp import load_factory, make_server
+
+    factory = load_factory(args.completer) if args.completer else None
+    server = make_server(factory)
+    if args.tcp:
+        host, port = parse_hostport(args.tcp)
+        server.start_tcp(host, port)
+    else:
+        server.start_io()
+    return 0

@@ -1,0 +1,652 @@
+"""The anycode language server (pygls 2.x).
+
+Requests are answered on the asyncio event loop; the model runs in one worker
+thread (the completer is not thread safe), one job at a time:
+
+* a request is pinned, when it arrives, to the document version and the byte
+  offset of its cursor (`AnycodeProtocol._handle_request`), so later edits can
+  never shift it;
+* one job per document: a new request supersedes the running one (which stops
+  between beam steps through the completer's `cancelled` callback and is
+  answered RequestCancelled), a second request at the same version and cursor
+  (completion and inline completion together) shares it, a newer document
+  version or $/cancelRequest cancels it;
+* the typing-along cache (typealong.py) answers keystrokes that agree with a
+  shown candidate without the model.
+
+The model loads lazily in the background after `initialized`, with $/progress
+and `anycode/status` notifications ({device, lastLatencyMs, state, message});
+a request that comes first waits for it within its time budget.  A model that
+cannot load is reported once with window/showMessage; the server stays up and
+answers empty lists.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib
+import logging
+import math
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException, JsonRpcRequestCancelled
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
+
+from anycode import __version__
+from anycode.server import settings as settings_mod
+from anycode.server.documents import ENCODINGS, UTF8, UTF16, Document, decode, encode, new_parser
+from anycode.server.settings import Settings
+from anycode.server.typealong import Cand, TypeAlongCache
+
+log = logging.getLogger("anycode.server")
+
+STATUS = "anycode/status"
+STATS = "anycode/stats"
+COMPLETION_METHODS = (types.TEXT_DOCUMENT_COMPLETION, types.TEXT_DOCUMENT_INLINE_COMPLETION)
+MAX_DOCUMENT_BYTES = 4 << 20   # larger documents get no completions (parsing alone would eat the budget)
+CLIENT_REPLY_TIMEOUT = 10.0    # seconds to wait for the client's answer to our own requests
+TRIGGER_CHARACTERS = [".", "(", "[", ","]
+
+
+class JobCancelled(Exception):
+    """The job was superseded, its document changed, or every requester went away."""
+
+
+@dataclass
+class Snapshot:
+    """What a completion request refers to, taken the moment it arrives."""
+    uri: str
+    t0: float
+    doc: Document | None = None
+    version: int = 0
+    source: bytes = b""
+    cursor: int | None = None
+
+
+@dataclass
+class Job:
+    doc: Document
+    version: int
+    source: bytes
+    cursor: int
+    settings: Settings
+    deadline: float
+    cancelled: bool = False
+    waiters: int = 0
+    task: asyncio.Task | None = None
+
+    def is_cancelled(self) -> bool:
+        # Read from the worker thread between beam steps: plain attribute reads only.
+        return self.cancelled or self.doc.version != self.version or self.doc.closed
+
+    def same_place(self, snap: Snapshot, settings: Settings) -> bool:
+        return (not self.is_cancelled() and snap.version == self.version
+                and snap.cursor == self.cursor and settings == self.settings)
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    cache_hits: int = 0
+    shared: int = 0
+    superseded: int = 0
+    cancelled: int = 0
+    model_runs: int = 0           # completer.complete calls started
+    model_runs_cancelled: int = 0
+    model_busy: bool = False
+    loads: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+class AnycodeProtocol(LanguageServerProtocol):
+    """pygls' protocol with four changes: UTF-8 positions when the client offers
+    them; documents live in the server (bytes + tree), not in pygls' workspace;
+    completion requests are pinned to their document state on arrival; and a
+    request whose params do not validate gets an error answer instead of none."""
+
+    _server: "AnycodeServer"
+
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(self, params: types.InitializeParams):
+        general = params.capabilities.general
+        if general is not None and general.position_encodings and UTF8 in general.position_encodings:
+            general.position_encodings = [UTF8] + [e for e in general.position_encodings if e != UTF8]
+        return (yield from super().lsp_initialize(params))
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params):
+        self._server.did_open(params)
+        yield from ()
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params):
+        self._server.did_change(params)
+        yield from ()
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params):
+        self._server.did_close(params)
+        yield from ()
+
+    def _handle_request(self, msg_id, method_name, params):
+        if method_name in COMPLETION_METHODS:
+            self._server.pin(msg_id, params)
+        super()._handle_request(msg_id, method_name, params)
+
+    def structure_message(self, data):
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as exc:
+            if isinstance(data, dict) and "id" in data and "method" in data:
+                log.warning("invalid params for %s: answered with an error", data.get("method"))
+                self._send_response(data["id"], error=exc.to_response_error())
+                return _ANSWERED
+            raise
+
+    def handle_message(self, message):
+        if message is _ANSWERED:
+            return
+        super().handle_message(message)
+
+
+_ANSWERED = object()
+
+
+class _QuietCancel(logging.Filter):
+    """pygls logs a traceback for every request answered RequestCancelled."""
+
+    def filter(self, record):
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, JsonRpcRequestCancelled):
+            return False
+        return not record.getMessage().startswith("Cancel notification for unknown message id")
+
+
+class ModelHost:
+    """The completer, its loading and its one worker thread."""
+
+    def __init__(self, factory: Callable[[Settings], Any] | None = None):
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="anycode-model")
+        self.factory = factory or _runtime_completer
+        self.completer: Any = None
+        self.state = "loading"
+        self.message = ""
+        self.key: tuple | None = None
+        self.generation = 0
+        self.ready = asyncio.Event()  # set when state is no longer "loading"
+        self.cancelled_types: tuple[type[BaseException], ...] = ()
+
+    @property
+    def device(self) -> str:
+        return str(getattr(self.completer, "device", "") or "")
+
+    async def wait_ready(self, deadline: float) -> bool:
+        if self.state == "loading":
+            try:
+                await asyncio.wait_for(self.ready.wait(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                return False
+        return self.state == "ready" and self.completer is not None
+
+
+def _runtime_completer(s: Settings):
+    from anycode.model import runtime  # onnxruntime comes in here, in the worker thread
+    return runtime.Completer(model_dir=s.modelPath or None, device=s.device, threads=s.threads)
+
+
+def _runtime_cancelled_types() -> tuple[type[BaseException], ...]:
+    mod = sys.modules.get("anycode.model.runtime")
+    return (mod.Cancelled,) if mod is not None and hasattr(mod, "Cancelled") else ()
+
+
+class AnycodeServer(LanguageServer):
+    def __init__(self, completer_factory: Callable[[Settings], Any] | None = None):
+        super().__init__("anycode", __version__, protocol_cls=AnycodeProtocol,
+                         text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        self.docs: dict[str, Document] = {}
+        self.parser = new_parser()
+        self.settings = Settings()
+        self.init_options: Any = None
+        self.model = ModelHost(completer_factory)
+        self.cache = TypeAlongCache()
+        self.jobs: dict[str, Job] = {}
+        self.pinned: dict[Any, Snapshot] = {}
+        self.stats = Stats()
+        self.last_latency_ms: float | None = None
+        self._status_sent = 0.0
+        self._progress_n = 0
+        self._big_logged: set[str] = set()
+
+    # ------------------------------------------------------------ messages out
+
+    @property
+    def encoding(self) -> str:
+        try:
+            enc = self.workspace.position_encoding
+        except RuntimeError:
+            return UTF16
+        enc = getattr(enc, "value", enc)
+        return enc if enc in ENCODINGS else UTF16
+
+    def log_message(self, message: str, kind: types.MessageType = types.MessageType.Log) -> None:
+        log.log(logging.ERROR if kind == types.MessageType.Error else logging.INFO, "%s", message)
+        self.window_log_message(types.LogMessageParams(type=kind, message=message))
+
+    def show_message(self, message: str, kind: types.MessageType) -> None:
+        self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+        self.log_message(message, kind)
+
+    def send_status(self, force: bool = True) -> None:
+        now = time.monotonic()
+        if not force and now - self._status_sent < 0.25:
+            return
+        self._status_sent = now
+        status: dict[str, Any] = {"device": self.model.device or self.settings.device,
+                                  "state": self.model.state}
+        if self.last_latency_ms is not None:
+            status["lastLatencyMs"] = round(self.last_latency_ms, 1)
+        if self.model.message:
+            status["message"] = self.model.message
+        self.protocol.notify(STATUS, status)
+
+    # ------------------------------------------------------------ settings
+
+    def apply_settings(self, *layers: Any) -> None:
+        new, warnings = settings_mod.parse(self.init_options, *layers)
+        for w in warnings:
+            self.show_message(w, types.MessageType.Warning)
+        old, self.settings = self.settings, new
+        if new.model_key() != self.model.key:
+            asyncio.ensure_future(self.load_model())
+        elif new != old:
+            self.log_message(f"settings: {new}")
+
+    async def pull_settings(self) -> Any:
+        """The client's `anycode` section through workspace/configuration, if it has one."""
+        caps = self.client_capabilities.workspace
+        if caps is None or not caps.configuration:
+            return None
+        try:
+            result = await asyncio.wait_for(self.workspace_configuration_async(
+                types.ConfigurationParams(items=[types.ConfigurationItem(section=settings_mod.SECTION)])),
+                CLIENT_REPLY_TIMEOUT)
+        except Exception as exc:  # the client failed or never answered: keep what we have
+            self.log_message(f"workspace/configuration failed: {exc!r}", types.MessageType.Warning)
+            return None
+        return _plain(result[0]) if isinstance(result, (list, tuple)) and result else None
+
+    # ------------------------------------------------------------ model
+
+    async def load_model(self) -> None:
+        s = self.settings
+        host = self.model
+        host.generation += 1
+        gen = host.generation
+        host.key = s.model_key()
+        host.state, host.message, host.completer = "loading", "loading the model", None
+        host.ready.clear()
+        self.stats.loads += 1
+        self.send_status()
+        token = await self._progress_begin("anycode", "Loading the completion model")
+        t0 = time.monotonic()
+        loop = asyncio.get_running_loop()
+        try:
+            completer = await loop.run_in_executor(host.executor, host.factory, s)
+        except Exception as exc:
+            if gen != host.generation:
+                return
+            where = f" at {s.modelPath}" if s.modelPath else ""
+            host.state, host.message = "error", f"anycode could not load its model{where}: {exc}"
+            self.show_message(host.message + " Completions are off until the model loads.",
+                              types.MessageType.Error)
+            log.debug("model load failed:\n%s", traceback.format_exc())
+        else:
+            if gen != host.generation:
+                return
+            host.completer = completer
+            host.cancelled_types = _runtime_cancelled_types()
+            ms = (time.monotonic() - t0) * 1000
+            host.state, host.message = "ready", f"model loaded in {ms:.0f} ms"
+            self.log_message(f"model loaded on {host.device or s.device} in {ms:.0f} ms "
+                             f"({s.modelPath or 'shipped model'}, threads {s.threads or 'auto'})",
+                             types.MessageType.Info)
+        finally:
+            if gen == host.generation:
+                host.ready.set()
+                self.send_status()
+            await self._progress_end(token, host.message)
+
+    async def _progress_begin(self, title: str, message: str) -> str | None:
+        caps = self.client_capabilities.window
+        if caps is None or not caps.work_done_progress:
+            return None
+        self._progress_n += 1
+        token = f"anycode-load-{self._progress_n}"
+        try:
+            await asyncio.wait_for(self.work_done_progress.create_async(token), CLIENT_REPLY_TIMEOUT)
+        except Exception:
+            return None
+        self.work_done_progress.begin(token, types.WorkDoneProgressBegin(
+            title=title, message=message, cancellable=False))
+        return token
+
+    async def _progress_end(self, token: str | None, message: str) -> None:
+        if token is not None:
+            self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+
+    # ------------------------------------------------------------ documents
+
+    def did_open(self, params: types.DidOpenTextDocumentParams) -> None:
+        td = params.text_document
+        self._forget(td.uri)
+        self.docs[td.uri] = Document.from_text(td.uri, td.text, td.version, td.language_id)
+
+    def did_change(self, params: types.DidChangeTextDocumentParams) -> None:
+        doc = self.docs.get(params.text_document.uri)
+        if doc is None:
+            log.warning("didChange for a document that is not open: %s", params.text_document.uri)
+            return
+        enc = self.encoding
+        for change in params.content_changes:
+            if isinstance(change, types.TextDocumentContentChangePartial):
+                r = change.range
+                doc.apply_change((r.start.line, r.start.character), (r.end.line, r.end.character),
+                                 change.text, enc)
+            else:
+                doc.apply_change(None, None, change.text, enc)
+        doc.version = params.text_document.version  # in-flight jobs on the old version stop
+
+    def did_close(self, params: types.DidCloseTextDocumentParams) -> None:
+        self._forget(params.text_document.uri)
+
+    def _forget(self, uri: str) -> None:
+        doc = self.docs.pop(uri, None)
+        if doc is not None:
+            doc.closed = True
+        self.cache.drop(uri)
+        self._big_logged.discard(uri)
+
+    # ------------------------------------------------------------ completion
+
+    def pin(self, msg_id: Any, params: Any) -> None:
+        """Called as a completion request arrives, before any later message."""
+        try:
+            uri, pos = params.text_document.uri, params.position
+        except AttributeError:
+            return
+        snap = Snapshot(uri=uri, t0=time.monotonic())
+        doc = self.docs.get(uri)
+        if doc is not None:
+            snap.doc, snap.version, snap.source = doc, doc.version, doc.text
+            snap.cursor = doc.offset_at(pos.line, pos.character, self.encoding)
+        if len(self.pinned) > 256:  # requests cancelled before they ran leave theirs behind
+            for key in list(self.pinned)[:128]:
+                del self.pinned[key]
+        self.pinned[msg_id] = snap
+
+    async def candidates(self, params: Any) -> tuple[Snapshot, list[Cand]]:
+        self.stats.requests += 1
+        snap = self.pinned.pop(self.protocol.msg_id, None)
+        if snap is None:  # not pinned (cannot happen through the protocol): pin now
+            self.pin(None, params)
+            snap = self.pinned.pop(None)
+        doc = snap.doc
+        if doc is None:
+            log.info("completion for a document that is not open: %s", snap.uri)
+            return snap, []
+        if snap.cursor is None:
+            return snap, []
+        if doc.is_stale(snap.version):
+            self.stats.cancelled += 1
+            raise JsonRpcRequestCancelled("the document changed before the request ran")
+        if len(snap.source) > MAX_DOCUMENT_BYTES:
+            if snap.uri not in self._big_logged:
+                self._big_logged.add(snap.uri)
+                self.log_message(f"{snap.uri}: {len(snap.source)} bytes, over the "
+                                 f"{MAX_DOCUMENT_BYTES} byte limit: no completions",
+                                 types.MessageType.Warning)
+            return snap, []
+        if doc.in_comment(self.parser, snap.cursor):
+            return snap, []
+        s = self.settings
+        hit = self.cache.lookup(snap.uri, snap.source, snap.cursor)
+        if hit is not None:
+            self.stats.cache_hits += 1
+            return snap, hit[:s.maxItems]
+
+        job = self.jobs.get(snap.uri)
+        if job is not None and job.same_place(snap, s):
+            self.stats.shared += 1
+        else:
+            if job is not None and not job.cancelled:
+                job.cancelled = True
+                self.stats.superseded += 1
+            job = Job(doc, snap.version, snap.source, snap.cursor, s, snap.t0 + s.timeBudgetMs / 1000)
+            self.jobs[snap.uri] = job
+            job.task = asyncio.ensure_future(self._run(job))
+        job.waiters += 1
+        try:
+            cands = await asyncio.shield(job.task)
+        except asyncio.CancelledError:  # $/cancelRequest (or shutdown)
+            self.stats.cancelled += 1
+            job.waiters -= 1
+            if job.waiters == 0:
+                job.cancelled = True
+            raise
+        except JobCancelled:
+            self.stats.cancelled += 1
+            raise JsonRpcRequestCancelled("superseded by a newer request or edit") from None
+        job.waiters -= 1
+        return snap, cands
+
+    async def _run(self, job: Job) -> list[Cand]:
+        try:
+            if not await self.model.wait_ready(job.deadline):
+                return []
+            if job.is_cancelled():
+                raise JobCancelled
+            completer = self.model.completer
+            t0 = time.monotonic()
+            try:
+                raw = await asyncio.get_running_loop().run_in_executor(
+                    self.model.executor, self._complete_in_worker, completer, job)
+            except JobCancelled:
+                raise
+            except self.model.cancelled_types:
+                raise JobCancelled from None
+            except Exception as exc:
+                self.log_message(f"completion failed: {exc!r}\n{traceback.format_exc()}",
+                                 types.MessageType.Error)
+                return []
+            ms = (time.monotonic() - t0) * 1000
+            cands = [Cand(c.text, float(c.logprob), int(c.start), int(c.end)) for c in raw]
+            self.last_latency_ms = ms
+            self.stats.latencies_ms.append(ms)
+            del self.stats.latencies_ms[:-1000]
+            line, col = job.doc.point_at(job.cursor)
+            self.log_message(f"completion {job.doc.uri}:{line + 1}:{col + 1} v{job.version}: "
+                             f"{len(cands)} items in {ms:.1f} ms (beam {job.settings.beamSize})")
+            self.send_status(force=False)
+            self.cache.store(job.doc.uri, job.source, job.cursor, cands)
+            if job.is_cancelled():  # the answer is for a version that is gone
+                raise JobCancelled
+            return cands
+        finally:
+            if self.jobs.get(job.doc.uri) is job:
+                del self.jobs[job.doc.uri]
+
+    def _complete_in_worker(self, completer: Any, job: Job) -> list:
+        if job.is_cancelled():  # superseded while it waited for the worker
+            raise JobCancelled
+        self.stats.model_runs += 1
+        self.stats.model_busy = True
+        try:
+            s = job.settings
+            return completer.complete(job.source, job.cursor, uri=job.doc.uri, version=job.version,
+                                      beam_size=s.beamSize, max_items=s.maxItems,
+                                      deadline=job.deadline, cancelled=job.is_cancelled)
+        except BaseException:
+            if job.is_cancelled():
+                self.stats.model_runs_cancelled += 1
+            raise
+        finally:
+            self.stats.model_busy = False
+
+    # ------------------------------------------------------------ answers
+
+    def edit_for(self, snap: Snapshot, cand: Cand) -> tuple[types.Range, str, str] | None:
+        """(range, new text, typed text in range) for a candidate.  LSP wants the
+        range on the cursor's line: a typed part that began on an earlier line is
+        kept as is when the candidate repeats it, else the candidate is dropped."""
+        doc, src, cursor, enc = snap.doc, snap.source, snap.cursor, self.encoding
+        start, end = cand.start, cand.end
+        if not (0 <= start <= cursor <= end <= len(src)):
+            return None
+        text = encode(cand.text)
+        line_start = src.rfind(b"\n", 0, cursor) + 1
+        if start < line_start:
+            k = line_start - start
+            if text[:k] != src[start:line_start]:
+                return None
+            text, start = text[k:], line_start
+        if b"\n" in src[cursor:end]:
+            return None
+        # positions from the pinned source (the document may have moved on)
+        pos = lambda off: _position(src, off, enc)  # noqa: E731
+        rng = types.Range(start=pos(start), end=pos(end))
+        return rng, decode(text), decode(src[start:cursor])
+
+
+def _plain(value: Any) -> Any:
+    """JSON-like data as dicts and lists (pygls may hand over namedtuples)."""
+    if hasattr(value, "_asdict"):
+        value = value._asdict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _position(src: bytes, offset: int, enc: str) -> types.Position:
+    line_start = src.rfind(b"\n", 0, offset) + 1
+    line = src.count(b"\n", 0, line_start)
+    prefix = decode(src[line_start:offset])
+    if enc == UTF8:
+        col = offset - line_start
+    elif enc == UTF16:
+        col = len(prefix.encode("utf-16-le", "surrogatepass")) // 2
+    else:
+        col = len(prefix)
+    return types.Position(line=line, character=col)
+
+
+def percent(logprob: float) -> str:
+    return f"anycode {100 * math.exp(min(logprob, 0.0)):.1f}%"
+
+
+def completion_items(server: AnycodeServer, snap: Snapshot, cands: list[Cand]) -> list[types.CompletionItem]:
+    items = []
+    for cand in cands:
+        edit = server.edit_for(snap, cand)
+        if edit is None:
+            continue
+        rng, new_text, typed = edit
+        items.append(types.CompletionItem(
+            label=cand.text,
+            kind=types.CompletionItemKind.Snippet,
+            detail=percent(cand.logprob),
+            sort_text=f"{len(items):04d}",
+            filter_text=new_text if new_text.startswith(typed) else typed + new_text,
+            preselect=not items or None,
+            insert_text_format=types.InsertTextFormat.PlainText,
+            text_edit=types.TextEdit(range=rng, new_text=new_text),
+        ))
+    return items
+
+
+def inline_items(server: AnycodeServer, snap: Snapshot, cands: list[Cand]) -> list[types.InlineCompletionItem]:
+    items = []
+    for cand in cands:
+        edit = server.edit_for(snap, cand)
+        if edit is not None:
+            rng, new_text, _ = edit
+            items.append(types.InlineCompletionItem(insert_text=new_text, range=rng))
+    return items
+
+
+# ---------------------------------------------------------------- the server
+
+
+def make_server(completer_factory: Callable[[Settings], Any] | None = None) -> AnycodeServer:
+    ls = AnycodeServer(completer_factory)
+    filt = _QuietCancel()
+    logging.getLogger("pygls.protocol.json_rpc").addFilter(filt)
+
+    @ls.feature(types.INITIALIZE)
+    def initialize(ls: AnycodeServer, params: types.InitializeParams):
+        ls.init_options = _plain(params.initialization_options)
+        ls.settings, _ = settings_mod.parse(ls.init_options)  # warnings are shown once initialized
+
+    @ls.feature(types.INITIALIZED)
+    async def initialized(ls: AnycodeServer, params: types.InitializedParams):
+        ls.apply_settings(await ls.pull_settings())
+
+    @ls.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    async def did_change_configuration(ls: AnycodeServer, params: types.DidChangeConfigurationParams):
+        pulled = await ls.pull_settings()
+        ls.apply_settings(pulled if pulled is not None else _plain(params.settings))
+
+    @ls.feature(types.TEXT_DOCUMENT_COMPLETION,
+                types.CompletionOptions(trigger_characters=TRIGGER_CHARACTERS, resolve_provider=False))
+    async def completion(ls: AnycodeServer, params: types.CompletionParams):
+        snap, cands = await ls.candidates(params)
+        return types.CompletionList(is_incomplete=True, items=completion_items(ls, snap, cands))
+
+    @ls.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(ls: AnycodeServer, params: types.InlineCompletionParams):
+        snap, cands = await ls.candidates(params)
+        return types.InlineCompletionList(items=inline_items(ls, snap, cands))
+
+    @ls.feature(STATS)
+    def stats(ls: AnycodeServer, params: Any = None):
+        """Counters for tests and benchmarks (not part of LSP)."""
+        st = ls.stats
+        lat = sorted(st.latencies_ms)
+        q = (lambda f: round(lat[min(len(lat) - 1, int(f * len(lat)))], 2) if lat else None)
+        return {
+            "requests": st.requests, "cacheHits": st.cache_hits, "shared": st.shared,
+            "superseded": st.superseded, "cancelled": st.cancelled,
+            "modelRuns": st.model_runs, "modelRunsCancelled": st.model_runs_cancelled,
+            "modelBusy": st.model_busy, "jobs": len(ls.jobs), "loads": st.loads,
+            "state": ls.model.state, "device": ls.model.device, "encoding": ls.encoding,
+            "settings": dataclasses.asdict(ls.settings),
+            "p50Ms": q(0.5), "p95Ms": q(0.95),
+            "documents": {u: {"version": d.version, "bytes": len(d.text), "parses": d.parses}
+                          for u, d in ls.docs.items()},
+            "torchLoaded": "torch" in sys.modules,
+            "threads": threading.active_count(),
+        }
+
+    @ls.feature(types.SHUTDOWN)
+    def shutdown(ls: AnycodeServer, params: Any = None):
+        for job in ls.jobs.values():
+            job.cancelled = True
+        ls.model.executor.shutdown(wait=False, cancel_futures=True)
+
+    return ls
+
+
+def load_factory(spec: str) -> Callable[[Settings], Any]:
+    """`module:attr` -> a completer factory taking Settings (a debugging hook)."""
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr or "make_completer")

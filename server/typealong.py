@@ -1,0 +1,63 @@
+"""The typing-along cache: the answer to the next keystrokes is often already known.
+
+After the model answers at a cursor, the candidates are kept with the text they
+were computed on.  When the user then types characters at that cursor and
+nothing else changed, every candidate that still extends what is now typed is
+still a valid answer (same expression start, same code on both sides), so the
+request is answered from here without running the model.  The same holds for a
+second request at the same place and version (editors ask for completion and
+inline completion together).  A candidate that is now fully typed is dropped; if
+none is left, the model runs again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+
+class Cand(NamedTuple):
+    text: str
+    logprob: float
+    start: int     # byte offsets of the range the text replaces
+    end: int
+
+
+@dataclass
+class _Entry:
+    source: bytes
+    cursor: int
+    cands: list[Cand]
+
+
+class TypeAlongCache:
+    def __init__(self):
+        self._entries: dict[str, _Entry] = {}
+
+    def store(self, uri: str, source: bytes, cursor: int, cands: list[Cand]) -> None:
+        # Only candidates that replace exactly [start, cursor) can be carried along.
+        keep = [c for c in cands if c.end == cursor and c.start <= cursor]
+        if keep:
+            self._entries[uri] = _Entry(source, cursor, keep)
+        else:
+            self._entries.pop(uri, None)
+
+    def drop(self, uri: str) -> None:
+        self._entries.pop(uri, None)
+
+    def lookup(self, uri: str, source: bytes, cursor: int) -> list[Cand] | None:
+        """Candidates still valid at `cursor` in `source`, or None (run the model)."""
+        e = self._entries.get(uri)
+        if e is None:
+            return None
+        k = cursor - e.cursor  # bytes typed since
+        if k < 0 or len(source) != len(e.source) + k:
+            return None
+        if source[:e.cursor] != e.source[:e.cursor] or source[cursor:] != e.source[e.cursor:]:
+            return None
+        out = []
+        for c in e.cands:
+            typed = source[c.start:cursor]
+            text = c.text.encode("utf-8", "surrogatepass")
+            if len(text) > len(typed) and text.startswith(typed):
+                out.append(Cand(c.text, c.logprob, c.start, cursor))
+        return out or None
