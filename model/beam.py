@@ -1,0 +1,698 @@
+"""Beam search over the SLM's decoding graphs, in numpy.
+
+The search grows trees node by node in the order `paths.target_steps` defines:
+depth first, every nonterminal closed by EOS-node, every valued terminal's value
+spelled in parts (whole tokens or subtokens) and closed by EOS-token.  At each
+step every live beam of the request is scored in one batch (`Backend.score`),
+over S_t exactly as `paths.step_paths` spells it:
+
+  * context leaves: the state of each leaf's path at p, the hole's parent, is
+    computed once per request (`Decoder.prepare`); at a hole node n it is the
+    state at n's parent advanced by one node (`Backend.node_step`).  Those states
+    depend only on the chain of hole nodes from p down to pi_t (the beam's DFS
+    stack), so they are kept per chain, shared by the beams on it, and each new
+    chain costs one batched step for all N leaves (plus the root path R_t, kept
+    as row N of the same arrays);
+  * generated leaves: leaf -> pi_t paths inside the hole, kept in a trie of
+    states keyed by (value, nodes), so a path grown by one node costs one step;
+  * only children the grammar table allows (`GrammarTable`), EOS-node only at
+    child counts it has seen, values of the right shape, and the hole's root one
+    of the dataset's target types; past `soft_steps`, beams are steered to close.
+
+Caching across requests (`LeafCache`, `Decoder.prepare`): a context leaf's
+path runs up from the leaf to its lowest common ancestor with p, then down the
+chain to p.  The upward part does not depend on the hole, so its state is kept
+keyed by its content (leaf value ids, node types and child indices), which no
+edit can make stale; the whole context (all prefixes at p, and R_t) is kept per
+document keyed by the same content plus p's chain, so a request whose context
+is unchanged (the user typing inside the hole) re-encodes nothing.
+
+`Backend` is the interface runtime.OrtBackend (ONNX Runtime) and
+export.TorchBackend (the torch model) implement.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+from anycode.grammars import python as grammar
+from anycode.model.features import (MAX_VALUE_SUBTOKENS, ContextFeatures, context_features, copy_row,
+                                    generated_leaf_value, value_ids)
+from anycode.model.holes import target_root_type
+from anycode.model.paths import FlatTree, target_steps, value_subtokens
+from anycode.model.vocab import EMPTY, EOS_NODE, EOS_TOK, MAX_CHILD_INDEX, Vocab
+
+NEG_INF = -np.inf
+_KEYS = MAX_CHILD_INDEX + 1
+MAX_VALUE_PARTS = MAX_VALUE_SUBTOKENS
+
+
+class Backend(Protocol):
+    name: str
+
+    def value_step(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def node_step(self, types: np.ndarray, index: np.ndarray, h: np.ndarray,
+                  c: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def score(self, paths, mask, root, child_index, copy_symbols) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+# ---------------------------------------------------------------- caches
+
+
+class LeafCache:
+    """LRU of the upward states of context leaves, keyed by content (see the module doc)."""
+
+    def __init__(self, max_entries: int = 16384):
+        self.max_entries = max_entries
+        self.data: OrderedDict[bytes, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: bytes):
+        v = self.data.get(key)
+        if v is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+            self.data.move_to_end(key)
+        return v
+
+    def put(self, key: bytes, value) -> None:
+        self.data[key] = value
+        self.data.move_to_end(key)
+        while len(self.data) > self.max_entries:
+            self.data.popitem(last=False)
+
+
+class ContextCache:
+    """The last few contexts of one document: prefix states at p, keyed by content."""
+
+    def __init__(self, max_entries: int = 4):
+        self.max_entries = max_entries
+        self.data: OrderedDict[bytes, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: bytes):
+        v = self.data.get(key)
+        if v is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+            self.data.move_to_end(key)
+        return v
+
+    def put(self, key: bytes, value) -> None:
+        self.data[key] = value
+        while len(self.data) > self.max_entries:
+            self.data.popitem(last=False)
+
+
+# ---------------------------------------------------------------- hypotheses
+
+
+class Hyp:
+    """A partial tree inside the hole.  Node 0 is the hole's root; parent -1 is p."""
+
+    __slots__ = ("types", "parent", "cindex", "kids", "parts", "stack", "suffix", "leaves", "logp",
+                 "nsteps", "done")
+
+    def __init__(self):
+        self.types: list[str] = []
+        self.parent: list[int] = []
+        self.cindex: list[int] = []
+        self.kids: list[list[int]] = []
+        self.parts: list[list[str] | None] = []
+        self.stack: list[int] = []          # open nodes, hole root first: the DFS frontier
+        self.suffix: tuple[int, ...] = ()   # node keys of the stack: the chain below p
+        self.leaves: list[int] = []         # generated leaves, in creation order
+        self.logp = 0.0
+        self.nsteps = 0
+        self.done = False
+
+    def copy(self) -> "Hyp":
+        h = Hyp.__new__(Hyp)
+        h.types, h.parent, h.cindex = self.types[:], self.parent[:], self.cindex[:]
+        h.kids, h.parts = self.kids[:], self.parts[:]
+        h.stack, h.suffix, h.leaves = self.stack[:], self.suffix, self.leaves[:]
+        h.logp, h.nsteps, h.done = self.logp, self.nsteps, self.done
+        return h
+
+    @property
+    def pi(self) -> int:
+        return self.stack[-1] if self.stack else -1
+
+
+def _key(type_id: int, index: int) -> int:
+    return type_id * _KEYS + min(index, MAX_CHILD_INDEX)
+
+
+@dataclass
+class Finished:
+    logp: float
+    hyp: Hyp
+    node: grammar.Node | None = None
+    text: str | None = None
+
+
+@dataclass
+class Context:
+    """One request: the hole's context, encoded up to p."""
+    features: ContextFeatures
+    n: int                          # context leaves
+    p_type: str
+    hole_index: int
+    H: np.ndarray                   # [layers, N + 1, d] states at p; row N is the root path
+    C: np.ndarray
+    extra_masks: dict = field(default_factory=dict)
+    leaf_info: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+
+
+class Stopped(Exception):
+    """Raised by a `check` callback to end the search and return what is finished."""
+
+
+# ---------------------------------------------------------------- the partial printer (typed prefixes)
+
+_SENT = "\x00"
+_MIN_CHILDREN = {
+    "binary_operator": 2, "boolean_operator": 2, "unary_operator": 1, "not_operator": 1, "await": 1,
+    "parenthesized_expression": 1, "if_clause": 1, "list_splat": 1, "dictionary_splat": 1,
+    "parenthesized_list_splat": 1, "conditional_expression": 3, "named_expression": 2,
+    "default_parameter": 2, "keyword_argument": 2, "attribute": 2, "call": 2, "pair": 2, "subscript": 2,
+    "list_comprehension": 2, "set_comprehension": 2, "dictionary_comprehension": 2,
+    "generator_expression": 2, "for_in_clause": 2,
+}
+
+
+def _min_children(t: str) -> int:
+    base = grammar.base_type(t)
+    if base == "comparison_operator":
+        return len(t.split(":", 1)[1].split(",")) + 1 if ":" in t else 2
+    if base == "slice":
+        return t.split(":", 1)[1].count("_") if ":" in t else 0
+    return _MIN_CHILDREN.get(base, 0)
+
+
+def _sentinel_for(parent_type: str, k: int) -> grammar.Node:
+    if grammar.base_type(parent_type) == "lambda" and k == 0:
+        return grammar.Node("lambda_parameters", [grammar.Node("identifier", value=_SENT)])
+    return grammar.Node("identifier", value=_SENT)
+
+
+def _fields(node: grammar.Node) -> None:
+    if grammar.base_type(node.type) == "for_in_clause":
+        for j, c in enumerate(node.children):
+            c.field = "left" if j == 0 else "right"
+
+
+def build_node(hyp: Hyp, i: int = 0, open_fill: bool = False, frontier_marker: bool = True) -> grammar.Node:
+    """Hypothesis node i as a grammar.Node.  With `open_fill`, open nodes are padded with
+    sentinel children so the partial tree prints; the frontier (the deepest open node)
+    gets a sentinel where its next part would go unless `frontier_marker` is False."""
+    t = hyp.types[i]
+    kind = grammar.kind_of(t)
+    open_ = open_fill and i in hyp.stack
+    frontier = open_ and hyp.stack[-1] == i and frontier_marker
+    node = grammar.Node(t)
+    if kind == "valued":
+        node.value = grammar.join_value(t, hyp.parts[i] or []) if hyp.parts[i] else ""
+        if frontier:
+            node.value += _SENT
+    elif kind == "nonterminal":
+        node.children = [build_node(hyp, c, open_fill, frontier_marker) for c in hyp.kids[i]]
+        if open_:
+            k = len(node.children)
+            need = max(_min_children(t) - k, 1 if frontier else 0)
+            node.children += [_sentinel_for(t, k + j) for j in range(need)]
+        _fields(node)
+    return node
+
+
+def _squash(s: str) -> str:
+    return "".join(s.split())
+
+
+def committed_text(hyp: Hyp) -> str | None:
+    """The text of the hypothesis up to its frontier, which no later step can change;
+    None when the partial tree does not print."""
+    try:
+        a = grammar.print_node(build_node(hyp, 0, True))
+    except (grammar.Unprintable, IndexError, StopIteration):
+        return None
+    a = a[: a.index(_SENT)] if _SENT in a else a
+    top = hyp.stack[-1] if hyp.stack else None
+    if top is not None and grammar.kind_of(hyp.types[top]) == "nonterminal":
+        # the frontier may close instead of taking another child: keep what both agree on
+        try:
+            b = grammar.print_node(build_node(hyp, 0, True, frontier_marker=False))
+        except (grammar.Unprintable, IndexError, StopIteration):
+            return a
+        b = b[: b.index(_SENT)] if _SENT in b else b
+        k = 0
+        while k < min(len(a), len(b)) and a[k] == b[k]:
+            k += 1
+        a = a[:k]
+    return a
+
+
+def prefix_consistent(text: str, typed: str) -> bool:
+    t, c = _squash(typed), _squash(text)
+    return t.startswith(c) or c.startswith(t)
+
+
+# ---------------------------------------------------------------- the decoder
+
+
+class Decoder:
+    def __init__(self, backend: Backend, vocab: Vocab, table=None, *, max_paths: int = 200,
+                 max_length: int = 24, n_symbols: int | None = None):
+        self.backend = backend
+        self.vocab = vocab
+        self.table = table
+        self.max_paths = max_paths
+        self.max_length = max_length
+        self.n_symbols = n_symbols
+        T = len(vocab.node_types)
+        self.T = T
+        self.eos_node = vocab.type_id[EOS_NODE]
+        self.eos_tok = vocab.sub_id[EOS_TOK]
+        self.kind = [grammar.kind_of(t) for t in vocab.node_types]
+        self.generable = np.array([not t.startswith("<") for t in vocab.node_types])
+        self.terminal = np.array([k != "nonterminal" for k in self.kind]) & self.generable
+        self.root_ok = np.array([target_root_type(t) for t in vocab.node_types]) & self.generable
+        self._child_masks: dict[tuple[str, int], np.ndarray] = {}
+        self._value_masks: dict[tuple[str, bool], np.ndarray] = {}
+        self._value_ok_cache: dict[tuple[str, str, bool], bool] = {}
+
+    # ------------------------------------------------------------ grammar masks
+
+    def child_mask(self, parent_type: str, index: int) -> np.ndarray:
+        key = (parent_type, min(index, MAX_CHILD_INDEX))
+        m = self._child_masks.get(key)
+        if m is None:
+            if self.table is None or not self.table.known(parent_type):
+                m = self.generable.copy()
+            else:
+                m = np.zeros(self.T, bool)
+                for t in self.table.allowed_children(parent_type, index):
+                    i = self.vocab.type_id.get(t)
+                    if i is not None:
+                        m[i] = True
+                m &= self.generable
+            self._child_masks[key] = m
+        return m
+
+    def eos_ok(self, parent_type: str, n_children: int) -> bool:
+        if self.table is None or not self.table.known(parent_type):
+            return True
+        return self.table.eos_allowed(parent_type, n_children)
+
+    def _value_ok(self, type_key: str, symbol: str, later: bool) -> bool:
+        k = (grammar.base_type(type_key), symbol, later)
+        v = self._value_ok_cache.get(k)
+        if v is None:
+            if symbol.startswith("<") and symbol.endswith(">"):
+                v = False                       # padding, unknown, empty, EOS (handled apart)
+            elif self.table is None:
+                v = True
+            else:
+                v = self.table.value_ok(type_key, symbol, 1 if later else 0)
+            if len(self._value_ok_cache) < 500_000:
+                self._value_ok_cache[k] = v
+        return v
+
+    def value_mask(self, ctx: Context, type_key: str, later: bool) -> np.ndarray:
+        base = grammar.base_type(type_key)
+        vm = self._value_masks.get((base, later))
+        if vm is None:
+            vm = np.array([self._value_ok(type_key, s, later) for s in self.vocab.subtokens])
+            self._value_masks[(base, later)] = vm
+        em = ctx.extra_masks.get((base, later))
+        if em is None:
+            extra = ctx.features.symbols.extra
+            em = ctx.extra_masks[(base, later)] = np.array([self._value_ok(type_key, s, later) for s in extra], bool)
+        return np.concatenate([vm, em])
+
+    # ------------------------------------------------------------ the context
+
+    def prepare(self, tree: FlatTree, h: int, leaf_cache: LeafCache | None = None,
+                ctx_cache: ContextCache | None = None, check: Callable[[], None] | None = None) -> Context | None:
+        """Encode the context of hole h up to its parent p.  None when it has no leaves."""
+        t0 = time.perf_counter()
+        vocab = self.vocab
+        f = context_features(tree, h, vocab, self.max_paths, self.max_length)
+        N = len(f.paths.leaves)
+        if N == 0:
+            return None
+        p = tree.parent[h]
+        depth = tree.depth
+        on_chain = set(tree.chain_up(p))
+        up_len = np.empty(N, np.int64)            # nodes of the upward part, LCA included
+        lca_depth = np.empty(N, np.int64)
+        for k, prefix in enumerate(f.paths.prefixes):
+            i = 0
+            while prefix[i] not in on_chain:
+                i += 1
+            up_len[k] = i + 1
+            lca_depth[k] = depth[prefix[i]]
+        keys = []
+        for k in range(N):
+            u = int(up_len[k])
+            keys.append(f.leaf_values[k].tobytes() + f.prefix_types[k, :u].tobytes() + f.prefix_index[k, :u].tobytes())
+        root_keys = (f.root_types * _KEYS + np.minimum(f.root_index, MAX_CHILD_INDEX)).tobytes()
+        signature = b"|".join(keys) + b"#" + lca_depth.tobytes() + b"#" + root_keys
+        stats = {"leaves": N, "context_hit": False, "leaf_hits": 0, "leaf_misses": 0}
+        cached = ctx_cache.get(signature) if ctx_cache is not None else None
+        if cached is not None:
+            H, C = cached
+            stats["context_hit"] = True
+        else:
+            H, C = self._encode_context(f, keys, up_len, lca_depth, leaf_cache, stats, check)
+            if ctx_cache is not None:
+                ctx_cache.put(signature, (H, C))
+        stats["prepare_ms"] = (time.perf_counter() - t0) * 1e3
+        return Context(f, N, tree.types[p], tree.child_index[h], H, C, stats=stats)
+
+    def _encode_context(self, f: ContextFeatures, keys, up_len, lca_depth, leaf_cache, stats, check):
+        be = self.backend
+        N = len(keys)
+        miss = []
+        got = {}
+        for k, key in enumerate(keys):
+            v = leaf_cache.get(key) if leaf_cache is not None else None
+            if v is None:
+                miss.append(k)
+            else:
+                got[k] = v
+        stats["leaf_hits"], stats["leaf_misses"] = N - len(miss), len(miss)
+        # upward parts of the leaves not cached: value, then one node per level, longest first
+        if miss:
+            m = np.array(miss)
+            order = m[np.argsort(-up_len[m], kind="stable")]
+            h, c = be.value_step(f.leaf_values[order])
+            lens = up_len[order]
+            for j in range(int(lens.max())):
+                a = int((lens > j).sum())                          # rows still climbing: a prefix
+                if a == 0:
+                    break
+                h2, c2 = be.node_step(f.prefix_types[order[:a], j], f.prefix_index[order[:a], j], h[:, :a], c[:, :a])
+                h[:, :a], c[:, :a] = h2, c2
+            for r, k in enumerate(order):
+                got[int(k)] = (h[:, r].copy(), c[:, r].copy())
+                if leaf_cache is not None:
+                    leaf_cache.put(keys[k], got[int(k)])
+        if check is not None:
+            check()
+        L = next(iter(got.values()))[0].shape[0]
+        d = next(iter(got.values()))[0].shape[1]
+        H = np.zeros((L, N + 1, d), np.float32)
+        C = np.zeros((L, N + 1, d), np.float32)
+        for k in range(N):
+            H[:, k], C[:, k] = got[k]
+        # down the chain to p: at depth t every row whose LCA is above t takes node t; the root path too
+        start = np.concatenate([lca_depth, [-1]])
+        for t in range(len(f.root_types)):
+            rows = np.flatnonzero(start < t)
+            if len(rows) == 0:
+                continue
+            ty = np.full(len(rows), f.root_types[t], np.int64)
+            ix = np.full(len(rows), f.root_index[t], np.int64)
+            h2, c2 = be.node_step(ty, ix, H[:, rows], C[:, rows])
+            H[:, rows], C[:, rows] = h2, c2
+        return H, C
+
+    # ------------------------------------------------------------ one step for many hypotheses
+
+    def _step_inputs(self, ctx: Context, hyps: list[Hyp], chains: dict, gen: dict):
+        """Advance the chain and generated-path states the hypotheses need; the score inputs."""
+        be = self.backend
+        vocab = self.vocab
+        N = ctx.n
+        # chain states: every new chain is a known chain plus one node
+        todo = sorted({hy.suffix for hy in hyps if hy.suffix not in chains}, key=len)
+        while todo:
+            level = [s for s in todo if s[:-1] in chains]
+            todo = [s for s in todo if s[:-1] not in chains]
+            hs = np.concatenate([chains[s[:-1]][0] for s in level], 1)
+            cs = np.concatenate([chains[s[:-1]][1] for s in level], 1)
+            ty = np.repeat([s[-1] // _KEYS for s in level], N + 1)
+            ix = np.repeat([s[-1] % _KEYS for s in level], N + 1)
+            h2, c2 = be.node_step(ty.astype(np.int64), ix.astype(np.int64), hs, cs)
+            for j, s in enumerate(level):
+                chains[s] = (h2[:, j * (N + 1): (j + 1) * (N + 1)], c2[:, j * (N + 1): (j + 1) * (N + 1)])
+            if not level:
+                raise AssertionError("a chain without its parent")
+        # generated-leaf paths: value + nodes, from the trie
+        seqs = []
+        for hy in hyps:
+            row = []
+            if hy.leaves:
+                on_stack = {n: j for j, n in enumerate(hy.stack)}
+                for leaf in hy.leaves:
+                    up = []
+                    n = leaf
+                    while n not in on_stack:
+                        up.append(n)
+                        n = hy.parent[n]
+                    up.append(n)
+                    nodes = up + hy.stack[on_stack[n] + 1:]
+                    val, copy = self._leaf_value(ctx, hy, leaf)
+                    seq = (val,) + tuple(_key(vocab.type_of(hy.types[x]), hy.cindex[x]) for x in nodes)
+                    row.append((seq, copy))
+            seqs.append(row)
+        need: dict[int, set] = {}
+        for row in seqs:
+            for seq, _ in row:
+                k = len(seq)
+                while k >= 1 and seq[:k] not in gen:
+                    need.setdefault(k, set()).add(seq[:k])
+                    k -= 1
+        for k in sorted(need):
+            level = sorted(need[k])
+            if k == 1:
+                vals = np.array([s[0] for s in level], np.int64)
+                h2, c2 = be.value_step(vals)
+            else:
+                hs = np.stack([gen[s[:-1]][0] for s in level], 1)
+                cs = np.stack([gen[s[:-1]][1] for s in level], 1)
+                ty = np.array([s[-1] // _KEYS for s in level], np.int64)
+                ix = np.array([s[-1] % _KEYS for s in level], np.int64)
+                h2, c2 = be.node_step(ty, ix, hs, cs)
+            for j, s in enumerate(level):
+                gen[s] = (h2[:, j], c2[:, j])
+        # the batch
+        B = len(hyps)
+        G = max((len(r) for r in seqs), default=0)
+        d = ctx.H.shape[2]
+        P = N + G
+        K = ctx.features.leaf_copy.shape[1]
+        paths = np.zeros((B, P, d), np.float32)
+        mask = np.zeros((B, P), bool)
+        root = np.zeros((B, d), np.float32)
+        child = np.zeros(B, np.int64)
+        copy = np.full((B, P, K), -1, np.int64)
+        copy[:, :N] = ctx.features.leaf_copy
+        for b, (hy, row) in enumerate(zip(hyps, seqs)):
+            Hs = chains[hy.suffix][0]
+            paths[b, :N] = Hs[-1, :N]
+            root[b] = Hs[-1, N]
+            mask[b, : N + len(row)] = True
+            for g, (seq, cp) in enumerate(row):
+                paths[b, N + g] = gen[seq][0][-1]
+                copy[b, N + g] = cp
+            pi = hy.pi
+            if pi < 0:
+                child[b] = ctx.hole_index
+            elif grammar.kind_of(hy.types[pi]) == "valued":
+                child[b] = len(hy.parts[pi])
+            else:
+                child[b] = len(hy.kids[pi])
+        np.minimum(child, MAX_CHILD_INDEX, out=child)
+        return paths, mask, root, child, copy
+
+    def _leaf_value(self, ctx: Context, hy: Hyp, leaf: int) -> tuple[tuple[int, ...], np.ndarray]:
+        t = hy.types[leaf]
+        parts = tuple(hy.parts[leaf] or ()) if grammar.kind_of(t) == "valued" else ()
+        key = (t, parts)
+        v = ctx.leaf_info.get(key)
+        if v is None:
+            subs = value_subtokens(t, list(parts)) if grammar.kind_of(t) == "valued" else [EMPTY]
+            ids = value_ids(self.vocab, subs)
+            ids = tuple(ids + [0] * (MAX_VALUE_SUBTOKENS - len(ids)))
+            token, csubs = generated_leaf_value(t, list(parts))
+            v = ctx.leaf_info[key] = (ids, np.array(copy_row(ctx.features.symbols, token, csubs), np.int64))
+        return v
+
+    def distributions(self, ctx: Context, hyps: list[Hyp], chains: dict, gen: dict):
+        x = self._step_inputs(ctx, hyps, chains, gen)
+        node_lp, value_lp = self.backend.score(*x)
+        return node_lp, value_lp[:, : len(ctx.features.symbols)]
+
+    # ------------------------------------------------------------ applying a step
+
+    def apply(self, hy: Hyp, label: str, logp: float, ctx: Context) -> Hyp:
+        """The hypothesis after one step labelled `label` (a type, EOS-node, a value part, EOS-token)."""
+        n = hy.copy()
+        n.logp = hy.logp + logp
+        n.nsteps += 1
+        pi = hy.pi
+        vocab = self.vocab
+        if pi >= 0 and grammar.kind_of(hy.types[pi]) == "valued":
+            if label == EOS_TOK:
+                n.stack.pop()
+                n.suffix = n.suffix[:-1]
+            else:
+                n.parts[pi] = n.parts[pi] + [label]
+            return n
+        if label == EOS_NODE:
+            x = n.stack.pop()
+            n.suffix = n.suffix[:-1]
+            if not n.kids[x]:
+                n.leaves.append(x)
+            if x == 0:
+                n.done = True
+            return n
+        i = len(n.types)
+        n.types.append(label)
+        n.parent.append(pi)
+        if pi < 0:
+            n.cindex.append(ctx.hole_index)
+        else:
+            n.cindex.append(len(n.kids[pi]))
+            n.kids[pi] = n.kids[pi] + [i]
+        n.kids.append([])
+        kind = grammar.kind_of(label)
+        n.parts.append([] if kind == "valued" else None)
+        if kind == "nonterminal" or kind == "valued":
+            n.stack.append(i)
+            n.suffix = n.suffix + (_key(vocab.type_of(label), n.cindex[i]),)
+        if kind != "nonterminal":
+            n.leaves.append(i)
+            if pi < 0 and kind == "fixed":
+                n.done = True
+        return n
+
+    # ------------------------------------------------------------ beam search
+
+    def search(self, ctx: Context, beam_size: int = 5, typed: str = "", *, max_steps: int = 64,
+               soft_steps: int = 40, max_depth: int = 10, check: Callable[[], None] | None = None,
+               keep: int | None = None) -> list[Finished]:
+        """Finished hypotheses, best first.  `check()` is called between steps: it may raise
+        (cancellation) or raise `Stopped` (deadline), which ends the search with what is finished."""
+        keep = keep or beam_size
+        symbols = ctx.features.symbols
+        nsym = len(symbols)
+        live = [Hyp()]
+        finished: list[Finished] = []
+        chains = {(): (ctx.H, ctx.C)}
+        gen: dict = {}
+        stats = ctx.stats
+        stats.update(steps=0, expansions=0, pruned_typed=0)
+        typed_sq = _squash(typed)
+        for step in range(max_steps):
+            if check is not None:
+                try:
+                    check()
+                except Stopped:
+                    stats["stopped"] = True
+                    break
+            node_lp, value_lp = self.distributions(ctx, live, chains, gen)
+            stats["steps"] += 1
+            cands = []     # (score, b, label, logp)
+            for b, hy in enumerate(live):
+                pi = hy.pi
+                forced = hy.nsteps >= soft_steps
+                if pi >= 0 and grammar.kind_of(hy.types[pi]) == "valued":
+                    j = len(hy.parts[pi])
+                    lp = value_lp[b].copy()
+                    allowed = self.value_mask(ctx, hy.types[pi], j > 0)
+                    if j >= MAX_VALUE_PARTS or (forced and j > 0):
+                        allowed = np.zeros(nsym, bool)
+                    allowed[self.eos_tok] = j > 0
+                    lp[~allowed] = NEG_INF
+                    labels = lambda i: symbols.string(i)  # noqa: E731
+                else:
+                    lp = node_lp[b].copy()
+                    if pi < 0:
+                        allowed = self.child_mask(ctx.p_type, ctx.hole_index) & self.root_ok
+                        if not allowed.any():
+                            allowed = self.root_ok.copy()
+                    else:
+                        k = len(hy.kids[pi])
+                        allowed = self.child_mask(hy.types[pi], k).copy()
+                        eos = self.eos_ok(hy.types[pi], k)
+                        if forced or len(hy.stack) >= max_depth:
+                            if eos:
+                                allowed[:] = False
+                            elif (allowed & self.terminal).any():
+                                allowed &= self.terminal
+                        allowed[self.eos_node] = eos
+                    lp[~allowed] = NEG_INF
+                    labels = lambda i: self.vocab.node_types[i]  # noqa: E731
+                width = min(len(lp), beam_size * (4 if typed_sq else 1))
+                top = np.argpartition(-lp, width - 1)[:width] if width < len(lp) else np.arange(len(lp))
+                for i in top:
+                    if lp[i] > NEG_INF:
+                        cands.append((hy.logp + float(lp[i]), b, labels(int(i)), float(lp[i])))
+            cands.sort(key=lambda c: -c[0])
+            new_live = []
+            for score, b, label, lp in cands:
+                if len(new_live) >= beam_size:
+                    break
+                n = self.apply(live[b], label, lp, ctx)
+                stats["expansions"] += 1
+                if typed_sq:
+                    text = committed_text(n)
+                    if text is not None and not prefix_consistent(text, typed):
+                        stats["pruned_typed"] += 1
+                        continue
+                if n.done:
+                    finished.append(Finished(n.logp, n))
+                else:
+                    new_live.append(n)
+            live = new_live
+            if not live:
+                break
+            if len(finished) >= keep:
+                finished.sort(key=lambda f: -f.logp)
+                if live[0].logp < finished[keep - 1].logp:
+                    break
+            # drop chain states no live beam can return to
+            alive = {hy.suffix[:k] for hy in live for k in range(len(hy.suffix) + 1)}
+            for s in [s for s in chains if s not in alive]:
+                del chains[s]
+        finished.sort(key=lambda f: -f.logp)
+        stats["finished"] = len(finished)
+        return finished
+
+    # ------------------------------------------------------------ teacher forcing (tests, evaluation)
+
+    def score_target(self, ctx: Context, tree: FlatTree, h: int) -> tuple[list, np.ndarray]:
+        """Log-probability of every step of the true target, through the same machinery."""
+        steps = target_steps(tree, h, ctx.features.whole_tokens)
+        hy = Hyp()
+        chains = {(): (ctx.H, ctx.C)}
+        gen: dict = {}
+        out = np.empty(len(steps))
+        symbols = ctx.features.symbols
+        for t, s in enumerate(steps):
+            node_lp, value_lp = self.distributions(ctx, [hy], chains, gen)
+            if s.is_value:
+                sid = symbols.id(s.label)
+                out[t] = value_lp[0, UNK_SYMBOL if sid is None else sid]
+            else:
+                out[t] = node_lp[0, self.vocab.type_of(s.label)]
+            hy = self.apply(hy, s.label, float(out[t]), ctx)
+        return steps, out
+
+
+UNK_SYMBOL = 1      # the id of UNK among the subtokens (vocab.SUBTOKEN_SPECIALS), as batching labels unknown values
+

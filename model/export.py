@@ -1,0 +1,403 @@
+"""`anycode export`: the SLM as the ONNX graphs decoding runs (model/beam.py, model/runtime.py).
+
+    anycode export --checkpoint DIR --out model/shipped [--precision fp16|fp32|int8]
+    anycode export --untrained DATASET_DIR --out DIR      (random weights, for tests and benchmarks)
+
+DIR is a run directory of `anycode train` or a shipped checkpoint (config.json,
+vocab.json, best.pt / slm.pt / ckpt.pt, grammar.json when the data had one).
+
+Three graphs, exact rewrites of `SLM`'s pieces (tests/test_onnx_parity.py):
+
+  lstm_value.onnx  values [N, S]                  -> h, c [layers, N, d]
+                   the first LSTM step of a path: a leaf's value (the sum of its
+                   subtoken embeddings) read from the zero state;
+  lstm_node.onnx   types [N], index [N], h, c     -> h', c'
+                   one LSTM step into an AST node, for any mix of paths.  The
+                   first layer's input projection of a node, W_ih [E_type; E_index]
+                   + biases, is a gather from two precomputed fp32 tables;
+  score.onnx       paths [B, P, d], mask [B, P], root [B, d], child_index [B],
+                   copy_symbols [B, P, K]         -> node_logp [B, T], value_logp [B, M]
+                   aggregate + node head + value head for every beam of a request.
+                   The symbol axis is padded to M = n_subtokens + max_paths * K
+                   (every symbol a request can have); pads score log 0.
+
+Paths are encoded step by step (value, then one node per call) rather than by a
+graph padded to max_length, so that a request pays for the nodes its paths
+have, not for 24 per path, and states are reusable at every node (beam.py).
+
+Weights are stored fp16 (`--precision fp16`, the default) with a Cast after each,
+which ONNX Runtime folds at load: the files are half the size, the arithmetic
+stays fp32, and weights that were fp16 already (the shipped checkpoint) lose
+nothing.  `int8` quantizes the MatMul weights dynamically on top (smaller and
+approximate).
+
+The out directory receives the graphs, config.json, vocab.json, grammar.json and
+manifest.json (sizes and sha256 of every file, checked at load).  This module
+also holds `TorchBackend`, the same interface as `runtime.OrtBackend` over the
+torch model, which the parity test and the benchmark use as the reference.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from anycode.model.features import MAX_COPY_POSITIONS, MAX_VALUE_SUBTOKENS
+from anycode.model.slm import NEG, SLM, SLMConfig
+from anycode.model.vocab import MAX_CHILD_INDEX, Vocab
+
+OPSET = 18
+GRAPHS = ("lstm_value", "lstm_node", "score")
+COPY_COLUMNS = 1 + MAX_COPY_POSITIONS
+FORMAT_VERSION = 1
+
+
+def max_symbols(cfg: SLMConfig, max_paths: int) -> int:
+    """Every symbol a request can have: the vocabulary, then at most K per context leaf."""
+    return cfg.n_subtokens + max_paths * COPY_COLUMNS
+
+
+# ---------------------------------------------------------------- the graphs as modules
+
+
+def _cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """nn.LSTMCell's update from its pre-activations (i, f, g, o)."""
+    i, f, g, o = gates.chunk(4, -1)
+    c2 = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c2), c2
+
+
+class _Upper(nn.Module):
+    """Layers 1.. of the stacked LSTM, fed by layer 0's output."""
+
+    def __init__(self, slm: SLM):
+        super().__init__()
+        self.layers = nn.ModuleList(slm.cells[1:])
+
+    def forward(self, x, h, c):
+        hs, cs = [], []
+        for k, cell in enumerate(self.layers, start=1):
+            g = x @ cell.weight_ih.t() + cell.bias_ih + h[k] @ cell.weight_hh.t() + cell.bias_hh
+            x, ck = _cell(g, c[k])
+            hs.append(x)
+            cs.append(ck)
+        return hs, cs
+
+
+class ValueStep(nn.Module):
+    """values [N, S] -> the LSTM state after reading the leaf value from the zero state."""
+
+    def __init__(self, slm: SLM):
+        super().__init__()
+        cell = slm.cells[0]
+        self.sub_emb = nn.Parameter(slm.sub_emb.weight.detach().clone())
+        self.w_ih = nn.Parameter(cell.weight_ih.detach().clone())
+        self.b_ih = nn.Parameter(cell.bias_ih.detach().clone())   # kept apart: each is a checkpoint weight
+        self.b_hh = nn.Parameter(cell.bias_hh.detach().clone())
+        self.upper = _Upper(slm)
+
+    def forward(self, values):
+        x = self.sub_emb[values].sum(1)                       # embed_value
+        g = x @ self.w_ih.t() + self.b_ih + self.b_hh         # + W_hh . 0
+        h0, c0 = _cell(g, torch.zeros_like(g[:, : g.shape[1] // 4]))
+        zero = torch.zeros_like(h0).unsqueeze(0).expand(len(self.upper.layers) + 1, -1, -1)
+        hs, cs = self.upper(h0, zero, zero)
+        return torch.stack([h0] + hs), torch.stack([c0] + cs)
+
+
+class NodeStep(nn.Module):
+    """types [N], index [N], h, c [layers, N, d] -> the state one AST node further."""
+
+    def __init__(self, slm: SLM):
+        super().__init__()
+        cell = slm.cells[0]
+        dt = slm.cfg.d_type
+        with torch.no_grad():
+            w = cell.weight_ih
+            type_tab = slm.type_emb.weight @ w[:, :dt].t() + cell.bias_ih + cell.bias_hh
+            index_tab = slm.index_emb.weight @ w[:, dt:].t()
+        # kept fp32 in every precision: they are sums of products, not weights of the checkpoint
+        self.register_buffer("type_tab", type_tab.detach().clone())
+        self.register_buffer("index_tab", index_tab.detach().clone())
+        self.w_hh = nn.Parameter(cell.weight_hh.detach().clone())
+        self.upper = _Upper(slm)
+
+    def forward(self, types, index, h, c):
+        g = self.type_tab[types] + self.index_tab[index.clamp(0, MAX_CHILD_INDEX)] + h[0] @ self.w_hh.t()
+        h0, c0 = _cell(g, c[0])
+        hs, cs = self.upper(h0, h, c)
+        return torch.stack([h0] + hs), torch.stack([c0] + cs)
+
+
+def _self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """nn.MultiheadAttention(x, x, x, key_padding_mask=pad), written with shapes the tracer keeps dynamic."""
+    heads = attn.num_heads
+    dh = x.shape[-1] // heads
+    q, k, v = (x @ attn.in_proj_weight.t() + attn.in_proj_bias).chunk(3, -1)
+    q, k, v = (t.unflatten(-1, (heads, dh)).transpose(1, 2) for t in (q, k, v))     # [B, H, P, dh]
+    scores = (q @ k.transpose(-1, -2)) * dh ** -0.5
+    scores = scores.masked_fill(pad[:, None, None, :], float("-inf"))
+    out = (scores.softmax(-1) @ v).transpose(1, 2).flatten(2)
+    return out @ attn.out_proj.weight.t() + attn.out_proj.bias
+
+
+def _encoder_layer(layer: nn.TransformerEncoderLayer, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """nn.TransformerEncoderLayer in eval mode (post-norm, ReLU: SLM's configuration)."""
+    assert not layer.norm_first and layer.activation_relu_or_gelu == 1, "SLM uses post-norm ReLU layers"
+    x = layer.norm1(x + _self_attention(layer.self_attn, x, pad))
+    return layer.norm2(x + layer.linear2(torch.relu(layer.linear1(x))))
+
+
+class Score(nn.Module):
+    """One decoding step for a batch of beams: `SLM.aggregate`, then both heads.
+
+    The transformer is spelled out (`_encoder_layer`): nn.MultiheadAttention's
+    traced graph fixes the batch and set sizes of the example it was traced with."""
+
+    def __init__(self, slm: SLM, n_symbols: int):
+        super().__init__()
+        self.slm = slm
+        self.n_symbols = n_symbols
+
+    def forward(self, paths, mask, root, child_index, copy_symbols):
+        m = self.slm
+        z = paths
+        for layer in m.transformer.layers:
+            z = _encoder_layer(layer, z, ~mask)
+        # the rest of SLM.aggregate, as written there
+        C = m.C[child_index.clamp(0, MAX_CHILD_INDEX)]
+        r = m.W_r(torch.relu(torch.bmm(C, root.unsqueeze(-1)).squeeze(-1)))
+        att = torch.einsum("bpd,bd->bp", z, r).masked_fill(~mask, NEG).softmax(-1)
+        zt = torch.einsum("bp,bpd->bd", att, z)
+        h = torch.relu(m.W_g(torch.cat([zt, r], -1)))
+        return m.node_logits(h), m.value_logits(h, paths, copy_symbols, self.n_symbols)
+
+
+# ---------------------------------------------------------------- torch reference backend
+
+
+class TorchBackend:
+    """`runtime.OrtBackend`'s interface over the torch model itself (SLM's own methods)."""
+
+    name = "torch"
+
+    def __init__(self, model: SLM, n_symbols: int, threads: int = 0):
+        self.model = model.eval()
+        self.n_symbols = n_symbols
+        if threads:
+            torch.set_num_threads(threads)
+
+    @torch.no_grad()
+    def value_step(self, values: np.ndarray):
+        m = self.model
+        x = m.embed_value(torch.from_numpy(values))
+        h, c = m.lstm_step(x, *m.initial_state(len(values)))
+        return h.numpy(), c.numpy()
+
+    @torch.no_grad()
+    def node_step(self, types: np.ndarray, index: np.ndarray, h: np.ndarray, c: np.ndarray):
+        m = self.model
+        x = m.embed_node(torch.from_numpy(types), torch.from_numpy(index))
+        h2, c2 = m.lstm_step(x, torch.from_numpy(h), torch.from_numpy(c))
+        return h2.numpy(), c2.numpy()
+
+    @torch.no_grad()
+    def score(self, paths, mask, root, child_index, copy_symbols):
+        m = self.model
+        h = m.aggregate(torch.from_numpy(paths), torch.from_numpy(mask), torch.from_numpy(root),
+                        torch.from_numpy(child_index))
+        node = m.node_logits(h)
+        value = m.value_logits(h, torch.from_numpy(paths), torch.from_numpy(copy_symbols), self.n_symbols)
+        return node.numpy(), value.numpy()
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def load_checkpoint(path: Path) -> tuple[SLM, Vocab, dict]:
+    """A run or shipped directory -> (model fp32 in eval mode, vocab, config.json)."""
+    from anycode.model.train import load_model
+    return load_model(Path(path))
+
+
+def write_untrained_checkpoint(data_dir: Path, out: Path, seed: int = 0, **overrides) -> Path:
+    """A checkpoint directory like a shipped one (config.json, vocab.json, fp16 slm.pt,
+    grammar.json) holding a randomly initialised SLM of the paper's shape, sized to the
+    dataset's vocabulary: what tests and benchmarks use until trained weights exist."""
+    data_dir, out = Path(data_dir), Path(out)
+    vocab = Vocab.load(data_dir / "vocab.json")
+    torch.manual_seed(seed)
+    cfg = SLMConfig(n_types=len(vocab.node_types), n_subtokens=len(vocab.subtokens), **overrides)
+    model = SLM(cfg).eval()
+    out.mkdir(parents=True, exist_ok=True)
+    vocab.save(out / "vocab.json")
+    if (data_dir / "grammar.json").exists():
+        shutil.copy(data_dir / "grammar.json", out / "grammar.json")
+    (out / "config.json").write_text(json.dumps(
+        {"model": model.config_dict(), "features": {"max_paths": 200, "max_length": 24},
+         "untrained": True}, indent=1))
+    torch.save({k: v.half() for k, v in model.state_dict().items()}, out / "slm.pt")
+    return out
+
+
+# ---------------------------------------------------------------- export
+
+
+def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
+            dynamic: dict[str, dict[int, str]]) -> None:
+    torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
+                      dynamic_axes=dynamic, opset_version=OPSET, dynamo=False, do_constant_folding=True)
+
+
+def _store_fp16(path: Path, min_elements: int = 1024, keep: tuple[str, ...] = ("type_tab", "index_tab")) -> None:
+    """Float initializers -> fp16 followed by a Cast back to fp32 (folded by ORT at load)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    casts = []
+    for init in g.initializer:
+        if init.data_type != TensorProto.FLOAT or any(k in init.name for k in keep):
+            continue
+        arr = numpy_helper.to_array(init)
+        if arr.size < min_elements:
+            continue
+        name = init.name
+        half = numpy_helper.from_array(arr.astype(np.float16), name + "__fp16")
+        init.CopyFrom(half)
+        casts.append(helper.make_node("Cast", [name + "__fp16"], [name], to=TensorProto.FLOAT,
+                                      name=name + "__cast"))
+    for node in reversed(casts):
+        g.node.insert(0, node)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _quantize_int8(path: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    tmp = path.with_suffix(".fp32.onnx")
+    path.rename(tmp)
+    quantize_dynamic(str(tmp), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    tmp.unlink()
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _export_graphs(model: SLM, out: Path, n_sym: int) -> None:
+    cfg = model.cfg
+    L, d = cfg.lstm_layers, cfg.d_lstm
+    N, B, P = 3, 2, 4
+    h = torch.zeros(L, N, d)
+    _export(ValueStep(model), (torch.randint(0, cfg.n_subtokens, (N, MAX_VALUE_SUBTOKENS)),),
+            out / "lstm_value.onnx", ["values"], ["h", "c"],
+            {"values": {0: "n"}, "h": {1: "n"}, "c": {1: "n"}})
+    _export(NodeStep(model), (torch.randint(3, cfg.n_types, (N,)), torch.randint(0, 4, (N,)), h, h.clone()),
+            out / "lstm_node.onnx", ["types", "index", "h", "c"], ["h_out", "c_out"],
+            {"types": {0: "n"}, "index": {0: "n"}, "h": {1: "n"}, "c": {1: "n"},
+             "h_out": {1: "n"}, "c_out": {1: "n"}})
+    mask = torch.ones(B, P, dtype=torch.bool)
+    mask[1, 3] = False
+    _export(Score(model, n_sym), (torch.randn(B, P, d), mask, torch.randn(B, d), torch.tensor([0, 1]),
+                                  torch.randint(-1, 50, (B, P, COPY_COLUMNS))),
+            out / "score.onnx", ["paths", "mask", "root", "child_index", "copy_symbols"],
+            ["node_logp", "value_logp"],
+            {"paths": {0: "b", 1: "p"}, "mask": {0: "b", 1: "p"}, "root": {0: "b"},
+             "child_index": {0: "b"}, "copy_symbols": {0: "b", 1: "p"},
+             "node_logp": {0: "b"}, "value_logp": {0: "b"}})
+
+
+def export(model: SLM, vocab: Vocab, conf: dict, out: Path, precision: str = "fp16",
+           grammar_json: Path | None = None) -> dict:
+    """Write the graphs and the files the runtime reads into `out`; returns the manifest."""
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ValueError(f"precision must be fp32, fp16 or int8, not {precision!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.float().eval()
+    cfg = model.cfg
+    feats = conf.get("features", {})
+    max_paths, max_length = int(feats.get("max_paths", 200)), int(feats.get("max_length", 24))
+    n_sym = max_symbols(cfg, max_paths)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)      # the fused encoder-layer kernel has no ONNX form
+    try:
+        with torch.no_grad():
+            _export_graphs(model, out, n_sym)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    for name in GRAPHS:
+        path = out / f"{name}.onnx"
+        if precision == "fp16":
+            _store_fp16(path)
+        elif precision == "int8":
+            _quantize_int8(path)
+    vocab.save(out / "vocab.json")
+    (out / "config.json").write_text(json.dumps(conf, indent=1))
+    files = [f"{g}.onnx" for g in GRAPHS] + ["vocab.json", "config.json"]
+    if grammar_json is not None and Path(grammar_json).exists():
+        if Path(grammar_json).resolve() != (out / "grammar.json").resolve():
+            shutil.copy(grammar_json, out / "grammar.json")
+        files.append("grammar.json")
+    manifest = {
+        "format": FORMAT_VERSION, "precision": precision, "opset": OPSET, "torch": torch.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "model": model.config_dict(), "max_paths": max_paths, "max_length": max_length,
+        "max_value_subtokens": MAX_VALUE_SUBTOKENS, "copy_columns": COPY_COLUMNS, "n_symbols": n_sym,
+        "untrained": bool(conf.get("untrained", False)),
+        "files": {f: {"bytes": (out / f).stat().st_size, "sha256": sha256(out / f)} for f in files},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def add_parser(ap: argparse.ArgumentParser) -> None:
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, help="run directory of `anycode train`, or a shipped checkpoint")
+    src.add_argument("--untrained", type=Path, metavar="DATASET_DIR",
+                     help="random weights of the paper's shape, with this dataset's vocab.json and grammar.json")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "shipped")
+    ap.add_argument("--precision", choices=["fp16", "fp32", "int8"], default="fp16")
+    ap.add_argument("--fp16", dest="precision", action="store_const", const="fp16", help="same as --precision fp16")
+    ap.add_argument("--grammar", type=Path, help="grammar.json (default: the checkpoint's or dataset's)")
+    ap.add_argument("--seed", type=int, default=0, help="with --untrained")
+
+
+def run(args) -> int:
+    t0 = time.perf_counter()
+    src = args.checkpoint
+    if args.untrained is not None:
+        src = write_untrained_checkpoint(args.untrained, Path(args.out) / "untrained-checkpoint", args.seed)
+    if not (Path(src) / "config.json").exists():
+        print(f"error: {src} has no config.json: not a checkpoint directory", file=sys.stderr)
+        return 2
+    model, vocab, conf = load_checkpoint(src)
+    grammar_json = args.grammar or Path(src) / "grammar.json"
+    if not Path(grammar_json).exists():
+        print(f"warning: no grammar.json beside {src}: decoding will not be grammar-constrained", file=sys.stderr)
+    manifest = export(model, vocab, conf, args.out, args.precision, grammar_json)
+    if args.untrained is not None:
+        shutil.rmtree(src)
+    total = sum(f["bytes"] for f in manifest["files"].values())
+    for name, f in manifest["files"].items():
+        print(f"  {name:18s} {f['bytes'] / 1e6:7.2f} MB")
+    print(f"exported {model.num_parameters() / 1e6:.1f}M parameters ({args.precision}) to {args.out}: "
+          f"{total / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
+    return 0

@@ -1,0 +1,367 @@
+"""Where the cursor is a hole: the tree and hole node the model completes, as the dataset builds them.
+
+`find_hole(source, cursor)`:
+
+1. A placeholder identifier goes in at the cursor.  A buffer with a missing
+   expression rarely parses (`x = |`); with the placeholder it usually does.
+   Typed identifier characters on both sides merge into it (`params.it|ems`).
+   When the placeholder still lands in an ERROR node (an unclosed bracket or a
+   header without its colon: `foo(|`, `if a ==|`), closers are appended after
+   it -- the brackets left open before it, then `:`, then `: pass` -- until it
+   does not.  Parsing is incremental from the previous request's tree when one is
+   given (`prev`): the buffer-with-placeholder of consecutive requests differ by
+   a few bytes, one `Tree.edit` + `Parser.parse(new, old_tree)`.
+2. The hole is the largest expression that ends at the placeholder, starts on
+   the cursor's line, and sits at an expression position (the dataset's rule,
+   `dataset.is_hole_position`, and the grammar table: the parent must have had
+   expressions at that child index).  What the user typed of it, hole start to
+   cursor, is the *typed prefix*: candidates must start with it, and replace
+   hole start .. cursor (.. the end of the word, when the cursor is inside one).
+3. The context is the enclosing function, as in training (the innermost
+   `function_definition`), else the enclosing top-level statement; above
+   `MAX_CONTEXT_BYTES` the largest enclosing node under the cap.
+4. It returns None, fast, where no expression can go: inside a comment or a
+   string, a name being defined (`def |`, `for | in`, `import |`), a statement
+   of its own (the dataset has no statement-level targets), or no parse.
+
+Buffers over `MAX_PARSE_BYTES` are not parsed whole: the top-level block around
+the cursor (column-0 lines delimit it), at most `WINDOW_BYTES` each side, is.
+
+`Hole.verify(text)` re-parses the buffer with a candidate in the hole (incremental,
+from the placeholder's tree) and says whether it parses there as the tree that was
+generated.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import tree_sitter as ts
+
+from anycode.grammars import python as grammar
+from anycode.model.paths import FlatTree
+
+PLACEHOLDER = b"__anycode_hole__"
+MAX_TYPED_CHARS = 120          # the dataset's longest target
+MAX_CONTEXT_BYTES = 24_000     # about 600 lines
+MAX_PARSE_BYTES = 2_000_000
+WINDOW_BYTES = 200_000
+MAX_TREE_DEPTH = 400
+
+_WORD = re.compile(rb"\w")
+_STOP_TYPES = frozenset({"module", "block", "function_definition", "class_definition", "decorated_definition",
+                         "ERROR", "expression_statement"})
+_OPEN = {"(": ")", "[": "]", "{": "}"}
+# positions that hold names, not expressions (used when there is no grammar table)
+_NAME_POSITIONS = frozenset({
+    ("function_definition", "name"), ("class_definition", "name"), ("attribute", "attribute"),
+    ("default_parameter", "name"), ("typed_parameter", ""), ("typed_default_parameter", "name"),
+    ("parameters", ""), ("lambda_parameters", ""), ("dotted_name", ""), ("aliased_import", ""),
+    ("import_statement", ""), ("import_from_statement", ""), ("keyword_argument", "name"),
+})
+
+
+def target_root_type(t: str) -> bool:
+    """Can a hole's root be of this type?  The dataset's targets: expressions of two nodes or more."""
+    b = grammar.base_type(t)
+    return b in grammar.EXPRESSION_TYPES and b != "concatenated_string"
+
+
+@dataclass
+class Hole:
+    tree: FlatTree             # the context, with the hole's node at `h`
+    h: int
+    start: int                 # byte range of `source` the candidates replace
+    end: int
+    cursor: int
+    typed: str                 # source[start:cursor]
+    # the buffer (or window) with the placeholder, as parsed: what candidates are verified in
+    ph_source: bytes
+    ph_tree: ts.Tree
+    hole_range: tuple[int, int]          # the hole in ph_source
+    parent_types: tuple[str, ...]        # tree-sitter types from the hole's parent up to the context root
+    context_range: tuple[int, int]       # the context root in ph_source
+    offset: int = 0                      # where ph_source's window starts in source
+    repaired: str = ""                   # closers appended after the placeholder
+    incremental: bool = False            # parsed from the previous tree
+    stats: dict = field(default_factory=dict)
+
+    def verify(self, text: str, node: grammar.Node | None, parser: ts.Parser) -> bool:
+        """Does the buffer parse with `text` in the hole, as `node` (when given) at the hole's position?"""
+        a, b = self.hole_range
+        data = text.encode("utf8")
+        new = self.ph_source[:a] + data + self.ph_source[b:]
+        t = self.ph_tree.copy()
+        _edit(t, self.ph_source, new, a, b, a + len(data))
+        tree = parser.parse(new, t)
+        n = tree.root_node.descendant_for_byte_range(a, a + len(data))
+        if n is None:
+            return False
+        while n.parent is not None and n.parent.start_byte == a and n.parent.end_byte == a + len(data) \
+                and n.parent.type not in _STOP_TYPES:
+            n = n.parent
+        if n.start_byte != a or n.end_byte != a + len(data) or n.has_error or not n.is_named:
+            return False
+        up, q = [], n.parent
+        while q is not None and len(up) < len(self.parent_types):
+            if q.type == "ERROR":
+                return False
+            up.append(q.type)
+            q = q.parent
+        if tuple(up) != self.parent_types:
+            return False
+        if node is None:
+            return True
+        try:
+            return grammar.convert(n).shape() == node.shape()
+        except RecursionError:
+            return False
+
+
+# ---------------------------------------------------------------- byte and point arithmetic
+
+
+def point_at(src: bytes, off: int) -> tuple[int, int]:
+    row = src.count(b"\n", 0, off)
+    return row, off - (src.rfind(b"\n", 0, off) + 1)
+
+
+def _edit(tree: ts.Tree, old: bytes, new: bytes, start: int, old_end: int, new_end: int) -> None:
+    tree.edit(start_byte=start, old_end_byte=old_end, new_end_byte=new_end,
+              start_point=point_at(old, start), old_end_point=point_at(old, old_end),
+              new_end_point=point_at(new, new_end))
+
+
+def diff_range(old: bytes, new: bytes) -> tuple[int, int, int]:
+    """(start, old_end, new_end): the one edit that turns `old` into `new`."""
+    n = min(len(old), len(new))
+    a = np.frombuffer(old, np.uint8, n)
+    b = np.frombuffer(new, np.uint8, n)
+    neq = np.flatnonzero(a != b)
+    prefix = int(neq[0]) if len(neq) else n
+    m = n - prefix
+    if m:
+        ta = np.frombuffer(old, np.uint8)[len(old) - m:][::-1]
+        tb = np.frombuffer(new, np.uint8)[len(new) - m:][::-1]
+        neq = np.flatnonzero(ta != tb)
+        suffix = int(neq[0]) if len(neq) else m
+    else:
+        suffix = 0
+    return prefix, len(old) - suffix, len(new) - suffix
+
+
+def parse(src: bytes, parser: ts.Parser, prev: tuple[bytes, ts.Tree] | None) -> tuple[ts.Tree, bool]:
+    """Parse `src`, incrementally from `prev` = (its source, its tree) when given."""
+    if prev is None:
+        return parser.parse(src), False
+    old_src, old_tree = prev
+    if old_src == src:
+        return old_tree, True
+    start, old_end, new_end = diff_range(old_src, src)
+    t = old_tree.copy()
+    _edit(t, old_src, src, start, old_end, new_end)
+    return parser.parse(src, t), True
+
+
+def window(source: bytes, cursor: int, limit: int = WINDOW_BYTES) -> tuple[int, int]:
+    """The top-level block around the cursor: from the last column-0 code line at or before the
+    cursor's line to the next one after it, at most `limit` bytes each side."""
+    lo_bound = max(0, cursor - limit)
+    hi_bound = min(len(source), cursor + limit)
+    line_start = source.rfind(b"\n", 0, cursor) + 1
+    lo = line_start
+    while lo > lo_bound:
+        if source[lo: lo + 1].isalpha() or source[lo: lo + 1] in (b"@", b"_"):
+            break
+        lo = source.rfind(b"\n", 0, max(lo - 1, 0)) + 1
+        if lo == 0:
+            break
+    lo = max(lo, lo_bound)
+    hi = source.find(b"\n", cursor)
+    hi = len(source) if hi < 0 else hi + 1
+    while hi < hi_bound:
+        c = source[hi: hi + 1]
+        if (c.isalpha() or c in (b"@", b"_")) and not source.startswith((b"else", b"elif", b"except", b"finally"), hi):
+            break
+        nxt = source.find(b"\n", hi)
+        hi = hi_bound if nxt < 0 else nxt + 1
+    return lo, min(hi, hi_bound)
+
+
+# ---------------------------------------------------------------- the hole
+
+
+def _named_index(node: ts.Node) -> tuple[int, str]:
+    """(index among the parent's children the model sees, field name)."""
+    parent = node.parent
+    k = 0
+    for i, c in enumerate(parent.children):
+        if c.id == node.id:
+            return k, parent.field_name_for_child(i) or ""
+        if c.is_named and c.type not in grammar.DROPPED:
+            k += 1
+    return k, ""
+
+
+def expression_position(node: ts.Node, table=None) -> bool:
+    """May an expression (a dataset target) stand where `node` is?"""
+    parent = node.parent
+    if parent is None:
+        return False
+    ptype = parent.type
+    if ptype == "expression_statement" or ptype == "ERROR":
+        return False
+    index, fld = _named_index(node)
+    if (ptype, fld) in grammar.HOLE_FORBIDDEN or (ptype, "") in grammar.HOLE_FORBIDDEN:
+        return False
+    if table is not None:
+        key = grammar.type_key(parent)
+        if not table.known(key):
+            return False
+        return any(target_root_type(t) for t in table.allowed_children(key, index))
+    return (ptype, fld) not in _NAME_POSITIONS and (ptype, "") not in _NAME_POSITIONS
+
+
+def _open_brackets(root: ts.Node, lo: int, hi: int) -> str:
+    """Closers for the brackets left open among the tokens in [lo, hi)."""
+    stack: list[str] = []
+    todo = [root]
+    while todo:
+        n = todo.pop()
+        if n.end_byte <= lo or n.start_byte >= hi:
+            continue
+        if n.child_count == 0:
+            t = n.type
+            if t in _OPEN:
+                stack.append(_OPEN[t])
+            elif t in (")", "]", "}") and stack and stack[-1] == t:
+                stack.pop()
+            continue
+        todo.extend(reversed(n.children))
+    return "".join(reversed(stack))
+
+
+def _placeholder_node(tree: ts.Tree, at: int) -> ts.Node | None:
+    """The identifier holding the placeholder at byte `at`, or None (comment, string, garbage)."""
+    n = tree.root_node.descendant_for_byte_range(at, at + len(PLACEHOLDER))
+    if n is None or n.type != "identifier":
+        return None
+    return n
+
+
+def _under_error(n: ts.Node) -> ts.Node | None:
+    q = n.parent
+    while q is not None:
+        if q.type == "ERROR":
+            return q
+        q = q.parent
+    return None
+
+
+def find_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = None, table=None,
+              prev: tuple[bytes, ts.Tree] | None = None) -> Hole | None:
+    """The hole at `cursor` (a byte offset) in `source`, or None where no expression can go.
+
+    `table`: a GrammarTable (expression positions); `prev`: (ph_source, ph_tree) of an
+    earlier hole of the same document, to parse incrementally."""
+    if not isinstance(source, (bytes, bytearray)):
+        raise TypeError("source must be bytes")
+    if not 0 <= cursor <= len(source):
+        raise ValueError(f"cursor {cursor} is outside the buffer of {len(source)} bytes")
+    source = bytes(source)
+    parser = parser or grammar.new_parser()
+    offset = 0
+    if len(source) > MAX_PARSE_BYTES:
+        lo, hi = window(source, cursor)
+        hole = find_hole(source[lo:hi], cursor - lo, parser=parser, table=table)
+        if hole is not None:
+            hole.offset = lo
+            hole.start += lo
+            hole.end += lo
+            hole.cursor += lo
+        return hole
+    # typed word characters before the cursor merge with the placeholder; after it, they are replaced
+    end = cursor
+    while end < len(source) and _WORD.match(source, end) and end - cursor < 256:
+        end += 1
+    base = source[:cursor] + PLACEHOLDER + source[end:]
+    tree, incremental = parse(base, parser, prev)
+    ph = _placeholder_node(tree, cursor)
+    if ph is None:
+        return None
+    ph_source, repaired = base, ""
+    err = _under_error(ph)
+    if err is not None:
+        closers = _open_brackets(err, err.start_byte, cursor)
+        for extra in dict.fromkeys((closers, closers + ":", closers + ": pass")):
+            if not extra:
+                continue
+            cand = base[: cursor + len(PLACEHOLDER)] + extra.encode() + base[cursor + len(PLACEHOLDER):]
+            t2, _ = parse(cand, parser, (base, tree))
+            ph2 = _placeholder_node(t2, cursor)
+            if ph2 is not None and _under_error(ph2) is None:
+                ph_source, tree, ph, repaired = cand, t2, ph2, extra
+                break
+        else:
+            return None
+    ph_end = cursor + len(PLACEHOLDER)
+    line_start = source.rfind(b"\n", 0, cursor) + 1
+    # the largest expression ending at the placeholder, on the cursor's line, at an expression position
+    best = None
+    n = ph
+    while n is not None and n.end_byte == ph_end and n.type not in _STOP_TYPES:
+        if n.start_byte >= line_start and cursor - n.start_byte <= MAX_TYPED_CHARS and n.is_named and (
+                n.type == "identifier" or grammar.base_type(grammar.type_key(n)) in grammar.EXPRESSION_TYPES) \
+                and expression_position(n, table):
+            best = n
+        n = n.parent
+    if best is None:
+        return None
+    # inside a literal (an f-string's braces): the model's tree has no node there
+    q = best.parent
+    while q is not None:
+        if q.type in grammar.VALUED or q.type in grammar.FIXED:
+            return None
+        q = q.parent
+    # the context: the enclosing function, else the top-level statement; capped
+    chain = []
+    q = best.parent
+    while q is not None and q.type != "module":
+        chain.append(q)
+        q = q.parent
+    if not chain:
+        return None
+    ctx = next((c for c in chain if c.type in grammar.FUNCTION_TYPES), chain[-1])
+    if ctx.end_byte - ctx.start_byte > MAX_CONTEXT_BYTES:
+        fitting = [c for c in chain[: chain.index(ctx) + 1] if c.end_byte - c.start_byte <= MAX_CONTEXT_BYTES]
+        if not fitting:
+            return None
+        ctx = fitting[-1]
+    parent_types = tuple(c.type for c in chain[: chain.index(ctx) + 1])
+    # the hole's address: named-child indices from the context root down
+    address = []
+    q = best
+    while q.id != ctx.id:
+        address.append(_named_index(q)[0])
+        q = q.parent
+    if len(address) > MAX_TREE_DEPTH:
+        return None
+    try:
+        flat = FlatTree.from_node(grammar.convert(ctx))
+    except RecursionError:
+        return None
+    h = 0
+    for k in reversed(address):
+        kids = flat.children(h)
+        if k >= len(kids):
+            return None
+        h = kids[k]
+    if flat.start_byte[h] != best.start_byte or flat.end_byte[h] != best.end_byte:
+        return None
+    start = best.start_byte
+    return Hole(
+        tree=flat, h=h, start=start, end=end, cursor=cursor,
+        typed=source[start:cursor].decode("utf8", "replace"),
+        ph_source=ph_source, ph_tree=tree, hole_range=(start, ph_end), parent_types=parent_types,
+        context_range=(ctx.start_byte, ctx.end_byte), repaired=repaired, incremental=incremental)

@@ -1,0 +1,326 @@
+"""Completions for the editor: holes (model/holes.py), beam search (model/beam.py), ONNX Runtime.
+
+    c = Completer()                                  # model/shipped, CUDA when there is one
+    c.complete(source_bytes, cursor_byte, uri=..., version=...) -> [Candidate(text, logprob, start, end)]
+
+`start`..`end` is the byte range of `source` a candidate replaces: the part of
+the expression the user already typed (`params.it|` -> `params.items()`), or
+the empty range at the cursor.  Every candidate was printed from the generated
+tree, put in the buffer and re-parsed there by tree-sitter; those that do not
+parse back as the same tree are dropped.
+
+Per document (`uri`), the Completer keeps:
+  * the last buffer-with-placeholder and its tree: the next request parses
+    incrementally from it (a new version only changes where it was edited);
+  * the last few contexts encoded up to the hole's parent (beam.ContextCache),
+    keyed by content: a request at the same hole whose context did not change
+    (typing inside the expression, asking again) encodes nothing.
+Across documents, the upward states of context leaves (beam.LeafCache), keyed by
+content.  Keys are content, so nothing is ever stale; `close_document(uri)`
+drops a document's entries, and both caches are LRU-bounded.
+`stats` counts requests and cache hits.
+
+This module never imports torch.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from anycode.grammars import python as grammar
+from anycode.model import holes
+from anycode.model.beam import ContextCache, Decoder, LeafCache, Stopped, build_node
+from anycode.model.vocab import Vocab
+
+SHIPPED = Path(__file__).resolve().parent / "shipped"
+GRAPHS = ("lstm_value", "lstm_node", "score")
+MAX_DOCUMENTS = 32
+
+
+class ModelError(RuntimeError):
+    """The model directory is missing, incomplete or corrupt, or the device cannot be used."""
+
+
+class Cancelled(Exception):
+    """The request's `cancelled()` callback said so."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    text: str
+    logprob: float
+    start: int          # byte offsets in the request's source of the range `text` replaces
+    end: int
+
+    @property
+    def probability(self) -> float:
+        return float(np.exp(self.logprob))
+
+
+# ---------------------------------------------------------------- ONNX Runtime
+
+
+class OrtBackend:
+    """The three decoding graphs in ONNX Runtime sessions (beam.Backend)."""
+
+    def __init__(self, model_dir: Path, device: str = "auto", threads: int = 0):
+        import onnxruntime as ort
+
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+        available = ort.get_available_providers()
+        providers = ["CPUExecutionProvider"]
+        if device != "cpu" and "CUDAExecutionProvider" in available:
+            if hasattr(ort, "preload_dlls"):
+                try:
+                    ort.preload_dlls()
+                except Exception:  # noqa: BLE001 - a system CUDA install needs no preloading
+                    pass
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        elif device == "cuda":
+            raise ModelError(f"device 'cuda' asked for, but this onnxruntime has no CUDAExecutionProvider "
+                             f"(it has {available}); install onnxruntime-gpu")
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.inter_op_num_threads = 1
+        if threads:
+            so.intra_op_num_threads = threads
+        so.log_severity_level = 3
+        self.sessions = {}
+        for g in GRAPHS:
+            path = Path(model_dir) / f"{g}.onnx"
+            try:
+                self.sessions[g] = ort.InferenceSession(str(path), so, providers=providers)
+            except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
+                raise ModelError(f"cannot load {path}: {e}") from e
+        used = self.sessions["score"].get_providers()
+        self.provider = used[0]
+        if device == "cuda" and self.provider != "CUDAExecutionProvider":
+            raise ModelError(f"device 'cuda' asked for, but ONNX Runtime fell back to {used}")
+        self.device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
+        self.name = f"onnxruntime-{self.device}"
+        self.calls = {g: 0 for g in GRAPHS}
+        self.seconds = {g: 0.0 for g in GRAPHS}
+
+    def _run(self, g: str, feed: dict):
+        t = time.perf_counter()
+        out = self.sessions[g].run(None, feed)
+        self.seconds[g] += time.perf_counter() - t
+        self.calls[g] += 1
+        return out
+
+    def value_step(self, values):
+        return self._run("lstm_value", {"values": np.ascontiguousarray(values, np.int64)})
+
+    def node_step(self, types, index, h, c):
+        return self._run("lstm_node", {"types": np.ascontiguousarray(types, np.int64),
+                                       "index": np.ascontiguousarray(index, np.int64),
+                                       "h": np.ascontiguousarray(h, np.float32),
+                                       "c": np.ascontiguousarray(c, np.float32)})
+
+    def score(self, paths, mask, root, child_index, copy_symbols):
+        return self._run("score", {"paths": paths, "mask": mask, "root": root, "child_index": child_index,
+                                   "copy_symbols": copy_symbols})
+
+
+# ---------------------------------------------------------------- the model directory
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_manifest(model_dir: Path, verify: bool = True) -> dict:
+    model_dir = Path(model_dir)
+    hint = "run `anycode export --checkpoint RUN_DIR --out DIR` to make one"
+    mf = model_dir / "manifest.json"
+    if not mf.exists():
+        raise ModelError(f"no model in {model_dir} (no manifest.json); {hint}")
+    try:
+        manifest = json.loads(mf.read_text())
+        files = manifest["files"]
+    except (ValueError, KeyError) as e:
+        raise ModelError(f"{mf} is corrupt ({e}); {hint}") from e
+    for name, meta in files.items():
+        path = model_dir / name
+        if not path.exists():
+            raise ModelError(f"model file {path} is missing; {hint}")
+        if path.stat().st_size != meta["bytes"]:
+            raise ModelError(f"model file {path} has {path.stat().st_size} bytes, the manifest says "
+                             f"{meta['bytes']}: it is corrupt or from another export; {hint}")
+        if verify and _sha256(path) != meta["sha256"]:
+            raise ModelError(f"model file {path} does not match its sha256 in the manifest: it is corrupt; {hint}")
+    return manifest
+
+
+# ---------------------------------------------------------------- the completer
+
+
+@dataclass
+class _Document:
+    prev: tuple[bytes, object] | None = None      # (buffer with placeholder, its tree)
+    contexts: ContextCache = field(default_factory=ContextCache)
+
+
+class Completer:
+    def __init__(self, model_dir: str | Path | None = None, device: str = "auto", threads: int = 0, *,
+                 verify_files: bool = True):
+        self.model_dir = Path(model_dir) if model_dir is not None else SHIPPED
+        self.manifest = load_manifest(self.model_dir, verify_files)
+        try:
+            self.vocab = Vocab.load(self.model_dir / "vocab.json")
+        except (OSError, ValueError, KeyError) as e:
+            raise ModelError(f"cannot read {self.model_dir / 'vocab.json'}: {e}") from e
+        self.table = None
+        if (self.model_dir / "grammar.json").exists():
+            from anycode.model.grammar_table import GrammarTable
+            try:
+                self.table = GrammarTable.load(self.model_dir / "grammar.json")
+            except (OSError, ValueError, KeyError) as e:
+                raise ModelError(f"cannot read {self.model_dir / 'grammar.json'}: {e}") from e
+        self.backend = OrtBackend(self.model_dir, device, threads)
+        self.device = self.backend.device
+        self.provider = self.backend.provider
+        m = self.manifest
+        self.decoder = Decoder(self.backend, self.vocab, self.table, max_paths=m["max_paths"],
+                               max_length=m["max_length"], n_symbols=m["n_symbols"])
+        self.parser = grammar.new_parser()
+        self.leaf_cache = LeafCache()
+        self._docs: OrderedDict[str, _Document] = OrderedDict()
+        self._lock = threading.Lock()
+        self.max_steps = 64
+        self.soft_steps = 40
+        self.stats = {"requests": 0, "no_hole": 0, "completions": 0, "cancelled": 0, "deadline": 0,
+                      "incremental_parses": 0, "context_hits": 0, "context_misses": 0,
+                      "dropped_unparsable": 0, "dropped_typed": 0}
+        self.last: dict = {}
+
+    # ------------------------------------------------------------ documents
+
+    def close_document(self, uri: str) -> None:
+        with self._lock:
+            self._docs.pop(uri, None)
+
+    def _document(self, uri: str) -> _Document | None:
+        if not uri:
+            return None
+        doc = self._docs.get(uri)
+        if doc is None:
+            doc = self._docs[uri] = _Document()
+            while len(self._docs) > MAX_DOCUMENTS:
+                self._docs.popitem(last=False)
+        self._docs.move_to_end(uri)
+        return doc
+
+    @property
+    def leaf_hit_rate(self) -> float:
+        c = self.leaf_cache
+        return c.hits / max(c.hits + c.misses, 1)
+
+    # ------------------------------------------------------------ completion
+
+    def complete(self, source: bytes, cursor: int, *, uri: str = "", version: int = 0, beam_size: int = 5,
+                 max_items: int = 5, deadline: float | None = None,
+                 cancelled: Callable[[], bool] | None = None) -> list[Candidate]:
+        """Ranked completions of the expression at byte offset `cursor` of `source` ([] where no
+        expression can go).  `deadline` (time.monotonic() seconds) ends the search early with what
+        is finished; `cancelled()` returning True raises Cancelled.  Both are checked between steps."""
+        if not isinstance(source, (bytes, bytearray)):
+            raise TypeError(f"source must be bytes, not {type(source).__name__}")
+        if not 0 <= cursor <= len(source):
+            raise ValueError(f"cursor {cursor} is outside the buffer of {len(source)} bytes")
+        if beam_size < 1 or max_items < 1:
+            raise ValueError("beam_size and max_items must be at least 1")
+        with self._lock:
+            return self._complete(bytes(source), cursor, uri, beam_size, max_items, deadline, cancelled)
+
+    def _complete(self, source, cursor, uri, beam_size, max_items, deadline, cancelled) -> list[Candidate]:
+        t0 = time.perf_counter()
+        self.stats["requests"] += 1
+        last = self.last = {"uri": uri}
+
+        def check():
+            if cancelled is not None and cancelled():
+                self.stats["cancelled"] += 1
+                raise Cancelled()
+            if deadline is not None and time.monotonic() >= deadline:
+                self.stats["deadline"] += 1
+                raise Stopped()
+
+        check_safe = _swallow_stop(check)
+        if not check_safe():
+            return []
+        doc = self._document(uri)
+        hole = holes.find_hole(source, cursor, parser=self.parser, table=self.table,
+                               prev=doc.prev if doc is not None else None)
+        last["hole_ms"] = (time.perf_counter() - t0) * 1e3
+        if hole is None:
+            self.stats["no_hole"] += 1
+            return []
+        if doc is not None and hole.offset == 0:
+            doc.prev = (hole.ph_source, hole.ph_tree)
+        self.stats["incremental_parses"] += hole.incremental
+        last.update(typed=hole.typed, start=hole.start, end=hole.end, incremental=hole.incremental)
+        try:
+            ctx = self.decoder.prepare(hole.tree, hole.h, self.leaf_cache,
+                                       doc.contexts if doc is not None else None, check)
+        except Stopped:
+            return []
+        if ctx is None:
+            self.stats["no_hole"] += 1
+            return []
+        self.stats["context_hits" if ctx.stats["context_hit"] else "context_misses"] += 1
+        t1 = time.perf_counter()
+        finished = self.decoder.search(ctx, beam_size, hole.typed, max_steps=self.max_steps,
+                                       soft_steps=self.soft_steps, check=check, keep=max(beam_size, max_items))
+        t2 = time.perf_counter()
+        out: list[Candidate] = []
+        seen = set()
+        typed_sq = "".join(hole.typed.split())
+        for f in finished:
+            if len(out) >= max_items:
+                break
+            node = build_node(f.hyp)
+            try:
+                text = grammar.print_node(node)
+            except (grammar.Unprintable, IndexError, StopIteration):
+                self.stats["dropped_unparsable"] += 1
+                continue
+            if text in seen:
+                continue
+            seen.add(text)
+            sq = "".join(text.split())
+            if not sq.startswith(typed_sq) or sq == typed_sq:
+                self.stats["dropped_typed"] += 1
+                continue
+            if not hole.verify(text, node, self.parser):
+                self.stats["dropped_unparsable"] += 1
+                continue
+            out.append(Candidate(text, f.logp, hole.start, hole.end))
+        self.stats["completions"] += 1
+        last.update(ctx.stats, search_ms=(t2 - t1) * 1e3, verify_ms=(time.perf_counter() - t2) * 1e3,
+                    total_ms=(time.perf_counter() - t0) * 1e3, candidates=len(out))
+        return out
+
+
+def _swallow_stop(check):
+    def ok() -> bool:
+        try:
+            check()
+        except Stopped:
+            return False
+        return True
+    return ok
