@@ -12,6 +12,8 @@ from anycode.model.slm import SLM, SLMConfig
 
 from slm_fixtures import real_examples, vocab_of
 
+torch.set_num_threads(1)
+
 
 def reference(model, vocab, tree, h):
     """Every path of step_paths encoded whole with SLM.encode: [(paths [P, d], root [d], child index)]."""

@@ -1,0 +1,489 @@
+"""`anycode train`: the SLM trained on dataset shards, nanoGPT style.
+
+    anycode train --data data/dataset/python --out runs/slm [--config tiny|paper]
+                  [--minutes M] [--max-steps N] [--device auto]
+
+One loop: bucketed batches of about `targets_per_batch` generation steps
+(paper 4.3) built in DataLoader workers (model/batching.py), Adam, bf16
+autocast on CUDA, periodic dev loss and greedy dev acc@1, checkpoints to
+RUN_DIR/ckpt.pt that resume exactly (model, optimizer, scheduler, step, RNG
+states, data position).  Running the same command again resumes.
+
+RUN_DIR holds ckpt.pt (everything), best.pt (model weights with the best dev
+acc@1), config.json, vocab.json, grammar.json (when the data has one), log.jsonl.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from anycode.model import batching
+from anycode.model.dataset import Shard, shard_paths
+from anycode.model.slm import SLM, SLMConfig
+from anycode.model.vocab import Vocab
+
+
+# ---------------------------------------------------------------- configuration
+
+
+@dataclass
+class TrainConfig:
+    # model (paper 4.3: embeddings 512, 2-layer LSTM of 256, 4 transformer layers with 8 heads)
+    d_type: int = 384
+    d_index: int = 128
+    d_subtoken: int = 512
+    d_lstm: int = 256
+    lstm_layers: int = 2
+    n_layers: int = 4
+    n_heads: int = 8
+    d_ff: int = 1024
+    dropout: float = 0.25          # transformer
+    lstm_dropout: float = 0.5      # LSTM inputs
+    # features
+    max_paths: int = 200
+    max_length: int = 24
+    # optimisation
+    targets_per_batch: int = 512   # paper: about 512 targets a batch, bucketed by target count
+    lr: float = 1e-3               # paper: 1e-4; see MODEL_CARD.md for why higher with warmup here
+    warmup_steps: int = 500
+    lr_decay: float = 0.95         # multiplied every lr_decay_every steps (paper: 0.95 every 20k)
+    lr_decay_every: int = 1000
+    grad_clip: float = 1.0
+    seed: int = 1234
+    # bookkeeping
+    log_every: int = 100
+    eval_every: int = 2000         # steps between dev checks
+    eval_examples: int = 300       # greedy acc@1 on this many dev examples
+    dev_loss_examples: int = 1000  # teacher-forced dev loss on this many
+    ckpt_minutes: float = 3.0
+    workers: int = -1              # DataLoader workers; -1: cores - 2
+
+
+CONFIGS = {
+    "paper": TrainConfig(),
+    "tiny": TrainConfig(d_type=24, d_index=8, d_subtoken=32, d_lstm=32, n_layers=1, n_heads=2, d_ff=64,
+                        targets_per_batch=128, lr=3e-3, warmup_steps=5, lr_decay_every=10_000,
+                        log_every=5, eval_every=10_000, eval_examples=20, dev_loss_examples=40,
+                        ckpt_minutes=60.0, workers=0),
+}
+
+
+def model_config(cfg: TrainConfig, vocab: Vocab) -> SLMConfig:
+    return SLMConfig(n_types=len(vocab.node_types), n_subtokens=len(vocab.subtokens), d_type=cfg.d_type,
+                     d_index=cfg.d_index, d_subtoken=cfg.d_subtoken, d_lstm=cfg.d_lstm,
+                     lstm_layers=cfg.lstm_layers, n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_ff=cfg.d_ff,
+                     dropout=cfg.dropout, lstm_dropout=cfg.lstm_dropout)
+
+
+# ---------------------------------------------------------------- data
+
+
+class Examples:
+    """The examples of one split: (shard, example) pairs and their step counts."""
+
+    def __init__(self, data_dir: Path, split: str):
+        self.files = [str(p) for p in shard_paths(data_dir, split)]
+        if not self.files:
+            raise FileNotFoundError(f"no shards in {Path(data_dir) / split}")
+        self._shards: dict[int, Shard] = {}
+        shard_id, example_id, counts = [], [], []
+        for k in range(len(self.files)):
+            c = batching.approx_step_counts(self.shard(k))
+            shard_id.append(np.full(len(c), k, np.int32))
+            example_id.append(np.arange(len(c), dtype=np.int32))
+            counts.append(c)
+        self.shard_id = np.concatenate(shard_id)
+        self.example_id = np.concatenate(example_id)
+        self.counts = np.concatenate(counts)
+        self._shards.clear()     # workers load their own, lazily
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def shard(self, k: int) -> Shard:
+        s = self._shards.get(k)
+        if s is None:
+            s = self._shards[k] = Shard(Path(self.files[k]))
+        return s
+
+    def example(self, i: int):
+        return self.shard(int(self.shard_id[i])).example(int(self.example_id[i]))
+
+    def state(self):
+        return {"files": self.files, "shard_id": self.shard_id, "example_id": self.example_id, "counts": self.counts}
+
+
+def epoch_batches(counts: np.ndarray, targets: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """Example ids of every batch of an epoch: sorted by step count (random among equals),
+    cut into runs of about `targets` steps, the runs shuffled."""
+    rng = np.random.default_rng([seed, epoch])
+    order = np.lexsort((rng.random(len(counts)), counts))
+    batches, cur, tot = [], [], 0
+    for i in order:
+        c = int(counts[i])
+        if cur and tot + c > targets:
+            batches.append(np.array(cur, np.int64))
+            cur, tot = [], 0
+        cur.append(int(i))
+        tot += c
+    if cur:
+        batches.append(np.array(cur, np.int64))
+    perm = rng.permutation(len(batches))
+    return [batches[j] for j in perm]
+
+
+class BatchStream(torch.utils.data.Dataset):
+    """Batch number k of an endless sequence of epochs; position k is the data position."""
+
+    def __init__(self, examples: Examples, vocab: Vocab, cfg: TrainConfig):
+        self.examples, self.vocab, self.cfg = examples, vocab, cfg
+        self._epoch_plans: dict[int, list[np.ndarray]] = {}
+        self._starts = [0]
+
+    def plan(self, epoch: int) -> list[np.ndarray]:
+        p = self._epoch_plans.get(epoch)
+        if p is None:
+            if len(self._epoch_plans) > 2:
+                self._epoch_plans.clear()
+            p = self._epoch_plans[epoch] = epoch_batches(self.examples.counts, self.cfg.targets_per_batch,
+                                                         self.cfg.seed, epoch)
+        return p
+
+    def locate(self, k: int) -> tuple[int, int]:
+        while self._starts[-1] <= k:
+            e = len(self._starts) - 1
+            self._starts.append(self._starts[-1] + len(self.plan(e)))
+        e = max(j for j in range(len(self._starts) - 1) if self._starts[j] <= k)
+        return e, k - self._starts[e]
+
+    def __len__(self) -> int:
+        return 1 << 40
+
+    def __getitem__(self, k: int) -> batching.Batch:
+        e, j = self.locate(k)
+        ids = self.plan(e)[j]
+        return batching.make_batch([self.examples.example(int(i)) for i in ids], self.vocab,
+                                   self.cfg.max_paths, self.cfg.max_length)
+
+
+class FromPosition(torch.utils.data.Sampler):
+    def __init__(self, start: int):
+        self.start = start
+
+    def __iter__(self):
+        k = self.start
+        while True:
+            yield k
+            k += 1
+
+
+def _identity(x):
+    return x
+
+
+def make_loader(stream: BatchStream, start: int, workers: int):
+    # its own generator: creating the loader must not draw from the global RNG (exact resume)
+    return torch.utils.data.DataLoader(stream, batch_size=None, sampler=FromPosition(start), num_workers=workers,
+                                       collate_fn=_identity, prefetch_factor=8 if workers else None,
+                                       persistent_workers=False, generator=torch.Generator().manual_seed(0))
+
+
+# ---------------------------------------------------------------- model io
+
+
+def save_json(path: Path, obj) -> None:
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def run_config(cfg: TrainConfig, mcfg: SLMConfig) -> dict:
+    return {"model": asdict(mcfg), "features": {"max_paths": cfg.max_paths, "max_length": cfg.max_length},
+            "train": asdict(cfg)}
+
+
+def load_model(path: Path, device="cpu") -> tuple[SLM, Vocab, dict]:
+    """A run directory (best.pt, else ckpt.pt) or a shipped one (slm.pt, fp16) -> model in eval mode, fp32."""
+    path = Path(path)
+    conf = json.loads((path / "config.json").read_text())
+    vocab = Vocab.load(path / "vocab.json")
+    model = SLM(SLMConfig(**conf["model"]))
+    for name in ("best.pt", "slm.pt", "ckpt.pt"):
+        f = path / name
+        if f.exists():
+            state = torch.load(f, map_location="cpu", weights_only=False)
+            state = state["model"] if "model" in state and isinstance(state["model"], dict) else state
+            model.load_state_dict({k: v.float() for k, v in state.items()})
+            break
+    else:
+        raise FileNotFoundError(f"no weights in {path}")
+    return model.to(device).eval(), vocab, conf
+
+
+def rng_state(device: torch.device) -> dict:
+    out = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if device.type == "cuda":
+        out["cuda"] = torch.cuda.get_rng_state(device)
+    return out
+
+
+def set_rng_state(s: dict, device: torch.device) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    if device.type == "cuda" and "cuda" in s:
+        torch.cuda.set_rng_state(s["cuda"], device)
+
+
+# ---------------------------------------------------------------- dev checks
+
+
+@torch.no_grad()
+def dev_loss(model, dev_batches: list[batching.Batch], device, amp) -> float:
+    model.eval()
+    nll, n = 0.0, 0
+    for b in dev_batches:
+        with amp():
+            _, st = batching.batch_loss(model, b.to(device))
+        nll += st["nll_sum"]
+        n += st["targets"]
+    model.train()
+    return nll / max(n, 1)
+
+
+def dev_accuracy(model, vocab, dev_examples, device, cfg: TrainConfig, grammar_table) -> float:
+    from anycode.model import evaluate
+    model.eval()
+    preds = evaluate.decode(model, vocab, dev_examples, beam=1, device=device, table=grammar_table,
+                            max_paths=cfg.max_paths, max_length=cfg.max_length)
+    model.train()
+    ok = sum(evaluate.same_code(p[0].code, evaluate.truth_code(t, h)) if p else False
+             for p, (t, h) in zip(preds, dev_examples))
+    return ok / max(len(dev_examples), 1)
+
+
+# ---------------------------------------------------------------- training
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None, max_steps: int | None = None,
+          device: str = "auto", log=print) -> dict:
+    """Train (or resume) into `out`; returns a summary with the losses of the steps run here."""
+    t_start = time.time()
+    data, out = Path(data), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = pick_device(device)
+    vocab = Vocab.load(data / "vocab.json")
+    ckpt_path = out / "ckpt.pt"
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
+    if ckpt is not None:
+        cfg = TrainConfig(**ckpt["config"])        # a resumed run keeps its configuration
+    mcfg = model_config(cfg, vocab)
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    model = SLM(mcfg).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    decay = lambda s: min(1.0, (s + 1) / max(cfg.warmup_steps, 1)) * cfg.lr_decay ** (s // cfg.lr_decay_every)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, decay)
+    st = {"step": 0, "pos": 0, "train_seconds": 0.0, "targets": 0, "examples": 0, "best_dev_acc": -1.0,
+          "best_step": -1, "history": []}
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optim"])
+        sched.load_state_dict(ckpt["sched"])
+        st.update(ckpt["state"])
+        set_rng_state(ckpt["rng"], dev)
+        log(f"resumed from {ckpt_path} at step {st['step']} (data position {st['pos']})")
+        del ckpt
+    else:
+        vocab.save(out / "vocab.json")
+        if (data / "grammar.json").exists():
+            shutil.copy(data / "grammar.json", out / "grammar.json")
+    save_json(out / "config.json", run_config(cfg, mcfg))
+    log(f"model: {model.num_parameters() / 1e6:.2f}M parameters on {dev}; config {asdict(cfg)}")
+
+    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if dev.type == "cuda" else \
+        (lambda: torch.autocast("cpu", enabled=False))
+
+    train_ex = Examples(data, "train")
+    stream = BatchStream(train_ex, vocab, cfg)
+    log(f"train: {len(train_ex)} examples, {int(train_ex.counts.sum())} targets (upper bound) in "
+        f"{len(train_ex.files)} shards; about {len(stream.plan(0))} batches an epoch")
+    # dev: a fixed sample for the loss and for greedy acc@1
+    dev_batches, dev_examples, grammar_table = [], [], None
+    if shard_paths(data, "dev"):
+        dev_ex = Examples(data, "dev")
+        rng = np.random.default_rng(cfg.seed + 1)
+        pick = rng.permutation(len(dev_ex))
+        loss_ids = pick[: cfg.dev_loss_examples]
+        for k in range(0, len(loss_ids), 32):
+            dev_batches.append(batching.make_batch([dev_ex.example(int(i)) for i in loss_ids[k: k + 32]], vocab,
+                                                   cfg.max_paths, cfg.max_length))
+        dev_examples = [dev_ex.example(int(i)) for i in pick[: cfg.eval_examples]]
+    if (data / "grammar.json").exists():
+        from anycode.model.grammar_table import GrammarTable
+        grammar_table = GrammarTable.load(data / "grammar.json")
+
+    workers = cfg.workers if cfg.workers >= 0 else max(0, (os.cpu_count() or 2) - 2)
+    loader = iter(make_loader(stream, st["pos"], workers))
+    model.train()
+
+    losses: list[float] = []
+    last_ckpt = time.time()
+    win = {"nll": 0.0, "n": 0, "vnll": 0.0, "vn": 0, "examples": 0, "t0": time.time(), "steps": 0, "wait": 0.0}
+    budget = None if minutes is None else minutes * 60.0
+    step_seconds = 0.0
+
+    def save_checkpoint():
+        tmp = out / "ckpt.pt.tmp"
+        torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "sched": sched.state_dict(),
+                    "state": st, "rng": rng_state(dev), "config": asdict(cfg), "model_config": asdict(mcfg)}, tmp)
+        os.replace(tmp, ckpt_path)
+
+    def run_eval():
+        t0 = time.time()
+        dl = dev_loss(model, dev_batches, dev, amp) if dev_batches else float("nan")
+        acc = dev_accuracy(model, vocab, dev_examples, dev, cfg, grammar_table) if dev_examples else float("nan")
+        rec = {"step": st["step"], "dev_nll": dl, "dev_greedy_acc1": acc, "eval_seconds": time.time() - t0}
+        st["history"].append(rec)
+        log(f"dev step {st['step']}: nll/target {dl:.4f}, greedy acc@1 {acc * 100:.2f}% "
+            f"({len(dev_examples)} examples, {rec['eval_seconds']:.1f}s)")
+        with open(out / "log.jsonl", "a") as fh:
+            fh.write(json.dumps({"dev": rec}) + "\n")
+        if acc > st["best_dev_acc"]:
+            st["best_dev_acc"], st["best_step"] = acc, st["step"]
+            torch.save(model.state_dict(), out / "best.pt.tmp")
+            os.replace(out / "best.pt.tmp", out / "best.pt")
+        return time.time() - t0
+
+    eval_seconds = 0.0
+    stop_reason = "max steps"
+    while True:
+        if max_steps is not None and st["step"] >= max_steps:
+            break
+        elapsed = time.time() - t_start
+        if budget is not None and elapsed + max(3 * step_seconds, 5.0) + 15.0 > budget:
+            stop_reason = "time limit"
+            break
+        t_wait = time.time()
+        batch = next(loader)
+        b = batch.to(dev)
+        win["wait"] += time.time() - t_wait
+        t0 = time.time()
+        with amp():
+            loss, stats = batching.batch_loss(model, b)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        st["step"] += 1
+        st["pos"] += 1
+        st["targets"] += stats["targets"]
+        st["examples"] += b.n_examples
+        losses.append(float(loss.detach()))
+        win["nll"] += stats["nll_sum"]
+        win["n"] += stats["targets"]
+        win["vnll"] += stats["value_nll_sum"]
+        win["vn"] += stats["value_targets"]
+        win["examples"] += b.n_examples
+        win["steps"] += 1
+        step_seconds = 0.9 * step_seconds + 0.1 * (time.time() - t0) if step_seconds else time.time() - t0
+        if st["step"] % cfg.log_every == 0:
+            dt = time.time() - win["t0"]
+            st["train_seconds"] += dt
+            rec = {"step": st["step"], "loss": win["nll"] / win["n"],
+                   "node_loss": (win["nll"] - win["vnll"]) / max(win["n"] - win["vn"], 1),
+                   "value_loss": win["vnll"] / max(win["vn"], 1), "lr": sched.get_last_lr()[0],
+                   "targets_per_s": win["n"] / dt, "examples_per_s": win["examples"] / dt,
+                   "steps_per_s": win["steps"] / dt, "data_wait_share": win["wait"] / dt,
+                   "epoch": stream.locate(st["pos"])[0]}
+            log(f"step {rec['step']:6d} ep {rec['epoch']} loss {rec['loss']:.4f} (node {rec['node_loss']:.3f} "
+                f"value {rec['value_loss']:.3f}) lr {rec['lr']:.2e} | {rec['targets_per_s']:.0f} targets/s "
+                f"{rec['examples_per_s']:.0f} ex/s {rec['steps_per_s']:.1f} steps/s wait {rec['data_wait_share']:.0%}")
+            with open(out / "log.jsonl", "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+            win = {"nll": 0.0, "n": 0, "vnll": 0.0, "vn": 0, "examples": 0, "t0": time.time(), "steps": 0,
+                   "wait": 0.0}
+        if st["step"] % cfg.eval_every == 0:
+            left = None if budget is None else budget - (time.time() - t_start)
+            if left is None or left > 2 * eval_seconds + 30:
+                eval_seconds = run_eval()
+                win["t0"] += eval_seconds
+        if time.time() - last_ckpt > cfg.ckpt_minutes * 60:
+            save_checkpoint()
+            last_ckpt = time.time()
+            win["t0"] = time.time()   # keep throughput numbers clean of checkpoint time
+            win.update({"nll": 0.0, "n": 0, "vnll": 0.0, "vn": 0, "examples": 0, "steps": 0, "wait": 0.0})
+    if win["steps"]:
+        st["train_seconds"] += time.time() - win["t0"]
+    if dev_examples and (not st["history"] or st["history"][-1]["step"] != st["step"]) and st["step"] > 0:
+        left = None if budget is None else budget - (time.time() - t_start)
+        if left is None or left > eval_seconds + 10:
+            run_eval()
+    save_checkpoint()
+    log(f"stopped ({stop_reason}) at step {st['step']}; checkpoint {ckpt_path}; "
+        f"{time.time() - t_start:.0f}s in this call")
+    return {"losses": losses, "step": st["step"], "state": st}
+
+
+# ---------------------------------------------------------------- command line
+
+
+def add_parser(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--data", type=Path, default=Path("data/dataset/python"))
+    ap.add_argument("--out", type=Path, default=Path("runs/slm"))
+    ap.add_argument("--config", default="paper", choices=sorted(CONFIGS))
+    ap.add_argument("--minutes", type=float, default=None, help="stop cleanly, with a checkpoint, before this")
+    ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
+
+
+def parse_overrides(cfg: TrainConfig, pairs: list[str]) -> TrainConfig:
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    kw = {}
+    for p in pairs:
+        k, v = p.split("=", 1)
+        if k not in types:
+            raise SystemExit(f"unknown config field {k}")
+        cur = getattr(cfg, k)
+        kw[k] = type(cur)(v)
+    return replace(cfg, **kw)
+
+
+def run(args) -> int:
+    cfg = parse_overrides(CONFIGS[args.config], args.set)
+
+    def log(msg):
+        print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+    train(args.data, args.out, cfg, minutes=args.minutes, max_steps=args.max_steps, device=args.device, log=log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(argparse.ArgumentParser().parse_args()))

@@ -1,0 +1,115 @@
+"""Training on a tiny real dataset: the loss falls, resuming is exact, decoding reads what training reads."""
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from anycode.model import batching, evaluate, train
+from anycode.model.dataset import Shard, shard_paths
+from anycode.model.vocab import Vocab
+
+from slm_fixtures import tiny_dataset
+
+torch.set_num_threads(1)   # tiny tensors: one thread is much faster, above all on a busy machine
+
+CFG = replace(train.CONFIGS["tiny"], targets_per_batch=96, log_every=1000, eval_every=1000, eval_examples=2,
+              dev_loss_examples=16)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return tiny_dataset(tmp_path_factory.mktemp("tinyds"))
+
+
+def quiet(*a):
+    pass
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    # a few hundred examples, seen again and again: the model must fit them
+    run = tmp_path_factory.mktemp("run")
+    out = train.train(data, run, replace(CFG, lr=1e-2), max_steps=40, device="cpu", log=quiet)
+    return run, out
+
+
+def test_loss_goes_down(trained):
+    run, out = trained
+    cfg = replace(CFG, lr=1e-2)
+    losses = out["losses"]
+    assert len(losses) == 40
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    assert (run / "ckpt.pt").exists() and (run / "config.json").exists() and (run / "vocab.json").exists()
+    # the run directory loads back as a model for evaluation
+    model, vocab, conf = train.load_model(run)
+    assert conf["features"]["max_paths"] == cfg.max_paths and not model.training
+
+
+def test_resume_gives_the_same_next_loss(data, tmp_path):
+    whole = train.train(data, tmp_path / "a", CFG, max_steps=7, device="cpu", log=quiet)["losses"]
+    train.train(data, tmp_path / "b", CFG, max_steps=5, device="cpu", log=quiet)
+    rest = train.train(data, tmp_path / "b", CFG, max_steps=7, device="cpu", log=quiet)["losses"]
+    assert len(rest) == 2
+    assert rest == pytest.approx(whole[5:], abs=1e-6, rel=0)
+
+
+def test_epoch_plans_are_bucketed_and_cover_every_example():
+    counts = np.random.default_rng(0).integers(3, 40, size=500)
+    plan = train.epoch_batches(counts, 128, seed=3, epoch=0)
+    ids = np.sort(np.concatenate(plan))
+    assert (ids == np.arange(500)).all()
+    assert all(counts[b].sum() <= 128 or len(b) == 1 for b in plan)
+    assert [list(b) for b in plan] == [list(b) for b in train.epoch_batches(counts, 128, seed=3, epoch=0)]
+    assert [list(b) for b in plan] != [list(b) for b in train.epoch_batches(counts, 128, seed=3, epoch=1)]
+
+
+def test_decoding_reads_the_same_steps_as_training(data):
+    vocab = Vocab.load(data / "vocab.json")
+    torch.manual_seed(0)
+    model = train.SLM(train.model_config(CFG, vocab)).eval()
+    shard = Shard(shard_paths(data, "dev")[0])
+    items = [shard.example(i) for i in range(0, len(shard), max(1, len(shard) // 8))][:8]
+    dec = evaluate.Decoder(model, vocab)
+    with torch.no_grad():
+        b = batching.make_batch(items, vocab).to("cpu")
+        teacher = batching.step_log_probs(model, b)
+    forced = [x for t, h in items for x in dec.forced(t, h)]
+    labels = b.labels.tolist()
+    for k, (a, c) in enumerate(zip(forced, teacher.tolist())):
+        if labels[k] == 1:
+            continue          # an unknown type or value: decoding never produces it
+        assert a == pytest.approx(c, abs=1e-4)
+
+
+def test_beam_search_returns_ranked_trees_that_parse(data, trained):
+    model, vocab, _ = train.load_model(trained[0])
+    shard = Shard(shard_paths(data, "test")[0])
+    items = [shard.example(i) for i in range(6)]
+    from anycode.model.grammar_table import GrammarTable
+    table = GrammarTable.load(data / "grammar.json")
+    res = evaluate.decode(model, vocab, items, beam=5, table=table, parse_only=False)
+    assert len(res) == 6
+    for cands in res:
+        assert 1 <= len(cands) <= 5
+        lps = [c.logp for c in cands]
+        assert lps == sorted(lps, reverse=True) and all(lp <= 0 for lp in lps)
+        for c in cands:
+            if c.parsed is not None:
+                assert evaluate.same_code(evaluate.print_or_none(c.parsed), c.code)
+
+
+def test_metrics_count_exact_tree_and_subtoken_matches(data):
+    from anycode.grammars import python as g
+    shard = Shard(shard_paths(data, "test")[0])
+    tree, h = shard.example(0)
+    truth = evaluate.truth_code(tree, h)
+    node = g.parse_expression(truth)
+    exact = evaluate.Candidate(truth, -0.1, node, node)
+    sc = evaluate.score([exact], tree, h)
+    assert (sc.acc, sc.tree, sc.sub) == (0, 0, 0)
+    assert evaluate.subtoken_diff(g.parse_expression("a.get_x(b)"), g.parse_expression("a.set_x(b)")) == 1
+    assert evaluate.subtoken_diff(g.parse_expression("a.get_x(b)"), g.parse_expression("a.get_x(b, c)")) is None
+    m = evaluate.summarize([evaluate.Scored(0, 0, 0), evaluate.Scored(None, 3, 2)])
+    assert m["acc@1"] == 50 and m["acc@5"] == 50 and m["tree@5"] == 100 and m["subtoken@1"] == 50
