@@ -580,6 +580,44 @@ class Decoder:
                 n.done = True
         return n
 
+    def _typed_symbols(self, ctx: Context, hy: Hyp, typed_sq: str) -> np.ndarray | None:
+        """Which value parts keep the frontier terminal's text consistent with the typed prefix
+        (None: any, the typed text is behind the frontier already)."""
+        pi = hy.pi
+        t = hy.types[pi]
+        tmp = hy.copy()
+        tmp.parts[pi] = []
+        before = committed_text(tmp)
+        if before is None:
+            return None
+        rest = typed_sq[len(_squash(before)):] if typed_sq.startswith(_squash(before)) else None
+        if rest is None:
+            return None
+        parts = hy.parts[pi] or []
+        so_far = _squash(grammar.join_value(t, parts)) if parts else ""
+        if not rest.startswith(so_far) or len(so_far) >= len(rest):
+            return None
+        rest = rest[len(so_far):]
+        index = ctx.extra_masks.get("first_char")
+        symbols = ctx.features.symbols
+        n = len(symbols)
+        if index is None:
+            index = {}
+            for i in range(n):
+                s = symbols.string(i)
+                if s:
+                    index.setdefault(s[0], []).append(i)
+            ctx.extra_masks["first_char"] = index
+        mask = np.zeros(n, bool)
+        heads = {rest[0]}
+        if parts and rest[0] == "_" and len(rest) > 1:
+            heads.add(rest[1])          # the joiner may put the underscore between subtokens
+        for c in heads:
+            for i in index.get(c, ()):
+                v = _squash(grammar.join_value(t, parts + [symbols.string(i)]))[len(so_far):]
+                mask[i] = rest.startswith(v) or v.startswith(rest)
+        return mask
+
     # ------------------------------------------------------------ beam search
 
     def search(self, ctx: Context, beam_size: int = 5, typed: str = "", *, max_steps: int = 64,
@@ -617,6 +655,10 @@ class Decoder:
                     if j >= MAX_VALUE_PARTS or (forced and j > 0):
                         allowed = np.zeros(nsym, bool)
                     allowed[self.eos_tok] = j > 0
+                    if typed_sq:
+                        fits = self._typed_symbols(ctx, hy, typed_sq)
+                        if fits is not None:
+                            allowed &= fits | (np.arange(nsym) == self.eos_tok)
                     lp[~allowed] = NEG_INF
                     labels = lambda i: symbols.string(i)  # noqa: E731
                 else:
@@ -649,7 +691,7 @@ class Decoder:
                     break
                 n = self.apply(live[b], label, lp, ctx)
                 stats["expansions"] += 1
-                if typed_sq:
+                if typed_sq and not (live[b].pi >= 0 and live[b].pi == n.pi and label != EOS_TOK):
                     text = committed_text(n)
                     if text is not None and not prefix_consistent(text, typed):
                         stats["pruned_typed"] += 1

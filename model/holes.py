@@ -11,12 +11,15 @@
    does not.  Parsing is incremental from the previous request's tree when one is
    given (`prev`): the buffer-with-placeholder of consecutive requests differ by
    a few bytes, one `Tree.edit` + `Parser.parse(new, old_tree)`.
-2. The hole is the largest expression that ends at the placeholder, starts on
-   the cursor's line, and sits at an expression position (the dataset's rule,
+2. The hole is the innermost expression that ends at the placeholder, starts
+   on the cursor's line, and sits at an expression position (the dataset's rule,
    `dataset.is_hole_position`, and the grammar table: the parent must have had
-   expressions at that child index).  What the user typed of it, hole start to
-   cursor, is the *typed prefix*: candidates must start with it, and replace
-   hole start .. cursor (.. the end of the word, when the cursor is inside one).
+   expressions at that child index): the placeholder itself (`x = |`,
+   `a + |`), or what holds it where it cannot stand alone (`params.it|`: an
+   attribute's name is no expression, the attribute is).  What the user typed
+   of it, hole start to cursor, is the *typed prefix*: candidates must start
+   with it, and replace hole start .. cursor (.. the end of the word, when the
+   cursor is inside one).
 3. The context is the enclosing function, as in training (the innermost
    `function_definition`), else the enclosing top-level statement; above
    `MAX_CONTEXT_BYTES` the largest enclosing node under the cap.
@@ -307,7 +310,7 @@ def find_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = None, ta
             return None
     ph_end = cursor + len(PLACEHOLDER)
     line_start = source.rfind(b"\n", 0, cursor) + 1
-    # the largest expression ending at the placeholder, on the cursor's line, at an expression position
+    # the innermost expression ending at the placeholder, on the cursor's line, at an expression position
     best = None
     n = ph
     while n is not None and n.end_byte == ph_end and n.type not in _STOP_TYPES:
@@ -315,6 +318,7 @@ def find_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = None, ta
                 n.type == "identifier" or grammar.base_type(grammar.type_key(n)) in grammar.EXPRESSION_TYPES) \
                 and expression_position(n, table):
             best = n
+            break
         n = n.parent
     if best is None:
         return None

@@ -201,8 +201,10 @@ class Completer:
         self.leaf_cache = LeafCache()
         self._docs: OrderedDict[str, _Document] = OrderedDict()
         self._lock = threading.Lock()
+        # search bounds: steps per hypothesis, the step after which beams are steered to close, DFS depth
         self.max_steps = 64
         self.soft_steps = 40
+        self.max_depth = 10
         self.stats = {"requests": 0, "no_hole": 0, "completions": 0, "cancelled": 0, "deadline": 0,
                       "incremental_parses": 0, "context_hits": 0, "context_misses": 0,
                       "dropped_unparsable": 0, "dropped_typed": 0}
@@ -285,7 +287,8 @@ class Completer:
         self.stats["context_hits" if ctx.stats["context_hit"] else "context_misses"] += 1
         t1 = time.perf_counter()
         finished = self.decoder.search(ctx, beam_size, hole.typed, max_steps=self.max_steps,
-                                       soft_steps=self.soft_steps, check=check, keep=max(beam_size, max_items))
+                                       soft_steps=self.soft_steps, max_depth=self.max_depth, check=check,
+                                       keep=max(beam_size, max_items))
         t2 = time.perf_counter()
         out: list[Candidate] = []
         seen = set()

@@ -1,0 +1,228 @@
+"""The Completer end to end: real files, real tree-sitter, the ONNX model through ONNX Runtime.
+
+The model: model/shipped when it has been exported, else an untrained SLM (narrow, so
+the file runs in well under a minute on two cores) exported the way the shipped one
+is.  Random weights make poor completions, so the tests check what must hold for any
+weights: candidates parse in their context, respect what was typed and replace the
+right range; positions where no expression can go return []; cancellation, deadlines
+and bad input behave; the caches are used.
+"""
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from anycode.grammars import python as grammar
+from anycode.model import dataset
+from anycode.model.runtime import SHIPPED, Cancelled, Completer, ModelError
+
+DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).parent.parent
+SMALL = dict(d_type=96, d_index=32, d_subtoken=128, d_lstm=64, n_layers=2, n_heads=4, d_ff=256)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    if (SHIPPED / "manifest.json").exists():
+        return SHIPPED
+    from slm_fixtures import tiny_dataset
+
+    from anycode.model.export import export, load_checkpoint, write_untrained_checkpoint
+    root = tiny_dataset(tmp_path_factory.mktemp("ds"))
+    ckpt = write_untrained_checkpoint(root, tmp_path_factory.mktemp("ckpt"), **SMALL)
+    out = tmp_path_factory.mktemp("model")
+    export(*load_checkpoint(ckpt), out, "fp16", ckpt / "grammar.json")
+    return out
+
+
+@pytest.fixture(scope="session")
+def completer(model_dir) -> Completer:
+    c = Completer(model_dir, device="cpu", threads=2)
+    if c.manifest.get("untrained"):
+        c.soft_steps, c.max_steps, c.max_depth = 8, 24, 4     # random trees close sooner
+    return c
+
+
+def holes_of(path: Path, n: int, seed: int = 0):
+    """(source with the target cut out, cursor, target text) for n real holes of a file."""
+    source = path.read_bytes()
+    found = []
+    for flat, hs, _ in dataset.extract_file(str(path), name=path.name).functions:
+        for h in hs:
+            a, b = flat.start_byte[h], flat.end_byte[h]
+            found.append((source[:a] + source[b:], a, source[a:b].decode()))
+    random.Random(seed).shuffle(found)
+    return found[:n]
+
+
+def parses(source: bytes) -> bool:
+    return not grammar.new_parser().parse(source).root_node.has_error
+
+
+def test_candidates_parse_in_context(completer):
+    total = 0
+    for path in sorted(DATA.glob("*.py")):
+        for src, cursor, _ in holes_of(path, 2):
+            items = completer.complete(src, cursor, uri=path.as_uri())
+            assert len(items) <= 5
+            assert [c.logprob for c in items] == sorted((c.logprob for c in items), reverse=True)
+            for c in items:
+                assert c.start == c.end == cursor
+                assert c.logprob <= 0
+                assert parses(src[: c.start] + c.text.encode() + src[c.end:]), c.text
+            total += len(items)
+    assert total > 0
+
+
+def test_typed_prefix_is_kept_and_replaced(completer):
+    """The user typed the start of the expression: candidates extend it and replace it."""
+    checked = 0
+    for path in sorted(DATA.glob("*.py")):
+        for src, cursor, target in holes_of(path, 4, seed=1):
+            first = target[: max(1, min(3, len(target.split(".")[0].split("(")[0]) - 1))]
+            if not first.isidentifier():
+                continue
+            typed_src = src[:cursor] + first.encode() + src[cursor:]
+            end = cursor + len(first.encode())
+            items = completer.complete(typed_src, end, uri=path.as_uri())
+            assert completer.last["typed"] == first
+            for c in items:
+                assert (c.start, c.end) == (cursor, end)
+                assert "".join(c.text.split()).startswith(first) and c.text != first
+                assert parses(typed_src[: c.start] + c.text.encode() + typed_src[c.end:]), c.text
+            checked += len(items)
+    assert checked > 0
+
+
+def test_mid_word_cursor_replaces_the_whole_word(completer):
+    src = b"def f(values, limit):\n    total = sum(values)\n    return min(total, lim)\n"
+    cursor = src.index(b"lim)") + 2
+    items = completer.complete(src, cursor)
+    assert completer.last["start"] == cursor - 2 and completer.last["end"] == cursor + 1
+    for c in items:
+        assert c.text.startswith("li")
+
+
+@pytest.mark.parametrize("src", [
+    b"def f(a):\n    # a comment |here\n    return a\n",
+    b"def f(a):\n    s = 'inside a |string'\n    return s\n",
+    b"def |",
+    b"def f(|):\n    pass\n",
+    b"def f(a):\n    for | in a:\n        pass\n",
+    b"import |\n",
+    b"def f(a):\n    a.upd|\n",                  # a statement of its own: the dataset has no such targets
+    b"class |:\n    pass\n",
+    b"x = 1|\n",
+])
+def test_no_expression_here(completer, src):
+    cursor = src.index(b"|")
+    src = src[:cursor] + src[cursor + 1:]
+    t = time.perf_counter()
+    assert completer.complete(src, cursor) == []
+    assert time.perf_counter() - t < 0.2
+
+
+def test_repaired_unclosed_call(completer):
+    src = b"def f(items, key):\n    result = sorted(\n    return result\n"
+    cursor = src.index(b"sorted(") + len(b"sorted(")
+    items = completer.complete(src, cursor)
+    for c in items:
+        assert c.start == c.end == cursor
+
+
+def test_cancellation(completer):
+    src, cursor, _ = holes_of(DATA / "string.py", 1)[0]
+    with pytest.raises(Cancelled):
+        completer.complete(src, cursor, cancelled=lambda: True)
+    calls = []
+
+    def later():
+        calls.append(1)
+        return len(calls) > 3
+    with pytest.raises(Cancelled):
+        completer.complete(src, cursor, cancelled=later)
+
+
+def test_deadline(completer):
+    src, cursor, _ = holes_of(DATA / "getopt.py", 1)[0]
+    assert completer.complete(src, cursor, deadline=time.monotonic() - 1) == []
+    t = time.perf_counter()
+    completer.complete(src, cursor, deadline=time.monotonic() + 0.05)
+    assert time.perf_counter() - t < 1.0
+    assert completer.last.get("stopped") or completer.last.get("total_ms", 0) < 1000
+
+
+def test_bad_input(completer):
+    assert completer.complete(b"", 0) == []
+    with pytest.raises(ValueError):
+        completer.complete(b"x = 1\n", 7)
+    with pytest.raises(ValueError):
+        completer.complete(b"x = 1\n", -1)
+    with pytest.raises(TypeError):
+        completer.complete("x = ", 4)
+    completer.complete(b"\xff\xfe\x00garbage = \x00", 11)          # not UTF-8, NULs: no exception
+
+
+def test_ten_megabyte_buffer_in_bounded_time(completer):
+    body = (DATA / "string.py").read_bytes()
+    big = body * (10_000_000 // len(body) + 1)
+    hole = b"def probe(values, limit):\n    total = sum(values)\n    return "
+    mid = len(big) // 2
+    mid = big.index(b"\ndef ", mid) + 1
+    src = big[:mid] + hole + b"\n\n" + big[mid:]
+    cursor = mid + len(hole)
+    t = time.perf_counter()
+    items = completer.complete(src, cursor)
+    assert time.perf_counter() - t < 10
+    assert "steps" in completer.last            # a window around the cursor was parsed and decoded
+    for c in items:
+        assert c.start == cursor
+
+
+def test_caches_are_used(completer):
+    src, cursor, _ = holes_of(DATA / "reprlib.py", 1, seed=3)[0]
+    uri = "file:///cache-test.py"
+    completer.close_document(uri)
+    first = completer.complete(src, cursor, uri=uri, version=1)
+    assert completer.last["context_hit"] is False
+    again = completer.complete(src, cursor, uri=uri, version=1)
+    assert completer.last["context_hit"] is True and completer.last["incremental"] is True
+    assert again == first
+    # typing elsewhere in the file: incremental parse; the leaves' upward states are reused
+    edited = b"# edited\n" + src
+    hits = completer.leaf_cache.hits
+    completer.complete(edited, cursor + 9, uri=uri, version=2)
+    assert completer.last["incremental"] is True
+    assert completer.leaf_cache.hits > hits or completer.last["context_hit"]
+
+
+def test_model_errors(model_dir, tmp_path):
+    with pytest.raises(ModelError, match="no model"):
+        Completer(tmp_path / "nothing")
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    data = bytearray((broken / "score.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (broken / "score.onnx").write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="corrupt"):
+        Completer(broken)
+    (broken / "lstm_node.onnx").unlink()
+    with pytest.raises(ModelError, match="missing"):
+        Completer(broken)
+
+
+def test_demo_and_no_torch_on_the_serving_path(model_dir):
+    """`anycode complete` on examples/demo.py, in a fresh process that must not import torch."""
+    code = ("import sys; from anycode.model import cli_complete as m; import argparse; ap = argparse.ArgumentParser();"
+            "m.add_parser(ap); rc = m.run(ap.parse_args(sys.argv[1:]));"
+            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code, "examples/demo.py:4:11", "--model", str(model_dir),
+                        "--device", "cpu"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "examples/demo.py:4:11" in r.stdout
