@@ -398,25 +398,19 @@ def approx_step_counts(shard) -> np.ndarray:
     subtokens (an upper bound: values copied whole take one step)."""
     a = shard.arrays
     strings = shard.strings
-    kind = {}
-    nt = np.zeros(len(strings), np.int64)
+    n_type, n_value = a["n_type"], a["n_value"]
+    nt = np.zeros(len(strings), np.int64)       # by type string: nonterminal, valued, identifier
     vals = np.zeros(len(strings), np.int64)
-    for i in np.unique(a["n_type"]):
+    ident = np.zeros(len(strings), bool)
+    for i in np.unique(n_type):
         k = grammar.kind_of(strings[i])
-        kind[i] = k
         nt[i] = k == "nonterminal"
         vals[i] = k == "valued"
-    used = np.unique(a["n_value"][a["n_value"] >= 0])
-    n_value = a["n_value"]
-    n_type = a["n_type"]
-    # the subtoken count of a value depends on the type only through "identifier or not"
-    ident = {i for i, k in kind.items() if grammar.base_type(strings[i]) == "identifier"}
-    sub_ident = {int(v): len(grammar.split_identifier(strings[v])) for v in used}
-    is_ident = np.isin(n_type, list(ident))
-    cnt = np.ones(len(n_type), np.int64)
-    if is_ident.any():
-        idx = np.nonzero(is_ident & (n_value >= 0))[0]
-        cnt[idx] = [sub_ident[int(v)] for v in n_value[idx]]
+        ident[i] = grammar.base_type(strings[i]) == "identifier"
+    nsub = np.ones(len(strings) + 1, np.int64)  # by value string, as an identifier; index -1: no value
+    for v in np.unique(n_value[ident[n_type] & (n_value >= 0)]):
+        nsub[v] = len(grammar.split_identifier(strings[v]))
+    cnt = np.where(ident[n_type], nsub[n_value], 1)
     cost = 1 + nt[n_type] + vals[n_type] * (1 + cnt)
     cs = np.concatenate([[0], np.cumsum(cost)])
     start = a["f_start"][a["e_func"]]
