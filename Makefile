@@ -24,5 +24,9 @@ demo: $(BIN)/.installed
 test: $(BIN)/.installed-train
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# completion latency, memory, start-up: measured section of docs/bench.md (model/bench.py)
+bench: $(BIN)/.installed-train
+	$(BIN)/python -m anycode.model.bench --out docs/bench.md
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,464 @@
+"""`make bench`: completion latency, memory and start-up of the runtime, written into docs/bench.md.
+
+    python -m anycode.model.bench [--model DIR] [--holes 200] [--device cpu|cuda|auto] [--threads 0]
+                                  [--torch-holes 30] [--typing-holes 20] [--out docs/bench.md]
+
+Holes: the expressions of the dataset protocol (dataset.extract_file) in the corpus
+test split (data/corpus/python/test), else in --files, else in tests/data; each is
+cut out of its file and the cursor put where it was, as holebench does.
+
+Measured, with beam 5:
+  * per completion, ONNX Runtime (`Completer.complete`, caches on, one uri per file
+    as an editor session would): p50/p95 and where the time goes;
+  * the same search with the torch model as backend (export.TorchBackend), eager;
+  * typing along: the first characters of each target typed one by one, a request
+    after each (the context cache's case);
+  * resident memory after loading, and process start to first completion (a fresh
+    interpreter: imports, model load, one completion).
+
+The model is --model (default model/shipped).  Without one, a randomly initialised
+SLM of the paper's shape is exported first: latency per step is then the real
+one, but the number of steps is not (random trees run until the search steers
+them closed), so the report also gives ms per step and a projection over the
+test targets' own step counts.
+
+GPU: `--device cuda` with onnxruntime-gpu importable (PYTHONPATH); torch eager then
+runs on CUDA too when torch sees a GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+# ---------------------------------------------------------------- holes
+
+
+def hole_files(args) -> tuple[list[Path], str]:
+    if args.files:
+        out = []
+        for f in args.files:
+            p = Path(f)
+            out += sorted(p.rglob("*.py")) if p.is_dir() else [p]
+        return out, "files given on the command line"
+    corpus = Path(args.corpus)
+    if corpus.is_dir():
+        return sorted(corpus.rglob("*.py")), f"corpus test split {corpus}"
+    return sorted((ROOT / "tests" / "data").glob("*.py")), "tests/data (no corpus test split here)"
+
+
+def collect_holes(files: list[Path], n: int, seed: int = 0):
+    """[(path, source with the target cut out, cursor, target text, flat tree, hole)]"""
+    from anycode.model import dataset
+    found = []
+    files = list(files)
+    random.Random(seed).shuffle(files)
+    for path in files:
+        if len(found) >= 5 * n:         # enough to sample from: spares extracting a whole corpus
+            break
+        try:
+            source = path.read_bytes()
+        except OSError:
+            continue
+        for flat, hs, _ in dataset.extract_file(str(path), name=path.name).functions:
+            for h in hs:
+                a, b = flat.start_byte[h], flat.end_byte[h]
+                found.append((path, source[:a] + source[b:], a, source[a:b].decode("utf8", "replace"), flat, h))
+    random.Random(seed).shuffle(found)
+    return found[:n], len(found)
+
+
+def quick_dataset(files: list[Path], out: Path) -> Path:
+    """vocab.json and grammar.json from the bench files (when no dataset is around)."""
+    from anycode.model import dataset
+    results = [(f.name, dataset.extract_file(str(f), name=f.name)) for f in files]
+    (out / "train").mkdir(parents=True, exist_ok=True)
+    dataset.write_shard(out / "train" / "shard-0000-bench.npz", results)
+    dataset.build_vocab(out, 1000).save(out / "vocab.json")
+    dataset.build_grammar_table(out).save(out / "grammar.json")
+    return out
+
+
+def untrained_model(files: list[Path], tmp: Path, data_dir: Path | None) -> Path:
+    from anycode.model.export import export, load_checkpoint, write_untrained_checkpoint
+    data = data_dir if data_dir and (data_dir / "vocab.json").exists() else quick_dataset(files, tmp / "ds")
+    ckpt = write_untrained_checkpoint(data, tmp / "ckpt")
+    out = tmp / "model"
+    export(*load_checkpoint(ckpt), out, "fp16", ckpt / "grammar.json")
+    return out
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def pct(xs, q):
+    return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+_COLD_CHILD = r"""
+import sys, time, json
+t0 = time.perf_counter()
+from anycode.model.runtime import Completer
+t1 = time.perf_counter()
+c = Completer(sys.argv[1], device=sys.argv[2], threads=int(sys.argv[3]))
+t2 = time.perf_counter()
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+rss_loaded = rss()
+src = open(sys.argv[4], "rb").read()
+items = c.complete(src, int(sys.argv[5]), beam_size=5)
+t3 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_s": t3 - t2, "rss_loaded_mb": rss_loaded,
+                  "rss_after_mb": rss(), "torch_imported": "torch" in sys.modules, "device": c.device}))
+"""
+
+
+def cold_start(model_dir: Path, device: str, threads: int, hole) -> dict:
+    path, src, cursor = hole[0], hole[1], hole[2]
+    with tempfile.NamedTemporaryFile("wb", suffix=".py", delete=False) as f:
+        f.write(src)
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", _COLD_CHILD, str(model_dir), device, str(threads), f.name, str(cursor)],
+                       capture_output=True, text=True, timeout=600)
+    wall = time.perf_counter() - t
+    os.unlink(f.name)
+    if r.returncode != 0:
+        return {"error": r.stderr[-2000:]}
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out["process_start_to_first_s"] = wall
+    return out
+
+
+def run_ort(completer, holes) -> dict:
+    from anycode.model.paths import target_steps
+    times, steps, prep, search, verify, hole_ms, ncand, target_steps_n, leaves = [], [], [], [], [], [], [], [], []
+    be = completer.backend
+    calls0 = dict(be.calls)
+    secs0 = dict(be.seconds)
+    lc0 = (completer.leaf_cache.hits, completer.leaf_cache.misses)
+    ctx0 = (completer.stats["context_hits"], completer.stats["context_misses"])
+    for path, src, cursor, target, flat, h in holes:
+        t = time.perf_counter()
+        items = completer.complete(src, cursor, uri=path.resolve().as_uri(), beam_size=5, max_items=5)
+        times.append((time.perf_counter() - t) * 1e3)
+        last = completer.last
+        steps.append(last.get("steps", 0))
+        prep.append(last.get("prepare_ms", 0.0))
+        search.append(last.get("search_ms", 0.0))
+        verify.append(last.get("verify_ms", 0.0))
+        hole_ms.append(last.get("hole_ms", 0.0))
+        leaves.append(last.get("leaves", 0))
+        ncand.append(len(items))
+        target_steps_n.append(len(target_steps(flat, h)))
+    calls = {g: be.calls[g] - calls0[g] for g in be.calls}
+    secs = {g: be.seconds[g] - secs0[g] for g in be.seconds}
+    lc = (completer.leaf_cache.hits - lc0[0], completer.leaf_cache.misses - lc0[1])
+    cx = (completer.stats["context_hits"] - ctx0[0], completer.stats["context_misses"] - ctx0[1])
+    total_steps = max(sum(steps), 1)
+    return {"times": times, "steps": steps, "prepare": prep, "search": search, "verify": verify, "hole": hole_ms,
+            "candidates": ncand, "target_steps": target_steps_n, "leaves": leaves, "calls": calls, "seconds": secs,
+            "leaf_cache": lc, "context_cache": cx,
+            "ms_per_step": 1e3 * sum(secs.values()) / total_steps,
+            "score_ms_per_step": 1e3 * secs["score"] / total_steps}
+
+
+def run_typing(completer, holes, chars: int = 3) -> dict:
+    """Type each target's first characters one at a time, a request after each."""
+    times, hits, reqs = [], 0, 0
+    for k, (path, src, cursor, target, flat, h) in enumerate(holes):
+        uri = f"file:///typing/{k}.py"
+        completer.close_document(uri)
+        for j in range(0, min(chars, len(target)) + 1):
+            typed = target[:j].encode()
+            buf = src[:cursor] + typed + src[cursor:]
+            t = time.perf_counter()
+            completer.complete(buf, cursor + len(typed), uri=uri, version=j + 1)
+            times.append((time.perf_counter() - t) * 1e3)
+            reqs += 1
+            hits += bool(completer.last.get("context_hit"))
+    return {"times": times, "requests": reqs, "context_hits": hits}
+
+
+def run_torch(model_dir: Path, checkpoint: Path | None, holes, threads: int, device: str) -> dict | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    from anycode.model import holes as holes_mod
+    from anycode.model.beam import Decoder
+    from anycode.model.export import TorchBackend, load_checkpoint
+    from anycode.model.grammar_table import GrammarTable
+    if checkpoint is None:
+        return None
+    model, vocab, conf = load_checkpoint(checkpoint)
+    dev = "cuda" if device in ("cuda", "auto") and torch.cuda.is_available() else "cpu"
+    if threads:
+        torch.set_num_threads(threads)
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    backend = TorchBackend(model, manifest["n_symbols"]) if dev == "cpu" else _CudaTorch(model, manifest["n_symbols"])
+    table = GrammarTable.load(model_dir / "grammar.json") if (model_dir / "grammar.json").exists() else None
+    dec = Decoder(backend, vocab, table, max_paths=manifest["max_paths"], max_length=manifest["max_length"])
+    from anycode.grammars import python as grammar
+    parser = grammar.new_parser()
+    times, steps = [], []
+    for path, src, cursor, target, flat, h in holes:
+        t = time.perf_counter()
+        hole = holes_mod.find_hole(src, cursor, parser=parser, table=table)
+        if hole is not None:
+            ctx = dec.prepare(hole.tree, hole.h)
+            if ctx is not None:
+                dec.search(ctx, 5, hole.typed)
+                steps.append(ctx.stats["steps"])
+        times.append((time.perf_counter() - t) * 1e3)
+    return {"times": times, "steps": steps, "device": dev, "threads": torch.get_num_threads()}
+
+
+class _CudaTorch:
+    """export.TorchBackend with the model on the GPU (numpy in and out)."""
+
+    name = "torch-cuda"
+
+    def __init__(self, model, n_symbols):
+        import torch
+        self.torch = torch
+        self.model = model.cuda().eval()
+        self.n_symbols = n_symbols
+
+    def _t(self, a):
+        return self.torch.from_numpy(np.ascontiguousarray(a)).cuda()
+
+    def value_step(self, values):
+        with self.torch.no_grad():
+            m = self.model
+            h, c = m.lstm_step(m.embed_value(self._t(values)), *m.initial_state(len(values), "cuda"))
+            return h.cpu().numpy(), c.cpu().numpy()
+
+    def node_step(self, types, index, h, c):
+        with self.torch.no_grad():
+            m = self.model
+            h2, c2 = m.lstm_step(m.embed_node(self._t(types), self._t(index)), self._t(h), self._t(c))
+            return h2.cpu().numpy(), c2.cpu().numpy()
+
+    def score(self, paths, mask, root, child_index, copy_symbols):
+        with self.torch.no_grad():
+            m = self.model
+            p = self._t(paths)
+            hh = m.aggregate(p, self._t(mask), self._t(root), self._t(child_index))
+            return (m.node_logits(hh).cpu().numpy(),
+                    m.value_logits(hh, p, self._t(copy_symbols), self.n_symbols).cpu().numpy())
+
+
+# ---------------------------------------------------------------- report
+
+
+def stat_row(name, xs) -> str:
+    if not xs:
+        return f"| {name} | - | - | - | - |"
+    return f"| {name} | {len(xs)} | {pct(xs, 50):.0f} | {pct(xs, 95):.0f} | {statistics.fmean(xs):.0f} |"
+
+
+def report(r: dict) -> str:
+    env, ort_r = r["env"], r["ort"]
+    L = []
+    L.append(f"Measured {r['date']} by `{r['command']}`.")
+    L.append("")
+    L.append(f"- machine: {env['cpu']}, {env['cores']} cores; load average before/after: "
+             f"{env['load_before']} / {env['load_after']}")
+    L.append(f"- onnxruntime {env['ort']} ({r['device']}, {r['provider']}, threads={r['threads']}); "
+             f"torch {env.get('torch', '-')}; Python {env['python']}")
+    L.append(f"- model: {r['model']} ({r['precision']}, {r['params']:.1f}M parameters"
+             f"{', UNTRAINED random weights' if r['untrained'] else ''}); files {r['model_mb']:.1f} MB")
+    L.append(f"- holes: {len(ort_r['times'])} drawn from {r['holes_found']} (files sampled at random) in "
+             f"{r['holes_source']}; beam 5, 5 items")
+    L.append("")
+    L.append("| per completion (ms) | n | p50 | p95 | mean |")
+    L.append("| --- | --- | --- | --- | --- |")
+    L.append(stat_row(f"ONNX Runtime {r['device']}, whole `complete()`", ort_r["times"]))
+    L.append(stat_row("  of which: hole + parse", ort_r["hole"]))
+    L.append(stat_row("  of which: context encoding (prepare)", ort_r["prepare"]))
+    L.append(stat_row("  of which: beam search", ort_r["search"]))
+    L.append(stat_row("  of which: verify candidates (re-parse)", ort_r["verify"]))
+    if r.get("torch"):
+        t = r["torch"]
+        L.append(stat_row(f"torch eager ({t['device']}, {t['threads']} threads), hole + search, "
+                          f"first {len(t['times'])} holes", t["times"]))
+        L.append(stat_row(f"ONNX Runtime, the same {len(t['times'])} holes", ort_r["times"][: len(t["times"])]))
+    if r.get("typing"):
+        ty = r["typing"]
+        L.append(stat_row("typing along (a request per typed character)", ty["times"]))
+    L.append("")
+    steps = ort_r["steps"]
+    L.append(f"- beam steps per completion: p50 {pct(steps, 50):.0f}, mean {statistics.fmean(steps):.1f}; "
+             f"the test targets themselves take p50 {pct(ort_r['target_steps'], 50):.0f}, "
+             f"mean {statistics.fmean(ort_r['target_steps']):.1f} steps "
+             f"(nodes + value parts + EOS); context leaves p50 {pct(ort_r['leaves'], 50):.0f}")
+    L.append(f"- time per beam step (all ONNX Runtime calls / steps): {ort_r['ms_per_step']:.1f} ms, of which "
+             f"the score graph (transformer + heads, 5 beams) {ort_r['score_ms_per_step']:.1f} ms")
+    calls = ", ".join(f"{g} {n} calls {1e3 * ort_r['seconds'][g] / max(n, 1):.2f} ms each"
+                      for g, n in ort_r["calls"].items())
+    L.append(f"- graph calls: {calls}")
+    proj = [p + s * ort_r["ms_per_step"] for p, s in zip(ort_r["prepare"], ort_r["target_steps"])]
+    L.append(f"- projection for a model whose search takes the targets' own step counts: "
+             f"p50 {pct(proj, 50):.0f} ms, p95 {pct(proj, 95):.0f} ms (prepare + steps x ms/step)")
+    lc, cx = ort_r["leaf_cache"], ort_r["context_cache"]
+    L.append(f"- caches over the session: leaf upward states {lc[0]} hits / {lc[1]} misses "
+             f"({100 * lc[0] / max(sum(lc), 1):.0f}%), whole contexts {cx[0]} hits / {cx[1]} misses")
+    if r.get("typing"):
+        ty = r["typing"]
+        L.append(f"- typing along: {ty['requests']} requests, context cache hit on {ty['context_hits']} "
+                 f"({100 * ty['context_hits'] / max(ty['requests'], 1):.0f}%)")
+    c = r.get("cold", {})
+    if "error" in c:
+        L.append(f"- cold start failed: {c['error'][:300]}")
+    elif c:
+        L.append(f"- process start to first completion: {c['process_start_to_first_s']:.2f} s (imports "
+                 f"{c['import_s']:.2f} s, model load {c['load_s']:.2f} s, first completion {c['first_s']:.2f} s); "
+                 f"torch imported: {c['torch_imported']}")
+        L.append(f"- resident memory after loading: {c['rss_loaded_mb']:.0f} MB "
+                 f"({c['rss_after_mb']:.0f} MB after the first completion)")
+    L.append(f"- targets: CPU p50 <= 50 ms, p95 <= 100 ms: measured p50 {pct(ort_r['times'], 50):.0f} ms "
+             f"({pct(ort_r['times'], 50) / 50:.1f}x the target), p95 {pct(ort_r['times'], 95):.0f} ms "
+             f"({pct(ort_r['times'], 95) / 100:.1f}x)")
+    return "\n".join(L)
+
+
+def write_report(path: Path, body: str) -> None:
+    text = path.read_text() if path.exists() else f"# Benchmark\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text:
+        text += f"\n{BEGIN}\n{END}\n"
+    a, b = text.index(BEGIN) + len(BEGIN), text.index(END)
+    path.write_text(text[:a] + "\n" + body + "\n" + text[b:])
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m anycode.model.bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=None, help="exported model (default: model/shipped)")
+    ap.add_argument("--checkpoint", type=Path, default=None, help="torch weights for the eager reference")
+    ap.add_argument("--data", type=Path, default=ROOT / "data" / "dataset" / "python")
+    ap.add_argument("--corpus", type=Path, default=ROOT / "data" / "corpus" / "python" / "test")
+    ap.add_argument("--files", nargs="*", help="source files or directories to take holes from")
+    ap.add_argument("--holes", type=int, default=200)
+    ap.add_argument("--torch-holes", type=int, default=30)
+    ap.add_argument("--typing-holes", type=int, default=20)
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=None, help="markdown file to write the results into")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    from anycode.model.runtime import SHIPPED, Completer
+
+    files, source_desc = hole_files(args)
+    holes, found = collect_holes(files, args.holes)
+    if not holes:
+        print("no holes found", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="anycode-bench-"))
+    model_dir = args.model or (SHIPPED if (SHIPPED / "manifest.json").exists() else None)
+    checkpoint = args.checkpoint
+    if model_dir is None:
+        print("no exported model: exporting an untrained SLM of the paper's shape", file=sys.stderr)
+        model_dir = untrained_model(files, tmp, args.data)
+        checkpoint = checkpoint or (tmp / "ckpt")
+    elif checkpoint is None and (model_dir / "slm.pt").exists():
+        checkpoint = model_dir
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    env = {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+           "load_before": loadavg()}
+    import onnxruntime
+    env["ort"] = onnxruntime.__version__
+    r = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": "python -m anycode.model.bench " + " ".join(
+        argv if argv is not None else sys.argv[1:]), "holes_source": source_desc, "holes_found": found}
+
+    print(f"cold start ({model_dir}) ...", file=sys.stderr)
+    r["cold"] = cold_start(model_dir, args.device, args.threads, holes[0])
+    completer = Completer(model_dir, device=args.device, threads=args.threads)
+    r.update(device=completer.device, provider=completer.provider, threads=args.threads or "all",
+             model=str(model_dir if model_dir != SHIPPED else "model/shipped"),
+             precision=manifest["precision"], untrained=bool(manifest.get("untrained")),
+             model_mb=sum(f["bytes"] for f in manifest["files"].values()) / 1e6,
+             params=_params(manifest["model"]))
+    completer.complete(holes[0][1], holes[0][2])       # warm-up
+    print(f"{len(holes)} holes, ONNX Runtime {completer.device} ...", file=sys.stderr)
+    r["ort"] = run_ort(completer, holes)
+    if args.typing_holes:
+        print(f"typing along, {args.typing_holes} holes ...", file=sys.stderr)
+        r["typing"] = run_typing(completer, holes[: args.typing_holes])
+    if args.torch_holes:
+        print(f"torch eager, {args.torch_holes} holes ...", file=sys.stderr)
+        r["torch"] = run_torch(model_dir, checkpoint, holes[: args.torch_holes], args.threads, args.device)
+        try:
+            import torch
+            env["torch"] = torch.__version__
+        except ImportError:
+            pass
+    env["load_after"] = loadavg()
+    r["env"] = env
+    body = report(r)
+    print(body)
+    if args.out:
+        write_report(args.out, body)
+    if args.json:
+        args.json.write_text(json.dumps(r, indent=1, default=str))
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def _params(cfg: dict) -> float:
+    d, dl, L = cfg["d_subtoken"], cfg["d_lstm"], cfg["lstm_layers"]
+    n = cfg["n_types"] * cfg["d_type"] + 32 * cfg["d_index"] + cfg["n_subtokens"] * d
+    n += 4 * dl * (d + dl + 2) + (L - 1) * 4 * dl * (2 * dl + 2)
+    n += cfg["n_layers"] * (4 * dl * dl + 2 * dl * cfg["d_ff"] + 9 * dl + cfg["d_ff"])
+    n += 32 * dl * dl + dl * dl + dl + 2 * dl * d + d + (1 + cfg["max_copy_positions"]) * dl * d + d * cfg["d_type"]
+    return n / 1e6
+
+
+if __name__ == "__main__":
+    sys.exit(main())
