@@ -22,6 +22,7 @@ demo: $(BIN)/.installed
 	$(BIN)/anycode complete examples/demo.py:4:11
 
 test: $(BIN)/.installed-train
+	command -v nvim >/dev/null || (apt-get update -qq && apt-get install -y -qq neovim >/dev/null)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # completion latency, memory, start-up: measured section of docs/bench.md (model/bench.py)
