@@ -183,7 +183,6 @@ class ModelHost:
         self.key: tuple | None = None
         self.generation = 0
         self.ready = asyncio.Event()  # set when state is no longer "loading"
-        self.cancelled_types: tuple[type[BaseException], ...] = ()
 
     @property
     def device(self) -> str:
@@ -203,11 +202,6 @@ def _runtime_completer(s: Settings):
     return runtime.Completer(model_dir=s.modelPath or None, device=s.device, threads=s.threads)
 
 
-def _runtime_cancelled_types() -> tuple[type[BaseException], ...]:
-    mod = sys.modules.get("anycode.model.runtime")
-    return (mod.Cancelled,) if mod is not None and hasattr(mod, "Cancelled") else ()
-
-
 class AnycodeServer(LanguageServer):
     def __init__(self, completer_factory: Callable[[Settings], Any] | None = None):
         super().__init__("anycode", __version__, protocol_cls=AnycodeProtocol,
@@ -223,6 +217,7 @@ class AnycodeServer(LanguageServer):
         self.stats = Stats()
         self.last_latency_ms: float | None = None
         self._status_sent = 0.0
+        self._status_due = False
         self._progress_n = 0
         self._big_logged: set[str] = set()
 
@@ -246,10 +241,16 @@ class AnycodeServer(LanguageServer):
         self.log_message(message, kind)
 
     def send_status(self, force: bool = True) -> None:
+        """Send anycode/status; unforced sends (after each completion) go out at
+        most every 250 ms, the last one delayed rather than dropped."""
         now = time.monotonic()
-        if not force and now - self._status_sent < 0.25:
+        wait = self._status_sent + 0.25 - now
+        if not force and wait > 0:
+            if not self._status_due:
+                self._status_due = True
+                asyncio.get_running_loop().call_later(wait, self.send_status)
             return
-        self._status_sent = now
+        self._status_sent, self._status_due = now, False
         status: dict[str, Any] = {"device": self.model.device or self.settings.device,
                                   "state": self.model.state}
         if self.last_latency_ms is not None:
@@ -313,7 +314,6 @@ class AnycodeServer(LanguageServer):
             if gen != host.generation:
                 return
             host.completer = completer
-            host.cancelled_types = _runtime_cancelled_types()
             ms = (time.monotonic() - t0) * 1000
             host.state, host.message = "ready", f"model loaded in {ms:.0f} ms"
             self.log_message(f"model loaded on {host.device or s.device} in {ms:.0f} ms "
@@ -459,11 +459,9 @@ class AnycodeServer(LanguageServer):
             try:
                 raw = await asyncio.get_running_loop().run_in_executor(
                     self.model.executor, self._complete_in_worker, completer, job)
-            except JobCancelled:
-                raise
-            except self.model.cancelled_types:
-                raise JobCancelled from None
             except Exception as exc:
+                if isinstance(exc, JobCancelled) or job.is_cancelled():
+                    raise JobCancelled from None  # runtime.Cancelled, or a failure nobody waits for
                 self.log_message(f"completion failed: {exc!r}\n{traceback.format_exc()}",
                                  types.MessageType.Error)
                 return []
@@ -631,8 +629,8 @@ def make_server(completer_factory: Callable[[Settings], Any] | None = None) -> A
             "state": ls.model.state, "device": ls.model.device, "encoding": ls.encoding,
             "settings": dataclasses.asdict(ls.settings),
             "p50Ms": q(0.5), "p95Ms": q(0.95),
-            "documents": {u: {"version": d.version, "bytes": len(d.text), "parses": d.parses}
-                          for u, d in ls.docs.items()},
+            "documents": [{"uri": u, "version": d.version, "bytes": len(d.text), "parses": d.parses}
+                          for u, d in ls.docs.items()],
             "torchLoaded": "torch" in sys.modules,
             "threads": threading.active_count(),
         }

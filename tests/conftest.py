@@ -1,0 +1,145 @@
+"""Shared helpers for the server tests: start `anycode serve` as a real process
+and drive it with pytest-lsp's client.
+
+ANYCODE_TEST_COMPLETER=module:factory runs the server tests against another
+completer (the server's hidden --completer hook), e.g. while the model is
+being trained; by default they use the real runtime and the shipped model, and
+the tests that need a model skip when it is missing.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from lsprotocol import types
+from pytest_lsp import LanguageClient, client_capabilities, make_test_lsp_client
+
+TEST_COMPLETER = os.environ.get("ANYCODE_TEST_COMPLETER", "")
+SERVER_CMD = [sys.executable, "-m", "anycode", "serve"] + (
+    ["--completer", TEST_COMPLETER] if TEST_COMPLETER else [])
+
+
+def _missing_model() -> str | None:
+    if TEST_COMPLETER:
+        return None
+    if importlib.util.find_spec("anycode.model.runtime") is None:
+        return "anycode.model.runtime is not there yet"
+    spec = importlib.util.find_spec("anycode.model")
+    shipped = Path(next(iter(spec.submodule_search_locations))) / "shipped"
+    if not shipped.is_dir() or not any(p.suffix == ".onnx" for p in shipped.rglob("*")):
+        return f"no exported model in {shipped} (the model is still being trained)"
+    return None
+
+
+MISSING_MODEL = _missing_model()
+requires_model = pytest.mark.skipif(MISSING_MODEL is not None, reason=f"needs the shipped model: {MISSING_MODEL}")
+
+
+async def start_server(init_options: dict | None = None, config: dict | None = None, *,
+                       utf8: bool = False, capabilities: types.ClientCapabilities | None = None,
+                       wait: bool = True) -> LanguageClient:
+    """A server process, initialized; with wait, its model loaded (or failed)."""
+    client = make_test_lsp_client()
+    client.statuses = []
+    client.feature("anycode/status")(lambda params: client.statuses.append(params))
+    await client.start_io(*SERVER_CMD)
+    if config is not None:
+        client.set_configuration(config, section="anycode")
+    caps = capabilities or client_capabilities("visual-studio-code")
+    if utf8:
+        caps.general = types.GeneralClientCapabilities(position_encodings=["utf-16", "utf-8"])
+    client.init_result = await client.initialize_session(types.InitializeParams(
+        capabilities=caps, initialization_options=init_options))
+    if wait:
+        await wait_status(client, ("ready", "error"))
+    return client
+
+
+async def stop_server(client: LanguageClient) -> None:
+    await client.shutdown_session()
+    await client.stop()
+
+
+async def wait_status(client: LanguageClient, states, timeout: float = 60.0, after: int = 0):
+    """The first anycode/status with a state in `states`, from index `after` on."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for st in client.statuses[after:]:
+            if st.state in states:
+                return st
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"no anycode/status in {states}; got {client.statuses}")
+
+
+def position(text: str, index: int, encoding: str = "utf-16") -> types.Position:
+    line = text.count("\n", 0, index)
+    prefix = text[text.rfind("\n", 0, index) + 1:index]
+    if encoding == "utf-8":
+        col = len(prefix.encode())
+    elif encoding == "utf-16":
+        col = len(prefix.encode("utf-16-le")) // 2
+    else:
+        col = len(prefix)
+    return types.Position(line=line, character=col)
+
+
+def index_of(text: str, pos: types.Position, encoding: str = "utf-16") -> int:
+    start = 0
+    for _ in range(pos.line):
+        start = text.index("\n", start) + 1
+    i = units = 0
+    while units < pos.character:
+        c = text[start + i]
+        units += len(c.encode()) if encoding == "utf-8" else (
+            2 if encoding == "utf-16" and ord(c) > 0xFFFF else 1)
+        i += 1
+    return start + i
+
+
+class Doc:
+    """An open document on the client side: sends edits, asks for completions."""
+
+    def __init__(self, client: LanguageClient, uri: str, text: str, encoding: str = "utf-16"):
+        self.client, self.uri, self.text, self.encoding, self.version = client, uri, text, encoding, 1
+        client.text_document_did_open(types.DidOpenTextDocumentParams(types.TextDocumentItem(
+            uri=uri, language_id="python", version=1, text=text)))
+
+    def pos(self, index: int) -> types.Position:
+        return position(self.text, index, self.encoding)
+
+    def edit(self, start: int, end: int, new: str) -> None:
+        rng = types.Range(self.pos(start), self.pos(end))
+        self.text = self.text[:start] + new + self.text[end:]
+        self.version += 1
+        self.client.text_document_did_change(types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=self.uri, version=self.version),
+            content_changes=[types.TextDocumentContentChangePartial(range=rng, text=new)]))
+
+    def completion_params(self, index: int):
+        return types.CompletionParams(types.TextDocumentIdentifier(self.uri), self.pos(index))
+
+    def send_completion(self, index: int, msg_id=None) -> asyncio.Future:
+        """A completion request sent now (the client's *_async methods send when awaited)."""
+        return asyncio.wrap_future(self.client.protocol.send_request(
+            types.TEXT_DOCUMENT_COMPLETION, self.completion_params(index), msg_id=msg_id))
+
+    async def complete(self, index: int) -> types.CompletionList:
+        return await self.client.text_document_completion_async(self.completion_params(index))
+
+    async def inline(self, index: int) -> types.InlineCompletionList:
+        return await self.client.text_document_inline_completion_async(types.InlineCompletionParams(
+            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
+            text_document=types.TextDocumentIdentifier(self.uri), position=self.pos(index)))
+
+    def apply(self, rng: types.Range, new_text: str) -> str:
+        a, b = index_of(self.text, rng.start, self.encoding), index_of(self.text, rng.end, self.encoding)
+        return self.text[:a] + new_text + self.text[b:]
+
+
+async def stats(client: LanguageClient):
+    return await client.protocol.send_request_async("anycode/stats", {})
