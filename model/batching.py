@@ -267,7 +267,7 @@ def collate(examples: list[ExampleArrays]) -> Batch:
     G_off = np.concatenate([[0], np.cumsum([len(x.gen_len) for x in examples])])
     S = sum(len(x.step_label) for x in examples)
     P = max(int(N[e]) + max((len(r) for r in x.step_gen), default=0) for e, x in enumerate(examples))
-    P = max(P, 1)
+    P = -(-max(P, 1) // 8) * 8        # fewer distinct shapes: kernels and allocations get reused
     set_rows = np.zeros((S, P), np.int64)
     set_mask = np.zeros((S, P), bool)
     root_rows = np.empty(S, np.int64)
@@ -341,7 +341,15 @@ class StepInputs:
 
 
 def step_inputs(model, b: TorchBatch) -> StepInputs:
-    """S_t and R_t of every step of the batch, with cached prefixes."""
+    """S_t and R_t of every step of the batch, with cached prefixes.
+
+    The path LSTM runs outside autocast, in fp32 (TF32 matmuls on CUDA): its many small
+    sequential steps are bound by kernel launches, and autocast would add a weight cast to each."""
+    with torch.autocast(b.set_rows.device.type, enabled=False):
+        return _step_inputs(model, b)
+
+
+def _step_inputs(model, b: TorchBatch) -> StepInputs:
     # context leaves and root paths, up to p
     h_ctx, c_ctx = model.encode(model.embed_value(b.ctx_values), b.ctx_types, b.ctx_index, b.ctx_len)
     h_root, c_root = model.encode(None, b.root_types, b.root_index, b.root_len)
@@ -351,7 +359,7 @@ def step_inputs(model, b: TorchBatch) -> StepInputs:
     for src, ty, ix in zip(b.level_src, b.level_types, b.level_index):
         if src.numel() == 0:
             continue
-        nh, nc = model.lstm_step(model.embed_node(ty, ix), H[:, src], C[:, src])
+        nh, nc = model.lstm_step(model.embed_node(ty, ix), H.index_select(1, src), C.index_select(1, src))
         H = torch.cat([H, nh], 1)
         C = torch.cat([C, nc], 1)
     top = H[-1]
@@ -361,7 +369,8 @@ def step_inputs(model, b: TorchBatch) -> StepInputs:
         memory = torch.cat([top, g[-1]], 0)
     else:
         memory = top
-    return StepInputs(memory[b.set_rows], b.set_mask, top[b.root_rows], b.child_index)
+    # embedding lookups rather than indexing: their backward handles the many repeated rows well on CUDA
+    return StepInputs(F.embedding(b.set_rows, memory), b.set_mask, F.embedding(b.root_rows, top), b.child_index)
 
 
 def step_log_probs(model, b: TorchBatch, x: StepInputs | None = None) -> torch.Tensor:

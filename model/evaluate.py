@@ -720,6 +720,9 @@ def run(args) -> int:
 
     t0 = time.time()
     device = pick_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cuda.enable_cudnn_sdp(False)   # a plan per shape: slow with varying set sizes
     model, vocab, conf = load_model(args.model, device)
     feat = conf.get("features", {})
     max_paths, max_length = feat.get("max_paths", 200), feat.get("max_length", 24)

@@ -302,6 +302,8 @@ def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None,
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        # cuDNN attention builds a plan for every new (batch, set size) shape: seconds lost per batch here
+        torch.backends.cuda.enable_cudnn_sdp(False)
 
     model = SLM(mcfg).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
