@@ -125,7 +125,10 @@ class SLM(nn.Module):
         """paths [B, P, d_lstm] (top-layer LSTM outputs), mask [B, P] True where a path is,
         root [B, d_lstm], child_index [B] -> h~ [B, d_subtoken]."""
         z = self.transformer(paths, src_key_padding_mask=~mask)
-        C = self.C[child_index.clamp(0, MAX_CHILD_INDEX)]                   # [B, d, d]
+        # C_i as an embedding lookup: the same Gather, but its backward sums duplicate indices
+        # efficiently (plain indexing's accumulate is serial per index on CUDA: slow in training)
+        d = self.C.shape[-1]
+        C = F.embedding(child_index.clamp(0, MAX_CHILD_INDEX), self.C.view(self.C.shape[0], -1)).view(-1, d, d)
         r = self.W_r(F.relu(torch.bmm(C, root.unsqueeze(-1)).squeeze(-1)))
         att = torch.einsum("bpd,bd->bp", z, r).masked_fill(~mask, NEG).softmax(-1)
         zt = torch.einsum("bp,bpd->bd", att, z)
