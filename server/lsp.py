@@ -372,6 +372,9 @@ class AnycodeServer(LanguageServer):
         doc = self.docs.pop(uri, None)
         if doc is not None:
             doc.closed = True
+            close = getattr(self.model.completer, "close_document", None)
+            if close is not None:  # its per-document caches; in the worker, behind any run
+                self.model.executor.submit(close, uri)
         self.cache.drop(uri)
         self._big_logged.discard(uri)
 

@@ -4,16 +4,14 @@ and drive it with pytest-lsp's client.
 ANYCODE_TEST_COMPLETER=module:factory runs the server tests against another
 completer (the server's hidden --completer hook), e.g. while the model is
 being trained; by default they use the real runtime and the shipped model, and
-the tests that need a model skip when it is missing.
+without it, a small untrained model is exported for them (model_settings).
 """
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from lsprotocol import types
@@ -24,20 +22,29 @@ SERVER_CMD = [sys.executable, "-m", "anycode", "serve"] + (
     ["--completer", TEST_COMPLETER] if TEST_COMPLETER else [])
 
 
-def _missing_model() -> str | None:
+@pytest.fixture(scope="session")
+def model_settings(tmp_path_factory) -> dict:
+    """Settings that give the server a model: {} for the shipped one (model/shipped);
+    without it, a small untrained SLM exported the same way (its candidates are
+    nonsense but grammatical, which is all the server tests look at), through
+    `modelPath`.  Skips when there is neither a shipped model nor torch to export one."""
     if TEST_COMPLETER:
-        return None
-    if importlib.util.find_spec("anycode.model.runtime") is None:
-        return "anycode.model.runtime is not there yet"
-    spec = importlib.util.find_spec("anycode.model")
-    shipped = Path(next(iter(spec.submodule_search_locations))) / "shipped"
-    if not shipped.is_dir() or not any(p.suffix == ".onnx" for p in shipped.rglob("*")):
-        return f"no exported model in {shipped} (the model is still being trained)"
-    return None
-
-
-MISSING_MODEL = _missing_model()
-requires_model = pytest.mark.skipif(MISSING_MODEL is not None, reason=f"needs the shipped model: {MISSING_MODEL}")
+        return {}
+    from anycode.model.runtime import SHIPPED
+    if (SHIPPED / "manifest.json").exists():
+        return {}
+    try:
+        from anycode.model.export import export, load_checkpoint, write_untrained_checkpoint
+        from slm_fixtures import tiny_dataset
+    except ImportError as exc:  # torch: the `train` extra
+        pytest.skip(f"no exported model in {SHIPPED} and no torch to export a test one: {exc}")
+    data = tiny_dataset(tmp_path_factory.mktemp("server-data"))
+    ckpt = write_untrained_checkpoint(data, tmp_path_factory.mktemp("server-ckpt"), d_type=96,
+                                      d_index=32, d_subtoken=128, d_lstm=64, n_layers=2,
+                                      n_heads=4, d_ff=256)
+    out = tmp_path_factory.mktemp("server-model")
+    export(*load_checkpoint(ckpt), out, "fp16", ckpt / "grammar.json")
+    return {"modelPath": str(out)}
 
 
 async def start_server(init_options: dict | None = None, config: dict | None = None, *,
