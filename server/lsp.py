@@ -374,7 +374,10 @@ class AnycodeServer(LanguageServer):
             doc.closed = True
             close = getattr(self.model.completer, "close_document", None)
             if close is not None:  # its per-document caches; in the worker, behind any run
-                self.model.executor.submit(close, uri)
+                try:
+                    self.model.executor.submit(close, uri)
+                except RuntimeError:  # shut down
+                    pass
         self.cache.drop(uri)
         self._big_logged.discard(uri)
 
