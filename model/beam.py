@@ -580,6 +580,24 @@ class Decoder:
                 n.done = True
         return n
 
+    def _closing_cost(self, hy: Hyp) -> int:
+        """About how many steps closing every open node takes at the least: a value's EOS-token,
+        and for each nonterminal the children its smallest seen arity still needs (three steps each:
+        a terminal, its value, EOS-token) and its EOS-node."""
+        cost = 0
+        for x in hy.stack:
+            t = hy.types[x]
+            if grammar.kind_of(t) == "valued":
+                cost += 1
+                continue
+            k = len(hy.kids[x])
+            need = 0
+            if self.table is not None and self.table.known(t):
+                arities = [a for a in self.table.arities.get(t, ()) if a >= k]
+                need = min(arities) - k if arities else 0
+            cost += 3 * need + 1
+        return cost
+
     def _typed_symbols(self, ctx: Context, hy: Hyp, typed_sq: str) -> np.ndarray | None:
         """Which value parts keep the frontier terminal's text consistent with the typed prefix
         (None: any, the typed text is behind the frontier already)."""
@@ -647,7 +665,7 @@ class Decoder:
             cands = []     # (score, b, label, logp)
             for b, hy in enumerate(live):
                 pi = hy.pi
-                forced = hy.nsteps >= soft_steps
+                forced = hy.nsteps >= soft_steps or hy.nsteps + self._closing_cost(hy) + 2 >= max_steps
                 if pi >= 0 and grammar.kind_of(hy.types[pi]) == "valued":
                     j = len(hy.parts[pi])
                     lp = value_lp[b].copy()

@@ -43,6 +43,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+UNTRAINED_SOFT_STEPS = 12       # the test targets' median step count is 11-12
 
 
 # ---------------------------------------------------------------- holes
@@ -213,7 +214,8 @@ def run_typing(completer, holes, chars: int = 3) -> dict:
     return {"times": times, "requests": reqs, "context_hits": hits}
 
 
-def run_torch(model_dir: Path, checkpoint: Path | None, holes, threads: int, device: str) -> dict | None:
+def run_torch(model_dir: Path, checkpoint: Path | None, holes, threads: int, device: str,
+              search: dict) -> dict | None:
     try:
         import torch
     except ImportError:
@@ -241,7 +243,7 @@ def run_torch(model_dir: Path, checkpoint: Path | None, holes, threads: int, dev
         if hole is not None:
             ctx = dec.prepare(hole.tree, hole.h)
             if ctx is not None:
-                dec.search(ctx, 5, hole.typed)
+                dec.search(ctx, 5, hole.typed, **search)
                 steps.append(ctx.stats["steps"])
         times.append((time.perf_counter() - t) * 1e3)
     return {"times": times, "steps": steps, "device": dev, "threads": torch.get_num_threads()}
@@ -304,6 +306,10 @@ def report(r: dict) -> str:
              f"{', UNTRAINED random weights' if r['untrained'] else ''}); files {r['model_mb']:.1f} MB")
     L.append(f"- holes: {len(ort_r['times'])} drawn from {r['holes_found']} (files sampled at random) in "
              f"{r['holes_source']}; beam 5, 5 items")
+    sb = r["search"]
+    L.append(f"- search bounds: {sb['max_steps']} steps at most, steered closed after {sb['soft_steps']}"
+             + (" (lowered for random weights, whose trees never end by themselves)" if r["untrained"] else "")
+             + f", depth {sb['max_depth']}")
     L.append("")
     L.append("| per completion (ms) | n | p50 | p95 | mean |")
     L.append("| --- | --- | --- | --- | --- |")
@@ -416,6 +422,11 @@ def main(argv=None) -> int:
              precision=manifest["precision"], untrained=bool(manifest.get("untrained")),
              model_mb=sum(f["bytes"] for f in manifest["files"].values()) / 1e6,
              params=_params(manifest["model"]))
+    if r["untrained"]:
+        # random trees do not end by themselves: steer them closed after about a real target's length
+        completer.soft_steps = UNTRAINED_SOFT_STEPS
+    r["search"] = {"max_steps": completer.max_steps, "soft_steps": completer.soft_steps,
+                   "max_depth": completer.max_depth}
     completer.complete(holes[0][1], holes[0][2])       # warm-up
     print(f"{len(holes)} holes, ONNX Runtime {completer.device} ...", file=sys.stderr)
     r["ort"] = run_ort(completer, holes)
@@ -424,7 +435,8 @@ def main(argv=None) -> int:
         r["typing"] = run_typing(completer, holes[: args.typing_holes])
     if args.torch_holes:
         print(f"torch eager, {args.torch_holes} holes ...", file=sys.stderr)
-        r["torch"] = run_torch(model_dir, checkpoint, holes[: args.torch_holes], args.threads, args.device)
+        r["torch"] = run_torch(model_dir, checkpoint, holes[: args.torch_holes], args.threads, args.device,
+                               r["search"])
         try:
             import torch
             env["torch"] = torch.__version__
