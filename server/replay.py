@@ -269,10 +269,11 @@ def error_nodes(node: ts.Node, lo: int, hi: int, out: list) -> list:
 
 
 def check_answer(where: str, method: str, text: str, encoding: str, pos: dict, answer: dict,
-                 ms: float, settings: dict, may_cancel: bool, clean: bool, slack_ms: float,
+                 ms: float, settings: dict, may_cancel: bool, hole_start: int | None, slack_ms: float,
                  parser: ts.Parser, report: Report) -> None:
     """Check one answer to a completion or inline completion request made at `pos`
-    on document `text` (the editor's copy when the request was sent)."""
+    on document `text` (the editor's copy when the request was sent); `hole_start`:
+    where the expression being typed starts, when the file around it parses."""
     problems = report.problems
     report.requests += 1
     if "error" in answer:
@@ -331,31 +332,54 @@ def check_answer(where: str, method: str, text: str, encoding: str, pos: dict, a
             ft = it.get("filterText")
             if not isinstance(ft, str) or not ft.startswith(typed):
                 problems.append(f"{w}: filterText {ft!r} does not start with the typed {typed!r}")
-        after = text[:a] + new_text + text[b:]
-        src = after.encode("utf-8", "surrogatepass")
+        problem = parse_problem(text, a, b, new_text, hole_start, parser)
+        if problem:
+            problems.append(f"{w}: {new_text!r} {problem}")
+
+
+def parse_problem(text: str, a: int, b: int, new_text: str, hole_start: int | None,
+                  parser: ts.Parser) -> str | None:
+    """Why `new_text` put over text[a:b] does not parse, or None.
+
+    Every candidate must be an expression that parses on its own.  When it
+    replaces the whole expression typed at a hole of a file that parsed
+    (`hole_start` == a: what the recorder knows), the file must parse again,
+    without an error anywhere.  (While a user is half way through typing, say
+    after an opening bracket that the candidate's range does not include, the
+    buffer cannot parse whatever goes in the hole.)"""
+    alone = parser.parse(b"(" + new_text.encode("utf-8", "surrogatepass") + b"\n)\n")
+    if alone.root_node.has_error:
+        return "is not an expression"
+    if hole_start is None or a != hole_start:
+        return None
+    after = text[:a] + new_text + text[b:]
+    tree = parser.parse(after.encode("utf-8", "surrogatepass"))
+    if tree.root_node.has_error:
         lo = len(text[:a].encode("utf-8", "surrogatepass"))
-        hi = lo + len(new_text.encode("utf-8", "surrogatepass"))
-        tree = parser.parse(src)
-        bad = error_nodes(tree.root_node, lo, hi, [])
-        if bad or (clean and tree.root_node.has_error):
-            line = after[after.rfind("\n", 0, a) + 1: after.find("\n", a) if "\n" in after[a:] else None]
-            problems.append(f"{w}: {new_text!r} does not parse in context: {line.strip()!r}")
+        bad = error_nodes(tree.root_node, 0, len(after.encode("utf-8", "surrogatepass")), [])
+        where = bad[0].start_point if bad else "?"
+        line = after[after.rfind("\n", 0, a) + 1:].split("\n", 1)[0]
+        return f"does not parse in context (error at {where}, inserted at byte {lo}): {line.strip()!r}"
+    return None
 
 
 # ---------------------------------------------------------------- play
 
 
 def play(path: Path, slack_ms: float = 400.0, cmd: list[str] | None = None,
-         stderr=None) -> Report:
+         stderr=None, extra_settings: dict | None = None) -> Report:
+    """Play a session against a fresh server; `extra_settings` (say, a modelPath)
+    go to the server on top of the session's own."""
     lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
     meta = lines[0]
     assert meta.get("kind") == "meta", f"{path}: no meta line first"
     settings = meta.get("settings", {})
     report = Report()
     parser = grammar.new_parser()
-    lsp = LspProcess(cmd or server_command(), config={"anycode": settings}, stderr=stderr)
+    server_settings = {**settings, **(extra_settings or {})}
+    lsp = LspProcess(cmd or server_command(), config={"anycode": server_settings}, stderr=stderr)
     try:
-        init = lsp.request("initialize", initialize_params(settings, meta.get("encoding") == "utf-8"))
+        init = lsp.request("initialize", initialize_params(server_settings, meta.get("encoding") == "utf-8"))
         encoding = init["result"]["capabilities"].get("positionEncoding", "utf-16")
         if encoding != meta.get("encoding", "utf-16"):
             report.problems.append(f"server chose {encoding}, session has {meta.get('encoding')}")
@@ -383,25 +407,25 @@ def play(path: Path, slack_ms: float = 400.0, cmd: list[str] | None = None,
             if "id" in msg:
                 n += 1
                 doc = docs.get(params.get("textDocument", {}).get("uri", ""))
-                pending.append((msg, t, doc.text if doc else "", rec.get("wait", True), n))
+                hole = rec.get("hole") if meta.get("clean") else None
+                pending.append((msg, t, doc.text if doc else "", rec.get("wait", True), n, hole))
                 if rec.get("wait", True):  # a waited request: its answer, and all before it
-                    _settle(lsp, pending, settings, encoding, meta, slack_ms, parser, report)
+                    _settle(lsp, pending, server_settings, encoding, meta, slack_ms, parser, report)
                     pending = []
-        _settle(lsp, pending, settings, encoding, meta, slack_ms, parser, report)
+        _settle(lsp, pending, server_settings, encoding, meta, slack_ms, parser, report)
     finally:
         lsp.close()
     return report
 
 
 def _settle(lsp, entries, settings, encoding, meta, slack_ms, parser, report) -> None:
-    for msg, t, text, wait, n in entries:
+    for msg, t, text, wait, n, hole in entries:
         answer, t_ans = lsp.wait_answer(msg["id"])
         if msg["method"] not in ("textDocument/completion", "textDocument/inlineCompletion"):
             continue
         where = f"request {n} ({msg['method'].split('/')[-1]} at {msg['params']['position']})"
         check_answer(where, msg["method"], text, encoding, msg["params"]["position"], answer,
-                     (t_ans - t) * 1000, settings, not wait, meta.get("clean", False),
-                     slack_ms, parser, report)
+                     (t_ans - t) * 1000, settings, not wait, hole, slack_ms, parser, report)
 
 
 # ---------------------------------------------------------------- record
@@ -450,6 +474,7 @@ class Recorder:
         self.doc: EditorText | None = None
         self.edits = self.requests = self.accepts = 0
         self._pending: list[tuple[Any, float]] = []
+        self.hole_start: int | None = None
 
     def write(self, rec: dict) -> None:
         self.out.write(json.dumps(rec, ensure_ascii=False) + "\n")
@@ -458,6 +483,8 @@ class Recorder:
         rec = {"kind": "send", "msg": msg}
         if "id" in msg:
             rec["wait"] = wait
+            if self.hole_start is not None:
+                rec["hole"] = self.hole_start  # str index where the expression being typed starts
         self.write(rec)
         return self.lsp.send(msg)
 
@@ -512,10 +539,20 @@ class Recorder:
     def hole(self, start: int, end: int, rnd: random.Random) -> None:
         """Delete the expression at [start, end), then type it back as a user would."""
         target = self.doc.text[start:end]
-        self.change(start, end, "")
+        self.hole_start = start
+        try:
+            self._type_hole(start, target, rnd)
+        finally:
+            if self._pending:
+                self.collect()
+            self.hole_start = None
+
+    def _type_hole(self, start: int, target: str, rnd: random.Random) -> None:
+        self.change(start, start + len(target), "")
         answer = self.ask(start, rnd.choice(["textDocument/completion", "textDocument/inlineCompletion"]))
         typed = 0
         burst = rnd.random() < 0.3
+        accepted = False
         while typed < len(target):
             best = self.best_edit(answer)
             if best is not None:
@@ -525,7 +562,8 @@ class Recorder:
                     self.change(a, b, new)  # the top candidate is the expression: take it
                     self.accepts += 1
                     return
-                if rnd.random() < 0.15:
+                if rnd.random() < 0.15 or (not accepted and typed >= len(target) // 2):
+                    accepted = True
                     old = self.doc.text[a:b]
                     self.change(a, b, new)  # accept a wrong one, then undo it
                     self.accepts += 1
@@ -540,27 +578,36 @@ class Recorder:
                     answer = self.collect()
                 else:
                     answer = None
-            elif target[typed - 1] in " ._(,[" or rnd.random() < 0.25:
+            elif target[typed - 1] in " ._(,[" or rnd.random() < 0.1:
                 answer = self.ask(start + typed)
             else:
                 answer = None
-        if self._pending:
-            self.collect()
 
 
 def record(src: Path, out_path: Path, holes: int, seed: int, utf8: bool, settings: dict,
-           uri: str | None = None, cmd: list[str] | None = None) -> dict:
+           uri: str | None = None, cmd: list[str] | None = None, extra_settings: dict | None = None,
+           non_ascii: int = 0) -> dict:
+    """Record a session on `src` with `holes` holes (`non_ascii` of them on lines
+    with non-ASCII text).  `extra_settings` reach the server but not the file."""
     text = src.read_text(encoding="utf-8")
     parser = grammar.new_parser()
     source = text.encode("utf-8")
     clean = not parser.parse(source).root_node.has_error
     rnd = random.Random(seed)
     all_holes = find_holes(source, parser)
-    chosen = sorted(rnd.sample(all_holes, min(holes, len(all_holes))))
-    lsp = LspProcess(cmd or server_command(), config={"anycode": settings})
+    def wide(h):
+        line_start = source.rfind(b"\n", 0, h[0]) + 1
+        line_end = source.find(b"\n", h[1])
+        return not source[line_start:line_end].isascii()
+    special = [h for h in all_holes if wide(h)]
+    chosen = rnd.sample(special, min(non_ascii, len(special)))
+    rest = [h for h in all_holes if h not in chosen]
+    chosen = sorted(chosen + rnd.sample(rest, min(holes - len(chosen), len(rest))))
+    server_settings = {**settings, **(extra_settings or {})}
+    lsp = LspProcess(cmd or server_command(), config={"anycode": server_settings})
     stats = {}
     try:
-        init = lsp.request("initialize", initialize_params(settings, utf8))
+        init = lsp.request("initialize", initialize_params(server_settings, utf8))
         encoding = init["result"]["capabilities"].get("positionEncoding", "utf-16")
         lsp.notify("initialized", {})
         lsp.wait_notification("anycode/status", lambda p: p.get("state") in ("ready", "error"), 60)
@@ -592,21 +639,26 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--holes", type=int, default=10)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--utf8", action="store_true", help="offer UTF-8 positions")
+    r.add_argument("--non-ascii", type=int, default=0, help="holes on lines with non-ASCII text")
+    r.add_argument("--uri", default=None)
     r.add_argument("--settings", default='{"beamSize": 5, "maxItems": 5, "timeBudgetMs": 300}')
     p = sub.add_parser("play")
     p.add_argument("sessions", type=Path, nargs="+")
     p.add_argument("--slack-ms", type=float, default=400.0)
     for q in (r, p):
         q.add_argument("--server", default=None, help="server command (default: this python -m anycode serve)")
+        q.add_argument("--extra-settings", default="{}", help="settings for the server only (JSON)")
     args = ap.parse_args(argv)
     cmd = args.server.split() if args.server else None
     if args.cmd == "record":
-        stats = record(args.source, args.out, args.holes, args.seed, args.utf8, json.loads(args.settings), cmd=cmd)
+        stats = record(args.source, args.out, args.holes, args.seed, args.utf8, json.loads(args.settings),
+                       uri=args.uri, cmd=cmd, extra_settings=json.loads(args.extra_settings),
+                       non_ascii=args.non_ascii)
         print(f"{args.out}: {stats}")
         return 0
     bad = 0
     for path in args.sessions:
-        rep = play(path, args.slack_ms, cmd=cmd)
+        rep = play(path, args.slack_ms, cmd=cmd, extra_settings=json.loads(args.extra_settings))
         print(f"{path}: {rep.summary()}")
         for prob in rep.problems[:20]:
             print("  " + prob)
