@@ -209,3 +209,26 @@ def test_tcp_transport():
         proc.terminate()
         proc.wait(10)
         proc.stderr.close()
+
+
+async def test_request_before_the_model_is_ready(model_settings):
+    """A completion that comes while the model loads waits for it within its time
+    budget; with a budget too short for the load it gets an empty list in time."""
+    client = await start_server({**model_settings, "timeBudgetMs": 1}, wait=False)
+    try:
+        doc = Doc(client, "file:///work/early.py", SOURCE)
+        t = time.monotonic()
+        assert list((await doc.complete(CURSOR)).items) == []
+        assert time.monotonic() - t < 1.0
+        await wait_status(client, ("ready",))
+    finally:
+        await stop_server(client)
+    client = await start_server({**model_settings, "timeBudgetMs": 20000}, wait=False)
+    try:
+        doc = Doc(client, "file:///work/early.py", SOURCE)
+        result = await doc.complete(CURSOR)
+        assert client.statuses and client.statuses[-1].state == "ready"  # it waited for the load
+        assert result.is_incomplete is True
+        assert (await stats(client)).modelRuns == 1
+    finally:
+        await stop_server(client)
