@@ -306,8 +306,9 @@ class AnycodeServer(LanguageServer):
             if gen != host.generation:
                 return
             where = f" at {s.modelPath}" if s.modelPath else ""
-            host.state, host.message = "error", f"anycode could not load its model{where}: {exc}"
-            self.show_message(host.message + " Completions are off until the model loads.",
+            host.state = "error"
+            host.message = f"anycode could not load its model{where}: {str(exc).rstrip('.')}."
+            self.show_message(host.message + " Completions are off until a model loads.",
                               types.MessageType.Error)
             log.debug("model load failed:\n%s", traceback.format_exc())
         else:
