@@ -137,7 +137,8 @@ async def test_holes_in_real_files(client, trained, path):
         doc = new_doc(client, text[:sa] + text[sb:])
         texts = check_completion(doc, sa, await doc.complete(sa))
         inline = check_inline(doc, sa, await doc.inline(sa))
-        assert inline == texts[:len(inline)]  # the same ranking (shared job or cache)
+        if texts:  # the same ranking (from the cache); an empty answer is not cached
+            assert inline == texts[:len(inline)]
         answered += bool(texts)
     assert answered >= (5 if trained else 2)
 
