@@ -440,6 +440,8 @@ class AnycodeServer(LanguageServer):
             job = Job(doc, snap.version, snap.source, snap.cursor, s, snap.t0 + s.timeBudgetMs / 1000)
             self.jobs[snap.uri] = job
             job.task = asyncio.ensure_future(self._run(job))
+            # its outcome may be nobody's (all requesters cancelled): retrieve it anyway
+            job.task.add_done_callback(lambda t: t.cancelled() or t.exception())
         job.waiters += 1
         try:
             cands = await asyncio.shield(job.task)
@@ -512,7 +514,7 @@ class AnycodeServer(LanguageServer):
         """(range, new text, typed text in range) for a candidate.  LSP wants the
         range on the cursor's line: a typed part that began on an earlier line is
         kept as is when the candidate repeats it, else the candidate is dropped."""
-        doc, src, cursor, enc = snap.doc, snap.source, snap.cursor, self.encoding
+        src, cursor, enc = snap.source, snap.cursor, self.encoding
         start, end = cand.start, cand.end
         if not (0 <= start <= cursor <= end <= len(src)):
             return None
