@@ -581,9 +581,9 @@ class Decoder:
         return n
 
     def _closing_cost(self, hy: Hyp) -> int:
-        """About how many steps closing every open node takes at the least: a value's EOS-token,
-        and for each nonterminal the children its smallest seen arity still needs (three steps each:
-        a terminal, its value, EOS-token) and its EOS-node."""
+        """About how many steps closing every open node takes: a value's EOS-token, and for each
+        nonterminal the children its smallest seen arity still needs (four steps each: a terminal,
+        its value, EOS-token, and one to spare for children that must be nonterminals) and its EOS-node."""
         cost = 0
         for x in hy.stack:
             t = hy.types[x]
@@ -595,7 +595,7 @@ class Decoder:
             if self.table is not None and self.table.known(t):
                 arities = [a for a in self.table.arities.get(t, ()) if a >= k]
                 need = min(arities) - k if arities else 0
-            cost += 3 * need + 1
+            cost += 4 * need + 1
         return cost
 
     def _typed_symbols(self, ctx: Context, hy: Hyp, typed_sq: str) -> np.ndarray | None:

@@ -43,7 +43,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-UNTRAINED_SOFT_STEPS = 12       # the test targets' median step count is 11-12
+UNTRAINED_SOFT_STEPS = 8        # random trees are steered closed early: the test targets' median is 11-14 steps
+UNTRAINED_MAX_DEPTH = 4         # random trees dive; deep ones take far longer to close
 
 
 # ---------------------------------------------------------------- holes
@@ -382,7 +383,7 @@ def main(argv=None) -> int:
     ap.add_argument("--corpus", type=Path, default=ROOT / "data" / "corpus" / "python" / "test")
     ap.add_argument("--files", nargs="*", help="source files or directories to take holes from")
     ap.add_argument("--holes", type=int, default=200)
-    ap.add_argument("--torch-holes", type=int, default=30)
+    ap.add_argument("--torch-holes", type=int, default=20)
     ap.add_argument("--typing-holes", type=int, default=20)
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     ap.add_argument("--threads", type=int, default=0)
@@ -424,7 +425,7 @@ def main(argv=None) -> int:
              params=_params(manifest["model"]))
     if r["untrained"]:
         # random trees do not end by themselves: steer them closed after about a real target's length
-        completer.soft_steps = UNTRAINED_SOFT_STEPS
+        completer.soft_steps, completer.max_depth = UNTRAINED_SOFT_STEPS, UNTRAINED_MAX_DEPTH
     r["search"] = {"max_steps": completer.max_steps, "soft_steps": completer.soft_steps,
                    "max_depth": completer.max_depth}
     completer.complete(holes[0][1], holes[0][2])       # warm-up
