@@ -603,6 +603,8 @@ def make_server(completer_factory: Callable[[Settings], Any] | None = None) -> A
     def initialize(ls: AnycodeServer, params: types.InitializeParams):
         ls.init_options = _plain(params.initialization_options)
         ls.settings, _ = settings_mod.parse(ls.init_options)  # warnings are shown once initialized
+        if ls.model.factory is _runtime_completer:  # import onnxruntime while the client settles in
+            ls.model.executor.submit(importlib.import_module, "anycode.model.runtime")
 
     @ls.feature(types.INITIALIZED)
     async def initialized(ls: AnycodeServer, params: types.InitializedParams):

@@ -120,6 +120,20 @@ async def test_missing_model_path(model_settings, tmp_path):
         result = await doc.complete(CURSOR)
         assert result.is_incomplete is True
         assert (await stats(client)).state == "ready"
+
+        # a device this machine does not have: an error, then back to working
+        import onnxruntime
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            n = len(client.messages)
+            client.set_configuration({**model_settings, "device": "cuda"}, section="anycode")
+            client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+            err = await wait_status(client, ("error",), after=len(client.statuses))
+            assert "cuda" in err.message.lower()
+            assert any(m.type == types.MessageType.Error and "cuda" in m.message.lower()
+                       for m in client.messages[n:])
+            client.set_configuration({**model_settings, "device": "auto"}, section="anycode")
+            client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+            await wait_status(client, ("ready",), after=len(client.statuses))
     finally:
         await stop_server(client)
 
