@@ -194,8 +194,12 @@ def _read_frame(f) -> dict:
             length = int(line.split(b":")[1])
 
 
-def test_tcp_transport():
+async def test_tcp_transport():
     """`anycode serve --tcp HOST:PORT` speaks the same LSP on a socket."""
+    await asyncio.to_thread(_tcp_session)
+
+
+def _tcp_session():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
