@@ -119,15 +119,9 @@ class Document:
         return start + n
 
     def position_at(self, offset: int, encoding: str = UTF16) -> tuple[int, int]:
-        offset = max(0, min(offset, len(self.text)))
-        while offset < len(self.text) and (self.text[offset] & 0xC0) == 0x80:
-            offset -= 1  # inside a multi-byte character: its start
+        offset = _char_start(self.text, offset)
         line = bisect.bisect_right(self.line_starts, offset) - 1
-        start = self.line_starts[line]
-        prefix = self.text[start:offset]
-        if encoding == UTF8:
-            return line, len(prefix)
-        return line, _units(decode(prefix), encoding)
+        return line, _column(self.text[self.line_starts[line]:offset], encoding)
 
     def point_at(self, offset: int) -> tuple[int, int]:
         """tree-sitter point: (row, byte column)."""
@@ -201,6 +195,25 @@ class Document:
             return False
         node = self.tree(parser).root_node.descendant_for_byte_range(offset - 1, offset)
         return node is not None and node.type == "comment" and node.start_byte < offset
+
+
+def position_in(text: bytes, offset: int, encoding: str = UTF16) -> tuple[int, int]:
+    """(line, character) of a byte offset in any UTF-8 text (no line index: O(n))."""
+    offset = _char_start(text, offset)
+    line_start = text.rfind(b"\n", 0, offset) + 1
+    return text.count(b"\n", 0, line_start), _column(text[line_start:offset], encoding)
+
+
+def _char_start(text: bytes, offset: int) -> int:
+    """`offset` clamped to the text and moved back to the start of its character."""
+    offset = max(0, min(offset, len(text)))
+    while offset < len(text) and (text[offset] & 0xC0) == 0x80:
+        offset -= 1
+    return offset
+
+
+def _column(prefix: bytes, encoding: str) -> int:
+    return len(prefix) if encoding == UTF8 else _units(decode(prefix), encoding)
 
 
 def _line_starts(text: bytes) -> list[int]:

@@ -43,7 +43,8 @@ from pygls.protocol.language_server import lsp_method
 
 from anycode import __version__
 from anycode.server import settings as settings_mod
-from anycode.server.documents import ENCODINGS, UTF8, UTF16, Document, decode, encode, new_parser
+from anycode.server.documents import (ENCODINGS, UTF8, UTF16, Document, decode, encode, new_parser,
+                                      position_in)
 from anycode.server.settings import Settings
 from anycode.server.typealong import Cand, TypeAlongCache
 
@@ -528,7 +529,7 @@ class AnycodeServer(LanguageServer):
         if b"\n" in src[cursor:end]:
             return None
         # positions from the pinned source (the document may have moved on)
-        pos = lambda off: _position(src, off, enc)  # noqa: E731
+        pos = lambda off: types.Position(*position_in(src, off, enc))  # noqa: E731
         rng = types.Range(start=pos(start), end=pos(end))
         return rng, decode(text), decode(src[start:cursor])
 
@@ -542,19 +543,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-def _position(src: bytes, offset: int, enc: str) -> types.Position:
-    line_start = src.rfind(b"\n", 0, offset) + 1
-    line = src.count(b"\n", 0, line_start)
-    prefix = decode(src[line_start:offset])
-    if enc == UTF8:
-        col = offset - line_start
-    elif enc == UTF16:
-        col = len(prefix.encode("utf-16-le", "surrogatepass")) // 2
-    else:
-        col = len(prefix)
-    return types.Position(line=line, character=col)
 
 
 def percent(logprob: float) -> str:

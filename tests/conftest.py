@@ -17,6 +17,8 @@ import pytest
 from lsprotocol import types
 from pytest_lsp import LanguageClient, client_capabilities, make_test_lsp_client
 
+from anycode.server.replay import EditorText  # the editor's side of positions (a str, no bytes)
+
 TEST_COMPLETER = os.environ.get("ANYCODE_TEST_COMPLETER", "")
 SERVER_CMD = [sys.executable, "-m", "anycode", "serve"] + (
     ["--completer", TEST_COMPLETER] if TEST_COMPLETER else [])
@@ -84,28 +86,11 @@ async def wait_status(client: LanguageClient, states, timeout: float = 60.0, aft
 
 
 def position(text: str, index: int, encoding: str = "utf-16") -> types.Position:
-    line = text.count("\n", 0, index)
-    prefix = text[text.rfind("\n", 0, index) + 1:index]
-    if encoding == "utf-8":
-        col = len(prefix.encode())
-    elif encoding == "utf-16":
-        col = len(prefix.encode("utf-16-le")) // 2
-    else:
-        col = len(prefix)
-    return types.Position(line=line, character=col)
+    return types.Position(**EditorText(text, encoding).position(index))
 
 
 def index_of(text: str, pos: types.Position, encoding: str = "utf-16") -> int:
-    start = 0
-    for _ in range(pos.line):
-        start = text.index("\n", start) + 1
-    i = units = 0
-    while units < pos.character:
-        c = text[start + i]
-        units += len(c.encode()) if encoding == "utf-8" else (
-            2 if encoding == "utf-16" and ord(c) > 0xFFFF else 1)
-        i += 1
-    return start + i
+    return EditorText(text, encoding).index({"line": pos.line, "character": pos.character})
 
 
 class Doc:
