@@ -130,26 +130,27 @@ class Document:
 
     # ------------------------------------------------------------ changes
 
-    def replace_all(self, text: str, version: int) -> None:
-        self.text = encode(text)
-        self.version = version
-        self.line_starts = _line_starts(self.text)
-        self._tree = None
-
     def apply_change(self, start_pos: tuple[int, int] | None, end_pos: tuple[int, int] | None,
                      new_text: str, encoding: str = UTF16) -> tuple[int, int, int]:
         """Apply one content change (range None: the whole document).  Returns the
         byte range it replaced and the length of what went in.  The version is the
-        caller's to set, once per didChange."""
+        caller's to set, once per didChange.  A whole-document change is narrowed
+        to the bytes that differ, so the tree and the line index follow it
+        incrementally as well."""
+        new = encode(new_text)
         if start_pos is None or end_pos is None:
-            old_len = len(self.text)
-            self.replace_all(new_text, self.version)
-            return 0, old_len, len(self.text)
+            old = self.text
+            p = _common_prefix(old, new)
+            q = _common_prefix(old[p:][::-1], new[p:][::-1]) if p < min(len(old), len(new)) else 0
+            return self.splice(p, len(old) - q, new[p:len(new) - q])
         start = self.offset_at(*start_pos, encoding, clamp=True)
         end = self.offset_at(*end_pos, encoding, clamp=True)
         if end < start:
             start, end = end, start
-        new = encode(new_text)
+        return self.splice(start, end, new)
+
+    def splice(self, start: int, end: int, new: bytes) -> tuple[int, int, int]:
+        """Replace bytes [start, end) with `new`: the text, the line index, the tree's edit."""
         if self._tree is not None:
             start_point, old_end_point = self.point_at(start), self.point_at(end)
             nl = new.rfind(b"\n")
@@ -202,6 +203,19 @@ def position_in(text: bytes, offset: int, encoding: str = UTF16) -> tuple[int, i
     offset = _char_start(text, offset)
     line_start = text.rfind(b"\n", 0, offset) + 1
     return text.count(b"\n", 0, line_start), _column(text[line_start:offset], encoding)
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    """Length of the longest common prefix (binary search over memcmp'd slices)."""
+    lo, hi = 0, min(len(a), len(b))
+    va, vb = memoryview(a), memoryview(b)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if va[lo:mid] == vb[lo:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _char_start(text: bytes, offset: int) -> int:
