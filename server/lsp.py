@@ -19,6 +19,13 @@ and `anycode/status` notifications ({device, lastLatencyMs, state, message});
 a request that comes first waits for it within its time budget.  A model that
 cannot load is reported once with window/showMessage; the server stays up and
 answers empty lists.
+
+Also: UTF-8 positions when the client offers them (else UTF-16, or UTF-32 when
+that is all it offers); a cursor inside a comment, outside the document, or in
+a document over MAX_DOCUMENT_BYTES gets [] without the model; the custom
+request `anycode/stats` returns counters, the settings in force and the open
+documents (tests, benchmarks, the Neovim probe); `anycode serve --completer
+MODULE:FACTORY` (hidden) swaps the completer for debugging.
 """
 from __future__ import annotations
 
