@@ -21,8 +21,8 @@ cannot load is reported once with window/showMessage; the server stays up and
 answers empty lists.
 
 Also: UTF-8 positions when the client offers them (else UTF-16, or UTF-32 when
-that is all it offers); a cursor inside a comment, outside the document, or in
-a document over MAX_DOCUMENT_BYTES gets [] without the model; the custom
+that is all it offers); a cursor inside a comment, outside the document, in a
+document that is not Python or over MAX_DOCUMENT_BYTES gets [] without the model; the custom
 request `anycode/stats` returns counters, the settings in force and the open
 documents (tests, benchmarks, the Neovim probe); `anycode serve --completer
 MODULE:FACTORY` (hidden) swaps the completer for debugging.
@@ -418,7 +418,7 @@ class AnycodeServer(LanguageServer):
         if doc is None:
             log.info("completion for a document that is not open: %s", snap.uri)
             return snap, []
-        if snap.cursor is None:
+        if snap.cursor is None or not _is_python(doc):
             return snap, []
         if doc.is_stale(snap.version):
             self.stats.cancelled += 1
@@ -539,6 +539,12 @@ class AnycodeServer(LanguageServer):
         pos = lambda off: types.Position(*position_in(src, off, enc))  # noqa: E731
         rng = types.Range(start=pos(start), end=pos(end))
         return rng, decode(text), decode(src[start:cursor])
+
+
+def _is_python(doc: Document) -> bool:
+    """The model knows Python only: other languages an editor may send get nothing."""
+    lang = (doc.language_id or "").lower()
+    return lang in ("", "python", "py", "python3") or doc.uri.lower().endswith((".py", ".pyi", ".pyw"))
 
 
 def _plain(value: Any) -> Any:

@@ -365,6 +365,11 @@ async def test_bad_input(client):
         context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked),
         text_document=types.TextDocumentIdentifier(doc.uri), position=types.Position(50, 3)))
     assert list(inline.items) == []
+    notes = Doc.__new__(Doc)
+    notes.client, notes.uri, notes.text, notes.encoding = client, "file:///work/notes.md", text, "utf-16"
+    client.text_document_did_open(types.DidOpenTextDocumentParams(types.TextDocumentItem(
+        uri=notes.uri, language_id="markdown", version=1, text=text)))
+    assert list((await notes.complete(len("x = 1\ny = "))).items) == []  # not Python
     with pytest.raises(JsonRpcInvalidParams):
         await raw_request(client, types.TEXT_DOCUMENT_COMPLETION, {
             "textDocument": {"uri": doc.uri}, "position": {"line": -1, "character": "x"}})
