@@ -466,9 +466,10 @@ def find_holes(source: bytes, parser: ts.Parser) -> list[tuple[int, int]]:
 
 
 class Recorder:
-    def __init__(self, lsp: LspProcess, out, encoding: str, settings: dict, parser: ts.Parser):
-        self.lsp, self.out, self.encoding, self.settings = lsp, out, encoding, settings
-        self.parser = parser
+    """Plays the user: edits the document, asks for completions, takes candidates."""
+
+    def __init__(self, lsp: LspProcess, out, encoding: str):
+        self.lsp, self.out, self.encoding = lsp, out, encoding
         self.version = 0
         self.uri = ""
         self.doc: EditorText | None = None
@@ -615,10 +616,10 @@ def record(src: Path, out_path: Path, holes: int, seed: int, utf8: bool, setting
             meta = {"kind": "meta", "source": src.name, "encoding": encoding, "settings": settings,
                     "clean": clean, "holes": len(chosen), "seed": seed,
                     "recorded_with": f"python {sys.version.split()[0]}"}
-            rec = Recorder(lsp, out, encoding, settings, parser)
+            rec = Recorder(lsp, out, encoding)
             rec.write(meta)
             rec.open(uri or f"file:///work/{src.name}", text)
-            # byte offsets -> str indices, last hole first so earlier offsets hold
+            # each hole ends with the original text back, so the offsets hold (bytes -> str indices)
             for a, b in chosen:
                 sa = len(source[:a].decode("utf-8"))
                 sb = sa + len(source[a:b].decode("utf-8"))
