@@ -215,18 +215,17 @@ def run_typing(completer, holes, chars: int = 3) -> dict:
     return {"times": times, "requests": reqs, "context_hits": hits}
 
 
-def run_torch(model_dir: Path, checkpoint: Path | None, holes, threads: int, device: str,
-              search: dict) -> dict | None:
+def torch_decoder(model_dir: Path, checkpoint: Path | None, threads: int, device: str):
+    """The beam search with the torch model as backend (export.TorchBackend): the eager reference."""
     try:
         import torch
     except ImportError:
-        return None
-    from anycode.model import holes as holes_mod
+        return None, None
+    if checkpoint is None:
+        return None, None
     from anycode.model.beam import Decoder
     from anycode.model.export import TorchBackend, load_checkpoint
     from anycode.model.grammar_table import GrammarTable
-    if checkpoint is None:
-        return None
     model, vocab, conf = load_checkpoint(checkpoint)
     dev = "cuda" if device in ("cuda", "auto") and torch.cuda.is_available() else "cpu"
     if threads:
@@ -235,19 +234,46 @@ def run_torch(model_dir: Path, checkpoint: Path | None, holes, threads: int, dev
     backend = TorchBackend(model, manifest["n_symbols"]) if dev == "cpu" else _CudaTorch(model, manifest["n_symbols"])
     table = GrammarTable.load(model_dir / "grammar.json") if (model_dir / "grammar.json").exists() else None
     dec = Decoder(backend, vocab, table, max_paths=manifest["max_paths"], max_length=manifest["max_length"])
-    from anycode.grammars import python as grammar
-    parser = grammar.new_parser()
-    times, steps = [], []
+    return dec, f"{dev}, {torch.get_num_threads()} threads"
+
+
+def run_pair(completer, tdec, holes, search: dict) -> dict:
+    """Hole, context and search with no caches and no verification, ONNX Runtime then torch on each
+    hole in turn, so that both see the same machine load."""
+    from anycode.model import holes as holes_mod
+    out = {"ort": [], "torch": [], "steps_ort": [], "steps_torch": []}
     for path, src, cursor, target, flat, h in holes:
-        t = time.perf_counter()
-        hole = holes_mod.find_hole(src, cursor, parser=parser, table=table)
-        if hole is not None:
-            ctx = dec.prepare(hole.tree, hole.h)
+        for name, dec in (("ort", completer.decoder), ("torch", tdec)):
+            t = time.perf_counter()
+            hole = holes_mod.find_hole(src, cursor, parser=completer.parser, table=completer.table)
+            ctx = dec.prepare(hole.tree, hole.h) if hole is not None else None
             if ctx is not None:
                 dec.search(ctx, 5, hole.typed, **search)
-                steps.append(ctx.stats["steps"])
-        times.append((time.perf_counter() - t) * 1e3)
-    return {"times": times, "steps": steps, "device": dev, "threads": torch.get_num_threads()}
+                out["steps_" + name].append(ctx.stats["steps"])
+            out[name].append((time.perf_counter() - t) * 1e3)
+    return out
+
+
+def score_micro(completer, tdec, sizes=((5, 20), (5, 60), (5, 200)), reps: int = 15) -> list:
+    """The score graph alone (one beam step's transformer and heads), ONNX Runtime vs torch, interleaved."""
+    rng = np.random.default_rng(0)
+    d = completer.manifest["model"]["d_lstm"]
+    nsym = completer.manifest["n_symbols"]
+    rows = []
+    for B, P in sizes:
+        x = (rng.standard_normal((B, P, d)).astype(np.float32) * 0.3, np.ones((B, P), bool),
+             rng.standard_normal((B, d)).astype(np.float32) * 0.3, rng.integers(0, 4, B).astype(np.int64),
+             rng.integers(-1, nsym, (B, P, 9)).astype(np.int64))
+        ts = {"ort": [], "torch": []}
+        for _ in range(reps):
+            for name, be in (("ort", completer.backend), ("torch", tdec.backend if tdec else None)):
+                if be is None:
+                    continue
+                t = time.perf_counter()
+                be.score(*x)
+                ts[name].append((time.perf_counter() - t) * 1e3)
+        rows.append((B, P, pct(ts["ort"], 50), pct(ts["torch"], 50) if ts["torch"] else float("nan")))
+    return rows
 
 
 class _CudaTorch:
@@ -321,9 +347,9 @@ def report(r: dict) -> str:
     L.append(stat_row("  of which: verify candidates (re-parse)", ort_r["verify"]))
     if r.get("torch"):
         t = r["torch"]
-        L.append(stat_row(f"torch eager ({t['device']}, {t['threads']} threads), hole + search, "
-                          f"first {len(t['times'])} holes", t["times"]))
-        L.append(stat_row(f"ONNX Runtime, the same {len(t['times'])} holes", ort_r["times"][: len(t["times"])]))
+        n = len(t["torch"])
+        L.append(stat_row(f"hole + context + search, no caches, ONNX Runtime ({n} holes)", t["ort"]))
+        L.append(stat_row(f"the same, torch eager ({t['desc']}), interleaved", t["torch"]))
     if r.get("typing"):
         ty = r["typing"]
         L.append(stat_row("typing along (a request per typed character)", ty["times"]))
@@ -341,6 +367,9 @@ def report(r: dict) -> str:
     proj = [p + s * ort_r["ms_per_step"] for p, s in zip(ort_r["prepare"], ort_r["target_steps"])]
     L.append(f"- projection for a model whose search takes the targets' own step counts: "
              f"p50 {pct(proj, 50):.0f} ms, p95 {pct(proj, 95):.0f} ms (prepare + steps x ms/step)")
+    if r.get("score_micro"):
+        L.append("- one beam step's score graph alone (median ms, 5 beams, P paths), ONNX Runtime vs torch eager: "
+                 + "; ".join(f"P={P}: {o:.1f} vs {t:.1f}" for B, P, o, t in r["score_micro"]))
     lc, cx = ort_r["leaf_cache"], ort_r["context_cache"]
     L.append(f"- caches over the session: leaf upward states {lc[0]} hits / {lc[1]} misses "
              f"({100 * lc[0] / max(sum(lc), 1):.0f}%), whole contexts {cx[0]} hits / {cx[1]} misses")
@@ -435,14 +464,14 @@ def main(argv=None) -> int:
         print(f"typing along, {args.typing_holes} holes ...", file=sys.stderr)
         r["typing"] = run_typing(completer, holes[: args.typing_holes])
     if args.torch_holes:
-        print(f"torch eager, {args.torch_holes} holes ...", file=sys.stderr)
-        r["torch"] = run_torch(model_dir, checkpoint, holes[: args.torch_holes], args.threads, args.device,
-                               r["search"])
-        try:
+        print(f"torch eager, {args.torch_holes} holes, interleaved with ONNX Runtime ...", file=sys.stderr)
+        tdec, tdesc = torch_decoder(model_dir, checkpoint, args.threads, args.device)
+        r["score_micro"] = score_micro(completer, tdec)
+        if tdec is not None:
             import torch
             env["torch"] = torch.__version__
-        except ImportError:
-            pass
+            r["torch"] = run_pair(completer, tdec, holes[: args.torch_holes], r["search"])
+            r["torch"]["desc"] = tdesc
     env["load_after"] = loadavg()
     r["env"] = env
     body = report(r)
