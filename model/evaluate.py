@@ -58,8 +58,17 @@ PAPER_JAVA = {"acc@1": 18.04, "acc@5": 24.83, "tree@1": 39.10, "tree@5": 55.32,
 # ---------------------------------------------------------------- trees and text
 
 
+def with_fields(node: grammar.Node) -> grammar.Node:
+    """Field names the printer needs and flat trees do not keep: a for_in_clause is
+    `for <left> in <right>, ...`."""
+    if grammar.base_type(node.type) == "for_in_clause":
+        for j, c in enumerate(node.children):
+            c.field = "left" if j == 0 else "right"
+    return node
+
+
 def subtree_node(tree: FlatTree, i: int) -> grammar.Node:
-    return grammar.Node(tree.types[i], [subtree_node(tree, c) for c in tree.children(i)], tree.values[i])
+    return with_fields(grammar.Node(tree.types[i], [subtree_node(tree, c) for c in tree.children(i)], tree.values[i]))
 
 
 def print_or_none(node: grammar.Node) -> str | None:
@@ -188,7 +197,7 @@ class _Hyp:
         value = None
         if grammar.kind_of(t) == "valued":
             value = grammar.join_value(t, self.parts[i]) if self.parts[i] else ""
-        return grammar.Node(t, [self.node(c) for c in self.kids[i]], value)
+        return with_fields(grammar.Node(t, [self.node(c) for c in self.kids[i]], value))
 
 
 class Decoder:
@@ -798,7 +807,8 @@ def run(args) -> int:
                                  shards[k], f, truth)
             mark = "exact" if sc.acc == 0 else "in top-5" if sc.acc is not None else \
                 "tree match" if sc.tree is not None else "miss"
-            lines.append(f"**{shards[k].source_of(f)[0]}:{shards[k].source_of(f)[1]}** — truth `{truth}` ({mark})")
+            lines.append(f"**{shards[k].source_of(f)[0]}:{shards[k].source_of(f)[1]}** — truth "
+                         f"{'`' + truth + '`' if truth is not None else '(does not print)'} ({mark})")
             lines.append("")
             lines.append("```python")
             lines.append(src if src else context_excerpt(t, h))

@@ -113,3 +113,14 @@ def test_metrics_count_exact_tree_and_subtoken_matches(data):
     assert evaluate.subtoken_diff(g.parse_expression("a.get_x(b)"), g.parse_expression("a.get_x(b, c)")) is None
     m = evaluate.summarize([evaluate.Scored(0, 0, 0), evaluate.Scored(None, 3, 2)])
     assert m["acc@1"] == 50 and m["acc@5"] == 50 and m["tree@5"] == 100 and m["subtoken@1"] == 50
+
+
+def test_comprehension_targets_print_from_flat_trees():
+    # flat trees keep no field names; the printer needs them for `for ... in ...`
+    from anycode.grammars import python as g
+    from anycode.model.paths import FlatTree
+    src = b"def f(xs):\n    return [x * 2 for x in xs if x]\n"
+    fn = g.convert(g.parse(src).root_node.named_children[0])
+    t = FlatTree.from_node(fn)
+    h = next(i for i, ty in enumerate(t.types) if ty == "list_comprehension")
+    assert evaluate.truth_code(t, h) == "[x * 2 for x in xs if x]"
