@@ -1,10 +1,10 @@
 """The exported ONNX graphs, run by ONNX Runtime through the decoder, against the torch model.
 
-Weights: model/shipped's checkpoint (config.json + slm.pt) when there is one, else a
-randomly initialised SLM stored fp16 as the shipped checkpoint is, narrower than the
-paper's (`SMALL`) so that the from-scratch reference stays fast; the export code is
-the same for every width.  Examples: real holes of tests/data through the dataset
-pipeline.
+Weights: $ANYCODE_TEST_CHECKPOINT (a run or checkpoint directory), else model/shipped's
+checkpoint (config.json + slm.pt) when there is one, else a randomly initialised SLM
+stored fp16 as the shipped checkpoint is, narrower than the paper's (`SMALL`) so that
+the from-scratch reference stays fast; the export code is the same for every width.
+Examples: real holes of tests/data through the dataset pipeline.
 
 Tolerances:
   * fp32 graphs: per-step log-probabilities within 1e-3 of torch, same top-5;
@@ -16,6 +16,7 @@ Tolerances:
 """
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -38,6 +39,8 @@ SMALL = dict(d_type=96, d_index=32, d_subtoken=128, d_lstm=64, n_layers=2, n_hea
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
+    if os.environ.get("ANYCODE_TEST_CHECKPOINT"):          # e.g. a training run directory
+        return Path(os.environ["ANYCODE_TEST_CHECKPOINT"])
     if (SHIPPED / "config.json").exists() and (SHIPPED / "slm.pt").exists():
         return SHIPPED
     from slm_fixtures import tiny_dataset

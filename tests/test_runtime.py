@@ -1,14 +1,15 @@
 """The Completer end to end: real files, real tree-sitter, the ONNX model through ONNX Runtime.
 
-The model: model/shipped when it has been exported, else an untrained SLM (narrow, so
-the file runs in well under a minute on two cores) exported the way the shipped one
-is.  Random weights make poor completions, so the tests check what must hold for any
-weights: candidates parse in their context, respect what was typed and replace the
-right range; positions where no expression can go return []; cancellation, deadlines
-and bad input behave; the caches are used.
+The model: $ANYCODE_TEST_MODEL (an exported directory), else model/shipped when it has
+been exported, else an untrained SLM (narrow, so the file runs in well under a minute on
+two cores) exported the way the shipped one is.  Random weights make poor completions,
+so the tests check what must hold for any weights: candidates parse in their context,
+respect what was typed and replace the right range; positions where no expression can
+go return []; cancellation, deadlines and bad input behave; the caches are used.
 """
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import subprocess
@@ -29,6 +30,8 @@ SMALL = dict(d_type=96, d_index=32, d_subtoken=128, d_lstm=64, n_layers=2, n_hea
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
+    if os.environ.get("ANYCODE_TEST_MODEL"):               # an exported model directory
+        return Path(os.environ["ANYCODE_TEST_MODEL"])
     if (SHIPPED / "manifest.json").exists():
         return SHIPPED
     from slm_fixtures import tiny_dataset
