@@ -14,6 +14,13 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--log-level", default="warning",
                     choices=["debug", "info", "warning", "error"],
                     help="level of the server's own log on stderr (default: warning)")
+    defaults = ap.add_argument_group("setting defaults (the client's `anycode` settings override them)")
+    defaults.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    defaults.add_argument("--beam-size", type=int, dest="beamSize")
+    defaults.add_argument("--max-items", type=int, dest="maxItems")
+    defaults.add_argument("--time-budget-ms", type=int, dest="timeBudgetMs")
+    defaults.add_argument("--model-path", dest="modelPath")
+    defaults.add_argument("--threads", type=int)
     ap.add_argument("--completer", help=argparse.SUPPRESS)  # module:factory, a testing hook
 
 
@@ -37,8 +44,15 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("pygls").setLevel(max(logging.WARNING, logging.getLogger().level))
     from anycode.server.lsp import load_factory, make_server
 
+    from anycode.server import settings as settings_mod
+
+    defaults = {k: getattr(args, k) for k in ("device", "beamSize", "maxItems", "timeBudgetMs", "modelPath", "threads")
+                if getattr(args, k) is not None}
+    _, warnings = settings_mod.parse(defaults)
+    for w in warnings:
+        print(f"anycode serve: {w}", file=sys.stderr)
     factory = load_factory(args.completer) if args.completer else None
-    server = make_server(factory)
+    server = make_server(factory, defaults)
     if args.tcp:
         host, port = parse_hostport(args.tcp)
         server.start_tcp(host, port)

@@ -211,12 +211,14 @@ def _runtime_completer(s: Settings):
 
 
 class AnycodeServer(LanguageServer):
-    def __init__(self, completer_factory: Callable[[Settings], Any] | None = None):
+    def __init__(self, completer_factory: Callable[[Settings], Any] | None = None,
+                 defaults: dict[str, Any] | None = None):
         super().__init__("anycode", __version__, protocol_cls=AnycodeProtocol,
                          text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
         self.docs: dict[str, Document] = {}
         self.parser = new_parser()
-        self.settings = Settings()
+        self.defaults = defaults or {}   # from the command line; the client's settings override them
+        self.settings, _ = settings_mod.parse(self.defaults)
         self.init_options: Any = None
         self.model = ModelHost(completer_factory)
         self.cache = TypeAlongCache()
@@ -270,7 +272,7 @@ class AnycodeServer(LanguageServer):
     # ------------------------------------------------------------ settings
 
     def apply_settings(self, *layers: Any) -> None:
-        new, warnings = settings_mod.parse(self.init_options, *layers)
+        new, warnings = settings_mod.parse(self.defaults, self.init_options, *layers)
         for w in warnings:
             self.show_message(w, types.MessageType.Warning)
         old, self.settings = self.settings, new
@@ -595,15 +597,16 @@ def inline_items(server: AnycodeServer, snap: Snapshot, cands: list[Cand]) -> li
 # ---------------------------------------------------------------- the server
 
 
-def make_server(completer_factory: Callable[[Settings], Any] | None = None) -> AnycodeServer:
-    ls = AnycodeServer(completer_factory)
+def make_server(completer_factory: Callable[[Settings], Any] | None = None,
+                defaults: dict[str, Any] | None = None) -> AnycodeServer:
+    ls = AnycodeServer(completer_factory, defaults)
     filt = _QuietCancel()
     logging.getLogger("pygls.protocol.json_rpc").addFilter(filt)
 
     @ls.feature(types.INITIALIZE)
     def initialize(ls: AnycodeServer, params: types.InitializeParams):
         ls.init_options = _plain(params.initialization_options)
-        ls.settings, _ = settings_mod.parse(ls.init_options)  # warnings are shown once initialized
+        ls.settings, _ = settings_mod.parse(ls.defaults, ls.init_options)  # warnings are shown once initialized
         if ls.model.factory is _runtime_completer:  # import onnxruntime while the client settles in
             ls.model.executor.submit(importlib.import_module, "anycode.model.runtime")
 

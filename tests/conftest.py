@@ -51,12 +51,12 @@ def model_settings(tmp_path_factory) -> dict:
 
 async def start_server(init_options: dict | None = None, config: dict | None = None, *,
                        utf8: bool = False, capabilities: types.ClientCapabilities | None = None,
-                       wait: bool = True) -> LanguageClient:
+                       wait: bool = True, args: tuple[str, ...] = ()) -> LanguageClient:
     """A server process, initialized; with wait, its model loaded (or failed)."""
     client = make_test_lsp_client()
     client.statuses = []
     client.feature("anycode/status")(lambda params: client.statuses.append(params))
-    await client.start_io(*SERVER_CMD)
+    await client.start_io(*SERVER_CMD, *args)
     if config is not None:
         client.set_configuration(config, section="anycode")
     caps = capabilities or client_capabilities("visual-studio-code")

@@ -125,13 +125,14 @@ async def test_missing_model_path(model_settings, tmp_path):
         import onnxruntime
         if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
             n = len(client.messages)
-            client.set_configuration({**model_settings, "device": "cuda"}, section="anycode")
+            working = {"modelPath": model_settings.get("modelPath", "")}   # over the missing one
+            client.set_configuration({**working, "device": "cuda"}, section="anycode")
             client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
             err = await wait_status(client, ("error",), after=len(client.statuses))
             assert "cuda" in err.message.lower()
             assert any(m.type == types.MessageType.Error and "cuda" in m.message.lower()
                        for m in client.messages[n:])
-            client.set_configuration({**model_settings, "device": "auto"}, section="anycode")
+            client.set_configuration({**working, "device": "auto"}, section="anycode")
             client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
             await wait_status(client, ("ready",), after=len(client.statuses))
     finally:
@@ -249,5 +250,17 @@ async def test_request_before_the_model_is_ready(model_settings):
         assert client.statuses and client.statuses[-1].state == "ready"  # it waited for the load
         assert result.is_incomplete is True
         assert (await stats(client)).modelRuns == 1
+    finally:
+        await stop_server(client)
+
+
+async def test_command_line_gives_defaults_that_client_settings_override(model_settings):
+    """`anycode serve --time-budget-ms ... --max-items ...` for clients that send no settings
+    (holebench, scripts); the client's own settings still win, and bad values fall back."""
+    client = await start_server({"anycode": {"maxItems": 4, **model_settings}},
+                                args=("--time-budget-ms", "2500", "--max-items", "2", "--beam-size", "0"))
+    try:
+        st = await stats(client)
+        assert (st.settings.timeBudgetMs, st.settings.maxItems, st.settings.beamSize) == (2500, 4, 5)
     finally:
         await stop_server(client)
