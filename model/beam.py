@@ -273,13 +273,12 @@ def prefix_consistent(text: str, typed: str) -> bool:
 
 class Decoder:
     def __init__(self, backend: Backend, vocab: Vocab, table=None, *, max_paths: int = 200,
-                 max_length: int = 24, n_symbols: int | None = None):
+                 max_length: int = 24):
         self.backend = backend
         self.vocab = vocab
         self.table = table
         self.max_paths = max_paths
         self.max_length = max_length
-        self.n_symbols = n_symbols
         T = len(vocab.node_types)
         self.T = T
         self.eos_node = vocab.type_id[EOS_NODE]
@@ -709,7 +708,9 @@ class Decoder:
                     break
                 n = self.apply(live[b], label, lp, ctx)
                 stats["expansions"] += 1
-                if typed_sq and not (live[b].pi >= 0 and live[b].pi == n.pi and label != EOS_TOK):
+                was = live[b].pi
+                value_part = was >= 0 and grammar.kind_of(live[b].types[was]) == "valued" and label != EOS_TOK
+                if typed_sq and not value_part:          # value parts were checked by _typed_symbols
                     text = committed_text(n)
                     if text is not None and not prefix_consistent(text, typed):
                         stats["pruned_typed"] += 1

@@ -167,6 +167,12 @@ def parse(src: bytes, parser: ts.Parser, prev: tuple[bytes, ts.Tree] | None) -> 
     return parser.parse(src, t), True
 
 
+def _starts_block(source: bytes, at: int) -> bool:
+    """Does the line at `at` begin a top-level statement (code at column 0 that continues none)?"""
+    c = source[at: at + 1]
+    return (c.isalpha() or c in (b"@", b"_")) and not source.startswith((b"else", b"elif", b"except", b"finally"), at)
+
+
 def window(source: bytes, cursor: int, limit: int = WINDOW_BYTES) -> tuple[int, int]:
     """The top-level block around the cursor: from the last column-0 code line at or before the
     cursor's line to the next one after it, at most `limit` bytes each side."""
@@ -175,7 +181,7 @@ def window(source: bytes, cursor: int, limit: int = WINDOW_BYTES) -> tuple[int, 
     line_start = source.rfind(b"\n", 0, cursor) + 1
     lo = line_start
     while lo > lo_bound:
-        if source[lo: lo + 1].isalpha() or source[lo: lo + 1] in (b"@", b"_"):
+        if _starts_block(source, lo):
             break
         lo = source.rfind(b"\n", 0, max(lo - 1, 0)) + 1
         if lo == 0:
@@ -184,8 +190,7 @@ def window(source: bytes, cursor: int, limit: int = WINDOW_BYTES) -> tuple[int, 
     hi = source.find(b"\n", cursor)
     hi = len(source) if hi < 0 else hi + 1
     while hi < hi_bound:
-        c = source[hi: hi + 1]
-        if (c.isalpha() or c in (b"@", b"_")) and not source.startswith((b"else", b"elif", b"except", b"finally"), hi):
+        if _starts_block(source, hi):
             break
         nxt = source.find(b"\n", hi)
         hi = hi_bound if nxt < 0 else nxt + 1

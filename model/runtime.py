@@ -196,7 +196,7 @@ class Completer:
         self.provider = self.backend.provider
         m = self.manifest
         self.decoder = Decoder(self.backend, self.vocab, self.table, max_paths=m["max_paths"],
-                               max_length=m["max_length"], n_symbols=m["n_symbols"])
+                               max_length=m["max_length"])
         self.parser = grammar.new_parser()
         self.leaf_cache = LeafCache()
         self._docs: OrderedDict[str, _Document] = OrderedDict()
