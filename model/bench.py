@@ -420,7 +420,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
-    from anycode.model.runtime import SHIPPED, Completer
+    from anycode.model.runtime import SHIPPED, Completer, ModelError
 
     files, source_desc = hole_files(args)
     holes, found = collect_holes(files, args.holes)
@@ -444,9 +444,13 @@ def main(argv=None) -> int:
     r = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": "python -m anycode.model.bench " + " ".join(
         argv if argv is not None else sys.argv[1:]), "holes_source": source_desc, "holes_found": found}
 
+    try:
+        completer = Completer(model_dir, device=args.device, threads=args.threads)
+    except ModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"cold start ({model_dir}) ...", file=sys.stderr)
     r["cold"] = cold_start(model_dir, args.device, args.threads, holes[0])
-    completer = Completer(model_dir, device=args.device, threads=args.threads)
     r.update(device=completer.device, provider=completer.provider, threads=args.threads or "all",
              model=str(model_dir if model_dir != SHIPPED else "model/shipped"),
              precision=manifest["precision"], untrained=bool(manifest.get("untrained")),
