@@ -60,7 +60,7 @@ def holes_of(paths: list[Path], n: int, seed: int) -> list[tuple[str, str, int]]
             for h in hs:
                 a, b = flat.start_byte[h], flat.end_byte[h]
                 text = (source[:a] + source[b:]).decode("utf-8", "replace")
-                found.append((path.as_uri(), text, len(source[:a].decode("utf-8", "replace"))))
+                found.append((path.resolve().as_uri(), text, len(source[:a].decode("utf-8", "replace"))))
     random.Random(seed).shuffle(found)
     return found[:n]
 
