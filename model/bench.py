@@ -231,7 +231,7 @@ def torch_decoder(model_dir: Path, checkpoint: Path | None, threads: int, device
     if threads:
         torch.set_num_threads(threads)
     manifest = json.loads((model_dir / "manifest.json").read_text())
-    backend = TorchBackend(model, manifest["n_symbols"]) if dev == "cpu" else _CudaTorch(model, manifest["n_symbols"])
+    backend = TorchBackend(model.to(dev), manifest["n_symbols"])
     table = GrammarTable.load(model_dir / "grammar.json") if (model_dir / "grammar.json").exists() else None
     dec = Decoder(backend, vocab, table, max_paths=manifest["max_paths"], max_length=manifest["max_length"])
     return dec, f"{dev}, {torch.get_num_threads()} threads"
@@ -274,41 +274,6 @@ def score_micro(completer, tdec, sizes=((5, 20), (5, 60), (5, 200)), reps: int =
                 ts[name].append((time.perf_counter() - t) * 1e3)
         rows.append((B, P, pct(ts["ort"], 50), pct(ts["torch"], 50) if ts["torch"] else float("nan")))
     return rows
-
-
-class _CudaTorch:
-    """export.TorchBackend with the model on the GPU (numpy in and out)."""
-
-    name = "torch-cuda"
-
-    def __init__(self, model, n_symbols):
-        import torch
-        self.torch = torch
-        self.model = model.cuda().eval()
-        self.n_symbols = n_symbols
-
-    def _t(self, a):
-        return self.torch.from_numpy(np.ascontiguousarray(a)).cuda()
-
-    def value_step(self, values):
-        with self.torch.no_grad():
-            m = self.model
-            h, c = m.lstm_step(m.embed_value(self._t(values)), *m.initial_state(len(values), "cuda"))
-            return h.cpu().numpy(), c.cpu().numpy()
-
-    def node_step(self, types, index, h, c):
-        with self.torch.no_grad():
-            m = self.model
-            h2, c2 = m.lstm_step(m.embed_node(self._t(types), self._t(index)), self._t(h), self._t(c))
-            return h2.cpu().numpy(), c2.cpu().numpy()
-
-    def score(self, paths, mask, root, child_index, copy_symbols):
-        with self.torch.no_grad():
-            m = self.model
-            p = self._t(paths)
-            hh = m.aggregate(p, self._t(mask), self._t(root), self._t(child_index))
-            return (m.node_logits(hh).cpu().numpy(),
-                    m.value_logits(hh, p, self._t(copy_symbols), self.n_symbols).cpu().numpy())
 
 
 # ---------------------------------------------------------------- report

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import shutil
 import sys
@@ -56,6 +55,7 @@ import torch
 import torch.nn as nn
 
 from anycode.model.features import MAX_COPY_POSITIONS, MAX_VALUE_SUBTOKENS
+from anycode.model.runtime import sha256
 from anycode.model.slm import NEG, SLM, SLMConfig
 from anycode.model.vocab import MAX_CHILD_INDEX, Vocab
 
@@ -199,38 +199,41 @@ class Score(nn.Module):
 
 
 class TorchBackend:
-    """`runtime.OrtBackend`'s interface over the torch model itself (SLM's own methods)."""
+    """`runtime.OrtBackend`'s interface over the torch model itself (SLM's own methods),
+    on the model's device (numpy in and out)."""
 
     name = "torch"
 
     def __init__(self, model: SLM, n_symbols: int, threads: int = 0):
         self.model = model.eval()
+        self.device = next(model.parameters()).device
         self.n_symbols = n_symbols
         if threads:
             torch.set_num_threads(threads)
 
+    def _t(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
+
+    @staticmethod
+    def _np(*ts: torch.Tensor):
+        return tuple(t.cpu().numpy() for t in ts)
+
     @torch.no_grad()
     def value_step(self, values: np.ndarray):
         m = self.model
-        x = m.embed_value(torch.from_numpy(values))
-        h, c = m.lstm_step(x, *m.initial_state(len(values)))
-        return h.numpy(), c.numpy()
+        return self._np(*m.lstm_step(m.embed_value(self._t(values)), *m.initial_state(len(values), self.device)))
 
     @torch.no_grad()
     def node_step(self, types: np.ndarray, index: np.ndarray, h: np.ndarray, c: np.ndarray):
         m = self.model
-        x = m.embed_node(torch.from_numpy(types), torch.from_numpy(index))
-        h2, c2 = m.lstm_step(x, torch.from_numpy(h), torch.from_numpy(c))
-        return h2.numpy(), c2.numpy()
+        return self._np(*m.lstm_step(m.embed_node(self._t(types), self._t(index)), self._t(h), self._t(c)))
 
     @torch.no_grad()
     def score(self, paths, mask, root, child_index, copy_symbols):
         m = self.model
-        h = m.aggregate(torch.from_numpy(paths), torch.from_numpy(mask), torch.from_numpy(root),
-                        torch.from_numpy(child_index))
-        node = m.node_logits(h)
-        value = m.value_logits(h, torch.from_numpy(paths), torch.from_numpy(copy_symbols), self.n_symbols)
-        return node.numpy(), value.numpy()
+        p = self._t(paths)
+        h = m.aggregate(p, self._t(mask), self._t(root), self._t(child_index))
+        return self._np(m.node_logits(h), m.value_logits(h, p, self._t(copy_symbols), self.n_symbols))
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -302,14 +305,6 @@ def _quantize_int8(path: Path) -> None:
     path.rename(tmp)
     quantize_dynamic(str(tmp), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
     tmp.unlink()
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _export_graphs(model: SLM, out: Path, n_sym: int) -> None:

@@ -135,7 +135,7 @@ class OrtBackend:
 # ---------------------------------------------------------------- the model directory
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -161,7 +161,7 @@ def load_manifest(model_dir: Path, verify: bool = True) -> dict:
         if path.stat().st_size != meta["bytes"]:
             raise ModelError(f"model file {path} has {path.stat().st_size} bytes, the manifest says "
                              f"{meta['bytes']}: it is corrupt or from another export; {hint}")
-        if verify and _sha256(path) != meta["sha256"]:
+        if verify and sha256(path) != meta["sha256"]:
             raise ModelError(f"model file {path} does not match its sha256 in the manifest: it is corrupt; {hint}")
     return manifest
 
