@@ -65,10 +65,10 @@ class Backend(Protocol):
 # ---------------------------------------------------------------- caches
 
 
-class LeafCache:
-    """LRU of the upward states of context leaves, keyed by content (see the module doc)."""
+class LRUCache:
+    """A bounded map that forgets the least recently used entry first, counting hits."""
 
-    def __init__(self, max_entries: int = 16384):
+    def __init__(self, max_entries: int):
         self.max_entries = max_entries
         self.data: OrderedDict[bytes, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self.hits = 0
@@ -90,28 +90,18 @@ class LeafCache:
             self.data.popitem(last=False)
 
 
-class ContextCache:
+class LeafCache(LRUCache):
+    """The upward states of context leaves, keyed by content (see the module doc)."""
+
+    def __init__(self, max_entries: int = 16384):
+        super().__init__(max_entries)
+
+
+class ContextCache(LRUCache):
     """The last few contexts of one document: prefix states at p, keyed by content."""
 
     def __init__(self, max_entries: int = 4):
-        self.max_entries = max_entries
-        self.data: OrderedDict[bytes, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: bytes):
-        v = self.data.get(key)
-        if v is None:
-            self.misses += 1
-        else:
-            self.hits += 1
-            self.data.move_to_end(key)
-        return v
-
-    def put(self, key: bytes, value) -> None:
-        self.data[key] = value
-        while len(self.data) > self.max_entries:
-            self.data.popitem(last=False)
+        super().__init__(max_entries)
 
 
 # ---------------------------------------------------------------- hypotheses

@@ -40,7 +40,7 @@ import torch
 
 from anycode.grammars import python as grammar
 from anycode.model.features import context_features, copy_row, generated_leaf_value, value_ids
-from anycode.model.paths import FlatTree
+from anycode.model.paths import FlatTree, path_between
 from anycode.model.vocab import EOS_NODE, EOS_TOK, MAX_CHILD_INDEX, Vocab
 
 try:  # the table is someone else's module; decoding works without it
@@ -176,21 +176,8 @@ class _Hyp:
         o.leaves, o.stack, o.states = list(self.leaves), list(self.stack), dict(self.states)
         return o
 
-    def chain(self, i: int) -> list[int]:
-        out = []
-        while i != -1:
-            out.append(i)
-            i = self.parent[i]
-        return out
-
     def path(self, a: int, b: int) -> list[int]:
-        up, down = self.chain(a), self.chain(b)
-        on_down = set(down)
-        k = 0
-        while up[k] not in on_down:
-            k += 1
-        lca = up[k]
-        return up[: k + 1] + list(reversed(down[: down.index(lca)]))
+        return path_between(self.parent, a, b)
 
     def node(self, i: int = 0) -> grammar.Node:
         t = self.types[i]

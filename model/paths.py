@@ -27,6 +27,27 @@ from anycode.grammars import python as grammar
 from anycode.model.vocab import EMPTY, EOS_NODE, EOS_TOK, MAX_CHILD_INDEX
 
 
+def chain_up(parent: list[int], i: int) -> list[int]:
+    """i, its parent, ..., the root, in a tree given by its parent array (-1 at the root)."""
+    out = []
+    while i != -1:
+        out.append(i)
+        i = parent[i]
+    return out
+
+
+def path_between(parent: list[int], a: int, b: int) -> list[int]:
+    """Node indices from a up to the lowest common ancestor and down to b."""
+    up = chain_up(parent, a)
+    down = chain_up(parent, b)
+    on_down = set(down)
+    k = 0
+    while up[k] not in on_down:
+        k += 1
+    lca = up[k]
+    return up[: k + 1] + list(reversed(down[: down.index(lca)]))
+
+
 @dataclass
 class FlatTree:
     types: list[str]
@@ -75,25 +96,14 @@ class FlatTree:
 
     def chain_up(self, i: int) -> list[int]:
         """i, its parent, ..., the root."""
-        out = []
-        while i != -1:
-            out.append(i)
-            i = self.parent[i]
-        return out
+        return chain_up(self.parent, i)
 
     def in_subtree(self, i: int, root: int) -> bool:
         return root <= i < self.end[root]
 
     def path(self, a: int, b: int) -> list[int]:
         """Node indices from a up to the lowest common ancestor and down to b."""
-        up = self.chain_up(a)
-        down = self.chain_up(b)
-        on_down = set(down)
-        k = 0
-        while up[k] not in on_down:
-            k += 1
-        lca = up[k]
-        return up[: k + 1] + list(reversed(down[: down.index(lca)]))
+        return path_between(self.parent, a, b)
 
     def node(self, i: int) -> tuple[str, int]:
         return self.types[i], self.child_index[i]
