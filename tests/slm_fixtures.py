@@ -53,3 +53,29 @@ def tiny_dataset(root: Path, vocab_size: int = 300) -> Path:
     dataset.build_vocab(root, vocab_size).save(root / "vocab.json")
     dataset.build_grammar_table(root).save(root / "grammar.json")
     return root
+
+
+def encode_step_from_scratch(model, vocab: Vocab, sp):
+    """One step's S_t and R_t (paths.step_paths) each encoded whole with SLM.encode, no caching:
+    (top-layer states of the paths [P, d_lstm], top-layer state of the root path [1, d_lstm])."""
+    import torch
+
+    from anycode.model.features import MAX_VALUE_SUBTOKENS, value_ids
+
+    P = len(sp.paths)
+    L = max(len(nodes) for _, nodes in sp.paths)
+    vals = torch.zeros(P, MAX_VALUE_SUBTOKENS, dtype=torch.long)
+    ty = torch.zeros(P, L, dtype=torch.long)
+    ix = torch.zeros(P, L, dtype=torch.long)
+    ln = torch.zeros(P, dtype=torch.long)
+    for k, (value, nodes) in enumerate(sp.paths):
+        ids = value_ids(vocab, value)
+        vals[k, : len(ids)] = torch.tensor(ids)
+        ty[k, : len(nodes)] = torch.tensor([vocab.type_of(a) for a, _ in nodes])
+        ix[k, : len(nodes)] = torch.tensor([i for _, i in nodes])
+        ln[k] = len(nodes)
+    hp, _ = model.encode(model.embed_value(vals), ty, ix, ln)
+    rt = torch.tensor([[vocab.type_of(a) for a, _ in sp.root_path]])
+    ri = torch.tensor([[i for _, i in sp.root_path]])
+    hr, _ = model.encode(None, rt, ri, torch.tensor([len(sp.root_path)]))
+    return hp[-1], hr[-1]

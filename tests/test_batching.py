@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from anycode.model import batching
-from anycode.model.features import context_features, value_ids
+from anycode.model.features import context_features
 from anycode.model.paths import context_paths, step_paths, target_steps
 from anycode.model.slm import SLM, SLMConfig
 
-from slm_fixtures import real_examples, vocab_of
+from slm_fixtures import encode_step_from_scratch, real_examples, vocab_of
 
 torch.set_num_threads(1)
 
@@ -23,22 +23,8 @@ def reference(model, vocab, tree, h):
     out = []
     for t in range(len(steps)):
         sp = step_paths(tree, h, steps, t, ctx)
-        L = max(len(nodes) for _, nodes in sp.paths)
-        vals = torch.zeros(len(sp.paths), 8, dtype=torch.long)
-        ty = torch.zeros(len(sp.paths), L, dtype=torch.long)
-        ix = torch.zeros(len(sp.paths), L, dtype=torch.long)
-        ln = torch.zeros(len(sp.paths), dtype=torch.long)
-        for k, (value, nodes) in enumerate(sp.paths):
-            ids = value_ids(vocab, value)
-            vals[k, : len(ids)] = torch.tensor(ids)
-            ty[k, : len(nodes)] = torch.tensor([vocab.type_of(a) for a, _ in nodes])
-            ix[k, : len(nodes)] = torch.tensor([i for _, i in nodes])
-            ln[k] = len(nodes)
-        hp, _ = model.encode(model.embed_value(vals), ty, ix, ln)
-        rt = torch.tensor([[vocab.type_of(a) for a, _ in sp.root_path]])
-        ri = torch.tensor([[i for _, i in sp.root_path]])
-        hr, _ = model.encode(None, rt, ri, torch.tensor([len(sp.root_path)]))
-        out.append((hp[-1], hr[-1, 0], sp.child_index, steps[t]))
+        hp, hr = encode_step_from_scratch(model, vocab, sp)
+        out.append((hp, hr[0], sp.child_index, steps[t]))
     return out
 
 

@@ -28,10 +28,11 @@ from anycode.grammars import python as grammar
 from anycode.model import dataset
 from anycode.model.beam import Decoder, build_node
 from anycode.model.export import TorchBackend, export, load_checkpoint, write_untrained_checkpoint
-from anycode.model.features import context_features, copy_row, generated_leaf_value, value_ids
+from anycode.model.features import context_features, copy_row, generated_leaf_value
 from anycode.model.grammar_table import GrammarTable
 from anycode.model.paths import generated_leaves, step_paths, target_steps
 from anycode.model.runtime import SHIPPED, OrtBackend
+from slm_fixtures import encode_step_from_scratch
 
 DATA = Path(__file__).parent / "data"
 SMALL = dict(d_type=96, d_index=32, d_subtoken=128, d_lstm=64, n_layers=2, n_heads=4, d_ff=256)
@@ -103,24 +104,10 @@ def reference_logprobs(model, vocab, tree, h, max_paths=200, max_length=24) -> n
     out = []
     for t, s in enumerate(steps):
         sp = step_paths(tree, h, steps, t, f.paths)
-        L = max(len(nodes) for _, nodes in sp.paths)
+        hp, hr = encode_step_from_scratch(model, vocab, sp)
         P = len(sp.paths)
-        vals = torch.zeros(P, 8, dtype=torch.long)
-        ty = torch.zeros(P, L, dtype=torch.long)
-        ix = torch.zeros(P, L, dtype=torch.long)
-        ln = torch.zeros(P, dtype=torch.long)
-        for k, (value, nodes) in enumerate(sp.paths):
-            ids = value_ids(vocab, value)
-            vals[k, : len(ids)] = torch.tensor(ids)
-            ty[k, : len(nodes)] = torch.tensor([vocab.type_of(a) for a, _ in nodes])
-            ix[k, : len(nodes)] = torch.tensor([i for _, i in nodes])
-            ln[k] = len(nodes)
-        hp, _ = model.encode(model.embed_value(vals), ty, ix, ln)
-        rt = torch.tensor([[vocab.type_of(a) for a, _ in sp.root_path]])
-        ri = torch.tensor([[i for _, i in sp.root_path]])
-        hr, _ = model.encode(None, rt, ri, torch.tensor([len(sp.root_path)]))
-        paths = hp[-1][None]
-        hh = model.aggregate(paths, torch.ones(1, P, dtype=torch.bool), hr[-1], torch.tensor([sp.child_index]))
+        paths = hp[None]
+        hh = model.aggregate(paths, torch.ones(1, P, dtype=torch.bool), hr, torch.tensor([sp.child_index]))
         if s.is_value:
             gen = generated_leaves(tree, h, steps, t)
             rows = [list(r) for r in f.leaf_copy] + [
