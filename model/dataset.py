@@ -207,8 +207,7 @@ def write_shard(path: Path, results: list[tuple[str, FileResult]]) -> dict:
     os.replace(tmp, path)
     meta = {"version": SHARD_VERSION, "files": files, "functions": len(f_file), "examples": len(e_func),
             "skipped": dict(skipped), "type_counts": dict(type_counts), "subtoken_counts": dict(sub_counts),
-            "grammar": {"children": {t: [sorted(x) for x in slots] for t, slots in table.children.items()},
-                        "arities": {t: sorted(a) for t, a in table.arities.items()}}}
+            "grammar": table.to_dict()}
     path.with_suffix(".json").write_text(json.dumps(meta))
     return meta
 
@@ -307,9 +306,7 @@ def build_split(corpus_dir: Path, out_dir: Path, split: str, jobs: int) -> list[
 def build_grammar_table(data_dir: Path) -> GrammarTable:
     table = GrammarTable.empty()
     for p in shard_paths(data_dir, "train"):
-        g = json.loads(p.with_suffix(".json").read_text())["grammar"]
-        table.merge(GrammarTable({t: [set(x) for x in slots] for t, slots in g["children"].items()},
-                                 {t: set(a) for t, a in g["arities"].items()}))
+        table.merge(GrammarTable.from_dict(json.loads(p.with_suffix(".json").read_text())["grammar"]))
     return table
 
 

@@ -86,13 +86,18 @@ class GrammarTable:
 
     # ------------------------------------------------------------ storage
 
-    def save(self, path: Path) -> None:
-        data = {"children": {t: [sorted(s) for s in slots] for t, slots in sorted(self.children.items())},
+    def to_dict(self) -> dict:
+        return {"children": {t: [sorted(s) for s in slots] for t, slots in sorted(self.children.items())},
                 "arities": {t: sorted(a) for t, a in sorted(self.arities.items())}}
-        Path(path).write_text(json.dumps(data, indent=0))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GrammarTable":
+        return cls({t: [set(s) for s in slots] for t, slots in data["children"].items()},
+                   {t: set(a) for t, a in data["arities"].items()})
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=0))
 
     @classmethod
     def load(cls, path: Path) -> "GrammarTable":
-        data = json.loads(Path(path).read_text())
-        return cls({t: [set(s) for s in slots] for t, slots in data["children"].items()},
-                   {t: set(a) for t, a in data["arities"].items()})
+        return cls.from_dict(json.loads(Path(path).read_text()))
