@@ -276,19 +276,20 @@ def build_split(corpus_dir: Path, out_dir: Path, split: str, jobs: int) -> list[
     chunks = [files[i: i + FILES_PER_SHARD] for i in range(0, len(files), FILES_PER_SHARD)]
     metas: list[dict] = []
     todo = []
+    expected: set[Path] = set()
     for k, chunk in enumerate(chunks):
         key = hashlib.sha1("\n".join(chunk).encode()).hexdigest()[:12]
         path = out / f"shard-{k:04d}-{key}.npz"
+        expected |= {path, path.with_suffix(".json")}
         meta_path = path.with_suffix(".json")
-        if path.exists() and meta_path.exists() and json.loads(meta_path.read_text()).get("version") == SHARD_VERSION:
-            metas.append(json.loads(meta_path.read_text()))
+        meta = json.loads(meta_path.read_text()) if path.exists() and meta_path.exists() else None
+        if meta is not None and meta.get("version") == SHARD_VERSION:
+            metas.append(meta)
         else:
             todo.append((path, chunk))
-    stale = {p for p in out.glob("shard-*")} - {p for p, _ in todo} - {
-        q for p in shard_paths(out_dir, split) for q in (p, p.with_suffix(".json"))}
-    for p in stale:
-        if p.suffix in (".npz", ".json"):
-            p.unlink()
+    for p in out.glob("shard-*"):
+        if p not in expected:
+            p.unlink()  # from another corpus, an older format or an interrupted write: never read as data
     if metas:
         print(f"{split}: reusing {len(metas)} finished shards", file=sys.stderr)
     with ProcessPoolExecutor(max_workers=jobs) as pool, tqdm(total=len(todo), desc=f"{split} shards", unit="shard") as bar:

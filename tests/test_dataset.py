@@ -129,3 +129,15 @@ def test_a_second_build_reuses_finished_shards(tmp_path):
     before = os.stat(shard).st_mtime_ns
     build(tmp_path)
     assert os.stat(shard).st_mtime_ns == before
+
+
+def test_shards_of_a_changed_corpus_replace_the_old_ones(tmp_path):
+    corpus = make_corpus(tmp_path)
+    out = build(tmp_path)
+    old = dataset.shard_paths(out, "train")
+    (corpus / "train" / "a" / "three.py").write_bytes(SOURCE.replace(b"area", b"area_three"))
+    build(tmp_path)
+    new = dataset.shard_paths(out, "train")
+    assert len(new) == 1 and new != old and not old[0].exists()
+    assert not old[0].with_suffix(".json").exists()
+    assert dataset.Shard(new[0]).meta["files"] == ["a/one.py", "a/three.py", "a/two.py"]
