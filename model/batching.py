@@ -426,3 +426,19 @@ def approx_step_counts(shard) -> np.ndarray:
     h = start + a["e_hole"]
     end = start + a["n_end"][h]
     return (cs[end] - cs[h]).astype(np.int64)
+
+
+def approx_path_counts(shard, max_paths: int = 200) -> np.ndarray:
+    """Number of context paths of every example of a shard: the function's leaves outside the
+    hole, capped at `max_paths` (an upper bound: leaves whose path is too long are dropped later)."""
+    a = shard.arrays
+    local = np.arange(len(a["n_end"]), dtype=np.int64)
+    start_of_node = np.repeat(a["f_start"][:-1], np.diff(a["f_start"]))
+    is_leaf = a["n_end"].astype(np.int64) == local - start_of_node + 1
+    cs = np.concatenate([[0], np.cumsum(is_leaf)])
+    f = a["e_func"]
+    start, stop = a["f_start"][f], a["f_start"][f + 1]
+    h = start + a["e_hole"]
+    end = start + a["n_end"][h]
+    inside = cs[end] - cs[h]
+    return np.minimum(cs[stop] - cs[start] - inside, max_paths).astype(np.int64)

@@ -54,7 +54,8 @@ class TrainConfig:
     max_paths: int = 200
     max_length: int = 24
     # optimisation
-    targets_per_batch: int = 512   # paper: about 512 targets a batch, bucketed by target count
+    targets_per_batch: int = 512   # paper: about 512 targets a batch
+    tokens_per_batch: int = 0      # cap on steps x set size (the transformer's tokens); 0: none
     lr: float = 1e-3               # paper: 1e-4; see MODEL_CARD.md for why higher with warmup here
     warmup_steps: int = 500
     lr_decay: float = 0.95         # multiplied every lr_decay_every steps (paper: 0.95 every 20k)
@@ -97,15 +98,17 @@ class Examples:
         if not self.files:
             raise FileNotFoundError(f"no shards in {Path(data_dir) / split}")
         self._shards: dict[int, Shard] = {}
-        shard_id, example_id, counts = [], [], []
+        shard_id, example_id, counts, paths = [], [], [], []
         for k in range(len(self.files)):
             c = batching.approx_step_counts(self.shard(k))
             shard_id.append(np.full(len(c), k, np.int32))
             example_id.append(np.arange(len(c), dtype=np.int32))
             counts.append(c)
+            paths.append(batching.approx_path_counts(self.shard(k)))
         self.shard_id = np.concatenate(shard_id)
         self.example_id = np.concatenate(example_id)
         self.counts = np.concatenate(counts)
+        self.paths = np.concatenate(paths)
         self._shards.clear()     # workers load their own, lazily
 
     def __len__(self) -> int:
@@ -124,19 +127,27 @@ class Examples:
         return {"files": self.files, "shard_id": self.shard_id, "example_id": self.example_id, "counts": self.counts}
 
 
-def epoch_batches(counts: np.ndarray, targets: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """Example ids of every batch of an epoch: sorted by step count (random among equals),
-    cut into runs of about `targets` steps, the runs shuffled."""
+def epoch_batches(counts: np.ndarray, targets: int, seed: int, epoch: int, paths: np.ndarray | None = None,
+                  tokens: int = 0) -> list[np.ndarray]:
+    """Example ids of every batch of an epoch, the batches shuffled.
+
+    Examples are sorted by their number of context paths (random among equals; by step count
+    when `paths` is None) and cut into runs of at most `targets` steps and, with `tokens`, at
+    most `tokens` steps x paths: every step of a batch runs the transformer over a set padded
+    to the batch's largest, so examples of like set sizes waste the least."""
     rng = np.random.default_rng([seed, epoch])
-    order = np.lexsort((rng.random(len(counts)), counts))
-    batches, cur, tot = [], [], 0
+    key = counts if paths is None else paths
+    order = np.lexsort((rng.random(len(counts)), key))
+    batches, cur, tot, widest = [], [], 0, 0
     for i in order:
         c = int(counts[i])
-        if cur and tot + c > targets:
+        w = max(widest, int(paths[i]) if paths is not None else 0)
+        if cur and (tot + c > targets or (tokens and (tot + c) * w > tokens)):
             batches.append(np.array(cur, np.int64))
-            cur, tot = [], 0
+            cur, tot, w = [], 0, int(paths[i]) if paths is not None else 0
         cur.append(int(i))
         tot += c
+        widest = w
     if cur:
         batches.append(np.array(cur, np.int64))
     perm = rng.permutation(len(batches))
@@ -157,7 +168,8 @@ class BatchStream(torch.utils.data.Dataset):
             if len(self._epoch_plans) > 2:
                 self._epoch_plans.clear()
             p = self._epoch_plans[epoch] = epoch_batches(self.examples.counts, self.cfg.targets_per_batch,
-                                                         self.cfg.seed, epoch)
+                                                         self.cfg.seed, epoch, self.examples.paths,
+                                                         self.cfg.tokens_per_batch)
         return p
 
     def locate(self, k: int) -> tuple[int, int]:
@@ -283,8 +295,11 @@ def pick_device(name: str) -> torch.device:
 
 
 def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None, max_steps: int | None = None,
-          device: str = "auto", log=print) -> dict:
-    """Train (or resume) into `out`; returns a summary with the losses of the steps run here."""
+          device: str = "auto", log=print, init: Path | None = None) -> dict:
+    """Train (or resume) into `out`; returns a summary with the losses of the steps run here.
+
+    `init`: a new run starts from these weights (a run or shipped directory, see `load_model`)
+    with a fresh optimizer; ignored when `out` holds a checkpoint to resume."""
     t_start = time.time()
     data, out = Path(data), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -320,6 +335,13 @@ def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None,
         log(f"resumed from {ckpt_path} at step {st['step']} (data position {st['pos']})")
         del ckpt
     else:
+        if init is not None:
+            start, init_vocab, _ = load_model(init)
+            if init_vocab.node_types != vocab.node_types or init_vocab.subtokens != vocab.subtokens:
+                raise SystemExit(f"{init} was trained with another vocabulary than {data}")
+            model.load_state_dict(start.state_dict())
+            st["init"] = str(init)
+            log(f"initialised from the weights in {init}")
         vocab.save(out / "vocab.json")
         if (data / "grammar.json").exists():
             shutil.copy(data / "grammar.json", out / "grammar.json")
@@ -462,6 +484,8 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--minutes", type=float, default=None, help="stop cleanly, with a checkpoint, before this")
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start a new run from these weights (a run or model directory), with a fresh optimizer")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
 
 
@@ -483,7 +507,8 @@ def run(args) -> int:
     def log(msg):
         print(time.strftime("%H:%M:%S"), msg, flush=True)
 
-    train(args.data, args.out, cfg, minutes=args.minutes, max_steps=args.max_steps, device=args.device, log=log)
+    train(args.data, args.out, cfg, minutes=args.minutes, max_steps=args.max_steps, device=args.device, log=log,
+          init=args.init)
     return 0
 
 

@@ -102,3 +102,16 @@ def test_step_counts_for_bucketing_bound_the_real_ones(tmp_path):
         exact = len(target_steps(tree, h, context_features(tree, h, vocab).whole_tokens))
         no_copy = len(target_steps(tree, h))
         assert exact <= counts[i] == no_copy
+
+
+def test_path_counts_for_bucketing_match_the_context_paths(tmp_path):
+    from anycode.model.dataset import Shard, shard_paths
+    from anycode.model.paths import context_paths
+    from slm_fixtures import tiny_dataset
+    shard = Shard(shard_paths(tiny_dataset(tmp_path), "train")[0])
+    for cap in (200, 5):
+        counts = batching.approx_path_counts(shard, cap)
+        for i in range(0, len(shard), max(1, len(shard) // 30)):
+            tree, h = shard.example(i)
+            c = context_paths(tree, h, max_paths=cap)
+            assert counts[i] == min(cap, len(c.leaves) + c.dropped_far + c.dropped_long)

@@ -65,6 +65,29 @@ def test_epoch_plans_are_bucketed_and_cover_every_example():
     assert [list(b) for b in plan] != [list(b) for b in train.epoch_batches(counts, 128, seed=3, epoch=1)]
 
 
+def test_epoch_plans_group_like_set_sizes_under_a_token_cap():
+    rng = np.random.default_rng(1)
+    counts = rng.integers(3, 40, size=800)
+    paths = rng.integers(1, 200, size=800)
+    plan = train.epoch_batches(counts, 512, seed=3, epoch=0, paths=paths, tokens=20_000)
+    assert (np.sort(np.concatenate(plan)) == np.arange(800)).all()
+    for b in plan:
+        assert len(b) == 1 or (counts[b].sum() <= 512 and counts[b].sum() * paths[b].max() <= 20_000)
+    # sorted by set size: a batch spans a narrow range of sizes, unlike a random one
+    spread = np.median([np.ptp(paths[b]) for b in plan if len(b) > 1])
+    assert spread < 20
+
+
+def test_a_new_run_can_start_from_trained_weights(data, tmp_path):
+    train.train(data, tmp_path / "a", CFG, max_steps=4, device="cpu", log=quiet)
+    out = train.train(data, tmp_path / "b", CFG, max_steps=1, device="cpu", log=quiet, init=tmp_path / "a")
+    fresh = train.train(data, tmp_path / "c", CFG, max_steps=1, device="cpu", log=quiet)
+    assert out["state"]["init"] == str(tmp_path / "a")
+    assert out["losses"][0] != pytest.approx(fresh["losses"][0], abs=1e-6)
+    ckpt = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=False)
+    assert ckpt["state"]["step"] == 1      # the optimizer and the step count start afresh
+
+
 def test_decoding_reads_the_same_steps_as_training(data):
     vocab = Vocab.load(data / "vocab.json")
     torch.manual_seed(0)
