@@ -629,9 +629,14 @@ class Decoder:
 
     def search(self, ctx: Context, beam_size: int = 5, typed: str = "", *, max_steps: int = 64,
                soft_steps: int = 40, max_depth: int = 10, check: Callable[[], None] | None = None,
-               keep: int | None = None) -> list[Finished]:
+               keep: int | None = None, closing: Callable[[], bool] | None = None,
+               close_steps: int = 24) -> list[Finished]:
         """Finished hypotheses, best first.  `check()` is called between steps: it may raise
-        (cancellation) or raise `Stopped` (deadline), which ends the search with what is finished."""
+        (cancellation) or raise `Stopped` (the hard deadline), which ends the search with what is
+        finished.  `closing()` returning True (the soft deadline) ends it too when something is
+        finished; when nothing is, the best live hypothesis alone is steered to close (width 1,
+        every open node closed as soon as the grammar allows) for at most `close_steps` steps,
+        so that a late request still answers."""
         keep = keep or beam_size
         symbols = ctx.features.symbols
         nsym = len(symbols)
@@ -642,6 +647,7 @@ class Decoder:
         stats = ctx.stats
         stats.update(steps=0, expansions=0, pruned_typed=0)
         typed_sq = _squash(typed)
+        closing_from = None
         for step in range(max_steps):
             if check is not None:
                 try:
@@ -649,12 +655,22 @@ class Decoder:
                 except Stopped:
                     stats["stopped"] = True
                     break
+            if closing_from is None and closing is not None and closing():
+                if finished:
+                    stats["stopped"] = True
+                    break
+                closing_from = stats["closing_from"] = step
+                live, beam_size = live[:1], 1           # live is best first
+            if closing_from is not None and step - closing_from >= close_steps:
+                stats["stopped"] = True
+                break
             node_lp, value_lp = self.distributions(ctx, live, chains, gen)
             stats["steps"] += 1
             cands = []     # (score, b, label, logp)
             for b, hy in enumerate(live):
                 pi = hy.pi
-                forced = hy.nsteps >= soft_steps or hy.nsteps + self._closing_cost(hy) + 2 >= max_steps
+                forced = closing_from is not None or hy.nsteps >= soft_steps or \
+                    hy.nsteps + self._closing_cost(hy) + 2 >= max_steps
                 if pi >= 0 and grammar.kind_of(hy.types[pi]) == "valued":
                     j = len(hy.parts[pi])
                     lp = value_lp[b].copy()

@@ -205,7 +205,11 @@ class Completer:
         self.max_steps = 64
         self.soft_steps = 40
         self.max_depth = 10
-        self.stats = {"requests": 0, "no_hole": 0, "completions": 0, "cancelled": 0, "deadline": 0,
+        # past the deadline with nothing finished, one hypothesis is closed in at most close_steps
+        # steps and `overshoot` seconds more (the hard deadline)
+        self.close_steps = 24
+        self.overshoot = 0.1
+        self.stats = {"requests": 0, "no_hole": 0, "completions": 0, "cancelled": 0, "deadline": 0, "closing": 0,
                       "incremental_parses": 0, "context_hits": 0, "context_misses": 0,
                       "dropped_unparsable": 0, "dropped_typed": 0}
         self.last: dict = {}
@@ -239,7 +243,8 @@ class Completer:
                  cancelled: Callable[[], bool] | None = None) -> list[Candidate]:
         """Ranked completions of the expression at byte offset `cursor` of `source` ([] where no
         expression can go).  `deadline` (time.monotonic() seconds) ends the search early with what
-        is finished; `cancelled()` returning True raises Cancelled.  Both are checked between steps."""
+        is finished, or when nothing is, with one hypothesis closed in at most `overshoot` seconds
+        more; `cancelled()` returning True raises Cancelled.  Both are checked between steps."""
         if not isinstance(source, (bytes, bytearray)):
             raise TypeError(f"source must be bytes, not {type(source).__name__}")
         if not 0 <= cursor <= len(source):
@@ -254,13 +259,20 @@ class Completer:
         self.stats["requests"] += 1
         last = self.last = {"uri": uri}
 
+        hard = None if deadline is None else deadline + self.overshoot
+
         def check():
             if cancelled is not None and cancelled():
                 self.stats["cancelled"] += 1
                 raise Cancelled()
-            if deadline is not None and time.monotonic() >= deadline:
+            if hard is not None and time.monotonic() >= hard:
                 self.stats["deadline"] += 1
                 raise Stopped()
+
+        def closing() -> bool:
+            late = time.monotonic() >= deadline
+            self.stats["closing"] += late
+            return late
 
         check_safe = _swallow_stop(check)
         if not check_safe():
@@ -288,7 +300,9 @@ class Completer:
         t1 = time.perf_counter()
         finished = self.decoder.search(ctx, beam_size, hole.typed, max_steps=self.max_steps,
                                        soft_steps=self.soft_steps, max_depth=self.max_depth, check=check,
-                                       keep=max(beam_size, max_items))
+                                       keep=max(beam_size, max_items),
+                                       closing=None if deadline is None else closing,
+                                       close_steps=self.close_steps)
         t2 = time.perf_counter()
         out: list[Candidate] = []
         seen = set()

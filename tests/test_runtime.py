@@ -161,6 +161,64 @@ def test_deadline(completer):
     assert completer.last.get("stopped") or completer.last.get("total_ms", 0) < 1000
 
 
+def _real_holes():
+    """One hole of each test file (the dataset's protocol), all where the model has an answer."""
+    return [h for path in sorted(DATA.glob("*.py")) for h in holes_of(path, 2, seed=1)]
+
+
+def test_deadline_all_but_passed_still_answers(completer, monkeypatch):
+    """A budget of 3 ms is gone before the search starts: instead of nothing, the search closes its
+    best live hypothesis at width 1, and the request ends within the hard deadline."""
+    monkeypatch.setattr(completer, "overshoot", 1.0)      # the answer, not this machine's load, is tested
+    answered, closing = 0, []
+    for src, cursor, _ in _real_holes():
+        t = time.monotonic()
+        items = completer.complete(src, cursor, deadline=t + 0.003)
+        assert time.monotonic() - t < 0.003 + completer.overshoot + 0.3     # the hard deadline and a step
+        for c in items:
+            assert c.start == c.end == cursor
+            assert parses(src[:cursor] + c.text.encode() + src[cursor:]), c.text
+        answered += bool(items)
+        closing.append((completer.last.get("closing_from"), completer.last["steps"] <= completer.close_steps))
+    assert answered >= len(closing) - 1          # one may close into a tree that does not verify
+    assert closing == [(0, True)] * len(closing)
+
+
+def test_deadline_closing_is_bounded(completer, monkeypatch):
+    src, cursor, _ = _real_holes()[0]
+    monkeypatch.setattr(completer, "close_steps", 2)
+    completer.complete(src, cursor, deadline=time.monotonic() + 0.003)
+    assert completer.last["closing_from"] == 0 and completer.last["steps"] == 2
+    monkeypatch.setattr(completer, "overshoot", 0.0)      # no time to close: nothing, at once
+    t = time.monotonic()
+    assert completer.complete(src, cursor, deadline=t + 0.003) == []
+    assert time.monotonic() - t < 0.5
+
+
+def test_cancellation_while_closing(completer, monkeypatch):
+    monkeypatch.setattr(completer, "overshoot", 1.0)
+    src, cursor, _ = _real_holes()[0]
+    assert completer.complete(src, cursor, deadline=time.monotonic())
+    calls = []
+
+    def cancelled():
+        calls.append(1)
+        return len(calls) > 4       # the request's first check, prepare's, then two closing steps
+    with pytest.raises(Cancelled):
+        completer.complete(src, cursor, deadline=time.monotonic(), cancelled=cancelled)
+    assert len(calls) == 5 and "candidates" not in completer.last
+
+
+def test_generous_deadline_changes_nothing(completer):
+    for src, cursor, _ in _real_holes():
+        free = completer.complete(src, cursor)
+        steps = completer.last["steps"]
+        timed = completer.complete(src, cursor, deadline=time.monotonic() + 60)
+        assert "stopped" not in completer.last and completer.last["steps"] == steps
+        assert [c.text for c in timed] == [c.text for c in free]
+        assert [c.logprob for c in timed] == pytest.approx([c.logprob for c in free], abs=1e-4)
+
+
 def test_bad_input(completer):
     assert completer.complete(b"", 0) == []
     with pytest.raises(ValueError):
