@@ -106,7 +106,11 @@ class SLM(nn.Module):
         """Run the LSTM over padded paths and return each path's state after its own last node.
 
         first: [N, d] the leaf's value embedding, read before the nodes (None for root paths);
-        types, index: [N, L] the nodes, leaf first; lengths: [N] nodes per path (may be 0)."""
+        types, index: [N, L] the nodes, leaf first; lengths: [N] nodes per path (may be 0).
+        From the zero state, the whole stack runs as one fused LSTM over packed sequences (cuDNN on
+        CUDA): the same arithmetic as `lstm_step` per node, in a few kernels instead of a few per node."""
+        if state is None:
+            return self._encode_packed(first, types, index, lengths)
         n, L = types.shape
         h, c = state if state is not None else self.initial_state(n, types.device)
         if first is not None:
@@ -118,6 +122,25 @@ class SLM(nn.Module):
             h = torch.where(keep, nh, h)
             c = torch.where(keep, nc, c)
         return h, c
+
+    def _encode_packed(self, first, types, index, lengths):
+        n = types.shape[0]
+        h0, c0 = self.initial_state(n, types.device)
+        x = self.embed_node(types, index)
+        if first is not None:
+            x = torch.cat([first.unsqueeze(1), x], 1)
+            lengths = lengths + 1
+        if n == 0 or x.shape[1] == 0:
+            return h0, c0
+        packed = nn.utils.rnn.pack_padded_sequence(self.lstm_drop(x), lengths.clamp(min=1).cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        weights = [w for cell in self.cells for w in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)]
+        # dropout between layers, as lstm_step applies it to every layer's input
+        _, h, c = torch._VF.lstm(packed.data, packed.batch_sizes, (h0, c0), weights, True, len(self.cells),
+                                 self.lstm_drop.p, self.training, False)
+        h, c = h.index_select(1, packed.unsorted_indices), c.index_select(1, packed.unsorted_indices)
+        empty = (lengths == 0).view(1, n, 1)
+        return h.masked_fill(empty, 0.0), c.masked_fill(empty, 0.0)
 
     # ------------------------------------------------------------ aggregation and heads
 

@@ -321,7 +321,7 @@ def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None,
         torch.backends.cuda.enable_cudnn_sdp(False)
 
     model = SLM(mcfg).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=dev.type == "cuda")
     decay = lambda s: min(1.0, (s + 1) / max(cfg.warmup_steps, 1)) * cfg.lr_decay ** (s // cfg.lr_decay_every)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, decay)
     st = {"step": 0, "pos": 0, "train_seconds": 0.0, "targets": 0, "examples": 0, "best_dev_acc": -1.0,

@@ -115,3 +115,23 @@ def test_path_counts_for_bucketing_match_the_context_paths(tmp_path):
             tree, h = shard.example(i)
             c = context_paths(tree, h, max_paths=cap)
             assert counts[i] == min(cap, len(c.leaves) + c.dropped_far + c.dropped_long)
+
+
+def test_packed_encode_equals_step_by_step(setup):
+    """`encode` from the zero state runs one fused LSTM over packed paths; given a state it steps
+    node by node with `lstm_step`.  Same paths, lengths 0 to L, same states."""
+    _, vocab, model = setup
+    g = torch.Generator().manual_seed(3)
+    n, L = 40, 9
+    types = torch.randint(1, len(vocab.node_types), (n, L), generator=g)
+    index = torch.randint(0, 6, (n, L), generator=g)
+    lengths = torch.randint(0, L + 1, (n,), generator=g)
+    lengths[:3] = torch.tensor([0, L, 1])
+    values = torch.randint(1, len(vocab.subtokens), (n, 3), generator=g)
+    for first in (model.embed_value(values), None):
+        fused = model.encode(first, types, index, lengths)
+        stepped = model.encode(first, types, index, lengths, state=model.initial_state(n))
+        for a, b in zip(fused, stepped):
+            assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()
+    h, c = model.encode(None, types, index, lengths)
+    assert not h[:, 0].any() and not c[:, 0].any()      # a path of no nodes keeps the zero state
