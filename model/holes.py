@@ -99,12 +99,16 @@ class Hole:
         _edit(t, self.ph_source, new, a, b, a + len(data))
         tree = parser.parse(new, t)
         n = tree.root_node.descendant_for_byte_range(a, a + len(data))
-        if n is None:
-            return False
-        while n.parent is not None and n.parent.start_byte == a and n.parent.end_byte == a + len(data) \
-                and n.parent.type not in _STOP_TYPES:
+        # the nodes spanning exactly the text, innermost first: the expression is one of them, and
+        # wrappers of the same span may sit above it (`with fn():` has a with_item and a with_clause)
+        spans = []
+        while n is not None and n.start_byte == a and n.end_byte == a + len(data) and n.type not in _STOP_TYPES:
+            spans.append(n)
             n = n.parent
-        if n.start_byte != a or n.end_byte != a + len(data) or n.has_error or not n.is_named:
+        return any(self._is_hole_node(n, node) for n in spans)
+
+    def _is_hole_node(self, n: ts.Node, node: grammar.Node | None) -> bool:
+        if n.has_error or not n.is_named:
             return False
         up, q = [], n.parent
         while q is not None and len(up) < len(self.parent_types):

@@ -287,3 +287,23 @@ def test_demo_and_no_torch_on_the_serving_path(model_dir):
                         "--device", "cpu"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "examples/demo.py:4:11" in r.stdout
+
+
+@pytest.mark.parametrize("src, good, bad", [
+    (b"def f(path):\n    with |:\n        pass\n", "open(path)", "open(path) g"),
+    (b"def f(path):\n    with |, lock:\n        pass\n", "open(path)", "x = 1"),
+    (b"def f(a):\n    return |\n", "a.b(1)", "a b"),
+])
+def test_verify_accepts_the_expression_under_wrappers_of_its_span(src, good, bad):
+    """In `with fn():` the call, its with_item and its with_clause span the same bytes: the call
+    is the hole's node, whatever wraps it."""
+    from anycode.model import holes
+    cursor = src.index(b"|")
+    src = src[:cursor] + src[cursor + 1:]
+    parser = grammar.new_parser()
+    hole = holes.find_hole(src, cursor, parser=parser)
+    assert hole is not None
+    assert hole.verify(good, grammar.parse_expression(good), parser)
+    assert hole.verify(good, None, parser)
+    assert not hole.verify(good, grammar.parse_expression("g(path, 1)"), parser)   # another shape
+    assert not hole.verify(bad, None, parser)
