@@ -170,6 +170,12 @@ class Batch:
     n_symbols: int
     n_examples: int
     step_example: np.ndarray       # [S] which example of the batch each step belongs to
+    # context_once batches (empty otherwise): the context set of each example, the generated set of
+    # each step; copy_symbols are then laid out [context (Nmax); generated (Gmax)]
+    ctx_rows: np.ndarray           # [E, Nmax] state-table rows of the context leaves at p
+    ctx_mask: np.ndarray           # [E, Nmax]
+    gen_set_rows: np.ndarray       # [S, Gmax] 1 + row of gen_*, 0 = none
+    gen_set_mask: np.ndarray       # [S, Gmax]
 
     @property
     def n_targets(self) -> int:
@@ -215,6 +221,10 @@ class TorchBatch:
     n_symbols: int
     n_examples: int
     step_example: torch.Tensor
+    ctx_rows: torch.Tensor
+    ctx_mask: torch.Tensor
+    gen_set_rows: torch.Tensor
+    gen_set_mask: torch.Tensor
 
     @property
     def n_targets(self) -> int:
@@ -231,7 +241,9 @@ def _pad2(arrays: list[np.ndarray], width: int | None = None) -> np.ndarray:
     return out
 
 
-def collate(examples: list[ExampleArrays]) -> Batch:
+def collate(examples: list[ExampleArrays], context_once: bool = False) -> Batch:
+    """A batch of examples.  With `context_once`, the hole nodes get only the root path's row
+    (context leaves stay at p) and the sets are laid out per example and per step (see Batch)."""
     E = len(examples)
     N = np.array([x.n_leaves for x in examples], np.int64)
     ctx_off = np.concatenate([[0], np.cumsum(N)])
@@ -250,15 +262,16 @@ def collate(examples: list[ExampleArrays]) -> Batch:
             for k, dk in enumerate(x.pi_depth):
                 if dk != d:
                     continue
+                rows = 1 if context_once else n + 1
                 base[e][k] = cursor
-                cursor += n + 1
+                cursor += rows
                 par = x.pi_parent[k]
                 if par < 0:
-                    src.append(np.concatenate([ctx_off[e] + leaf_rows, [R + e]]))
+                    src.append(np.array([R + e]) if context_once else np.concatenate([ctx_off[e] + leaf_rows, [R + e]]))
                 else:
-                    src.append(base[e][par] + np.arange(n + 1, dtype=np.int64))
-                ty.append(np.full(n + 1, x.pi_type[k], np.int64))
-                ix.append(np.full(n + 1, x.pi_index[k], np.int64))
+                    src.append(base[e][par] + np.arange(rows, dtype=np.int64))
+                ty.append(np.full(rows, x.pi_type[k], np.int64))
+                ix.append(np.full(rows, x.pi_index[k], np.int64))
         level_src.append(np.concatenate(src) if src else np.zeros(0, np.int64))
         level_types.append(np.concatenate(ty) if ty else np.zeros(0, np.int64))
         level_index.append(np.concatenate(ix) if ix else np.zeros(0, np.int64))
@@ -266,6 +279,8 @@ def collate(examples: list[ExampleArrays]) -> Batch:
 
     G_off = np.concatenate([[0], np.cumsum([len(x.gen_len) for x in examples])])
     S = sum(len(x.step_label) for x in examples)
+    if context_once:
+        return _collate_context_once(examples, N, ctx_off, R, base, G_off, S, level_src, level_types, level_index)
     P = max(int(N[e]) + max((len(r) for r in x.step_gen), default=0) for e, x in enumerate(examples))
     P = -(-max(P, 1) // 8) * 8        # fewer distinct shapes: kernels and allocations get reused
     set_rows = np.zeros((S, P), np.int64)
@@ -296,13 +311,58 @@ def collate(examples: list[ExampleArrays]) -> Batch:
             s += 1
     copy_symbols = np.stack(copy_parts) if copy_parts else np.full((0, P, COPY_COLUMNS), -1, np.int64)
 
+    none = np.zeros((0, 0), np.int64)
+    return _batch(examples, level_src, level_types, level_index, set_rows=set_rows, set_mask=set_mask,
+                  root_rows=root_rows, copy_symbols=copy_symbols, step_example=step_example,
+                  ctx_rows=none, ctx_mask=none.astype(bool), gen_set_rows=none, gen_set_mask=none.astype(bool))
+
+
+def _collate_context_once(examples, N, ctx_off, R, base, G_off, S, level_src, level_types, level_index) -> Batch:
+    E = len(examples)
+    n_max = -(-max(int(N.max()), 1) // 8) * 8
+    g_max = max((len(r) for x in examples for r in x.step_gen), default=0)
+    ctx_rows = np.zeros((E, n_max), np.int64)
+    ctx_mask = np.zeros((E, n_max), bool)
+    gen_set_rows = np.zeros((S, g_max), np.int64)
+    gen_set_mask = np.zeros((S, g_max), bool)
+    root_rows = np.empty(S, np.int64)
+    step_example = np.empty(S, np.int64)
+    copy_parts = []
+    s = 0
+    for e, x in enumerate(examples):
+        n = int(N[e])
+        ctx_rows[e, :n] = ctx_off[e] + np.arange(n)
+        ctx_mask[e, :n] = True
+        for t in range(len(x.step_label)):
+            k = int(x.step_pi[t])
+            root_rows[s] = R + e if k < 0 else base[e][k]
+            gen = x.step_gen[t]
+            if gen:
+                gen_set_rows[s, : len(gen)] = 1 + G_off[e] + np.asarray(gen)
+                gen_set_mask[s, : len(gen)] = True
+            step_example[s] = e
+            if x.step_is_value[t]:
+                c = np.full((n_max + g_max, COPY_COLUMNS), -1, np.int64)
+                c[:n] = x.leaf_copy
+                if gen:
+                    c[n_max: n_max + len(gen)] = x.gen_copy[gen]
+                copy_parts.append(c)
+            s += 1
+    copy_symbols = np.stack(copy_parts) if copy_parts else np.full((0, n_max + g_max, COPY_COLUMNS), -1, np.int64)
+    none = np.zeros((0, 0), np.int64)
+    return _batch(examples, level_src, level_types, level_index, set_rows=none, set_mask=none.astype(bool),
+                  root_rows=root_rows, copy_symbols=copy_symbols, step_example=step_example, ctx_rows=ctx_rows,
+                  ctx_mask=ctx_mask, gen_set_rows=gen_set_rows, gen_set_mask=gen_set_mask)
+
+
+def _batch(examples: list[ExampleArrays], level_src, level_types, level_index, **sets) -> Batch:
+    E = len(examples)
     lr = max(len(x.root_types) for x in examples)
     root_types = np.zeros((E, lr), np.int64)
     root_index = np.zeros((E, lr), np.int64)
     for e, x in enumerate(examples):
         root_types[e, : len(x.root_types)] = x.root_types
         root_index[e, : len(x.root_index)] = x.root_index
-
     return Batch(
         ctx_values=_pad2([x.leaf_values for x in examples], MAX_VALUE_SUBTOKENS),
         ctx_types=_pad2([x.prefix_types for x in examples]),
@@ -315,18 +375,17 @@ def collate(examples: list[ExampleArrays]) -> Batch:
         gen_types=_pad2([x.gen_types for x in examples]),
         gen_index=_pad2([x.gen_index for x in examples]),
         gen_len=np.concatenate([x.gen_len for x in examples]).astype(np.int64),
-        set_rows=set_rows, set_mask=set_mask, root_rows=root_rows,
         child_index=np.concatenate([x.step_child for x in examples]),
         is_value=np.concatenate([x.step_is_value for x in examples]),
         labels=np.concatenate([x.step_label for x in examples]),
-        copy_symbols=copy_symbols,
         n_symbols=max(x.n_symbols for x in examples),
-        n_examples=E, step_example=step_example,
+        n_examples=E, **sets,
     )
 
 
-def make_batch(items: list[tuple[FlatTree, int]], vocab: Vocab, max_paths: int = 200, max_length: int = 24) -> Batch:
-    return collate([featurize(t, h, vocab, max_paths, max_length) for t, h in items])
+def make_batch(items: list[tuple[FlatTree, int]], vocab: Vocab, max_paths: int = 200, max_length: int = 24,
+               context_once: bool = False) -> Batch:
+    return collate([featurize(t, h, vocab, max_paths, max_length) for t, h in items], context_once)
 
 
 # ---------------------------------------------------------------- the network side (torch)
@@ -338,6 +397,9 @@ class StepInputs:
     mask: torch.Tensor             # [S, P]
     root: torch.Tensor             # [S, d_lstm] R_t
     child_index: torch.Tensor      # [S]
+    z: torch.Tensor | None = None  # [S, P, d_lstm] the paths contextualized (context_once), else None
+    ctx: torch.Tensor | None = None  # context_once: [E, Nmax, d_lstm] each example's context set
+    gen: torch.Tensor | None = None  # context_once: [S, Gmax, d_lstm] each step's generated set
 
 
 def step_inputs(model, b: TorchBatch) -> StepInputs:
@@ -346,7 +408,12 @@ def step_inputs(model, b: TorchBatch) -> StepInputs:
     The path LSTM runs outside autocast, in fp32 (TF32 matmuls on CUDA): its many small
     sequential steps are bound by kernel launches, and autocast would add a weight cast to each."""
     with torch.autocast(b.set_rows.device.type, enabled=False):
-        return _step_inputs(model, b)
+        x = _step_inputs(model, b)
+    if model.cfg.context_once:
+        z_ctx = model.contextualize(x.ctx, b.ctx_mask)          # once per example
+        z_gen = model.contextualize(x.gen, b.gen_set_mask)
+        x.z = torch.cat([z_ctx[b.step_example], z_gen], 1)
+    return x
 
 
 def _step_inputs(model, b: TorchBatch) -> StepInputs:
@@ -364,19 +431,27 @@ def _step_inputs(model, b: TorchBatch) -> StepInputs:
         C = torch.cat([C, nc], 1)
     top = H[-1]
     # generated-leaf paths, whole
+    g = None
     if b.gen_len.numel():
         g, _ = model.encode(model.embed_value(b.gen_values), b.gen_types, b.gen_index, b.gen_len)
-        memory = torch.cat([top, g[-1]], 0)
-    else:
-        memory = top
+        g = g[-1]
+    root = F.embedding(b.root_rows, top)
+    if model.cfg.context_once:
+        gen = torch.cat([top.new_zeros(1, top.shape[1])] + ([g] if g is not None else []), 0)
+        ctx = F.embedding(b.ctx_rows, top)                              # [E, Nmax, d]
+        gen = F.embedding(b.gen_set_rows, gen)                          # [S, Gmax, d]
+        e = b.step_example
+        return StepInputs(torch.cat([ctx[e], gen], 1), torch.cat([b.ctx_mask[e], b.gen_set_mask], 1), root,
+                          b.child_index, ctx=ctx, gen=gen)
+    memory = top if g is None else torch.cat([top, g], 0)
     # embedding lookups rather than indexing: their backward handles the many repeated rows well on CUDA
-    return StepInputs(F.embedding(b.set_rows, memory), b.set_mask, F.embedding(b.root_rows, top), b.child_index)
+    return StepInputs(F.embedding(b.set_rows, memory), b.set_mask, root, b.child_index)
 
 
 def step_log_probs(model, b: TorchBatch, x: StepInputs | None = None) -> torch.Tensor:
     """Log-probability of every step's label [S]."""
     x = x if x is not None else step_inputs(model, b)
-    h = model.aggregate(x.paths, x.mask, x.root, x.child_index)
+    h = model.aggregate(x.paths, x.mask, x.root, x.child_index, x.z)
     out = torch.empty(b.n_targets, device=h.device, dtype=torch.float32)
     node = ~b.is_value
     if node.any():

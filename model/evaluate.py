@@ -148,6 +148,10 @@ class _Example:
         hr, cr = model.encode(None, t(f.root_types)[None], t(f.root_index)[None],
                               torch.tensor([len(f.root_types)], device=device))
         self.state0 = (torch.cat([hc, hr], 1), torch.cat([cc, cr], 1))   # [layers, N + 1, d]
+        if model.cfg.context_once:          # the context set: paths to p, contextualized once
+            self.ctx_top = hc[-1]
+            self.z_ctx = model.contextualize(self.ctx_top[None], torch.ones(1, self.n, dtype=torch.bool,
+                                                                             device=device))[0]
         self.leaf_copy = t(f.leaf_copy)
         self.value_masks: dict = {}
 
@@ -303,19 +307,26 @@ class Decoder:
         roots = torch.empty(B, d, device=dev)
         copy = torch.full((B, P, 1 + model.cfg.max_copy_positions), -1, dtype=torch.long, device=dev)
         child = torch.tensor([inf[3] for inf in info], device=dev)
+        once = model.cfg.context_once
+        z = torch.zeros(B, P, d, device=dev) if once else None
         for k, (hy, inf) in enumerate(zip(hyps, info)):
             ex = exs[hy.ex]
             top = hy.states[inf[0]][0][-1]
             n = ex.n
-            paths[k, :n] = top[:n]
+            paths[k, :n] = ex.ctx_top if once else top[:n]
             roots[k] = top[n]
             copy[k, :n] = ex.leaf_copy
             if inf[4]:
                 g = inf[4]
                 paths[k, n: n + len(g)] = genc[g[0]: g[-1] + 1]
                 copy[k, n: n + len(g)] = torch.tensor([gen_rows[j][3] for j in g], device=dev)
+                if once:
+                    gmask = torch.ones(1, len(g), dtype=torch.bool, device=dev)
+                    z[k, n: n + len(g)] = model.contextualize(genc[g[0]: g[-1] + 1][None], gmask)[0]
+            if once:
+                z[k, :n] = ex.z_ctx
             mask[k, : sizes[k]] = True
-        hid = model.aggregate(paths, mask, roots, child)
+        hid = model.aggregate(paths, mask, roots, child, z)
         is_value = torch.tensor([inf[2] for inf in info], dtype=torch.bool)
         out: list = [None] * B
         node_rows = [k for k in range(B) if not info[k][2]]

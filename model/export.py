@@ -335,6 +335,9 @@ def export(model: SLM, vocab: Vocab, conf: dict, out: Path, precision: str = "fp
     """Write the graphs and the files the runtime reads into `out`; returns the manifest."""
     if precision not in ("fp32", "fp16", "int8"):
         raise ValueError(f"precision must be fp32, fp16 or int8, not {precision!r}")
+    if model.cfg.context_once:
+        raise ValueError("a context_once model has no decoding graphs yet: the runtime decodes the paper's S_t "
+                         "(evaluate it with `anycode eval`, which decodes both)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = model.float().eval()
@@ -398,6 +401,9 @@ def run(args) -> int:
         print(f"error: {src} has no config.json: not a checkpoint directory", file=sys.stderr)
         return 2
     model, vocab, conf = load_checkpoint(src)
+    if model.cfg.context_once:
+        print(f"error: {src} is a context_once model, which cannot be exported yet", file=sys.stderr)
+        return 2
     grammar_json = args.grammar or Path(src) / "grammar.json"
     if not Path(grammar_json).exists():
         print(f"warning: no grammar.json beside {src}: decoding will not be grammar-constrained", file=sys.stderr)

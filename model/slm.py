@@ -49,6 +49,11 @@ class SLMConfig:
     max_copy_positions: int = 8 # subtoken positions with their own copy matrix
     dropout: float = 0.25       # transformer
     lstm_dropout: float = 0.5   # on the LSTM's inputs and between its layers
+    # False: the paper's S_t (context paths run to pi_t, one transformer over all of S_t each step).
+    # True, an experiment for speed (docs/bench.md): context paths end at the hole's parent p and are
+    # contextualized alone, once per example; the generated paths are contextualized alone each step;
+    # the root-path attention and the heads read both.  Same parameters, so either can start from the other.
+    context_once: bool = False
 
     @property
     def d_node(self) -> int:
@@ -144,10 +149,23 @@ class SLM(nn.Module):
 
     # ------------------------------------------------------------ aggregation and heads
 
-    def aggregate(self, paths: torch.Tensor, mask: torch.Tensor, root: torch.Tensor, child_index: torch.Tensor):
+    def contextualize(self, paths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The transformer over each set of paths [B, P, d_lstm] alone; padding and sets of no
+        path come out zero (a set of no path attends to one zero path, not to nothing: no NaN)."""
+        if paths.shape[1] == 0:
+            return paths
+        keys = mask.clone()
+        keys[:, 0] |= ~mask.any(1)
+        z = self.transformer(paths.masked_fill(~mask.unsqueeze(-1), 0.0), src_key_padding_mask=~keys)
+        return z.masked_fill(~mask.unsqueeze(-1), 0.0)
+
+    def aggregate(self, paths: torch.Tensor, mask: torch.Tensor, root: torch.Tensor, child_index: torch.Tensor,
+                  z: torch.Tensor | None = None):
         """paths [B, P, d_lstm] (top-layer LSTM outputs), mask [B, P] True where a path is,
-        root [B, d_lstm], child_index [B] -> h~ [B, d_subtoken]."""
-        z = self.transformer(paths, src_key_padding_mask=~mask)
+        root [B, d_lstm], child_index [B] -> h~ [B, d_subtoken].  `z`: the paths contextualized
+        already (context_once), else the transformer runs over each set here."""
+        if z is None:
+            z = self.transformer(paths, src_key_padding_mask=~mask)
         # C_i as an embedding lookup: the same Gather, but its backward sums duplicate indices
         # efficiently (plain indexing's accumulate is serial per index on CUDA: slow in training)
         d = self.C.shape[-1]

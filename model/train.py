@@ -50,6 +50,7 @@ class TrainConfig:
     d_ff: int = 1024
     dropout: float = 0.25          # transformer
     lstm_dropout: float = 0.5      # LSTM inputs
+    context_once: bool = False     # the speed experiment of SLMConfig.context_once
     # features
     max_paths: int = 200
     max_length: int = 24
@@ -84,7 +85,7 @@ def model_config(cfg: TrainConfig, vocab: Vocab) -> SLMConfig:
     return SLMConfig(n_types=len(vocab.node_types), n_subtokens=len(vocab.subtokens), d_type=cfg.d_type,
                      d_index=cfg.d_index, d_subtoken=cfg.d_subtoken, d_lstm=cfg.d_lstm,
                      lstm_layers=cfg.lstm_layers, n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_ff=cfg.d_ff,
-                     dropout=cfg.dropout, lstm_dropout=cfg.lstm_dropout)
+                     dropout=cfg.dropout, lstm_dropout=cfg.lstm_dropout, context_once=cfg.context_once)
 
 
 # ---------------------------------------------------------------- data
@@ -186,7 +187,7 @@ class BatchStream(torch.utils.data.Dataset):
         e, j = self.locate(k)
         ids = self.plan(e)[j]
         return batching.make_batch([self.examples.example(int(i)) for i in ids], self.vocab,
-                                   self.cfg.max_paths, self.cfg.max_length)
+                                   self.cfg.max_paths, self.cfg.max_length, self.cfg.context_once)
 
 
 class FromPosition(torch.utils.data.Sampler):
@@ -364,7 +365,7 @@ def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None,
         loss_ids = pick[: cfg.dev_loss_examples]
         for k in range(0, len(loss_ids), 32):
             dev_batches.append(batching.make_batch([dev_ex.example(int(i)) for i in loss_ids[k: k + 32]], vocab,
-                                                   cfg.max_paths, cfg.max_length))
+                                                   cfg.max_paths, cfg.max_length, cfg.context_once))
         dev_examples = [dev_ex.example(int(i)) for i in pick[: cfg.eval_examples]]
     if (data / "grammar.json").exists():
         from anycode.model.grammar_table import GrammarTable
@@ -497,7 +498,12 @@ def parse_overrides(cfg: TrainConfig, pairs: list[str]) -> TrainConfig:
         if k not in types:
             raise SystemExit(f"unknown config field {k}")
         cur = getattr(cfg, k)
-        kw[k] = type(cur)(v)
+        if isinstance(cur, bool):
+            if v.lower() not in ("true", "false", "1", "0"):
+                raise SystemExit(f"{k} takes true or false, not {v!r}")
+            kw[k] = v.lower() in ("true", "1")
+        else:
+            kw[k] = type(cur)(v)
     return replace(cfg, **kw)
 
 

@@ -135,3 +135,43 @@ def test_packed_encode_equals_step_by_step(setup):
             assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()
     h, c = model.encode(None, types, index, lengths)
     assert not h[:, 0].any() and not c[:, 0].any()      # a path of no nodes keeps the zero state
+
+
+def test_context_once_batch_equals_its_sets_encoded_from_scratch(setup):
+    """context_once: context paths end at p and are contextualized alone, the generated paths of
+    each step alone; the batch's h~ at every step equals that spelled out from paths.step_paths."""
+    from dataclasses import replace
+    examples, vocab, base = setup
+    model = SLM(replace(base.cfg, context_once=True)).eval()
+    model.load_state_dict(base.state_dict())
+    picked = random.Random(2).sample(examples, 10)
+    b = batching.make_batch(picked, vocab, context_once=True).to("cpu")
+    with torch.no_grad():
+        x = batching.step_inputs(model, b)
+        got = model.aggregate(x.paths, x.mask, x.root, x.child_index, x.z)
+        s = 0
+        for tree, h in picked:
+            f = context_features(tree, h, vocab)
+            steps = target_steps(tree, h, f.whole_tokens)
+            ctx = context_paths(tree, h)
+            at_p = [(tree.leaf_value(leaf), [tree.node(n) for n in prefix])
+                    for leaf, prefix in zip(ctx.leaves, ctx.prefixes)]
+            for t in range(len(steps)):
+                sp = step_paths(tree, h, steps, t, ctx)
+                n = len(ctx.leaves)
+                cp, root = encode_step_from_scratch(model, vocab, replace(sp, paths=at_p))
+                parts, zs = [cp], [model.contextualize(cp[None], torch.ones(1, n, dtype=torch.bool))[0]]
+                if len(sp.paths) > n:
+                    gp, _ = encode_step_from_scratch(model, vocab, replace(sp, paths=sp.paths[n:]))
+                    parts.append(gp)
+                    zs.append(model.contextualize(gp[None], torch.ones(1, len(gp), dtype=torch.bool))[0])
+                paths, z = torch.cat(parts)[None], torch.cat(zs)[None]
+                want = model.aggregate(paths, torch.ones(paths.shape[:2], dtype=torch.bool), root,
+                                       torch.tensor([sp.child_index]), z)
+                torch.testing.assert_close(got[s], want[0], atol=1e-5, rtol=0)
+                s += 1
+        assert s == b.n_targets
+    model.train()
+    loss, _ = batching.batch_loss(model, b)
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

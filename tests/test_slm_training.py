@@ -78,6 +78,24 @@ def test_epoch_plans_group_like_set_sizes_under_a_token_cap():
     assert spread < 20
 
 
+def test_context_once_trains_from_the_faithful_weights(data, trained, tmp_path):
+    """The speed experiment has the same parameters: it starts from a faithful run and learns."""
+    cfg = replace(CFG, lr=1e-2, context_once=True)
+    fresh = train.train(data, tmp_path / "fresh", cfg, max_steps=40, device="cpu", log=quiet)
+    assert all(math.isfinite(x) for x in fresh["losses"])
+    assert np.mean(fresh["losses"][-5:]) < 0.8 * np.mean(fresh["losses"][:5])
+    out = train.train(data, tmp_path / "once", cfg, max_steps=1, device="cpu", log=quiet, init=trained[0])
+    assert out["losses"][0] < 0.8 * fresh["losses"][0]      # the faithful weights carry over
+    model, _, conf = train.load_model(tmp_path / "once")
+    assert model.cfg.context_once and conf["train"]["context_once"]
+    from anycode.model.export import export
+    with pytest.raises(ValueError, match="context_once"):
+        export(model, Vocab.load(tmp_path / "once" / "vocab.json"), conf, tmp_path / "graphs")
+    assert train.parse_overrides(CFG, ["context_once=true"]).context_once
+    with pytest.raises(SystemExit):
+        train.parse_overrides(CFG, ["context_once=maybe"])
+
+
 def test_a_new_run_can_start_from_trained_weights(data, tmp_path):
     train.train(data, tmp_path / "a", CFG, max_steps=4, device="cpu", log=quiet)
     out = train.train(data, tmp_path / "b", CFG, max_steps=1, device="cpu", log=quiet, init=tmp_path / "a")
@@ -88,15 +106,16 @@ def test_a_new_run_can_start_from_trained_weights(data, tmp_path):
     assert ckpt["state"]["step"] == 1      # the optimizer and the step count start afresh
 
 
-def test_decoding_reads_the_same_steps_as_training(data):
+@pytest.mark.parametrize("context_once", [False, True])
+def test_decoding_reads_the_same_steps_as_training(data, context_once):
     vocab = Vocab.load(data / "vocab.json")
     torch.manual_seed(0)
-    model = train.SLM(train.model_config(CFG, vocab)).eval()
+    model = train.SLM(train.model_config(replace(CFG, context_once=context_once), vocab)).eval()
     shard = Shard(shard_paths(data, "dev")[0])
     items = [shard.example(i) for i in range(0, len(shard), max(1, len(shard) // 8))][:8]
     dec = evaluate.Decoder(model, vocab)
     with torch.no_grad():
-        b = batching.make_batch(items, vocab).to("cpu")
+        b = batching.make_batch(items, vocab, context_once=context_once).to("cpu")
         teacher = batching.step_log_probs(model, b)
     forced = [x for t, h in items for x in dec.forced(t, h)]
     labels = b.labels.tolist()
