@@ -59,7 +59,9 @@ class Backend(Protocol):
     def node_step(self, types: np.ndarray, index: np.ndarray, h: np.ndarray,
                   c: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
-    def score(self, paths, mask, root, child_index, copy_symbols) -> tuple[np.ndarray, np.ndarray]: ...
+    def score(self, paths, mask, root, child_index, copy_symbols, z=None) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def contextualize(self, paths: np.ndarray, mask: np.ndarray) -> np.ndarray: ...   # context_once models
 
 
 # ---------------------------------------------------------------- caches
@@ -160,6 +162,7 @@ class Context:
     hole_index: int
     H: np.ndarray                   # [layers, N + 1, d] states at p; row N is the root path
     C: np.ndarray
+    z: np.ndarray | None = None     # context_once: [N, d] the context paths contextualized
     extra_masks: dict = field(default_factory=dict)
     leaf_info: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
@@ -263,8 +266,12 @@ def prefix_consistent(text: str, typed: str) -> bool:
 
 class Decoder:
     def __init__(self, backend: Backend, vocab: Vocab, table=None, *, max_paths: int = 200,
-                 max_length: int = 24):
+                 max_length: int = 24, context_once: bool = False):
+        """`context_once`: decode a context_once model (SLMConfig): the context paths stay at p and are
+        contextualized once per request (`Backend.contextualize`), the chain states down the hole
+        hold only the root path, and each step contextualizes its generated paths alone."""
         self.backend = backend
+        self.context_once = context_once
         self.vocab = vocab
         self.table = table
         self.max_paths = max_paths
@@ -361,14 +368,23 @@ class Decoder:
         stats = {"leaves": N, "context_hit": False, "leaf_hits": 0, "leaf_misses": 0}
         cached = ctx_cache.get(signature) if ctx_cache is not None else None
         if cached is not None:
-            H, C = cached
+            H, C, z = cached
             stats["context_hit"] = True
         else:
             H, C = self._encode_context(f, keys, up_len, lca_depth, leaf_cache, stats, check)
+            z = None
+            if self.context_once:
+                z = self.backend.contextualize(H[-1:, :N], np.ones((1, N), bool))[0]
             if ctx_cache is not None:
-                ctx_cache.put(signature, (H, C))
+                ctx_cache.put(signature, (H, C, z))
         stats["prepare_ms"] = (time.perf_counter() - t0) * 1e3
-        return Context(f, N, tree.types[p], tree.child_index[h], H, C, stats=stats)
+        return Context(f, N, tree.types[p], tree.child_index[h], H, C, z, stats=stats)
+
+    def _first_chain(self, ctx: Context) -> dict:
+        """The chain states at p: every context leaf and the root path, or the root path alone."""
+        if self.context_once:
+            return {(): (ctx.H[:, ctx.n:], ctx.C[:, ctx.n:])}
+        return {(): (ctx.H, ctx.C)}
 
     def _encode_context(self, f: ContextFeatures, keys, up_len, lca_depth, leaf_cache, stats, check):
         be = self.backend
@@ -425,6 +441,7 @@ class Decoder:
         be = self.backend
         vocab = self.vocab
         N = ctx.n
+        R = 1 if self.context_once else N + 1         # rows of a chain's states; the last is the root path
         # chain states: every new chain is a known chain plus one node
         todo = sorted({hy.suffix for hy in hyps if hy.suffix not in chains}, key=len)
         while todo:
@@ -432,11 +449,11 @@ class Decoder:
             todo = [s for s in todo if s[:-1] not in chains]
             hs = np.concatenate([chains[s[:-1]][0] for s in level], 1)
             cs = np.concatenate([chains[s[:-1]][1] for s in level], 1)
-            ty = np.repeat([s[-1] // _KEYS for s in level], N + 1)
-            ix = np.repeat([s[-1] % _KEYS for s in level], N + 1)
+            ty = np.repeat([s[-1] // _KEYS for s in level], R)
+            ix = np.repeat([s[-1] % _KEYS for s in level], R)
             h2, c2 = be.node_step(ty.astype(np.int64), ix.astype(np.int64), hs, cs)
             for j, s in enumerate(level):
-                chains[s] = (h2[:, j * (N + 1): (j + 1) * (N + 1)], c2[:, j * (N + 1): (j + 1) * (N + 1)])
+                chains[s] = (h2[:, j * R: (j + 1) * R], c2[:, j * R: (j + 1) * R])
             if not level:
                 raise AssertionError("a chain without its parent")
         # generated-leaf paths: value + nodes, from the trie
@@ -491,8 +508,8 @@ class Decoder:
         copy[:, :N] = ctx.features.leaf_copy
         for b, (hy, row) in enumerate(zip(hyps, seqs)):
             Hs = chains[hy.suffix][0]
-            paths[b, :N] = Hs[-1, :N]
-            root[b] = Hs[-1, N]
+            paths[b, :N] = ctx.H[-1, :N] if self.context_once else Hs[-1, :N]
+            root[b] = Hs[-1, R - 1]
             mask[b, : N + len(row)] = True
             for g, (seq, cp) in enumerate(row):
                 paths[b, N + g] = gen[seq][0][-1]
@@ -505,7 +522,13 @@ class Decoder:
             else:
                 child[b] = len(hy.kids[pi])
         np.minimum(child, MAX_CHILD_INDEX, out=child)
-        return paths, mask, root, child, copy
+        if not self.context_once:
+            return paths, mask, root, child, copy
+        z = np.zeros_like(paths)
+        z[:, :N] = ctx.z
+        if G:
+            z[:, N:] = be.contextualize(paths[:, N:], mask[:, N:])
+        return paths, mask, root, child, copy, z
 
     def _leaf_value(self, ctx: Context, hy: Hyp, leaf: int) -> tuple[tuple[int, ...], np.ndarray]:
         t = hy.types[leaf]
@@ -642,7 +665,7 @@ class Decoder:
         nsym = len(symbols)
         live = [Hyp()]
         finished: list[Finished] = []
-        chains = {(): (ctx.H, ctx.C)}
+        chains = self._first_chain(ctx)
         gen: dict = {}
         stats = ctx.stats
         stats.update(steps=0, expansions=0, pruned_typed=0)
@@ -746,7 +769,7 @@ class Decoder:
         """Log-probability of every step of the true target, through the same machinery."""
         steps = target_steps(tree, h, ctx.features.whole_tokens)
         hy = Hyp()
-        chains = {(): (ctx.H, ctx.C)}
+        chains = self._first_chain(ctx)
         gen: dict = {}
         out = np.empty(len(steps))
         symbols = ctx.features.symbols

@@ -21,6 +21,13 @@ Three graphs, exact rewrites of `SLM`'s pieces (tests/test_onnx_parity.py):
                    The symbol axis is padded to M = n_subtokens + max_paths * K
                    (every symbol a request can have); pads score log 0.
 
+A context_once model (SLMConfig) adds
+
+  contextualize.onnx  paths [B, P, d], mask [B, P] -> z [B, P, d]
+                   the transformer over each set alone (the context once per request,
+                   each step's generated paths), and its score.onnx takes z as a sixth
+                   input instead of running the transformer.
+
 Paths are encoded step by step (value, then one node per call) rather than by a
 graph padded to max_length, so that a request pays for the nodes its paths
 have, not for 24 per path, and states are reusable at every node (beam.py).
@@ -61,6 +68,11 @@ from anycode.model.vocab import MAX_CHILD_INDEX, Vocab
 
 OPSET = 18
 GRAPHS = ("lstm_value", "lstm_node", "score")
+CONTEXT_ONCE_GRAPHS = GRAPHS + ("contextualize",)
+
+
+def graphs_of(cfg: SLMConfig) -> tuple[str, ...]:
+    return CONTEXT_ONCE_GRAPHS if cfg.context_once else GRAPHS
 COPY_COLUMNS = 1 + MAX_COPY_POSITIONS
 FORMAT_VERSION = 1
 
@@ -161,6 +173,26 @@ def _encoder_layer(layer: nn.TransformerEncoderLayer, x: torch.Tensor, pad: torc
     return layer.norm2(x + layer.linear2(torch.relu(layer.linear1(x))))
 
 
+def _transformer(m: SLM, z: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    for layer in m.transformer.layers:
+        z = _encoder_layer(layer, z, pad)
+    return z
+
+
+class Contextualize(nn.Module):
+    """`SLM.contextualize`: the transformer over sets of paths alone (context_once models)."""
+
+    def __init__(self, slm: SLM):
+        super().__init__()
+        self.slm = copy.deepcopy(slm)
+
+    def forward(self, paths, mask):
+        keys = mask.clone()
+        keys[:, 0] = keys[:, 0] | ~mask.any(1)
+        z = _transformer(self.slm, paths.masked_fill(~mask.unsqueeze(-1), 0.0), ~keys)
+        return z.masked_fill(~mask.unsqueeze(-1), 0.0)
+
+
 class Score(nn.Module):
     """One decoding step for a batch of beams: `SLM.aggregate`, then both heads.
 
@@ -181,11 +213,10 @@ class Score(nn.Module):
         proj = (h @ self.w_c).unflatten(-1, (self.slm.W_c.shape[0], self.slm.W_c.shape[1]))   # [B, K, d_lstm]
         return paths @ proj.transpose(1, 2)                                                    # [B, P, K]
 
-    def forward(self, paths, mask, root, child_index, copy_symbols):
+    def forward(self, paths, mask, root, child_index, copy_symbols, z=None):
         m = self.slm
-        z = paths
-        for layer in m.transformer.layers:
-            z = _encoder_layer(layer, z, ~mask)
+        if z is None:
+            z = _transformer(m, paths, ~mask)
         # the rest of SLM.aggregate, as written there
         C = m.C[child_index.clamp(0, MAX_CHILD_INDEX)]
         r = m.W_r(torch.relu(torch.bmm(C, root.unsqueeze(-1)).squeeze(-1)))
@@ -229,11 +260,15 @@ class TorchBackend:
         return self._np(*m.lstm_step(m.embed_node(self._t(types), self._t(index)), self._t(h), self._t(c)))
 
     @torch.no_grad()
-    def score(self, paths, mask, root, child_index, copy_symbols):
+    def score(self, paths, mask, root, child_index, copy_symbols, z=None):
         m = self.model
         p = self._t(paths)
-        h = m.aggregate(p, self._t(mask), self._t(root), self._t(child_index))
+        h = m.aggregate(p, self._t(mask), self._t(root), self._t(child_index), None if z is None else self._t(z))
         return self._np(m.node_logits(h), m.value_logits(h, p, self._t(copy_symbols), self.n_symbols))
+
+    @torch.no_grad()
+    def contextualize(self, paths, mask):
+        return self._np(self.model.contextualize(self._t(paths), self._t(mask)))[0]
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -321,13 +356,16 @@ def _export_graphs(model: SLM, out: Path, n_sym: int) -> None:
              "h_out": {1: "n"}, "c_out": {1: "n"}})
     mask = torch.ones(B, P, dtype=torch.bool)
     mask[1, 3] = False
-    _export(Score(model, n_sym), (torch.randn(B, P, d), mask, torch.randn(B, d), torch.tensor([0, 1]),
-                                  torch.randint(-1, 50, (B, P, COPY_COLUMNS))),
-            out / "score.onnx", ["paths", "mask", "root", "child_index", "copy_symbols"],
-            ["node_logp", "value_logp"],
-            {"paths": {0: "b", 1: "p"}, "mask": {0: "b", 1: "p"}, "root": {0: "b"},
-             "child_index": {0: "b"}, "copy_symbols": {0: "b", 1: "p"},
-             "node_logp": {0: "b"}, "value_logp": {0: "b"}})
+    args = (torch.randn(B, P, d), mask, torch.randn(B, d), torch.tensor([0, 1]),
+            torch.randint(-1, 50, (B, P, COPY_COLUMNS)))
+    names = ["paths", "mask", "root", "child_index", "copy_symbols"]
+    axes = {"paths": {0: "b", 1: "p"}, "mask": {0: "b", 1: "p"}, "root": {0: "b"},
+            "child_index": {0: "b"}, "copy_symbols": {0: "b", 1: "p"}, "node_logp": {0: "b"}, "value_logp": {0: "b"}}
+    if cfg.context_once:
+        args, names, axes = args + (torch.randn(B, P, d),), names + ["z"], {**axes, "z": {0: "b", 1: "p"}}
+        _export(Contextualize(model), (torch.randn(B, P, d), mask), out / "contextualize.onnx", ["paths", "mask"],
+                ["z"], {"paths": {0: "b", 1: "p"}, "mask": {0: "b", 1: "p"}, "z": {0: "b", 1: "p"}})
+    _export(Score(model, n_sym), args, out / "score.onnx", names, ["node_logp", "value_logp"], axes)
 
 
 def export(model: SLM, vocab: Vocab, conf: dict, out: Path, precision: str = "fp16",
@@ -335,9 +373,6 @@ def export(model: SLM, vocab: Vocab, conf: dict, out: Path, precision: str = "fp
     """Write the graphs and the files the runtime reads into `out`; returns the manifest."""
     if precision not in ("fp32", "fp16", "int8"):
         raise ValueError(f"precision must be fp32, fp16 or int8, not {precision!r}")
-    if model.cfg.context_once:
-        raise ValueError("a context_once model has no decoding graphs yet: the runtime decodes the paper's S_t "
-                         "(evaluate it with `anycode eval`, which decodes both)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = model.float().eval()
@@ -352,7 +387,7 @@ def export(model: SLM, vocab: Vocab, conf: dict, out: Path, precision: str = "fp
             _export_graphs(model, out, n_sym)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-    for name in GRAPHS:
+    for name in graphs_of(cfg):
         path = out / f"{name}.onnx"
         if precision == "int8" and name == "score":
             _quantize_int8(path)        # the LSTM graphs stay fp16: their errors compound along paths
@@ -360,7 +395,7 @@ def export(model: SLM, vocab: Vocab, conf: dict, out: Path, precision: str = "fp
             _store_fp16(path)
     vocab.save(out / "vocab.json")
     (out / "config.json").write_text(json.dumps(conf, indent=1))
-    files = [f"{g}.onnx" for g in GRAPHS] + ["vocab.json", "config.json"]
+    files = [f"{g}.onnx" for g in graphs_of(cfg)] + ["vocab.json", "config.json"]
     if grammar_json is not None and Path(grammar_json).exists():
         if Path(grammar_json).resolve() != (out / "grammar.json").resolve():
             shutil.copy(grammar_json, out / "grammar.json")
@@ -401,9 +436,6 @@ def run(args) -> int:
         print(f"error: {src} has no config.json: not a checkpoint directory", file=sys.stderr)
         return 2
     model, vocab, conf = load_checkpoint(src)
-    if model.cfg.context_once:
-        print(f"error: {src} is a context_once model, which cannot be exported yet", file=sys.stderr)
-        return 2
     grammar_json = args.grammar or Path(src) / "grammar.json"
     if not Path(grammar_json).exists():
         print(f"warning: no grammar.json beside {src}: decoding will not be grammar-constrained", file=sys.stderr)

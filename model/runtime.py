@@ -43,6 +43,7 @@ from anycode.model.vocab import Vocab
 
 SHIPPED = Path(__file__).resolve().parent / "shipped"
 GRAPHS = ("lstm_value", "lstm_node", "score")
+CONTEXT_ONCE_GRAPHS = GRAPHS + ("contextualize",)     # model/export.py writes these for context_once models
 MAX_DOCUMENTS = 32
 
 
@@ -72,7 +73,7 @@ class Candidate:
 class OrtBackend:
     """The three decoding graphs in ONNX Runtime sessions (beam.Backend)."""
 
-    def __init__(self, model_dir: Path, device: str = "auto", threads: int = 0):
+    def __init__(self, model_dir: Path, device: str = "auto", threads: int = 0, graphs: tuple[str, ...] = GRAPHS):
         import onnxruntime as ort
 
         if device not in ("auto", "cpu", "cuda"):
@@ -96,7 +97,7 @@ class OrtBackend:
             so.intra_op_num_threads = threads
         so.log_severity_level = 3
         self.sessions = {}
-        for g in GRAPHS:
+        for g in graphs:
             path = Path(model_dir) / f"{g}.onnx"
             try:
                 self.sessions[g] = ort.InferenceSession(str(path), so, providers=providers)
@@ -108,8 +109,8 @@ class OrtBackend:
             raise ModelError(f"device 'cuda' asked for, but ONNX Runtime fell back to {used}")
         self.device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
         self.name = f"onnxruntime-{self.device}"
-        self.calls = {g: 0 for g in GRAPHS}
-        self.seconds = {g: 0.0 for g in GRAPHS}
+        self.calls = {g: 0 for g in graphs}
+        self.seconds = {g: 0.0 for g in graphs}
 
     def _run(self, g: str, feed: dict):
         t = time.perf_counter()
@@ -127,9 +128,14 @@ class OrtBackend:
                                        "h": np.ascontiguousarray(h, np.float32),
                                        "c": np.ascontiguousarray(c, np.float32)})
 
-    def score(self, paths, mask, root, child_index, copy_symbols):
-        return self._run("score", {"paths": paths, "mask": mask, "root": root, "child_index": child_index,
-                                   "copy_symbols": copy_symbols})
+    def score(self, paths, mask, root, child_index, copy_symbols, z=None):
+        feed = {"paths": paths, "mask": mask, "root": root, "child_index": child_index, "copy_symbols": copy_symbols}
+        if z is not None:
+            feed["z"] = z
+        return self._run("score", feed)
+
+    def contextualize(self, paths, mask):
+        return self._run("contextualize", {"paths": paths, "mask": mask})[0]
 
 
 # ---------------------------------------------------------------- the model directory
@@ -191,12 +197,13 @@ class Completer:
                 self.table = GrammarTable.load(self.model_dir / "grammar.json")
             except (OSError, ValueError, KeyError) as e:
                 raise ModelError(f"cannot read {self.model_dir / 'grammar.json'}: {e}") from e
-        self.backend = OrtBackend(self.model_dir, device, threads)
+        m = self.manifest
+        context_once = bool(m.get("model", {}).get("context_once", False))
+        self.backend = OrtBackend(self.model_dir, device, threads, CONTEXT_ONCE_GRAPHS if context_once else GRAPHS)
         self.device = self.backend.device
         self.provider = self.backend.provider
-        m = self.manifest
         self.decoder = Decoder(self.backend, self.vocab, self.table, max_paths=m["max_paths"],
-                               max_length=m["max_length"])
+                               max_length=m["max_length"], context_once=context_once)
         self.parser = grammar.new_parser()
         self.leaf_cache = LeafCache()
         self._docs: OrderedDict[str, _Document] = OrderedDict()

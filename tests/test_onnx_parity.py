@@ -242,3 +242,61 @@ def test_grammar_module_round_trip_of_generated_trees(torch_model, exported, che
         except (grammar.Unprintable, IndexError, StopIteration):
             pass
     assert printed >= 1
+
+
+@pytest.fixture(scope="module")
+def context_once(torch_model, checkpoint, tmp_path_factory):
+    """The same weights as a context_once model (SLMConfig), exported fp32, and its two decoders."""
+    from dataclasses import replace
+
+    from anycode.model.slm import SLM
+    model, vocab, conf = torch_model
+    once = SLM(replace(model.cfg, context_once=True)).eval()
+    once.load_state_dict(model.state_dict())
+    out = tmp_path_factory.mktemp("once")
+    manifest = export(once, vocab, conf, out, "fp32", checkpoint / "grammar.json")
+    assert "contextualize.onnx" in manifest["files"] and manifest["model"]["context_once"]
+    graphs = ("lstm_value", "lstm_node", "score", "contextualize")
+    table = GrammarTable.load(checkpoint / "grammar.json") if (checkpoint / "grammar.json").exists() else None
+    decs = [Decoder(b, vocab, table, context_once=True)
+            for b in (OrtBackend(out, "cpu", threads=2, graphs=graphs), TorchBackend(once, manifest["n_symbols"]))]
+    return once, vocab, decs, out
+
+
+def test_context_once_decoding_matches_eval_and_training(context_once, examples):
+    """beam.py's context_once decoding (ONNX Runtime and torch) reads the per-step log-probabilities
+    of evaluate.Decoder.forced, which tests/test_slm_training.py ties to training's batches."""
+    from anycode.model import evaluate
+    once, vocab, decs, _ = context_once
+    ref_dec = evaluate.Decoder(once, vocab)
+    worst, steps = 0.0, 0
+    for tree, h in small(examples, 6):
+        ref = np.array(ref_dec.forced(tree, h))
+        if not np.isfinite(ref).all():
+            continue        # a label no symbol spells: the two decoders go on from it differently
+        for dec in decs:
+            _, got = dec.score_target(dec.prepare(tree, h), tree, h)
+            worst = max(worst, float(np.abs(got - ref).max()))
+        steps += len(ref)
+    assert steps > 20 and worst < 1e-3, worst
+    a, b = (_top(dec, dec.prepare(*small(examples, 1)[0])) for dec in decs)
+    assert len(a) == len(b) > 0 and all(abs(la - lb) < 1e-3 for (_, la), (_, lb) in zip(a, b))
+
+
+def test_context_once_completer_answers_with_candidates_that_parse(context_once, examples):
+    from anycode.model.runtime import Completer
+    completer = Completer(context_once[3], device="cpu", threads=2)
+    assert completer.decoder.context_once
+    answered = 0
+    for f in sorted(DATA.glob("*.py"))[:2]:
+        source = f.read_bytes()
+        flat, hs, _ = dataset.extract_file(str(f), name=f.name).functions[0]
+        a, b = flat.start_byte[hs[0]], flat.end_byte[hs[0]]
+        cut = source[:a] + source[b:]
+        items = completer.complete(cut, a, uri=f.as_uri())
+        for c in items:
+            assert not grammar.new_parser().parse(cut[:a] + c.text.encode() + cut[a:]).root_node.has_error
+        answered += bool(items)
+        again = completer.complete(cut, a, uri=f.as_uri())          # the context (with its z) from the cache
+        assert completer.last["context_hit"] and [c.text for c in again] == [c.text for c in items]
+    assert answered

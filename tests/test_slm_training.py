@@ -89,8 +89,8 @@ def test_context_once_trains_from_the_faithful_weights(data, trained, tmp_path):
     model, _, conf = train.load_model(tmp_path / "once")
     assert model.cfg.context_once and conf["train"]["context_once"]
     from anycode.model.export import export
-    with pytest.raises(ValueError, match="context_once"):
-        export(model, Vocab.load(tmp_path / "once" / "vocab.json"), conf, tmp_path / "graphs")
+    manifest = export(model, Vocab.load(tmp_path / "once" / "vocab.json"), conf, tmp_path / "graphs")
+    assert "contextualize.onnx" in manifest["files"] and manifest["model"]["context_once"]
     assert train.parse_overrides(CFG, ["context_once=true"]).context_once
     with pytest.raises(SystemExit):
         train.parse_overrides(CFG, ["context_once=maybe"])
