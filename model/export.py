@@ -62,17 +62,11 @@ import torch
 import torch.nn as nn
 
 from anycode.model.features import MAX_COPY_POSITIONS, MAX_VALUE_SUBTOKENS
-from anycode.model.runtime import sha256
+from anycode.model.runtime import graphs_of, sha256
 from anycode.model.slm import NEG, SLM, SLMConfig
 from anycode.model.vocab import MAX_CHILD_INDEX, Vocab
 
 OPSET = 18
-GRAPHS = ("lstm_value", "lstm_node", "score")
-CONTEXT_ONCE_GRAPHS = GRAPHS + ("contextualize",)
-
-
-def graphs_of(cfg: SLMConfig) -> tuple[str, ...]:
-    return CONTEXT_ONCE_GRAPHS if cfg.context_once else GRAPHS
 COPY_COLUMNS = 1 + MAX_COPY_POSITIONS
 FORMAT_VERSION = 1
 
@@ -387,7 +381,7 @@ def export(model: SLM, vocab: Vocab, conf: dict, out: Path, precision: str = "fp
             _export_graphs(model, out, n_sym)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-    for name in graphs_of(cfg):
+    for name in graphs_of(cfg.context_once):
         path = out / f"{name}.onnx"
         if precision == "int8" and name == "score":
             _quantize_int8(path)        # the LSTM graphs stay fp16: their errors compound along paths
@@ -395,7 +389,7 @@ def export(model: SLM, vocab: Vocab, conf: dict, out: Path, precision: str = "fp
             _store_fp16(path)
     vocab.save(out / "vocab.json")
     (out / "config.json").write_text(json.dumps(conf, indent=1))
-    files = [f"{g}.onnx" for g in graphs_of(cfg)] + ["vocab.json", "config.json"]
+    files = [f"{g}.onnx" for g in graphs_of(cfg.context_once)] + ["vocab.json", "config.json"]
     if grammar_json is not None and Path(grammar_json).exists():
         if Path(grammar_json).resolve() != (out / "grammar.json").resolve():
             shutil.copy(grammar_json, out / "grammar.json")

@@ -43,7 +43,11 @@ from anycode.model.vocab import Vocab
 
 SHIPPED = Path(__file__).resolve().parent / "shipped"
 GRAPHS = ("lstm_value", "lstm_node", "score")
-CONTEXT_ONCE_GRAPHS = GRAPHS + ("contextualize",)     # model/export.py writes these for context_once models
+
+
+def graphs_of(context_once: bool) -> tuple[str, ...]:
+    """The graphs model/export.py writes and the runtime loads; context_once models have one more."""
+    return GRAPHS + ("contextualize",) if context_once else GRAPHS
 MAX_DOCUMENTS = 32
 
 
@@ -199,7 +203,7 @@ class Completer:
                 raise ModelError(f"cannot read {self.model_dir / 'grammar.json'}: {e}") from e
         m = self.manifest
         context_once = bool(m.get("model", {}).get("context_once", False))
-        self.backend = OrtBackend(self.model_dir, device, threads, CONTEXT_ONCE_GRAPHS if context_once else GRAPHS)
+        self.backend = OrtBackend(self.model_dir, device, threads, graphs_of(context_once))
         self.device = self.backend.device
         self.provider = self.backend.provider
         self.decoder = Decoder(self.backend, self.vocab, self.table, max_paths=m["max_paths"],

@@ -31,7 +31,7 @@ from anycode.model.export import TorchBackend, export, load_checkpoint, write_un
 from anycode.model.features import context_features, copy_row, generated_leaf_value
 from anycode.model.grammar_table import GrammarTable
 from anycode.model.paths import generated_leaves, step_paths, target_steps
-from anycode.model.runtime import SHIPPED, OrtBackend
+from anycode.model.runtime import SHIPPED, OrtBackend, graphs_of
 from slm_fixtures import encode_step_from_scratch
 
 DATA = Path(__file__).parent / "data"
@@ -256,10 +256,9 @@ def context_once(torch_model, checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("once")
     manifest = export(once, vocab, conf, out, "fp32", checkpoint / "grammar.json")
     assert "contextualize.onnx" in manifest["files"] and manifest["model"]["context_once"]
-    graphs = ("lstm_value", "lstm_node", "score", "contextualize")
     table = GrammarTable.load(checkpoint / "grammar.json") if (checkpoint / "grammar.json").exists() else None
     decs = [Decoder(b, vocab, table, context_once=True)
-            for b in (OrtBackend(out, "cpu", threads=2, graphs=graphs), TorchBackend(once, manifest["n_symbols"]))]
+            for b in (OrtBackend(out, "cpu", threads=2, graphs=graphs_of(True)), TorchBackend(once, manifest["n_symbols"]))]
     return once, vocab, decs, out
 
 
