@@ -181,10 +181,7 @@ class Contextualize(nn.Module):
         self.slm = copy.deepcopy(slm)
 
     def forward(self, paths, mask):
-        keys = mask.clone()
-        keys[:, 0] = keys[:, 0] | ~mask.any(1)
-        z = _transformer(self.slm, paths.masked_fill(~mask.unsqueeze(-1), 0.0), ~keys)
-        return z.masked_fill(~mask.unsqueeze(-1), 0.0)
+        return self.slm.contextualize(paths, mask, lambda x, pad: _transformer(self.slm, x, pad))
 
 
 class Score(nn.Module):

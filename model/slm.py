@@ -149,14 +149,16 @@ class SLM(nn.Module):
 
     # ------------------------------------------------------------ aggregation and heads
 
-    def contextualize(self, paths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def contextualize(self, paths: torch.Tensor, mask: torch.Tensor, transformer=None) -> torch.Tensor:
         """The transformer over each set of paths [B, P, d_lstm] alone; padding and sets of no
-        path come out zero (a set of no path attends to one zero path, not to nothing: no NaN)."""
+        path come out zero (a set of no path attends to one zero path, not to nothing: no NaN).
+        `transformer(x, padding)`: the same layers written another way (the ONNX export's)."""
         if paths.shape[1] == 0:
             return paths
         keys = mask.clone()
-        keys[:, 0] |= ~mask.any(1)
-        z = self.transformer(paths.masked_fill(~mask.unsqueeze(-1), 0.0), src_key_padding_mask=~keys)
+        keys[:, 0] = keys[:, 0] | ~mask.any(1)
+        x = paths.masked_fill(~mask.unsqueeze(-1), 0.0)
+        z = self.transformer(x, src_key_padding_mask=~keys) if transformer is None else transformer(x, ~keys)
         return z.masked_fill(~mask.unsqueeze(-1), 0.0)
 
     def aggregate(self, paths: torch.Tensor, mask: torch.Tensor, root: torch.Tensor, child_index: torch.Tensor,
