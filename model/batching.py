@@ -437,9 +437,9 @@ def _step_inputs(model, b: TorchBatch) -> StepInputs:
         g = g[-1]
     root = F.embedding(b.root_rows, top)
     if model.cfg.context_once:
-        gen = torch.cat([top.new_zeros(1, top.shape[1])] + ([g] if g is not None else []), 0)
+        gen_memory = torch.cat([top.new_zeros(1, top.shape[1])] + ([g] if g is not None else []), 0)   # row 0: none
         ctx = F.embedding(b.ctx_rows, top)                              # [E, Nmax, d]
-        gen = F.embedding(b.gen_set_rows, gen)                          # [S, Gmax, d]
+        gen = F.embedding(b.gen_set_rows, gen_memory)                   # [S, Gmax, d]
         e = b.step_example
         return StepInputs(torch.cat([ctx[e], gen], 1), torch.cat([b.ctx_mask[e], b.gen_set_mask], 1), root,
                           b.child_index, ctx=ctx, gen=gen)

@@ -309,6 +309,15 @@ class Decoder:
         child = torch.tensor([inf[3] for inf in info], device=dev)
         once = model.cfg.context_once
         z = torch.zeros(B, P, d, device=dev) if once else None
+        if once and gen_rows:       # every hypothesis' generated set contextualized in one call
+            gmax = max(len(inf[4]) for inf in info)
+            gpaths = torch.zeros(B, gmax, d, device=dev)
+            gmask = torch.zeros(B, gmax, dtype=torch.bool, device=dev)
+            for k, inf in enumerate(info):
+                if inf[4]:
+                    gpaths[k, : len(inf[4])] = genc[inf[4][0]: inf[4][-1] + 1]
+                    gmask[k, : len(inf[4])] = True
+            zgen = model.contextualize(gpaths, gmask)
         for k, (hy, inf) in enumerate(zip(hyps, info)):
             ex = exs[hy.ex]
             top = hy.states[inf[0]][0][-1]
@@ -321,8 +330,7 @@ class Decoder:
                 paths[k, n: n + len(g)] = genc[g[0]: g[-1] + 1]
                 copy[k, n: n + len(g)] = torch.tensor([gen_rows[j][3] for j in g], device=dev)
                 if once:
-                    gmask = torch.ones(1, len(g), dtype=torch.bool, device=dev)
-                    z[k, n: n + len(g)] = model.contextualize(genc[g[0]: g[-1] + 1][None], gmask)[0]
+                    z[k, n: n + len(g)] = zgen[k, : len(g)]
             if once:
                 z[k, :n] = ex.z_ctx
             mask[k, : sizes[k]] = True
