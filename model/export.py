@@ -1,6 +1,6 @@
 """`anycode export`: the SLM as the ONNX graphs decoding runs (model/beam.py, model/runtime.py).
 
-    anycode export --checkpoint DIR --out model/shipped [--precision fp16|fp32|int8]
+    anycode export --checkpoint DIR --out model/shipped [--precision int8|fp16|fp32]
     anycode export --untrained DATASET_DIR --out DIR      (random weights, for tests and benchmarks)
 
 DIR is a run directory of `anycode train` or a shipped checkpoint (config.json,
@@ -32,7 +32,7 @@ Paths are encoded step by step (value, then one node per call) rather than by a
 graph padded to max_length, so that a request pays for the nodes its paths
 have, not for 24 per path, and states are reusable at every node (beam.py).
 
-Weights are stored fp16 (`--precision fp16`, the default) with a Cast after each,
+With `--precision fp16` weights are stored fp16 with a Cast after each,
 which ONNX Runtime folds at load: the files are half the size, the arithmetic
 stays fp32, and weights that were fp16 already (the shipped checkpoint) lose
 nothing.
@@ -40,10 +40,10 @@ nothing.
 The out directory receives the graphs, config.json, vocab.json, grammar.json and
 manifest.json (sizes and sha256 of every file, checked at load).
 
-`int8` quantizes the score graph's MatMul weights dynamically (the LSTM graphs stay
-fp16).  On the 2-core AVX2 development machine it was no faster than fp32 and it
-moves per-step log-probabilities by about 0.5 (tests/test_onnx_parity.py), so fp16
-is what ships.  This module
+`int8` (the default of the command, what ships since 2026-12-01) quantizes the score graph's
+MatMul weights dynamically; the LSTM graphs stay fp16.  On the AVX-512 VNNI development CPU its
+score graph is about 2x faster than fp32 arithmetic, and holebench's accuracy on 200 holes moved
+by one tree@1 hole (docs/bench.md); on the CUDA provider it is slower than fp16.  This module
 also holds `TorchBackend`, the same interface as `runtime.OrtBackend` over the
 torch model, which the parity test and the benchmark use as the reference.
 """
@@ -412,7 +412,7 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
     src.add_argument("--untrained", type=Path, metavar="DATASET_DIR",
                      help="random weights of the paper's shape, with this dataset's vocab.json and grammar.json")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "shipped")
-    ap.add_argument("--precision", choices=["fp16", "fp32", "int8"], default="fp16")
+    ap.add_argument("--precision", choices=["fp16", "fp32", "int8"], default="int8")
     ap.add_argument("--fp16", dest="precision", action="store_const", const="fp16", help="same as --precision fp16")
     ap.add_argument("--grammar", type=Path, help="grammar.json (default: the checkpoint's or dataset's)")
     ap.add_argument("--seed", type=int, default=0, help="with --untrained")
