@@ -225,12 +225,12 @@ def test_shipped_export_matches_its_checkpoint(torch_model, checkpoint, exported
     if checkpoint != SHIPPED or not (SHIPPED / "manifest.json").exists():
         pytest.skip("no shipped checkpoint with an export beside it")
     precision = json.loads((SHIPPED / "manifest.json").read_text())["precision"]
-    ort_dec, torch_dec = decoders(torch_model, SHIPPED, checkpoint)
+    ort_dec, ref_dec = decoders(torch_model, SHIPPED, checkpoint)
     if precision == "int8":
-        torch_dec, _ = decoders(torch_model, exported("int8"), checkpoint)
+        ref_dec, _ = decoders(torch_model, exported("int8"), checkpoint)
     tree, h = small(examples, 1)[0]
     _, a = ort_dec.score_target(ort_dec.prepare(tree, h), tree, h)
-    _, b = torch_dec.score_target(torch_dec.prepare(tree, h), tree, h)
+    _, b = ref_dec.score_target(ref_dec.prepare(tree, h), tree, h)
     assert np.abs(a - b).max() < 1e-3
 
 

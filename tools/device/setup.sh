@@ -4,7 +4,7 @@
 # /tmp/pkg/anycode, unpacks a carried dataset (.carry/ds/*.tar.xz: `tar -cf - train dev vocab.json
 # grammar.json summary.json | xz` in data/dataset/python, 49 MB, one call) into /tmp/ds/python and
 # a carried corpus split (.carry/corpus.tar.xz, of data/corpus/python) into /tmp/corpus, copies
-# start weights (.carry/init) into /tmp/init, then leaves the checkout: run from its root,
+# start weights (.carry/init_NAME) into /tmp/init_NAME, then leaves the checkout: run from its root,
 # Python would import the checkout's own anycode/, which lacks the mapped subpackages.
 ROOT_DIR=$PWD
 mkdir -p /tmp/site /tmp/ds/python /tmp/ortw

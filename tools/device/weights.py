@@ -14,6 +14,7 @@ PART = 15 * 2**20
 
 
 def split(run: Path, out: Path, name: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
     for f in ("best.pt", "ckpt.pt"):
         if (run / f).exists():
             state = torch.load(run / f, map_location="cpu", weights_only=False)
