@@ -390,7 +390,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="markdown file to write the results into")
     ap.add_argument("--section", default=None,
-                    help="marker name of the --out section to rewrite (default: bench, bench-gpu with --device cuda)")
+                    help="marker name of the --out section to rewrite (default: bench, bench-gpu when run on CUDA)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -455,7 +455,7 @@ def main(argv=None) -> int:
     body = report(r)
     print(body)
     if args.out:
-        write_report(args.out, body, args.section or ("bench-gpu" if args.device == "cuda" else "bench"))
+        write_report(args.out, body, args.section or ("bench-gpu" if r["device"] == "cuda" else "bench"))
     if args.json:
         args.json.write_text(json.dumps(r, indent=1, default=str))
     return 0

@@ -19,6 +19,8 @@ def split(run: Path, out: Path, name: str) -> None:
         if (run / f).exists():
             state = torch.load(run / f, map_location="cpu", weights_only=False)
             break
+    else:
+        raise SystemExit(f"no best.pt or ckpt.pt in {run}")
     state = state["model"] if isinstance(state.get("model"), dict) else state
     buf = io.BytesIO()
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, buf)
