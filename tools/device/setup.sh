@@ -21,7 +21,7 @@ for f in "$ROOT_DIR"/anycode/*.py; do ln -s "$f" /tmp/pkg/anycode/; done
 ln -s "$ROOT_DIR/model" /tmp/pkg/anycode/model
 ln -s "$ROOT_DIR/server" /tmp/pkg/anycode/server
 ln -s "$ROOT_DIR/grammars" /tmp/pkg/anycode/grammars
-for f in .carry/ds/*.tar.xz; do [ -f "$f" ] && xz -T0 -dc "$f" | tar -xf - -C /tmp/ds/python; done
+for f in .carry/ds*/*.tar.xz; do [ -f "$f" ] && xz -T0 -dc "$f" | tar -xf - -C /tmp/ds/python; done
 [ -f .carry/corpus.tar.xz ] && mkdir -p /tmp/corpus && xz -dc .carry/corpus.tar.xz | tar -xf - -C /tmp/corpus
 for d in .carry/init*; do [ -d "$d" ] && rm -rf "/tmp/${d#.carry/}" && cp -r "$d" "/tmp/${d#.carry/}"; done
 export PYTHONPATH=/tmp/pkg:/tmp/site

@@ -1,0 +1,122 @@
+"""Why the model misses: search errors, model errors and unreachable targets.
+
+    python -m anycode.model.diagnose [--model model/shipped] [--split dev] [--limit 300]
+
+For each example of a fixed sample (the same shuffle as `anycode eval --limit`), the
+beam's top candidate is compared with the truth scored by teacher forcing through the
+same decoder (`evaluate.Decoder.forced`):
+  * unreachable: a value of the truth has no symbol (neither in the subtoken vocabulary
+    nor copyable from the context): no search can produce it;
+  * search error: the truth is reachable and scores higher than the beam's top-1, so a
+    wider or better search would have ranked it first;
+  * model error: the truth is reachable and scores lower than the top-1.
+The truth's log-probability is split into node steps (types, EOS-node) and value steps
+(subtokens, whole tokens, EOS-token) to show which head loses it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from anycode.model import evaluate as E
+from anycode.model.dataset import Shard, shard_paths
+from anycode.model.grammar_table import GrammarTable
+from anycode.model.paths import target_steps
+from anycode.model.train import load_model
+
+
+def sample(data: Path, split: str, limit: int):
+    shards = [Shard(p) for p in shard_paths(data, split)]
+    refs = [(k, i) for k, s in enumerate(shards) for i in range(len(s))]
+    order = np.random.default_rng(0).permutation(len(refs))[:limit]     # evaluate.run's shuffle
+    return [shards[refs[j][0]].example(refs[j][1]) for j in order]
+
+
+def diagnose(model, vocab, table, items, max_paths=200, max_length=24, beam=5, chunk=16) -> list[dict]:
+    cpu = torch.device("cpu")
+    dec = E.Decoder(model, vocab, table, cpu, max_paths, max_length)
+    rows = []
+    for k in range(0, len(items), chunk):
+        part = items[k: k + chunk]
+        for (tree, h), cands in zip(part, dec.search(part, beam)):
+            lps = dec.forced(tree, h)
+            ex = E._Example(model, vocab, tree, h, cpu, max_paths, max_length)
+            steps = target_steps(tree, h, ex.f.whole_tokens)
+            truth = E.truth_code(tree, h)
+            top = cands[0] if cands else None
+            rows.append({
+                "truth": truth, "top": top.code if top else None,
+                "top_logp": top.logp if top else None,
+                "truth_logp": float(sum(lps)),
+                "truth_node_logp": float(sum(lp for s, lp in zip(steps, lps) if not s.is_value)),
+                "truth_value_logp": float(sum(lp for s, lp in zip(steps, lps) if s.is_value)),
+                "unreachable": any(s.is_value and ex.symbols.id(s.label) is None for s in steps),
+                "exact": bool(top is not None and E.same_code(top.code, truth)),
+                "tree": bool(top is not None and E.score(cands[:1], tree, h).tree == 0),
+            })
+    return rows
+
+
+def summary(rows: list[dict]) -> dict:
+    n = len(rows)
+    unreach = [r for r in rows if r["unreachable"]]
+    misses = [r for r in rows if not r["unreachable"] and not r["exact"] and r["top_logp"] is not None]
+    search = [r for r in misses if r["truth_logp"] > r["top_logp"]]
+    med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
+    return {
+        "examples": n,
+        "exact_top1": sum(r["exact"] for r in rows),
+        "unreachable": len(unreach),
+        "reachable_misses": len(misses),
+        "search_errors": len(search),
+        "model_errors": len(misses) - len(search),
+        "misses_tree_right": sum(r["tree"] for r in misses),
+        "median_truth_logp_of_misses": med([r["truth_logp"] for r in misses]),
+        "median_truth_node_logp_of_misses": med([r["truth_node_logp"] for r in misses]),
+        "median_truth_value_logp_of_misses": med([r["truth_value_logp"] for r in misses]),
+        "median_top1_logp_of_misses": med([r["top_logp"] for r in misses]),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m anycode.model.diagnose", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, default=Path("model/shipped"))
+    ap.add_argument("--data", type=Path, default=Path("data/dataset/python"))
+    ap.add_argument("--split", default="dev")
+    ap.add_argument("--limit", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--json", type=Path, default=None, help="write the summary and every row here")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, vocab, conf = load_model(args.model, torch.device("cpu"))
+    feat = conf.get("features", {})
+    table = GrammarTable.load(args.data / "grammar.json") if (args.data / "grammar.json").exists() else None
+    t0 = time.time()
+    rows = diagnose(model, vocab, table, sample(args.data, args.split, args.limit),
+                    feat.get("max_paths", 200), feat.get("max_length", 24))
+    s = summary(rows)
+    n = s["examples"]
+    print(f"{n} {args.split} examples, model {args.model}, {time.time() - t0:.0f} s")
+    print(f"  exact at rank 1: {s['exact_top1']} ({100 * s['exact_top1'] / n:.1f}%)")
+    print(f"  truth has an unreachable value: {s['unreachable']} ({100 * s['unreachable'] / n:.1f}%)")
+    print(f"  reachable misses: {s['reachable_misses']}; the truth scored above the top-1 (search error): "
+          f"{s['search_errors']}, below it (model error): {s['model_errors']}; top-1 tree right: "
+          f"{s['misses_tree_right']}")
+    print(f"  median log-probability over the reachable misses: truth {s['median_truth_logp_of_misses']:.2f} "
+          f"(node steps {s['median_truth_node_logp_of_misses']:.2f}, value steps "
+          f"{s['median_truth_value_logp_of_misses']:.2f}), top-1 {s['median_top1_logp_of_misses']:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"summary": s, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
