@@ -1,7 +1,7 @@
 """`make bench`: completion latency, memory and start-up of the runtime, written into docs/bench.md.
 
     python -m anycode.model.bench [--model DIR] [--holes 200] [--device cpu|cuda|auto] [--threads 0]
-                                  [--torch-holes 30] [--typing-holes 20] [--out docs/bench.md]
+                                  [--torch-holes 30] [--typing-holes 100] [--out docs/bench.md]
 
 Holes: the expressions of the dataset protocol (dataset.extract_file) in the corpus
 test split (data/corpus/python/test), else in --files, else in tests/data; each is
@@ -198,20 +198,27 @@ def run_ort(completer, holes) -> dict:
 
 
 def run_typing(completer, holes, chars: int = 3) -> dict:
-    """Type each target's first characters one at a time, a request after each."""
+    """Type each target's first characters one at a time, a request after each; how often the
+    target is the first candidate, or among the five, after 0, 1, ... typed characters."""
     times, hits, reqs = [], 0, 0
+    right = {j: [0, 0, 0] for j in range(chars + 1)}      # typed characters -> [holes, at 1, in 5]
     for k, (path, src, cursor, target, flat, h) in enumerate(holes):
         uri = f"file:///typing/{k}.py"
         completer.close_document(uri)
+        truth = "".join(target.split())
         for j in range(0, min(chars, len(target)) + 1):
             typed = target[:j].encode()
             buf = src[:cursor] + typed + src[cursor:]
             t = time.perf_counter()
-            completer.complete(buf, cursor + len(typed), uri=uri, version=j + 1)
+            cands = completer.complete(buf, cursor + len(typed), uri=uri, version=j + 1)
             times.append((time.perf_counter() - t) * 1e3)
             reqs += 1
             hits += bool(completer.last.get("context_hit"))
-    return {"times": times, "requests": reqs, "context_hits": hits}
+            ranks = ["".join(c.text.split()) == truth for c in cands[:5]]
+            right[j][0] += 1
+            right[j][1] += bool(ranks[:1] and ranks[0])
+            right[j][2] += any(ranks)
+    return {"times": times, "requests": reqs, "context_hits": hits, "right": right}
 
 
 def torch_decoder(model_dir: Path, checkpoint: Path | None, threads: int, device: str):
@@ -344,6 +351,10 @@ def report(r: dict) -> str:
         ty = r["typing"]
         L.append(f"- typing along: {ty['requests']} requests, context cache hit on {ty['context_hits']} "
                  f"({100 * ty['context_hits'] / max(ty['requests'], 1):.0f}%)")
+        if ty.get("right"):
+            L.append("- the target ranked first / among the five, by characters of it typed: " + "; ".join(
+                f"{j} typed: {100 * a / n:.0f}% / {100 * b / n:.0f}% (n={n})"
+                for j, (n, a, b) in sorted((int(j), v) for j, v in ty["right"].items()) if n))
     c = r.get("cold", {})
     if "error" in c:
         L.append(f"- cold start failed: {c['error'][:300]}")
@@ -385,7 +396,7 @@ def main(argv=None) -> int:
     ap.add_argument("--files", nargs="*", help="source files or directories to take holes from")
     ap.add_argument("--holes", type=int, default=200)
     ap.add_argument("--torch-holes", type=int, default=20)
-    ap.add_argument("--typing-holes", type=int, default=20)
+    ap.add_argument("--typing-holes", type=int, default=100)
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="markdown file to write the results into")

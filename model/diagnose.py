@@ -12,31 +12,84 @@ same decoder (`evaluate.Decoder.forced`):
   * model error: the truth is reachable and scores lower than the top-1.
 The truth's log-probability is split into node steps (types, EOS-node) and value steps
 (subtokens, whole tokens, EOS-token) to show which head loses it.
+
+    python -m anycode.model.diagnose --reach [--split dev] [--limit 1000]
+
+asks instead what would make the unreachable targets reachable: copying any identifier
+of the whole file (not only of the function), or a larger subtoken vocabulary (by train
+frequency).  It needs the corpus (`anycode corpus fetch`) for the files.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from anycode.grammars import python as grammar
 from anycode.model import evaluate as E
 from anycode.model.dataset import Shard, shard_paths
+from anycode.model.features import context_features
 from anycode.model.grammar_table import GrammarTable
 from anycode.model.paths import target_steps
 from anycode.model.train import load_model
+from anycode.model.vocab import Vocab
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def sample(data: Path, split: str, limit: int):
+def sample_refs(data: Path, split: str, limit: int) -> list[tuple[Shard, int]]:
     shards = [Shard(p) for p in shard_paths(data, split)]
     refs = [(k, i) for k, s in enumerate(shards) for i in range(len(s))]
     order = np.random.default_rng(0).permutation(len(refs))[:limit]     # evaluate.run's shuffle
-    return [shards[refs[j][0]].example(refs[j][1]) for j in order]
+    return [(shards[refs[j][0]], refs[j][1]) for j in order]
+
+
+def sample(data: Path, split: str, limit: int):
+    return [shard.example(i) for shard, i in sample_refs(data, split, limit)]
+
+
+def reachability(data: Path, corpus: Path, split: str, limit: int, max_paths=200, max_length=24) -> dict:
+    """Of the sampled examples with an unreachable value, how many every change would make reachable."""
+    vocab = Vocab.load(data / "vocab.json")
+    counts: Counter = Counter()
+    for p in shard_paths(data, "train"):
+        counts.update(json.loads(p.with_suffix(".json").read_text())["subtoken_counts"])
+    rank = {s: r for r, (s, _) in enumerate(counts.most_common())}
+    fixes = {"identifiers of the whole file copyable": lambda v, r: v,
+             "subtoken vocabulary 5,000": lambda v, r: r < 5000,
+             "subtoken vocabulary 20,000": lambda v, r: r < 20000,
+             "file identifiers or vocabulary 5,000": lambda v, r: v or r < 5000}
+    out = {"examples": 0, "unreachable": 0, "values": Counter(), "fixed": Counter()}
+    for shard, i in sample_refs(data, split, limit):
+        f = int(shard.arrays["e_func"][i])
+        tree, h = shard.example(i)
+        try:
+            file_ids = set(IDENTIFIER.findall((corpus / split / shard.source_of(f)[0]).read_text(encoding="utf8")))
+        except OSError:
+            file_ids = set()
+        cf = context_features(tree, h, vocab, max_paths, max_length)
+        out["examples"] += 1
+        bad = [s for s in target_steps(tree, h, cf.whole_tokens) if s.is_value and cf.symbols.id(s.label) is None]
+        if not bad:
+            continue
+        out["unreachable"] += 1
+        ok = dict.fromkeys(fixes, True)
+        for s in bad:
+            base = grammar.base_type(tree.types[s.parent])
+            out["values"][base] += 1
+            in_file = base == "identifier" and (tree.values[s.parent] or "") in file_ids
+            for name, fix in fixes.items():
+                ok[name] &= fix(in_file, rank.get(s.label, 1 << 30))
+        out["fixed"].update(k for k, v in ok.items() if v)
+    return out
 
 
 def diagnose(model, vocab, table, items, max_paths=200, max_length=24, beam=5, chunk=16) -> list[dict]:
@@ -92,10 +145,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="dev")
     ap.add_argument("--limit", type=int, default=300)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--reach", action="store_true", help="what would make unreachable targets reachable")
+    ap.add_argument("--corpus", type=Path, default=Path("data/corpus/python"))
     ap.add_argument("--json", type=Path, default=None, help="write the summary and every row here")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.reach:
+        r = reachability(args.data, args.corpus, args.split, args.limit)
+        u = max(r["unreachable"], 1)
+        print(f"{r['examples']} {args.split} examples; {r['unreachable']} ({100 * r['unreachable'] / r['examples']:.1f}%) "
+              f"have a value no symbol produces; those values by type: {dict(r['values'])}")
+        for name, n in r["fixed"].most_common():
+            print(f"  all of an example's values reachable with {name}: {n} of {r['unreachable']} ({100 * n / u:.0f}%)")
+        return 0
     model, vocab, conf = load_model(args.model, torch.device("cpu"))
     feat = conf.get("features", {})
     table = GrammarTable.load(args.data / "grammar.json") if (args.data / "grammar.json").exists() else None
