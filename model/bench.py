@@ -62,10 +62,13 @@ def hole_files(args) -> tuple[list[Path], str]:
     return sorted((ROOT / "tests" / "data").glob("*.py")), "tests/data (no corpus test split here)"
 
 
-def collect_holes(files: list[Path], n: int, seed: int = 0):
-    """[(path, source with the target cut out, cursor, target text, flat tree, hole)]"""
+def collect_holes(files: list[Path], n: int, seed: int = 0, lines: tuple[int, int] | None = None):
+    """[(path, source with the target cut out, cursor, target text, flat tree, hole)]; `lines`: only
+    functions of that many lines (default: the dataset's, at most MAX_FUNCTION_LINES)."""
     from anycode.model import dataset
     found = []
+    if lines is not None:
+        dataset.MAX_FUNCTION_LINES, default = lines[1], dataset.MAX_FUNCTION_LINES
     files = list(files)
     random.Random(seed).shuffle(files)
     for path in files:
@@ -76,9 +79,13 @@ def collect_holes(files: list[Path], n: int, seed: int = 0):
         except OSError:
             continue
         for flat, hs, _ in dataset.extract_file(str(path), name=path.name).functions:
+            if lines is not None and source[flat.start_byte[0]:flat.end_byte[0]].count(b"\n") + 1 < lines[0]:
+                continue
             for h in hs:
                 a, b = flat.start_byte[h], flat.end_byte[h]
                 found.append((path, source[:a] + source[b:], a, source[a:b].decode("utf8", "replace"), flat, h))
+    if lines is not None:
+        dataset.MAX_FUNCTION_LINES = default
     random.Random(seed).shuffle(found)
     return found[:n], len(found)
 
@@ -402,13 +409,25 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="markdown file to write the results into")
     ap.add_argument("--section", default=None,
                     help="marker name of the --out section to rewrite (default: bench, bench-gpu when run on CUDA)")
+    ap.add_argument("--function-lines", metavar="A-B", default=None,
+                    help="holes in functions of A to B lines (default: the dataset's, at most 20)")
+    ap.add_argument("--max-paths", type=int, default=None,
+                    help="context paths kept per request (default: the model's training cap)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    lines = None
+    if args.function_lines:
+        a, _, b = args.function_lines.partition("-")
+        lines = (int(a), int(b or a))
 
     from anycode.model.runtime import SHIPPED, Completer, ModelError
 
     files, source_desc = hole_files(args)
-    holes, found = collect_holes(files, args.holes)
+    if lines is not None:
+        source_desc += f", functions of {lines[0]}-{lines[1]} lines"
+    if args.max_paths:
+        source_desc += f"; context paths capped at {args.max_paths} per request"
+    holes, found = collect_holes(files, args.holes, lines=lines)
     if not holes:
         print("no holes found", file=sys.stderr)
         return 2
@@ -431,6 +450,8 @@ def main(argv=None) -> int:
 
     try:
         completer = Completer(model_dir, device=args.device, threads=args.threads)
+        if args.max_paths:
+            completer.decoder.max_paths = args.max_paths
     except ModelError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
