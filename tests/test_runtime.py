@@ -83,6 +83,19 @@ def test_candidates_parse_in_context(completer):
     assert total > 0
 
 
+def test_hypotheses_steered_closed_are_not_offered(model_dir):
+    """A hypothesis that closed only because the search steered it closed (past soft_steps) is
+    dropped: with the bound below every target's length, nothing is left to offer."""
+    c = Completer(model_dir, device="cpu", threads=2)
+    src, cursor, _ = holes_of(DATA / "reprlib.py", 1)[0]
+    c.soft_steps = 3                     # every target takes more steps (root, child, value, EOS...)
+    c.drop_forced = False
+    assert c.complete(src, cursor)       # steered closed, offered
+    c.drop_forced = True
+    assert c.complete(src, cursor) == []
+    assert c.stats["dropped_forced"] > 0
+
+
 def test_typed_prefix_is_kept_and_replaced(completer):
     """The user typed the start of the expression: candidates extend it and replace it."""
     checked = 0
