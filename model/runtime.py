@@ -218,7 +218,7 @@ class Completer:
         # search bounds: steps per hypothesis, the step after which beams are steered to close, DFS depth
         self.max_steps = 64
         self.soft_steps = 40
-        # hypotheses past soft_steps are not offered (random weights close no other way: keep theirs)
+        # hypotheses steered closed past soft_steps are not offered (random weights close no other way: keep theirs)
         self.drop_forced = not m.get("untrained", False)
         self.max_depth = 10
         # past the deadline with nothing finished, one hypothesis is closed in at most close_steps
@@ -326,7 +326,7 @@ class Completer:
         for f in finished:
             if len(out) >= max_items:
                 break
-            if self.drop_forced and f.hyp.nsteps >= self.soft_steps:
+            if self.drop_forced and f.hyp.nsteps > self.soft_steps:
                 # closed only because the search steered it closed: a chain the model was lost in
                 # (seen after typed starts it cannot produce, `base64.now().strip().strip()...`);
                 # none was right in 54 such candidates of 150 test holes (docs/bench.md)
