@@ -16,8 +16,8 @@ The truth's log-probability is split into node steps (types, EOS-node) and value
     python -m anycode.model.diagnose --reach [--split dev] [--limit 1000]
 
 asks instead what would make the unreachable targets reachable: copying any identifier
-of the whole file (not only of the function), or a larger subtoken vocabulary (by train
-frequency).  It needs the corpus (`anycode corpus fetch`) for the files.
+found elsewhere in the whole file (not only in the function; the target's own occurrences do
+not count), or a larger subtoken vocabulary (by train frequency).  It needs the corpus (`anycode corpus fetch`) for the files.
 """
 from __future__ import annotations
 
@@ -72,9 +72,13 @@ def reachability(data: Path, corpus: Path, split: str, limit: int, max_paths=200
         f = int(shard.arrays["e_func"][i])
         tree, h = shard.example(i)
         try:
-            file_ids = set(IDENTIFIER.findall((corpus / split / shard.source_of(f)[0]).read_text(encoding="utf8")))
+            in_file = Counter(IDENTIFIER.findall((corpus / split / shard.source_of(f)[0]).read_text(encoding="utf8")))
         except OSError:
-            file_ids = set()
+            in_file = Counter()
+        # the file on disk still holds the target: only occurrences beyond the target's own count
+        in_target = Counter(tree.values[k] for k in range(h, tree.end[h])
+                            if tree.values[k] is not None and grammar.base_type(tree.types[k]) == "identifier")
+        elsewhere = {w for w, n in in_file.items() if n > in_target[w]}
         cf = context_features(tree, h, vocab, max_paths, max_length)
         out["examples"] += 1
         bad = [s for s in target_steps(tree, h, cf.whole_tokens) if s.is_value and cf.symbols.id(s.label) is None]
@@ -85,9 +89,9 @@ def reachability(data: Path, corpus: Path, split: str, limit: int, max_paths=200
         for s in bad:
             base = grammar.base_type(tree.types[s.parent])
             out["values"][base] += 1
-            in_file = base == "identifier" and (tree.values[s.parent] or "") in file_ids
+            copyable = base == "identifier" and (tree.values[s.parent] or "") in elsewhere
             for name, fix in fixes.items():
-                ok[name] &= fix(in_file, rank.get(s.label, 1 << 30))
+                ok[name] &= fix(copyable, rank.get(s.label, 1 << 30))
         out["fixed"].update(k for k, v in ok.items() if v)
     return out
 
