@@ -1,6 +1,6 @@
 """Bring a run's weights back from the device: fp16 state dict in parts under 16 MiB.
 
-    python3 tools/device/weights.py RUN_DIR OUT_DIR NAME      (on the device)
+    python3 tools/device/weights.py RUN_DIR OUT_DIR NAME [--last]   (on the device)
     python3 tools/device/weights.py --join OUT_DIR NAME RUN   (here: parts -> RUN/slm.pt)
 """
 import io
@@ -13,9 +13,11 @@ import torch
 PART = 15 * 2**20
 
 
-def split(run: Path, out: Path, name: str) -> None:
+def split(run: Path, out: Path, name: str, last: bool = False) -> None:
+    """best.pt (the best greedy dev acc@1 of the run's dev checks: 200 examples, noisy) unless
+    `last`, which takes the latest checkpoint's weights."""
     out.mkdir(parents=True, exist_ok=True)
-    for f in ("best.pt", "ckpt.pt"):
+    for f in (("ckpt.pt",) if last else ("best.pt", "ckpt.pt")):
         if (run / f).exists():
             state = torch.load(run / f, map_location="cpu", weights_only=False)
             break
@@ -45,4 +47,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "--join":
         join(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))
     else:
-        split(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])
+        split(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], last="--last" in sys.argv[4:])
