@@ -67,8 +67,7 @@ def collect_holes(files: list[Path], n: int, seed: int = 0, lines: tuple[int, in
     functions of that many lines (default: the dataset's, at most MAX_FUNCTION_LINES)."""
     from anycode.model import dataset
     found = []
-    if lines is not None:
-        dataset.MAX_FUNCTION_LINES, default = lines[1], dataset.MAX_FUNCTION_LINES
+    longest = dataset.MAX_FUNCTION_LINES if lines is None else lines[1]
     files = list(files)
     random.Random(seed).shuffle(files)
     for path in files:
@@ -78,14 +77,12 @@ def collect_holes(files: list[Path], n: int, seed: int = 0, lines: tuple[int, in
             source = path.read_bytes()
         except OSError:
             continue
-        for flat, hs, _ in dataset.extract_file(str(path), name=path.name).functions:
+        for flat, hs, _ in dataset.extract_file(str(path), name=path.name, max_function_lines=longest).functions:
             if lines is not None and source[flat.start_byte[0]:flat.end_byte[0]].count(b"\n") + 1 < lines[0]:
                 continue
             for h in hs:
                 a, b = flat.start_byte[h], flat.end_byte[h]
                 found.append((path, source[:a] + source[b:], a, source[a:b].decode("utf8", "replace"), flat, h))
-    if lines is not None:
-        dataset.MAX_FUNCTION_LINES = default
     random.Random(seed).shuffle(found)
     return found[:n], len(found)
 
@@ -223,7 +220,7 @@ def run_typing(completer, holes, chars: int = 3) -> dict:
             hits += bool(completer.last.get("context_hit"))
             ranks = ["".join(c.text.split()) == truth for c in cands[:5]]
             right[j][0] += 1
-            right[j][1] += bool(ranks[:1] and ranks[0])
+            right[j][1] += bool(ranks and ranks[0])
             right[j][2] += any(ranks)
     return {"times": times, "requests": reqs, "context_hits": hits, "right": right}
 

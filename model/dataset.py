@@ -89,8 +89,10 @@ def targets_in_function(fn: grammar.Node, source: bytes) -> list[grammar.Node]:
     return out
 
 
-def extract_file(path: str, parser=None, name: str | None = None) -> FileResult:
-    """Examples of one file; `name` (the path inside the corpus) is what the "test" rule reads."""
+def extract_file(path: str, parser=None, name: str | None = None,
+                 max_function_lines: int = MAX_FUNCTION_LINES) -> FileResult:
+    """Examples of one file; `name` (the path inside the corpus) is what the "test" rule reads;
+    functions longer than `max_function_lines` are skipped (the dataset's protocol: 20)."""
     skipped: Counter = Counter()
     try:
         source = Path(path).read_bytes()
@@ -123,7 +125,7 @@ def extract_file(path: str, parser=None, name: str | None = None) -> FileResult:
         stack.extend(n.children)
         if n.type not in grammar.FUNCTION_TYPES:
             continue
-        if n.end_point[0] - n.start_point[0] + 1 > MAX_FUNCTION_LINES:
+        if n.end_point[0] - n.start_point[0] + 1 > max_function_lines:
             skipped["long function"] += 1
             continue
         if "test" in n.text.decode("utf8", "replace").lower():

@@ -30,12 +30,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from anycode.grammars import python as grammar
 from anycode.model import evaluate as E
-from anycode.model.dataset import Shard, shard_paths
+from anycode.model.dataset import shard_paths
 from anycode.model.features import context_features
 from anycode.model.grammar_table import GrammarTable
 from anycode.model.paths import target_steps
@@ -45,15 +44,8 @@ from anycode.model.vocab import Vocab
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def sample_refs(data: Path, split: str, limit: int) -> list[tuple[Shard, int]]:
-    shards = [Shard(p) for p in shard_paths(data, split)]
-    refs = [(k, i) for k, s in enumerate(shards) for i in range(len(s))]
-    order = np.random.default_rng(0).permutation(len(refs))[:limit]     # evaluate.run's shuffle
-    return [(shards[refs[j][0]], refs[j][1]) for j in order]
-
-
 def sample(data: Path, split: str, limit: int):
-    return [shard.example(i) for shard, i in sample_refs(data, split, limit)]
+    return [shard.example(i) for shard, i in E.sample_refs(data, split, limit)]
 
 
 def reachability(data: Path, corpus: Path, split: str, limit: int, max_paths=200, max_length=24) -> dict:
@@ -68,7 +60,7 @@ def reachability(data: Path, corpus: Path, split: str, limit: int, max_paths=200
              "subtoken vocabulary 20,000": lambda v, r: r < 20000,
              "file identifiers or vocabulary 5,000": lambda v, r: v or r < 5000}
     out = {"examples": 0, "unreachable": 0, "values": Counter(), "fixed": Counter()}
-    for shard, i in sample_refs(data, split, limit):
+    for shard, i in E.sample_refs(data, split, limit):
         f = int(shard.arrays["e_func"][i])
         tree, h = shard.example(i)
         try:
@@ -104,8 +96,8 @@ def diagnose(model, vocab, table, items, max_paths=200, max_length=24, beam=5, c
         part = items[k: k + chunk]
         for (tree, h), cands in zip(part, dec.search(part, beam)):
             lps = dec.forced(tree, h)
-            ex = E._Example(model, vocab, tree, h, cpu, max_paths, max_length)
-            steps = target_steps(tree, h, ex.f.whole_tokens)
+            cf = context_features(tree, h, vocab, max_paths, max_length)    # what forced() read: no encoding
+            steps = target_steps(tree, h, cf.whole_tokens)
             truth = E.truth_code(tree, h)
             top = cands[0] if cands else None
             rows.append({
@@ -114,7 +106,7 @@ def diagnose(model, vocab, table, items, max_paths=200, max_length=24, beam=5, c
                 "truth_logp": float(sum(lps)),
                 "truth_node_logp": float(sum(lp for s, lp in zip(steps, lps) if not s.is_value)),
                 "truth_value_logp": float(sum(lp for s, lp in zip(steps, lps) if s.is_value)),
-                "unreachable": any(s.is_value and ex.symbols.id(s.label) is None for s in steps),
+                "unreachable": any(s.is_value and cf.symbols.id(s.label) is None for s in steps),
                 "exact": bool(top is not None and E.same_code(top.code, truth)),
                 "tree": bool(top is not None and E.score(cands[:1], tree, h).tree == 0),
             })

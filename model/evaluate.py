@@ -729,8 +729,18 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
 BEGIN, END = "<!-- eval:begin -->", "<!-- eval:end -->"
 
 
-def run(args) -> int:
+def sample_refs(data_dir: Path, split: str, limit: int | None = None) -> list:
+    """(shard, example index) for the split's examples in a fixed shuffle (seed 0), so that the
+    first `limit` are a uniform sample, the same one for every tool that asks."""
     from anycode.model.dataset import Shard, shard_paths
+    shards = [Shard(p) for p in shard_paths(data_dir, split)]
+    refs = [(shard, i) for shard in shards for i in range(len(shard))]
+    order = np.random.default_rng(0).permutation(len(refs))
+    return [refs[j] for j in (order[:limit] if limit else order)]
+
+
+def run(args) -> int:
+    from anycode.model.dataset import shard_paths
     from anycode.model.train import load_model, pick_device
 
     t0 = time.time()
@@ -744,16 +754,8 @@ def run(args) -> int:
     table = None
     if GrammarTable is not None and (args.data / "grammar.json").exists():
         table = GrammarTable.load(args.data / "grammar.json")
-    # the examples: a fixed shuffle of the split, so --limit takes a uniform sample
-    refs = []
-    shards = [Shard(p) for p in shard_paths(args.data, args.split)]
-    for k, s in enumerate(shards):
-        refs += [(k, i) for i in range(len(s))]
-    order = np.random.default_rng(0).permutation(len(refs))
-    if args.limit:
-        order = order[: args.limit]
-    refs = [refs[i] for i in order]
-    items = [shards[k].example(i) for k, i in refs]
+    refs = sample_refs(args.data, args.split, args.limit)
+    items = [shard.example(i) for shard, i in refs]
     print(f"{len(items)} {args.split} examples; model {args.model} on {device}; grammar table: "
           f"{'yes' if table is not None else 'no'}", file=sys.stderr)
 
@@ -806,14 +808,14 @@ def run(args) -> int:
                   f"do not: {parses_top1:.2f}%.", "", "By target size (nodes of the model's tree):", "",
                   fmt_table(size_rows), "", f"### {args.examples} predictions", "",
                   f"The first {args.examples} examples of the sample, as they come (not picked).", ""]
-        for (k, i), (t, h), cs, sc in list(zip(refs, items, preds, slm))[: args.examples]:
+        for (shard, i), (t, h), cs, sc in list(zip(refs, items, preds, slm))[: args.examples]:
             truth = truth_code(t, h)
-            f = int(shards[k].arrays["e_func"][i])
+            f = int(shard.arrays["e_func"][i])
             src = source_excerpt(args.corpus if args.corpus and args.corpus.exists() else None, args.split,
-                                 shards[k], f, truth)
+                                 shard, f, truth)
             mark = "exact" if sc.acc == 0 else "in top-5" if sc.acc is not None else \
                 "tree match" if sc.tree is not None else "miss"
-            lines.append(f"**{shards[k].source_of(f)[0]}:{shards[k].source_of(f)[1]}** — truth "
+            lines.append(f"**{shard.source_of(f)[0]}:{shard.source_of(f)[1]}** — truth "
                          f"{'`' + truth + '`' if truth is not None else '(does not print)'} ({mark})")
             lines.append("")
             lines.append("```python")
