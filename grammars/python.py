@@ -90,6 +90,27 @@ def new_parser() -> ts.Parser:
     return ts.Parser(language())
 
 
+@lru_cache(maxsize=1)
+def _identifier_query() -> ts.Query:
+    return ts.Query(language(), "(identifier) @id")
+
+
+def identifier_counts(root: ts.Node, start: int = 0, end: int | None = None) -> list[tuple[str, int]]:
+    """Every identifier under `root` (starting in bytes start..end) with its number of occurrences,
+    in order of first occurrence."""
+    cursor = ts.QueryCursor(_identifier_query())
+    if start or end is not None:
+        end = root.end_byte if end is None else end
+        cursor.set_byte_range(start, end)
+    nodes = [n for n in cursor.captures(root).get("id", []) if start <= n.start_byte and (end is None or n.start_byte < end)]
+    nodes.sort(key=lambda n: n.start_byte)
+    counts: dict[str, int] = {}
+    for n in nodes:
+        t = n.text.decode("utf8", "replace")
+        counts[t] = counts.get(t, 0) + 1
+    return list(counts.items())
+
+
 # ------------------------------------------------------------------ subtokens
 
 _PIECE = re.compile(r"_+|[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+|[^A-Za-z0-9_]+")

@@ -14,7 +14,9 @@ For an example (tree, h) with hole parent p, every step t reads
     then one step per hole node), without a value;
   * the child index of the node to predict, and the label: a node type id for
     node steps, a symbol id of the example's `features.Symbols` for value steps
-    (UNK = 1 when the label has no symbol).
+    (UNK = 1 when the label has no symbol);
+  * for models with file tokens, each example's file tokens (features.py), encoded
+    once per batch (their value alone) and read by every value step of the example.
 
 The numpy side (`featurize`, `collate`) runs in DataLoader workers; the torch
 side (`step_inputs`, `batch_loss`) runs the network on the device.  The state
@@ -74,10 +76,13 @@ class ExampleArrays:
     step_label: np.ndarray         # [T] type id or symbol id
     step_gen: list[list[int]]      # [T] rows of gen_* in this step's set, in generated_leaves order
     n_symbols: int
+    file_values: np.ndarray        # [F, MAX_VALUE_SUBTOKENS] file tokens (file_tokens models; else F = 0)
+    file_symbols: np.ndarray       # [F]
 
 
-def featurize(tree: FlatTree, h: int, vocab: Vocab, max_paths: int = 200, max_length: int = 24) -> ExampleArrays:
-    f = context_features(tree, h, vocab, max_paths, max_length)
+def featurize(tree: FlatTree, h: int, vocab: Vocab, max_paths: int = 200, max_length: int = 24,
+              file_tokens: int = 0) -> ExampleArrays:
+    f = context_features(tree, h, vocab, max_paths, max_length, file_tokens)
     steps = target_steps(tree, h, f.whole_tokens)
     p = tree.parent[h]
     symbols = f.symbols
@@ -138,7 +143,7 @@ def featurize(tree: FlatTree, h: int, vocab: Vocab, max_paths: int = 200, max_le
         len(f.paths.leaves), f.leaf_values, f.prefix_types[:, :lp], f.prefix_index[:, :lp], f.prefix_len,
         f.leaf_copy, f.root_types, f.root_index, pi_nodes, pi_parent, pi_depth, pi_type, pi_index,
         gen_values, gen_types, gen_index, gen_len, gen_copy, step_pi, step_child, step_is_value, step_label,
-        step_gen, len(symbols))
+        step_gen, len(symbols), f.file_values, f.file_symbols)
 
 
 # ---------------------------------------------------------------- a batch (numpy)
@@ -167,6 +172,9 @@ class Batch:
     is_value: np.ndarray           # [S] bool
     labels: np.ndarray             # [S]
     copy_symbols: np.ndarray       # [Sv, P, COPY_COLUMNS] for the value steps, in order
+    file_values: np.ndarray        # [F, MAX_VALUE_SUBTOKENS] every example's file tokens
+    file_rows: np.ndarray          # [Sv, Fmax] 1 + row of file_values of each value step's file tokens, 0 = none
+    file_symbols: np.ndarray       # [Sv, Fmax] the symbol each votes for, -1 = none
     n_symbols: int
     n_examples: int
     step_example: np.ndarray       # [S] which example of the batch each step belongs to
@@ -218,6 +226,9 @@ class TorchBatch:
     is_value: torch.Tensor
     labels: torch.Tensor
     copy_symbols: torch.Tensor
+    file_values: torch.Tensor
+    file_rows: torch.Tensor
+    file_symbols: torch.Tensor
     n_symbols: int
     n_examples: int
     step_example: torch.Tensor
@@ -363,6 +374,19 @@ def _batch(examples: list[ExampleArrays], level_src, level_types, level_index, *
     for e, x in enumerate(examples):
         root_types[e, : len(x.root_types)] = x.root_types
         root_index[e, : len(x.root_index)] = x.root_index
+    # file tokens: each value step reads its example's rows
+    n_file = [len(x.file_symbols) for x in examples]
+    f_off = np.concatenate([[0], np.cumsum(n_file)]).astype(np.int64)
+    f_max = max(n_file)
+    file_rows, file_symbols = [], []
+    for e, x in enumerate(examples):
+        rows = np.zeros(f_max, np.int64)
+        rows[: n_file[e]] = 1 + f_off[e] + np.arange(n_file[e])
+        syms = np.full(f_max, -1, np.int64)
+        syms[: n_file[e]] = x.file_symbols
+        nv = int(x.step_is_value.sum())
+        file_rows.append(np.tile(rows, (nv, 1)))
+        file_symbols.append(np.tile(syms, (nv, 1)))
     return Batch(
         ctx_values=_pad2([x.leaf_values for x in examples], MAX_VALUE_SUBTOKENS),
         ctx_types=_pad2([x.prefix_types for x in examples]),
@@ -378,14 +402,16 @@ def _batch(examples: list[ExampleArrays], level_src, level_types, level_index, *
         child_index=np.concatenate([x.step_child for x in examples]),
         is_value=np.concatenate([x.step_is_value for x in examples]),
         labels=np.concatenate([x.step_label for x in examples]),
+        file_values=_pad2([x.file_values for x in examples], MAX_VALUE_SUBTOKENS),
+        file_rows=np.concatenate(file_rows), file_symbols=np.concatenate(file_symbols),
         n_symbols=max(x.n_symbols for x in examples),
         n_examples=E, **sets,
     )
 
 
 def make_batch(items: list[tuple[FlatTree, int]], vocab: Vocab, max_paths: int = 200, max_length: int = 24,
-               context_once: bool = False) -> Batch:
-    return collate([featurize(t, h, vocab, max_paths, max_length) for t, h in items], context_once)
+               context_once: bool = False, file_tokens: int = 0) -> Batch:
+    return collate([featurize(t, h, vocab, max_paths, max_length, file_tokens) for t, h in items], context_once)
 
 
 # ---------------------------------------------------------------- the network side (torch)
@@ -448,6 +474,16 @@ def _step_inputs(model, b: TorchBatch) -> StepInputs:
     return StepInputs(F.embedding(b.set_rows, memory), b.set_mask, root, b.child_index)
 
 
+def file_encodings(model, b: TorchBatch) -> torch.Tensor | None:
+    """[Sv, Fmax, d_lstm] each value step's file tokens, encoded (their value alone), or None."""
+    if not b.file_values.shape[0]:
+        return None
+    h, _ = model.lstm_step(model.embed_value(b.file_values), *model.initial_state(b.file_values.shape[0],
+                                                                                  b.file_values.device))
+    memory = torch.cat([h.new_zeros(1, h.shape[-1]), h[-1]], 0)          # row 0: none
+    return F.embedding(b.file_rows, memory)
+
+
 def step_log_probs(model, b: TorchBatch, x: StepInputs | None = None) -> torch.Tensor:
     """Log-probability of every step's label [S]."""
     x = x if x is not None else step_inputs(model, b)
@@ -459,7 +495,9 @@ def step_log_probs(model, b: TorchBatch, x: StepInputs | None = None) -> torch.T
         out[node] = lp.gather(1, b.labels[node].unsqueeze(1)).squeeze(1)
     if b.is_value.any():
         with torch.autocast(h.device.type, enabled=False):
-            lp = model.value_logits(h[b.is_value].float(), x.paths[b.is_value].float(), b.copy_symbols, b.n_symbols)
+            files = file_encodings(model, b)
+            lp = model.value_logits(h[b.is_value].float(), x.paths[b.is_value].float(), b.copy_symbols, b.n_symbols,
+                                    files, b.file_symbols)
         out[b.is_value] = lp.gather(1, b.labels[b.is_value].unsqueeze(1)).squeeze(1)
     return out
 

@@ -59,7 +59,8 @@ class Backend(Protocol):
     def node_step(self, types: np.ndarray, index: np.ndarray, h: np.ndarray,
                   c: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
-    def score(self, paths, mask, root, child_index, copy_symbols, z=None) -> tuple[np.ndarray, np.ndarray]: ...
+    def score(self, paths, mask, root, child_index, copy_symbols, z=None, files=None,
+              file_symbols=None) -> tuple[np.ndarray, np.ndarray]: ...   # files: file_tokens models
 
     def contextualize(self, paths: np.ndarray, mask: np.ndarray) -> np.ndarray: ...   # context_once models
 
@@ -163,6 +164,8 @@ class Context:
     H: np.ndarray                   # [layers, N + 1, d] states at p; row N is the root path
     C: np.ndarray
     z: np.ndarray | None = None     # context_once: [N, d] the context paths contextualized
+    files: np.ndarray | None = None  # file_tokens models: [F, d] the file tokens encoded (F >= 1: a pad row)
+    file_symbols: np.ndarray | None = None   # [F] their symbols, -1 for the pad row
     extra_masks: dict = field(default_factory=dict)
     leaf_info: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
@@ -266,12 +269,14 @@ def prefix_consistent(text: str, typed: str) -> bool:
 
 class Decoder:
     def __init__(self, backend: Backend, vocab: Vocab, table=None, *, max_paths: int = 200,
-                 max_length: int = 24, context_once: bool = False):
+                 max_length: int = 24, context_once: bool = False, file_tokens: int = 0):
         """`context_once`: decode a context_once model (SLMConfig): the context paths stay at p and are
         contextualized once per request (`Backend.contextualize`), the chain states down the hole
-        hold only the root path, and each step contextualizes its generated paths alone."""
+        hold only the root path, and each step contextualizes its generated paths alone.
+        `file_tokens`: the model's SLMConfig.file_tokens (the file's identifiers copied whole)."""
         self.backend = backend
         self.context_once = context_once
+        self.file_tokens = file_tokens
         self.vocab = vocab
         self.table = table
         self.max_paths = max_paths
@@ -344,7 +349,7 @@ class Decoder:
         """Encode the context of hole h up to its parent p.  None when it has no leaves."""
         t0 = time.perf_counter()
         vocab = self.vocab
-        f = context_features(tree, h, vocab, self.max_paths, self.max_length)
+        f = context_features(tree, h, vocab, self.max_paths, self.max_length, self.file_tokens)
         N = len(f.paths.leaves)
         if N == 0:
             return None
@@ -377,8 +382,31 @@ class Decoder:
                 z = self.backend.contextualize(H[-1:, :N], np.ones((1, N), bool))[0]
             if ctx_cache is not None:
                 ctx_cache.put(signature, (H, C, z))
+        files = file_symbols = None
+        if self.file_tokens:
+            files, file_symbols = self._encode_files(f, leaf_cache, H.shape[2])
+        stats["file_tokens"] = len(f.file_tokens)
         stats["prepare_ms"] = (time.perf_counter() - t0) * 1e3
-        return Context(f, N, tree.types[p], tree.child_index[h], H, C, z, stats=stats)
+        return Context(f, N, tree.types[p], tree.child_index[h], H, C, z, files, file_symbols, stats=stats)
+
+    def _encode_files(self, f: ContextFeatures, leaf_cache: LeafCache | None, d: int):
+        """[F, d] the file tokens encoded (their value alone, the path LSTM's first step), cached by
+        value in the leaf cache: they change little between the requests of a document."""
+        keys = [b"file:" + v.tobytes() for v in f.file_values]
+        got = [leaf_cache.get(k) if leaf_cache is not None else None for k in keys]
+        miss = [k for k, v in enumerate(got) if v is None]
+        if miss:
+            h, _ = self.backend.value_step(f.file_values[miss])
+            for r, k in enumerate(miss):
+                got[k] = h[-1, r].copy()
+                if leaf_cache is not None:
+                    leaf_cache.put(keys[k], got[k])
+        files = np.zeros((max(len(got), 1), d), np.float32)     # a pad row when there are none
+        symbols = np.full(len(files), -1, np.int64)
+        if got:
+            files[: len(got)] = np.stack(got)
+            symbols[: len(got)] = f.file_symbols
+        return files, symbols
 
     def _first_chain(self, ctx: Context) -> dict:
         """The chain states at p: every context leaf and the root path, or the root path alone."""
@@ -545,7 +573,10 @@ class Decoder:
 
     def distributions(self, ctx: Context, hyps: list[Hyp], chains: dict, gen: dict):
         x = self._step_inputs(ctx, hyps, chains, gen)
-        node_lp, value_lp = self.backend.score(*x)
+        if ctx.files is not None:
+            node_lp, value_lp = self.backend.score(*x, files=ctx.files, file_symbols=ctx.file_symbols)
+        else:
+            node_lp, value_lp = self.backend.score(*x)
         return node_lp, value_lp[:, : len(ctx.features.symbols)]
 
     # ------------------------------------------------------------ applying a step

@@ -244,7 +244,7 @@ def torch_decoder(model_dir: Path, checkpoint: Path | None, threads: int, device
     backend = TorchBackend(model.to(dev), manifest["n_symbols"])
     table = GrammarTable.load(model_dir / "grammar.json") if (model_dir / "grammar.json").exists() else None
     dec = Decoder(backend, vocab, table, max_paths=manifest["max_paths"], max_length=manifest["max_length"],
-                  context_once=model.cfg.context_once)
+                  context_once=model.cfg.context_once, file_tokens=model.cfg.file_tokens)
     return dec, f"{dev}, {torch.get_num_threads()} threads"
 
 

@@ -21,7 +21,7 @@ import re
 import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,7 @@ MAX_FUNCTION_LINES = 20
 MAX_TARGET_CHARS = 120
 MAX_FILE_BYTES = 1_000_000
 FILES_PER_SHARD = 400
-SHARD_VERSION = 2
+SHARD_VERSION = 3                 # 3: each file's identifier counts (the outside-the-function copy source)
 
 _SPACE = re.compile(r"\s+")
 
@@ -64,6 +64,7 @@ def is_hole_position(node: grammar.Node, parent: grammar.Node) -> bool:
 class FileResult:
     functions: list[tuple[FlatTree, list[int], int]]   # tree, hole node indices, first line
     skipped: Counter
+    identifiers: list[tuple[str, int]] = field(default_factory=list)   # the file's, grammar.identifier_counts
 
 
 def targets_in_function(fn: grammar.Node, source: bytes) -> list[grammar.Node]:
@@ -119,6 +120,7 @@ def extract_file(path: str, parser=None, name: str | None = None,
         skipped["does not parse"] += 1
         return FileResult([], skipped)
     functions = []
+    identifiers = grammar.identifier_counts(tree.root_node)
     stack = [tree.root_node]
     while stack:
         n = stack.pop()
@@ -137,10 +139,11 @@ def extract_file(path: str, parser=None, name: str | None = None,
             skipped["function without targets"] += 1
             continue
         flat = FlatTree.from_node(fn)
+        flat.file_identifiers = identifiers
         index = {(s, e, t): i for i, (s, e, t) in enumerate(zip(flat.start_byte, flat.end_byte, flat.types))}
         holes = sorted(index[(t.start_byte, t.end_byte, t.type)] for t in targets)
         functions.append((flat, holes, n.start_point[0] + 1))
-    return FileResult(functions, skipped)
+    return FileResult(functions, skipped, identifiers if functions else [])
 
 
 # ---------------------------------------------------------------- shards
@@ -167,6 +170,7 @@ def write_shard(path: Path, results: list[tuple[str, FileResult]]) -> dict:
     strings = StringTable()
     n_type, n_idx, n_parent, n_end, n_depth, n_value = [], [], [], [], [], []
     f_start, f_file, f_line, e_func, e_hole = [0], [], [], [], []
+    i_start, i_str, i_count = [0], [], []
     files: list[str] = []
     skipped: Counter = Counter()
     type_counts: Counter = Counter()
@@ -176,6 +180,10 @@ def write_shard(path: Path, results: list[tuple[str, FileResult]]) -> dict:
         skipped.update(res.skipped)
         file_id = len(files)
         files.append(file_name)
+        for name, count in res.identifiers:
+            i_str.append(strings(name))
+            i_count.append(count)
+        i_start.append(len(i_str))
         for flat, holes, line in res.functions:
             fid = len(f_file)
             for h in holes:
@@ -205,6 +213,7 @@ def write_shard(path: Path, results: list[tuple[str, FileResult]]) -> dict:
         f_start=np.array(f_start, np.int64), f_file=np.array(f_file, np.int32),
         f_line=np.array(f_line, np.int32), e_func=np.array(e_func, np.int32),
         e_hole=np.array(e_hole, np.int32),
+        i_start=np.array(i_start, np.int64), i_str=np.array(i_str, np.int32), i_count=np.array(i_count, np.int32),
     )
     os.replace(tmp, path)
     meta = {"version": SHARD_VERSION, "files": files, "functions": len(f_file), "examples": len(e_func),
@@ -235,6 +244,8 @@ class Shard:
         a = self.arrays
         lo, hi = int(a["f_start"][f]), int(a["f_start"][f + 1])
         s = self.strings
+        file = int(a["f_file"][f])
+        ilo, ihi = int(a["i_start"][file]), int(a["i_start"][file + 1])
         return FlatTree(
             types=[s[i] for i in a["n_type"][lo:hi]],
             child_index=a["n_idx"][lo:hi].astype(int).tolist(),
@@ -242,6 +253,7 @@ class Shard:
             depth=a["n_depth"][lo:hi].astype(int).tolist(),
             end=a["n_end"][lo:hi].tolist(),
             values=[None if i < 0 else s[i] for i in a["n_value"][lo:hi]],
+            file_identifiers=[(s[i], int(n)) for i, n in zip(a["i_str"][ilo:ihi], a["i_count"][ilo:ihi])],
         )
 
     def example(self, i: int) -> tuple[FlatTree, int]:

@@ -133,7 +133,7 @@ class _Example:
 
     def __init__(self, model, vocab, tree: FlatTree, h: int, device, max_paths, max_length):
         self.tree, self.h = tree, h
-        f = context_features(tree, h, vocab, max_paths, max_length)
+        f = context_features(tree, h, vocab, max_paths, max_length, model.cfg.file_tokens)
         self.f = f
         self.symbols = f.symbols
         self.n = len(f.paths.leaves)
@@ -153,6 +153,12 @@ class _Example:
             self.z_ctx = model.contextualize(self.ctx_top[None], torch.ones(1, self.n, dtype=torch.bool,
                                                                              device=device))[0]
         self.leaf_copy = t(f.leaf_copy)
+        self.files = None                   # [F, d_lstm] the file tokens, encoded (their value alone)
+        if len(f.file_symbols):
+            hf, _ = model.lstm_step(model.embed_value(t(f.file_values)), *model.initial_state(len(f.file_symbols),
+                                                                                            device))
+            self.files = hf[-1]
+        self.file_symbols = t(f.file_symbols)
         self.value_masks: dict = {}
 
 
@@ -349,7 +355,18 @@ class Decoder:
         val_rows = [k for k in range(B) if info[k][2]]
         if val_rows:
             n_sym = max(len(exs[hyps[k].ex].symbols) for k in val_rows)
-            lp = model.value_logits(hid[val_rows].float(), paths[val_rows].float(), copy[val_rows], n_sym).float()
+            files = file_symbols = None
+            f_max = max(len(exs[hyps[k].ex].file_symbols) for k in val_rows)
+            if f_max:
+                files = torch.zeros(len(val_rows), f_max, model.cfg.d_lstm, device=dev)
+                file_symbols = torch.full((len(val_rows), f_max), -1, dtype=torch.long, device=dev)
+                for j, k in enumerate(val_rows):
+                    ex = exs[hyps[k].ex]
+                    if ex.files is not None:
+                        files[j, : len(ex.file_symbols)] = ex.files
+                        file_symbols[j, : len(ex.file_symbols)] = ex.file_symbols
+            lp = model.value_logits(hid[val_rows].float(), paths[val_rows].float(), copy[val_rows], n_sym,
+                                    files, file_symbols).float()
             for j, k in enumerate(val_rows):
                 ex = exs[hyps[k].ex]
                 pi = info[k][0]

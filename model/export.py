@@ -21,6 +21,11 @@ Three graphs, exact rewrites of `SLM`'s pieces (tests/test_onnx_parity.py):
                    The symbol axis is padded to M = n_subtokens + max_paths * K
                    (every symbol a request can have); pads score log 0.
 
+A model with file tokens (SLMConfig.file_tokens) gives score.onnx two more inputs,
+files [F, d] (the file tokens encoded by lstm_value, top layer) and file_symbols [F]
+(their symbols, -1 = none), the same for every beam of the request; the symbol
+axis grows by file_tokens.
+
 A context_once model (SLMConfig) adds
 
   contextualize.onnx  paths [B, P, d], mask [B, P] -> z [B, P, d]
@@ -73,8 +78,8 @@ FORMAT_VERSION = 1
 
 
 def max_symbols(cfg: SLMConfig, max_paths: int) -> int:
-    """Every symbol a request can have: the vocabulary, then at most K per context leaf."""
-    return cfg.n_subtokens + max_paths * COPY_COLUMNS
+    """Every symbol a request can have: the vocabulary, at most K per context leaf, the file tokens."""
+    return cfg.n_subtokens + max_paths * COPY_COLUMNS + cfg.file_tokens
 
 
 # ---------------------------------------------------------------- the graphs as modules
@@ -200,13 +205,23 @@ class Score(nn.Module):
         K, dl, d = slm.W_c.shape
         self.register_buffer("w_c", slm.W_c.detach().permute(2, 0, 1).reshape(d, K * dl).clone())
         self.slm.copy_scores = self._copy_scores
+        self.slm.file_copy_scores = self._file_copy_scores
 
     def _copy_scores(self, h: torch.Tensor, paths: torch.Tensor) -> torch.Tensor:
         proj = (h @ self.w_c).unflatten(-1, (self.slm.W_c.shape[0], self.slm.W_c.shape[1]))   # [B, K, d_lstm]
         return paths @ proj.transpose(1, 2)                                                    # [B, P, K]
 
-    def forward(self, paths, mask, root, child_index, copy_symbols, z=None):
+    def _file_copy_scores(self, h: torch.Tensor, files: torch.Tensor) -> torch.Tensor:
+        return (h @ self.slm.W_f.t()) @ files.t()            # files [F, d_lstm], shared by the beams -> [B, F]
+
+    def forward(self, paths, mask, root, child_index, copy_symbols, *extra):
+        """extra: z (context_once models), then files and file_symbols (file_tokens models)."""
         m = self.slm
+        z = extra[0] if m.cfg.context_once else None
+        files = file_symbols = None
+        if m.cfg.file_tokens:
+            files, file_symbols = extra[-2:]
+            file_symbols = file_symbols.unsqueeze(0).expand(paths.shape[0], -1)
         if z is None:
             z = _transformer(m, paths, ~mask)
         # the rest of SLM.aggregate, as written there
@@ -215,7 +230,7 @@ class Score(nn.Module):
         att = torch.einsum("bpd,bd->bp", z, r).masked_fill(~mask, NEG).softmax(-1)
         zt = torch.einsum("bp,bpd->bd", att, z)
         h = torch.relu(m.W_g(torch.cat([zt, r], -1)))
-        return m.node_logits(h), m.value_logits(h, paths, copy_symbols, self.n_symbols)
+        return m.node_logits(h), m.value_logits(h, paths, copy_symbols, self.n_symbols, files, file_symbols)
 
 
 # ---------------------------------------------------------------- torch reference backend
@@ -252,11 +267,16 @@ class TorchBackend:
         return self._np(*m.lstm_step(m.embed_node(self._t(types), self._t(index)), self._t(h), self._t(c)))
 
     @torch.no_grad()
-    def score(self, paths, mask, root, child_index, copy_symbols, z=None):
+    def score(self, paths, mask, root, child_index, copy_symbols, z=None, files=None, file_symbols=None):
         m = self.model
         p = self._t(paths)
         h = m.aggregate(p, self._t(mask), self._t(root), self._t(child_index), None if z is None else self._t(z))
-        return self._np(m.node_logits(h), m.value_logits(h, p, self._t(copy_symbols), self.n_symbols))
+        if files is not None:
+            B = p.shape[0]
+            files = self._t(files).unsqueeze(0).expand(B, -1, -1)
+            file_symbols = self._t(file_symbols).unsqueeze(0).expand(B, -1)
+        return self._np(m.node_logits(h), m.value_logits(h, p, self._t(copy_symbols), self.n_symbols, files,
+                                                        file_symbols))
 
     @torch.no_grad()
     def contextualize(self, paths, mask):
@@ -357,6 +377,10 @@ def _export_graphs(model: SLM, out: Path, n_sym: int) -> None:
         args, names, axes = args + (torch.randn(B, P, d),), names + ["z"], {**axes, "z": {0: "b", 1: "p"}}
         _export(Contextualize(model), (torch.randn(B, P, d), mask), out / "contextualize.onnx", ["paths", "mask"],
                 ["z"], {"paths": {0: "b", 1: "p"}, "mask": {0: "b", 1: "p"}, "z": {0: "b", 1: "p"}})
+    if cfg.file_tokens:
+        args += (torch.randn(3, d), torch.tensor([cfg.n_subtokens + 1, -1, 5]))
+        names += ["files", "file_symbols"]
+        axes = {**axes, "files": {0: "f"}, "file_symbols": {0: "f"}}
     _export(Score(model, n_sym), args, out / "score.onnx", names, ["node_logp", "value_logp"], axes)
 
 

@@ -4,9 +4,15 @@ Symbols: the values a terminal step can produce.  Ids 0..V-1 are the subtoken
 vocabulary; then come the tokens and subtokens of this request's context that
 the vocabulary lacks, so copying can produce them.  Copy columns of a leaf:
 column 0 votes for its whole token, column 1+i for its i-th subtoken.
+
+File tokens (models with `file_tokens` > 0): the most frequent identifiers of the
+file outside the context (`outside_identifiers`), copied whole.  Each is encoded
+as its value alone (the path LSTM's first step) and scored by its own copy
+matrix; they take no part in the transformer or the attention.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,11 +80,27 @@ class ContextFeatures:
     leaf_copy: np.ndarray         # [N, 1 + MAX_COPY_POSITIONS] symbol ids, -1 = none
     root_types: np.ndarray        # [Lr] root ... p
     root_index: np.ndarray        # [Lr]
-    whole_tokens: frozenset[str]  # values of context leaves: a target token among them is copied whole
+    whole_tokens: frozenset[str]  # values of context leaves and file tokens: a target token among them is copied whole
+    file_tokens: list[str] = field(default_factory=list)
+    file_values: np.ndarray = field(default_factory=lambda: np.zeros((0, MAX_VALUE_SUBTOKENS), np.int64))
+    file_symbols: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))   # [F] symbol ids
+
+
+def outside_identifiers(tree: FlatTree, limit: int, exclude=frozenset()) -> list[str]:
+    """The identifiers of `tree.file_identifiers` that occur outside the tree, most frequent
+    (outside) first, ties in order of first occurrence, at most `limit`, none of `exclude`.
+    The tree's own identifier leaves are what is subtracted, so a hole's target (in the tree
+    while training, absent from the buffer when serving) never counts."""
+    if limit <= 0 or not tree.file_identifiers:
+        return []
+    inside = Counter(v for t, v in zip(tree.types, tree.values) if v is not None and grammar.base_type(t) == "identifier")
+    ranked = [(n - inside[s], s) for s, n in tree.file_identifiers if n > inside[s] and s not in exclude]
+    ranked.sort(key=lambda x: -x[0])
+    return [s for _, s in ranked[:limit]]
 
 
 def context_features(tree: FlatTree, h: int, vocab: Vocab, max_paths: int = 200,
-                     max_length: int = 24) -> ContextFeatures:
+                     max_length: int = 24, file_tokens: int = 0) -> ContextFeatures:
     ctx = context_paths(tree, h, max_paths, max_length)
     n = len(ctx.leaves)
     symbols = Symbols(vocab)
@@ -103,10 +125,17 @@ def context_features(tree: FlatTree, h: int, vocab: Vocab, max_paths: int = 200,
     leaf_copy = np.array([copy_row(symbols, tree.values[leaf], subs) for leaf, subs in zip(ctx.leaves, subs_of)],
                          np.int64).reshape(n, 1 + MAX_COPY_POSITIONS)
     whole = frozenset(tree.values[leaf] for leaf in ctx.leaves if tree.values[leaf] is not None)
+    outside = outside_identifiers(tree, file_tokens, whole)
+    file_values = np.zeros((len(outside), MAX_VALUE_SUBTOKENS), np.int64)
+    for k, tok in enumerate(outside):
+        ids = value_ids(vocab, grammar.subtokens("identifier", tok))
+        file_values[k, : len(ids)] = ids
+    file_symbols = np.array([symbols.add(tok) for tok in outside], np.int64)
     return ContextFeatures(
         ctx, symbols, leaf_values, prefix_types, prefix_index, prefix_len, leaf_copy,
         np.array([vocab.type_of(tree.types[i]) for i in ctx.root_prefix], np.int64),
-        np.array([tree.child_index[i] for i in ctx.root_prefix], np.int64), whole)
+        np.array([tree.child_index[i] for i in ctx.root_prefix], np.int64), whole | frozenset(outside),
+        outside, file_values, file_symbols)
 
 
 def generated_leaf_value(type_key: str, parts: list[str]) -> tuple[str | None, list[str]]:

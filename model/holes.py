@@ -30,6 +30,10 @@
 Buffers over `MAX_PARSE_BYTES` are not parsed whole: the top-level block around
 the cursor (column-0 lines delimit it), at most `WINDOW_BYTES` each side, is.
 
+The tree carries the buffer's identifier counts (`FlatTree.file_identifiers`), the
+copy source of models with file tokens; `IdentifierCounts` recounts only the part
+inside the context while the rest of the buffer stays as it was.
+
 `Hole.verify(text)` re-parses the buffer with a candidate in the hole (incremental,
 from the placeholder's tree) and says whether it parses there as the tree that was
 generated.
@@ -271,12 +275,35 @@ def _under_error(n: ts.Node) -> ts.Node | None:
     return None
 
 
+class IdentifierCounts:
+    """grammar.identifier_counts of a whole buffer, with the counts outside the context kept
+    for the next request of the same document (typing inside a function leaves them as they are)."""
+
+    def __init__(self):
+        self.key = None
+        self.outside: tuple[list, list] = ([], [])
+
+    def __call__(self, tree: ts.Tree, source: bytes, lo: int, hi: int) -> list[tuple[str, int]]:
+        key = (lo, len(source) - hi, hash(source[:lo]), hash(source[hi:]))
+        if key != self.key:
+            root = tree.root_node
+            self.outside = (grammar.identifier_counts(root, 0, lo), grammar.identifier_counts(root, hi, len(source)))
+            self.key = key
+        inside = grammar.identifier_counts(tree.root_node, lo, hi)
+        merged: dict[str, int] = {}
+        for part in (self.outside[0], inside, self.outside[1]):
+            for name, n in part:
+                merged[name] = merged.get(name, 0) + n
+        return list(merged.items())
+
+
 def find_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = None, table=None,
-              prev: tuple[bytes, ts.Tree] | None = None) -> Hole | None:
+              prev: tuple[bytes, ts.Tree] | None = None, identifiers: IdentifierCounts | None = None) -> Hole | None:
     """The hole at `cursor` (a byte offset) in `source`, or None where no expression can go.
 
     `table`: a GrammarTable (expression positions); `prev`: (ph_source, ph_tree) of an
-    earlier hole of the same document, to parse incrementally."""
+    earlier hole of the same document, to parse incrementally; `identifiers`: the document's
+    IdentifierCounts (a fresh one when None)."""
     if not isinstance(source, (bytes, bytearray)):
         raise TypeError("source must be bytes")
     if not 0 <= cursor <= len(source):
@@ -286,7 +313,7 @@ def find_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = None, ta
     offset = 0
     if len(source) > MAX_PARSE_BYTES:
         lo, hi = window(source, cursor)
-        hole = find_hole(source[lo:hi], cursor - lo, parser=parser, table=table)
+        hole = find_hole(source[lo:hi], cursor - lo, parser=parser, table=table, identifiers=identifiers)
         if hole is not None:
             hole.offset = lo
             hole.start += lo
@@ -372,6 +399,7 @@ def find_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = None, ta
         h = kids[k]
     if flat.start_byte[h] != best.start_byte or flat.end_byte[h] != best.end_byte:
         return None
+    flat.file_identifiers = (identifiers or IdentifierCounts())(tree, ph_source, ctx.start_byte, ctx.end_byte)
     start = best.start_byte
     return Hole(
         tree=flat, h=h, start=start, end=end, cursor=cursor,

@@ -58,6 +58,9 @@ class FlatTree:
     values: list[str | None]
     start_byte: list[int] = field(default_factory=list)
     end_byte: list[int] = field(default_factory=list)
+    # the identifiers of the whole file (or buffer) this tree was cut from, with their counts, in order of
+    # first occurrence: those outside the tree are a copy source (features.outside_identifiers)
+    file_identifiers: list[tuple[str, int]] = field(default_factory=list)
 
     @classmethod
     def from_node(cls, root: grammar.Node) -> "FlatTree":

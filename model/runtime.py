@@ -135,10 +135,12 @@ class OrtBackend:
                                        "h": np.ascontiguousarray(h, np.float32),
                                        "c": np.ascontiguousarray(c, np.float32)})
 
-    def score(self, paths, mask, root, child_index, copy_symbols, z=None):
+    def score(self, paths, mask, root, child_index, copy_symbols, z=None, files=None, file_symbols=None):
         feed = {"paths": paths, "mask": mask, "root": root, "child_index": child_index, "copy_symbols": copy_symbols}
         if z is not None:
             feed["z"] = z
+        if files is not None:
+            feed["files"], feed["file_symbols"] = files, file_symbols
         return self._run("score", feed)
 
     def contextualize(self, paths, mask):
@@ -186,6 +188,7 @@ def load_manifest(model_dir: Path, verify: bool = True) -> dict:
 class _Document:
     prev: tuple[bytes, object] | None = None      # (buffer with placeholder, its tree)
     contexts: ContextCache = field(default_factory=ContextCache)
+    identifiers: holes.IdentifierCounts = field(default_factory=holes.IdentifierCounts)
 
 
 class Completer:
@@ -210,7 +213,8 @@ class Completer:
         self.device = self.backend.device
         self.provider = self.backend.provider
         self.decoder = Decoder(self.backend, self.vocab, self.table, max_paths=m["max_paths"],
-                               max_length=m["max_length"], context_once=context_once)
+                               max_length=m["max_length"], context_once=context_once,
+                               file_tokens=int(m.get("model", {}).get("file_tokens", 0)))
         self.parser = grammar.new_parser()
         self.leaf_cache = LeafCache()
         self._docs: OrderedDict[str, _Document] = OrderedDict()
@@ -295,7 +299,8 @@ class Completer:
             return []
         doc = self._document(uri)
         hole = holes.find_hole(source, cursor, parser=self.parser, table=self.table,
-                               prev=doc.prev if doc is not None else None)
+                               prev=doc.prev if doc is not None else None,
+                               identifiers=doc.identifiers if doc is not None else None)
         last["hole_ms"] = (time.perf_counter() - t0) * 1e3
         if hole is None:
             self.stats["no_hole"] += 1

@@ -11,7 +11,11 @@
     node:  softmax(E_type P h~)                                                     (3.3)
     value: s(w) = E_subtoken[w] h~  (+)  H_l W_c h~ for leaves whose token is w
                                     (+)  H_l W_c,i h~ for leaves whose i-th subtoken is w  (App. D)
+                                    (+)  f_j W_f h~ for file tokens whose token is w
            where (+) sums in probability space (log-sum-exp), then a softmax.
+    file tokens (file_tokens > 0, not in the paper): the file's most frequent identifiers outside the
+           function (features.outside_identifiers), each encoded f_j = LSTM(its value) alone; copied
+           whole, by their own matrix W_f.  They reach the value head only.
 
 The network is exposed as the pieces decoding needs, so that training (batched
 over every step of many examples) and inference (ONNX graphs, beam search) run
@@ -54,6 +58,8 @@ class SLMConfig:
     # contextualized alone, once per example; the generated paths are contextualized alone each step;
     # the root-path attention and the heads read both.  Same parameters, so either can start from the other.
     context_once: bool = False
+    # identifiers of the file outside the function copied whole (features.outside_identifiers); 0: none
+    file_tokens: int = 0
 
     @property
     def d_node(self) -> int:
@@ -78,6 +84,9 @@ class SLM(nn.Module):
         self.W_g = nn.Linear(2 * cfg.d_lstm, cfg.d_subtoken)
         self.W_c = nn.Parameter(torch.randn(1 + cfg.max_copy_positions, cfg.d_lstm, cfg.d_subtoken) * cfg.d_lstm ** -0.5)
         self.to_type = nn.Linear(cfg.d_subtoken, cfg.d_type, bias=False)   # h~ lives in the subtoken space
+        if cfg.file_tokens:
+            # starts as the context leaves' whole-token copy matrix (a model trained without file tokens)
+            self.W_f = nn.Parameter(self.W_c.detach()[0].clone())
         self.out_drop = nn.Dropout(cfg.dropout)
 
     # ------------------------------------------------------------ embeddings
@@ -185,14 +194,20 @@ class SLM(nn.Module):
         proj = torch.einsum("kde,be->bkd", self.W_c, h)                      # [B, K, d_lstm]
         return torch.einsum("bpd,bkd->bpk", paths, proj)
 
+    def file_copy_scores(self, h: torch.Tensor, files: torch.Tensor) -> torch.Tensor:
+        """[B, F]: copying each file token whole; files [B, F, d_lstm] their encodings."""
+        return torch.einsum("bfd,bd->bf", files, h @ self.W_f.t())
+
     def value_logits(self, h: torch.Tensor, paths: torch.Tensor, copy_symbols: torch.Tensor,
-                     n_symbols: int) -> torch.Tensor:
+                     n_symbols: int, files: torch.Tensor | None = None,
+                     file_symbols: torch.Tensor | None = None) -> torch.Tensor:
         """Scores over the symbols of each example: the subtoken vocabulary first
         (ids 0..n_subtokens-1), then the example's own tokens and subtokens.
 
         copy_symbols [B, P, 1 + max_copy_positions]: the symbol each copy score
-        votes for (-1 where none).  Scores for one symbol are summed in
-        probability space.  Returns [B, n_symbols] log-probabilities."""
+        votes for (-1 where none); files [B, F, d_lstm] and file_symbols [B, F]
+        the same for file tokens (file_tokens models).  Scores for one symbol are
+        summed in probability space.  Returns [B, n_symbols] log-probabilities."""
         B = h.shape[0]
         gen = h @ self.sub_emb.weight.t()                                    # [B, V]
         gen[:, 0] = NEG                                                      # padding is never a value
@@ -200,6 +215,9 @@ class SLM(nn.Module):
         scores[:, : gen.shape[1]] = gen
         copy = self.copy_scores(h, paths).reshape(B, -1)
         sym = copy_symbols.reshape(B, -1)
+        if file_symbols is not None and file_symbols.shape[1]:
+            copy = torch.cat([copy, self.file_copy_scores(h, files)], 1)
+            sym = torch.cat([sym, file_symbols], 1)
         valid = sym >= 0
         copy = copy.masked_fill(~valid, NEG)
         sym = sym.clamp(min=0)

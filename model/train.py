@@ -51,6 +51,7 @@ class TrainConfig:
     dropout: float = 0.25          # transformer
     lstm_dropout: float = 0.5      # LSTM inputs
     context_once: bool = False     # the speed experiment of SLMConfig.context_once
+    file_tokens: int = 0           # SLMConfig.file_tokens: the file's identifiers copied whole (256 since run 5)
     # features
     max_paths: int = 200
     max_length: int = 24
@@ -85,7 +86,8 @@ def model_config(cfg: TrainConfig, vocab: Vocab) -> SLMConfig:
     return SLMConfig(n_types=len(vocab.node_types), n_subtokens=len(vocab.subtokens), d_type=cfg.d_type,
                      d_index=cfg.d_index, d_subtoken=cfg.d_subtoken, d_lstm=cfg.d_lstm,
                      lstm_layers=cfg.lstm_layers, n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_ff=cfg.d_ff,
-                     dropout=cfg.dropout, lstm_dropout=cfg.lstm_dropout, context_once=cfg.context_once)
+                     dropout=cfg.dropout, lstm_dropout=cfg.lstm_dropout, context_once=cfg.context_once,
+                     file_tokens=cfg.file_tokens)
 
 
 # ---------------------------------------------------------------- data
@@ -187,7 +189,8 @@ class BatchStream(torch.utils.data.Dataset):
         e, j = self.locate(k)
         ids = self.plan(e)[j]
         return batching.make_batch([self.examples.example(int(i)) for i in ids], self.vocab,
-                                   self.cfg.max_paths, self.cfg.max_length, self.cfg.context_once)
+                                   self.cfg.max_paths, self.cfg.max_length, self.cfg.context_once,
+                                   self.cfg.file_tokens)
 
 
 class FromPosition(torch.utils.data.Sampler):
@@ -340,7 +343,13 @@ def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None,
             start, init_vocab, _ = load_model(init)
             if init_vocab.node_types != vocab.node_types or init_vocab.subtokens != vocab.subtokens:
                 raise SystemExit(f"{init} was trained with another vocabulary than {data}")
-            model.load_state_dict(start.state_dict())
+            # a model with file tokens may start from one without: W_f starts as the whole-token copy matrix
+            missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
+            if unexpected or set(missing) - {"W_f"}:
+                raise SystemExit(f"{init} does not fit this model: missing {missing}, unexpected {unexpected}")
+            if missing:
+                with torch.no_grad():
+                    model.W_f.copy_(model.W_c[0])
             st["init"] = str(init)
             log(f"initialised from the weights in {init}")
         vocab.save(out / "vocab.json")
@@ -365,7 +374,8 @@ def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None,
         loss_ids = pick[: cfg.dev_loss_examples]
         for k in range(0, len(loss_ids), 32):
             dev_batches.append(batching.make_batch([dev_ex.example(int(i)) for i in loss_ids[k: k + 32]], vocab,
-                                                   cfg.max_paths, cfg.max_length, cfg.context_once))
+                                                   cfg.max_paths, cfg.max_length, cfg.context_once,
+                                                   cfg.file_tokens))
         dev_examples = [dev_ex.example(int(i)) for i in pick[: cfg.eval_examples]]
     if (data / "grammar.json").exists():
         from anycode.model.grammar_table import GrammarTable

@@ -87,8 +87,9 @@ def decoders(torch_model, model_dir, checkpoint):
     table = GrammarTable.load(checkpoint / "grammar.json") if (checkpoint / "grammar.json").exists() else None
     ort_backend = OrtBackend(model_dir, "cpu", threads=2)
     torch_backend = TorchBackend(model, ort_backend_n_symbols(model_dir))
-    return (Decoder(ort_backend, vocab, table, max_paths=mp, max_length=ml),
-            Decoder(torch_backend, vocab, table, max_paths=mp, max_length=ml))
+    ft = model.cfg.file_tokens
+    return (Decoder(ort_backend, vocab, table, max_paths=mp, max_length=ml, file_tokens=ft),
+            Decoder(torch_backend, vocab, table, max_paths=mp, max_length=ml, file_tokens=ft))
 
 
 def ort_backend_n_symbols(model_dir) -> int:
@@ -100,8 +101,13 @@ def ort_backend_n_symbols(model_dir) -> int:
 def reference_logprobs(model, vocab, tree, h, max_paths=200, max_length=24) -> np.ndarray:
     """The log-probability of every target step, with S_t and R_t spelled out by paths.step_paths
     and every path encoded from scratch by SLM.encode: the definition the decoder's caches must meet."""
-    f = context_features(tree, h, vocab, max_paths, max_length)
+    f = context_features(tree, h, vocab, max_paths, max_length, model.cfg.file_tokens)
     steps = target_steps(tree, h, f.whole_tokens)
+    files = file_symbols = None
+    if len(f.file_symbols):
+        hf, _ = model.lstm_step(model.embed_value(torch.from_numpy(f.file_values)),
+                                *model.initial_state(len(f.file_symbols)))
+        files, file_symbols = hf[-1][None], torch.from_numpy(f.file_symbols)[None]
     out = []
     for t, s in enumerate(steps):
         sp = step_paths(tree, h, steps, t, f.paths)
@@ -113,7 +119,7 @@ def reference_logprobs(model, vocab, tree, h, max_paths=200, max_length=24) -> n
             gen = generated_leaves(tree, h, steps, t)
             rows = [list(r) for r in f.leaf_copy] + [
                 copy_row(f.symbols, *generated_leaf_value(tree.types[leaf], parts)) for leaf, parts in gen.items()]
-            lp = model.value_logits(hh, paths, torch.tensor([rows]), len(f.symbols))[0]
+            lp = model.value_logits(hh, paths, torch.tensor([rows]), len(f.symbols), files, file_symbols)[0]
             sid = f.symbols.id(s.label)
             out.append(float(lp[1 if sid is None else sid]))
         else:
@@ -304,3 +310,73 @@ def test_context_once_completer_answers_with_candidates_that_parse(context_once,
         again = completer.complete(cut, a, uri=f.as_uri())          # the context (with its z) from the cache
         assert completer.last["context_hit"] and [c.text for c in again] == [c.text for c in items]
     assert answered
+
+
+@pytest.fixture(scope="module")
+def file_tokens(torch_model, checkpoint, tmp_path_factory):
+    """The same weights with file tokens (SLMConfig.file_tokens; W_f as a new model starts it), exported
+    fp32, and its two decoders."""
+    from dataclasses import replace
+
+    from anycode.model.slm import SLM
+    model, vocab, conf = torch_model
+    m = SLM(replace(model.cfg, file_tokens=64)).eval()
+    m.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        m.W_f.copy_(m.W_c[0] * 1.5)
+    out = tmp_path_factory.mktemp("files")
+    manifest = export(m, vocab, conf, out, "fp32", checkpoint / "grammar.json")
+    assert manifest["model"]["file_tokens"] == 64
+    table = GrammarTable.load(checkpoint / "grammar.json") if (checkpoint / "grammar.json").exists() else None
+    decs = [Decoder(b, vocab, table, file_tokens=64)
+            for b in (OrtBackend(out, "cpu", threads=2), TorchBackend(m, manifest["n_symbols"]))]
+    return m, vocab, decs, out
+
+
+def test_file_tokens_decoding_matches_the_reference_and_eval(file_tokens, examples):
+    """beam.py with file tokens (ONNX Runtime and torch) reads the log-probabilities of every path
+    encoded from scratch, and of evaluate.Decoder.forced (tied to training by test_slm_training)."""
+    from anycode.model import evaluate
+    m, vocab, decs, _ = file_tokens
+    ref_dec = evaluate.Decoder(m, vocab)
+    worst, steps, with_files = 0.0, 0, 0
+    for tree, h in small(examples, 6):
+        ref = reference_logprobs(m, vocab, tree, h)
+        forced = np.array(ref_dec.forced(tree, h))
+        ok = np.isfinite(forced)
+        worst = max(worst, float(np.abs(forced[ok] - ref[ok]).max()))
+        for dec in decs:
+            ctx = dec.prepare(tree, h)
+            with_files += ctx.stats["file_tokens"] > 0
+            _, got = dec.score_target(ctx, tree, h)
+            worst = max(worst, float(np.abs(got - ref).max()))
+        steps += len(ref)
+    assert steps > 20 and with_files > 0 and worst < 1e-3, (worst, with_files)
+
+
+def test_file_tokens_completer_reads_the_buffer_as_the_dataset_reads_the_file(file_tokens, examples):
+    """The identifiers the server finds outside the hole's function are those training read for the
+    same function from the file, and the completer answers with candidates that parse."""
+    from anycode.model.features import outside_identifiers
+    from anycode.model.holes import find_hole
+    from anycode.model.runtime import Completer
+    completer = Completer(file_tokens[3], device="cpu", threads=2)
+    assert completer.decoder.file_tokens == 64
+    compared = answered = 0
+    for f in sorted(DATA.glob("*.py"))[:3]:
+        source = f.read_bytes()
+        for flat, hs, _ in dataset.extract_file(str(f), name=f.name).functions[:3]:
+            a, b = flat.start_byte[hs[0]], flat.end_byte[hs[0]]
+            cut = source[:a] + source[b:]
+            hole = find_hole(cut, a)
+            if hole is None or hole.tree.types[0] != flat.types[0]:
+                continue
+            # as sets: where an identifier occurs first inside the target, the buffer without the target
+            # lists it later, so ties at the cut may fall the other way
+            assert set(outside_identifiers(hole.tree, 10_000)) == set(outside_identifiers(flat, 10_000))
+            compared += bool(outside_identifiers(flat, 64))
+            items = completer.complete(cut, a, uri=f.as_uri())
+            for c in items:
+                assert not grammar.new_parser().parse(cut[:a] + c.text.encode() + cut[a:]).root_node.has_error
+            answered += bool(items)
+    assert compared >= 3 and answered

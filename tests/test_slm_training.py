@@ -106,16 +106,19 @@ def test_a_new_run_can_start_from_trained_weights(data, tmp_path):
     assert ckpt["state"]["step"] == 1      # the optimizer and the step count start afresh
 
 
-@pytest.mark.parametrize("context_once", [False, True])
-def test_decoding_reads_the_same_steps_as_training(data, context_once):
+@pytest.mark.parametrize("context_once,file_tokens", [(False, 0), (True, 0), (False, 64)])
+def test_decoding_reads_the_same_steps_as_training(data, context_once, file_tokens):
     vocab = Vocab.load(data / "vocab.json")
     torch.manual_seed(0)
-    model = train.SLM(train.model_config(replace(CFG, context_once=context_once), vocab)).eval()
+    model = train.SLM(train.model_config(replace(CFG, context_once=context_once, file_tokens=file_tokens),
+                                         vocab)).eval()
     shard = Shard(shard_paths(data, "dev")[0])
     items = [shard.example(i) for i in range(0, len(shard), max(1, len(shard) // 8))][:8]
     dec = evaluate.Decoder(model, vocab)
     with torch.no_grad():
-        b = batching.make_batch(items, vocab, context_once=context_once).to("cpu")
+        b = batching.make_batch(items, vocab, context_once=context_once, file_tokens=file_tokens).to("cpu")
+        if file_tokens:
+            assert b.file_symbols.shape[1] > 0 and (b.file_symbols >= 0).any()
         teacher = batching.step_log_probs(model, b)
     forced = [x for t, h in items for x in dec.forced(t, h)]
     labels = b.labels.tolist()
