@@ -15,9 +15,10 @@ The truth's log-probability is split into node steps (types, EOS-node) and value
 
     python -m anycode.model.diagnose --reach [--split dev] [--limit 1000]
 
-asks instead what would make the unreachable targets reachable: copying any identifier
-found elsewhere in the whole file (not only in the function; the target's own occurrences do
-not count), or a larger subtoken vocabulary (by train frequency).  It needs the corpus (`anycode corpus fetch`) for the files.
+asks instead what would make the unreachable targets (of a model without file tokens)
+reachable: copying any identifier found elsewhere in the whole file (not only in the
+function; the target's own occurrences do not count), the 256 file tokens a model with
+them reads, or a larger subtoken vocabulary (by train frequency).  It needs the corpus (`anycode corpus fetch`) for the files.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from anycode.model.train import load_model
 from anycode.model.vocab import Vocab
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+FILE_TOKENS = 256
 
 
 def sample(data: Path, split: str, limit: int):
@@ -78,6 +80,10 @@ def reachability(data: Path, corpus: Path, split: str, limit: int, max_paths=200
             continue
         out["unreachable"] += 1
         ok = dict.fromkeys(fixes, True)
+        # what a model with file tokens reads (features.outside_identifiers over the shard's file counts)
+        cft = context_features(tree, h, vocab, max_paths, max_length, FILE_TOKENS)
+        if not any(s.is_value and cft.symbols.id(s.label) is None for s in target_steps(tree, h, cft.whole_tokens)):
+            out["fixed"][f"file tokens ({FILE_TOKENS}, as the model reads them)"] += 1
         for s in bad:
             base = grammar.base_type(tree.types[s.parent])
             out["values"][base] += 1
@@ -96,7 +102,7 @@ def diagnose(model, vocab, table, items, max_paths=200, max_length=24, beam=5, c
         part = items[k: k + chunk]
         for (tree, h), cands in zip(part, dec.search(part, beam)):
             lps = dec.forced(tree, h)
-            cf = context_features(tree, h, vocab, max_paths, max_length)    # what forced() read: no encoding
+            cf = context_features(tree, h, vocab, max_paths, max_length, model.cfg.file_tokens)   # what forced() read
             steps = target_steps(tree, h, cf.whole_tokens)
             truth = E.truth_code(tree, h)
             top = cands[0] if cands else None

@@ -166,8 +166,13 @@ def test_graphs_match_torch_modules(torch_model, exported, checkpoint):
     child = np.array([0, 2, 40])
     n_sym = ort_backend_n_symbols(exported("fp32"))
     copy = rng.integers(-1, n_sym, (B, P, 9))
-    a = ort_dec.backend.score(paths, mask, root, child, copy)
-    b = torch_dec.backend.score(paths, mask, root, child, copy)
+    extra = {}
+    if model.cfg.file_tokens:
+        F = 7
+        extra = {"files": rng.standard_normal((F, d)).astype(np.float32) * 0.5,
+                 "file_symbols": np.concatenate([rng.integers(0, n_sym, F - 1), [-1]])}
+    a = ort_dec.backend.score(paths, mask, root, child, copy, **extra)
+    b = torch_dec.backend.score(paths, mask, root, child, copy, **extra)
     for x, y in zip(a, b):
         assert x.shape == y.shape
         ok = np.isfinite(y) & (y > -1e8)
@@ -268,7 +273,7 @@ def context_once(torch_model, checkpoint, tmp_path_factory):
     manifest = export(once, vocab, conf, out, "fp32", checkpoint / "grammar.json")
     assert "contextualize.onnx" in manifest["files"] and manifest["model"]["context_once"]
     table = GrammarTable.load(checkpoint / "grammar.json") if (checkpoint / "grammar.json").exists() else None
-    decs = [Decoder(b, vocab, table, context_once=True)
+    decs = [Decoder(b, vocab, table, context_once=True, file_tokens=once.cfg.file_tokens)
             for b in (OrtBackend(out, "cpu", threads=2, graphs=graphs_of(True)), TorchBackend(once, manifest["n_symbols"]))]
     return once, vocab, decs, out
 
