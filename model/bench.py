@@ -277,13 +277,18 @@ def score_micro(completer, tdec, sizes=((5, 20), (5, 60), (5, 200)), reps: int =
              rng.integers(-1, nsym, (B, P, 9)).astype(np.int64))
         if completer.decoder.context_once:      # the score graph then reads the contextualized paths
             x = x + (x[0].copy(),)
+        files = {}
+        F = completer.decoder.file_tokens       # as many file tokens as the model reads
+        if F:
+            files = {"files": rng.standard_normal((F, d)).astype(np.float32) * 0.3,
+                     "file_symbols": rng.integers(0, nsym, F).astype(np.int64)}
         ts = {"ort": [], "torch": []}
         for _ in range(reps):
             for name, be in (("ort", completer.backend), ("torch", tdec.backend if tdec else None)):
                 if be is None:
                     continue
                 t = time.perf_counter()
-                be.score(*x)
+                be.score(*x, **files)
                 ts[name].append((time.perf_counter() - t) * 1e3)
         rows.append((B, P, pct(ts["ort"], 50), pct(ts["torch"], 50) if ts["torch"] else float("nan")))
     return rows

@@ -320,3 +320,29 @@ def test_verify_accepts_the_expression_under_wrappers_of_its_span(src, good, bad
     assert hole.verify(good, None, parser)
     assert not hole.verify(good, grammar.parse_expression("g(path, 1)"), parser)   # another shape
     assert not hole.verify(bad, None, parser)
+
+
+def test_buffer_identifier_counts_follow_edits_inside_and_outside_the_function():
+    """The file tokens' counts of a document (holes.IdentifierCounts, kept between requests) equal a
+    fresh count of the whole buffer after edits outside the function and inside it."""
+    from anycode.model.features import outside_identifiers
+    from anycode.model.holes import IdentifierCounts, find_hole
+    counts = IdentifierCounts()
+    src = b"import os\nLIMIT_A = 1\n\n\ndef f(items):\n    total = len(items)\n    return \n\n\nLIMIT_A += 2\n"
+    cursor = src.index(b"return ") + len(b"return ")
+
+    def check(buf, cur, present, absent):
+        hole = find_hole(buf, cur, identifiers=counts)
+        fresh = grammar.identifier_counts(grammar.parse(hole.ph_source).root_node)
+        assert hole.tree.file_identifiers == fresh
+        names = outside_identifiers(hole.tree, 256)
+        assert present in names and absent not in names, names
+        return hole
+
+    check(src, cursor, "LIMIT_A", "items")           # the function's own names are not file tokens
+    edited = src.replace(b"LIMIT_A", b"LIMIT_B")      # outside the function: counted again
+    check(edited, cursor, "LIMIT_B", "LIMIT_A")
+    typed = edited[:cursor] + b"total + " + edited[cursor:]   # inside: the outside counts are reused
+    key = counts.key
+    check(typed, cursor + len(b"total + "), "LIMIT_B", "total")
+    assert counts.key == key
