@@ -277,6 +277,8 @@ class Decoder:
         self.backend = backend
         self.context_once = context_once
         self.file_tokens = file_tokens
+        # file tokens' encodings by value: a document's change little between requests, files share many
+        self.file_cache = LRUCache(8192)
         self.vocab = vocab
         self.table = table
         self.max_paths = max_paths
@@ -384,23 +386,21 @@ class Decoder:
                 ctx_cache.put(signature, (H, C, z))
         files = file_symbols = None
         if self.file_tokens:
-            files, file_symbols = self._encode_files(f, leaf_cache, H.shape[2])
+            files, file_symbols = self._encode_files(f, H.shape[2])
         stats["file_tokens"] = len(f.file_tokens)
         stats["prepare_ms"] = (time.perf_counter() - t0) * 1e3
         return Context(f, N, tree.types[p], tree.child_index[h], H, C, z, files, file_symbols, stats=stats)
 
-    def _encode_files(self, f: ContextFeatures, leaf_cache: LeafCache | None, d: int):
-        """[F, d] the file tokens encoded (their value alone, the path LSTM's first step), cached by
-        value in the leaf cache: they change little between the requests of a document."""
-        keys = [b"file:" + v.tobytes() for v in f.file_values]
-        got = [leaf_cache.get(k) if leaf_cache is not None else None for k in keys]
+    def _encode_files(self, f: ContextFeatures, d: int):
+        """[F, d] the file tokens encoded (their value alone, the path LSTM's first step), cached by value."""
+        keys = [v.tobytes() for v in f.file_values]
+        got = [self.file_cache.get(k) for k in keys]
         miss = [k for k, v in enumerate(got) if v is None]
         if miss:
             h, _ = self.backend.value_step(f.file_values[miss])
             for r, k in enumerate(miss):
                 got[k] = h[-1, r].copy()
-                if leaf_cache is not None:
-                    leaf_cache.put(keys[k], got[k])
+                self.file_cache.put(keys[k], got[k])
         files = np.zeros((max(len(got), 1), d), np.float32)     # a pad row when there are none
         symbols = np.full(len(files), -1, np.int64)
         if got:

@@ -175,6 +175,8 @@ def run_ort(completer, holes) -> dict:
     calls0 = dict(be.calls)
     secs0 = dict(be.seconds)
     lc0 = (completer.leaf_cache.hits, completer.leaf_cache.misses)
+    fc = completer.decoder.file_cache
+    fc0 = (fc.hits, fc.misses)
     ctx0 = (completer.stats["context_hits"], completer.stats["context_misses"])
     for path, src, cursor, target, flat, h in holes:
         t = time.perf_counter()
@@ -192,11 +194,12 @@ def run_ort(completer, holes) -> dict:
     calls = {g: be.calls[g] - calls0[g] for g in be.calls}
     secs = {g: be.seconds[g] - secs0[g] for g in be.seconds}
     lc = (completer.leaf_cache.hits - lc0[0], completer.leaf_cache.misses - lc0[1])
+    fcs = (fc.hits - fc0[0], fc.misses - fc0[1])
     cx = (completer.stats["context_hits"] - ctx0[0], completer.stats["context_misses"] - ctx0[1])
     total_steps = max(sum(steps), 1)
     return {"times": times, "steps": steps, "prepare": prep, "search": search, "verify": verify, "hole": hole_ms,
             "candidates": ncand, "target_steps": target_steps_n, "leaves": leaves, "calls": calls, "seconds": secs,
-            "leaf_cache": lc, "context_cache": cx,
+            "leaf_cache": lc, "context_cache": cx, "file_cache": fcs,
             "ms_per_step": 1e3 * sum(secs.values()) / total_steps,
             "score_ms_per_step": 1e3 * secs["score"] / total_steps}
 
@@ -355,7 +358,9 @@ def report(r: dict) -> str:
                  + "; ".join(f"P={P}: {o:.1f} vs {t:.1f}" for B, P, o, t in r["score_micro"]))
     lc, cx = ort_r["leaf_cache"], ort_r["context_cache"]
     L.append(f"- caches over the session: leaf upward states {lc[0]} hits / {lc[1]} misses "
-             f"({100 * lc[0] / max(sum(lc), 1):.0f}%), whole contexts {cx[0]} hits / {cx[1]} misses")
+             f"({100 * lc[0] / max(sum(lc), 1):.0f}%), whole contexts {cx[0]} hits / {cx[1]} misses"
+             + (f", file tokens {ort_r['file_cache'][0]} hits / {ort_r['file_cache'][1]} misses"
+                if sum(ort_r.get("file_cache", (0, 0))) else ""))
     if r.get("typing"):
         ty = r["typing"]
         L.append(f"- typing along: {ty['requests']} requests, context cache hit on {ty['context_hits']} "
