@@ -346,3 +346,33 @@ def test_buffer_identifier_counts_follow_edits_inside_and_outside_the_function()
     key = counts.key
     check(typed, cursor + len(b"total + "), "LIMIT_B", "total")
     assert counts.key == key
+
+
+def test_verify_in_the_top_level_statement_agrees_with_the_whole_buffer():
+    """Hole.verify re-parses only the top-level statement around the hole: on real holes and on
+    candidates that fit, do not parse, or parse as another tree, it says what a re-parse of the
+    whole buffer says."""
+    from dataclasses import replace
+
+    from anycode.model.holes import find_hole
+    parser = grammar.new_parser()
+    checked = disagree = accepted = 0
+    for f in sorted(DATA.glob("*.py")):
+        source = f.read_bytes()
+        for flat, hs, _ in dataset.extract_file(str(f), name=f.name).functions[:6]:
+            for h in hs[:3]:
+                a, b = flat.start_byte[h], flat.end_byte[h]
+                truth = source[a:b].decode()
+                cut = source[:a] + source[b:]
+                hole = find_hole(cut, a, parser=parser)
+                if hole is None:
+                    continue
+                assert hole.window is not None and hole.window[1] - hole.window[0] < len(hole.ph_source)
+                whole = replace(hole, window=None, _window_tree=None)
+                for text in (truth, truth + " )", "(" + truth, "x", "[" + truth + "]", "lambda: " + truth, "1 +"):
+                    node = grammar.parse_expression(text)
+                    got = hole.verify(text, node, parser)
+                    disagree += got != whole.verify(text, node, parser)
+                    accepted += got
+                    checked += 1
+    assert checked > 100 and accepted > 20 and disagree == 0, (checked, accepted, disagree)
