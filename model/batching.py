@@ -478,9 +478,8 @@ def file_encodings(model, b: TorchBatch) -> torch.Tensor | None:
     """[Sv, Fmax, d_lstm] each value step's file tokens, encoded (their value alone), or None."""
     if not b.file_values.shape[0]:
         return None
-    h, _ = model.lstm_step(model.embed_value(b.file_values), *model.initial_state(b.file_values.shape[0],
-                                                                                  b.file_values.device))
-    memory = torch.cat([h.new_zeros(1, h.shape[-1]), h[-1]], 0)          # row 0: none
+    enc = model.encode_file_tokens(b.file_values)
+    memory = torch.cat([enc.new_zeros(1, enc.shape[-1]), enc], 0)        # row 0: none
     return F.embedding(b.file_rows, memory)
 
 

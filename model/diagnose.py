@@ -46,6 +46,15 @@ IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 FILE_TOKENS = 256
 
 
+def unreachable_values(tree, h, cf) -> list:
+    """The target's value steps whose label no symbol of the features `cf` produces."""
+    return unreachable_steps(target_steps(tree, h, cf.whole_tokens), cf.symbols)
+
+
+def unreachable_steps(steps, symbols) -> list:
+    return [s for s in steps if s.is_value and symbols.id(s.label) is None]
+
+
 def sample(data: Path, split: str, limit: int):
     return [shard.example(i) for shard, i in E.sample_refs(data, split, limit)]
 
@@ -75,14 +84,13 @@ def reachability(data: Path, corpus: Path, split: str, limit: int, max_paths=200
         elsewhere = {w for w, n in in_file.items() if n > in_target[w]}
         cf = context_features(tree, h, vocab, max_paths, max_length)
         out["examples"] += 1
-        bad = [s for s in target_steps(tree, h, cf.whole_tokens) if s.is_value and cf.symbols.id(s.label) is None]
+        bad = unreachable_values(tree, h, cf)
         if not bad:
             continue
         out["unreachable"] += 1
         ok = dict.fromkeys(fixes, True)
         # what a model with file tokens reads (features.outside_identifiers over the shard's file counts)
-        cft = context_features(tree, h, vocab, max_paths, max_length, FILE_TOKENS)
-        if not any(s.is_value and cft.symbols.id(s.label) is None for s in target_steps(tree, h, cft.whole_tokens)):
+        if not unreachable_values(tree, h, context_features(tree, h, vocab, max_paths, max_length, FILE_TOKENS)):
             out["fixed"][f"file tokens ({FILE_TOKENS}, as the model reads them)"] += 1
         for s in bad:
             base = grammar.base_type(tree.types[s.parent])
@@ -112,7 +120,7 @@ def diagnose(model, vocab, table, items, max_paths=200, max_length=24, beam=5, c
                 "truth_logp": float(sum(lps)),
                 "truth_node_logp": float(sum(lp for s, lp in zip(steps, lps) if not s.is_value)),
                 "truth_value_logp": float(sum(lp for s, lp in zip(steps, lps) if s.is_value)),
-                "unreachable": any(s.is_value and cf.symbols.id(s.label) is None for s in steps),
+                "unreachable": bool(unreachable_steps(steps, cf.symbols)),
                 "exact": bool(top is not None and E.same_code(top.code, truth)),
                 "tree": bool(top is not None and E.score(cands[:1], tree, h).tree == 0),
             })

@@ -153,11 +153,7 @@ class _Example:
             self.z_ctx = model.contextualize(self.ctx_top[None], torch.ones(1, self.n, dtype=torch.bool,
                                                                              device=device))[0]
         self.leaf_copy = t(f.leaf_copy)
-        self.files = None                   # [F, d_lstm] the file tokens, encoded (their value alone)
-        if len(f.file_symbols):
-            hf, _ = model.lstm_step(model.embed_value(t(f.file_values)), *model.initial_state(len(f.file_symbols),
-                                                                                            device))
-            self.files = hf[-1]
+        self.files = model.encode_file_tokens(t(f.file_values)) if len(f.file_symbols) else None   # [F, d_lstm]
         self.file_symbols = t(f.file_symbols)
         self.value_masks: dict = {}
 

@@ -194,6 +194,12 @@ class SLM(nn.Module):
         proj = torch.einsum("kde,be->bkd", self.W_c, h)                      # [B, K, d_lstm]
         return torch.einsum("bpd,bkd->bpk", paths, proj)
 
+    def encode_file_tokens(self, values: torch.Tensor) -> torch.Tensor:
+        """[F, S] file tokens' subtoken ids -> [F, d_lstm] their encodings: the top LSTM layer after
+        the value alone (a path's first step from the zero state)."""
+        h, _ = self.lstm_step(self.embed_value(values), *self.initial_state(values.shape[0], values.device))
+        return h[-1]
+
     def file_copy_scores(self, h: torch.Tensor, files: torch.Tensor) -> torch.Tensor:
         """[B, F]: copying each file token whole; files [B, F, d_lstm] their encodings."""
         return torch.einsum("bfd,bd->bf", files, h @ self.W_f.t())

@@ -105,9 +105,8 @@ def reference_logprobs(model, vocab, tree, h, max_paths=200, max_length=24) -> n
     steps = target_steps(tree, h, f.whole_tokens)
     files = file_symbols = None
     if len(f.file_symbols):
-        hf, _ = model.lstm_step(model.embed_value(torch.from_numpy(f.file_values)),
-                                *model.initial_state(len(f.file_symbols)))
-        files, file_symbols = hf[-1][None], torch.from_numpy(f.file_symbols)[None]
+        files = model.encode_file_tokens(torch.from_numpy(f.file_values))[None]
+        file_symbols = torch.from_numpy(f.file_symbols)[None]
     out = []
     for t, s in enumerate(steps):
         sp = step_paths(tree, h, steps, t, f.paths)
