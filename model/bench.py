@@ -464,7 +464,7 @@ def main(argv=None) -> int:
         return 2
     print(f"cold start ({model_dir}) ...", file=sys.stderr)
     r["cold"] = cold_start(model_dir, args.device, args.threads, holes[0])
-    r.update(device=completer.device, provider=completer.provider, threads=args.threads or "all",
+    r.update(device=completer.device, provider=completer.provider, threads=completer.backend.threads,
              model=str(model_dir if model_dir != SHIPPED else "model/shipped"),
              precision=manifest["precision"], untrained=bool(manifest.get("untrained")),
              model_mb=sum(f["bytes"] for f in manifest["files"].values()) / 1e6,

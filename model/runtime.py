@@ -100,8 +100,12 @@ class OrtBackend:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.inter_op_num_threads = 1
-        if threads:
-            so.intra_op_num_threads = threads
+        # automatic on the CPU is one thread: a search is a few hundred calls of a few ms on small
+        # matrices, where a pool's hand-offs and spinning cost more than the second core gives
+        # (docs/bench.md, "Threads"); ONNX Runtime's own default (all cores) for the CUDA provider
+        if threads or providers[0] == "CPUExecutionProvider":
+            so.intra_op_num_threads = threads or 1
+        self.threads = so.intra_op_num_threads or "all cores"
         so.log_severity_level = 3
         self.sessions = {}
         for g in graphs:
