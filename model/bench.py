@@ -2,6 +2,7 @@
 
     python -m anycode.model.bench [--model DIR] [--holes 200] [--device cpu|cuda|auto] [--threads 0]
                                   [--torch-holes 30] [--typing-holes 100] [--out docs/bench.md]
+                                  [--versus DIR] [--versus-threads N]
 
 Holes: the expressions of the dataset protocol (dataset.extract_file) in the corpus
 test split (data/corpus/python/test), else in --files, else in tests/data; each is
@@ -14,7 +15,9 @@ Measured, with beam 5:
   * typing along: the first characters of each target typed one by one, a request
     after each (the context cache's case);
   * resident memory after loading, and process start to first completion (a fresh
-    interpreter: imports, model load, one completion).
+    interpreter: imports, model load, one completion);
+  * with --versus / --versus-threads, another model or thread count on the same holes,
+    interleaved hole by hole: the one fair comparison on a noisy machine.
 
 The model is --model (default model/shipped).  Without one, a randomly initialised
 SLM of the paper's shape is exported first: latency per step is then the real
@@ -228,6 +231,24 @@ def run_typing(completer, holes, chars: int = 3) -> dict:
     return {"times": times, "requests": reqs, "context_hits": hits, "right": right}
 
 
+def run_versus(a, b, holes) -> dict:
+    """Two completers on the same holes, interleaved (A then B on one hole, B then A on the next), so
+    that both see the same machine load: latency, and the target ranked first / among the five."""
+    out = {k: {"times": [], "steps": [], "top1": 0, "top5": 0} for k in ("a", "b")}
+    for k, (path, src, cursor, target, flat, h) in enumerate(holes):
+        truth = "".join(target.split())
+        for name, c in ((("a", a), ("b", b)) if k % 2 == 0 else (("b", b), ("a", a))):
+            t = time.perf_counter()
+            cands = c.complete(src, cursor, uri=path.resolve().as_uri(), beam_size=5, max_items=5)
+            o = out[name]
+            o["times"].append((time.perf_counter() - t) * 1e3)
+            o["steps"].append(c.last.get("steps", 0))
+            texts = ["".join(x.text.split()) for x in cands]
+            o["top1"] += bool(texts) and texts[0] == truth
+            o["top5"] += truth in texts
+    return out
+
+
 def torch_decoder(model_dir: Path, checkpoint: Path | None, threads: int, device: str):
     """The beam search with the torch model as backend (export.TorchBackend): the eager reference."""
     try:
@@ -339,6 +360,23 @@ def report(r: dict) -> str:
     if r.get("typing"):
         ty = r["typing"]
         L.append(stat_row("typing along (a request per typed character)", ty["times"]))
+    if r.get("versus"):
+        v = r["versus"]
+        n = len(v["a"]["times"])
+        L.append("")
+        L.append(f"A/B on the same {n} holes, interleaved (each hole: A then B, or B then A):")
+        L.append("")
+        L.append("| completer | p50 ms | p95 ms | mean ms | steps p50 | target first | target in five |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- |")
+        for k in ("a", "b"):
+            o = v[k]
+            L.append(f"| {k.upper()}: {v['desc'][k]} | {pct(o['times'], 50):.0f} | {pct(o['times'], 95):.0f} | "
+                     f"{statistics.fmean(o['times']):.0f} | {pct(o['steps'], 50):.0f} | {o['top1']} | {o['top5']} |")
+        ratios = [x / y for x, y in zip(v["b"]["times"], v["a"]["times"]) if y > 0]
+        L.append("")
+        L.append(f"- B / A: p50 {pct(v['b']['times'], 50) / pct(v['a']['times'], 50):.2f}x, "
+                 f"p95 {pct(v['b']['times'], 95) / pct(v['a']['times'], 95):.2f}x, "
+                 f"median of the per-hole ratios {pct(ratios, 50):.2f}x")
     L.append("")
     steps = ort_r["steps"]
     L.append(f"- beam steps per completion: p50 {pct(steps, 50):.0f}, mean {statistics.fmean(steps):.1f}; "
@@ -421,6 +459,10 @@ def main(argv=None) -> int:
     ap.add_argument("--max-paths", type=int, default=None,
                     help="context paths kept per request (default: the model's training cap)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--versus", type=Path, default=None, metavar="DIR",
+                    help="also run this exported model, interleaved with --model on the same holes (A/B)")
+    ap.add_argument("--versus-threads", type=int, default=None, metavar="N",
+                    help="A/B against the same model with N threads (with --versus: that model with N threads)")
     args = ap.parse_args(argv)
     lines = None
     if args.function_lines:
@@ -477,6 +519,15 @@ def main(argv=None) -> int:
     completer.complete(holes[0][1], holes[0][2])       # warm-up
     print(f"{len(holes)} holes, ONNX Runtime {completer.device} ...", file=sys.stderr)
     r["ort"] = run_ort(completer, holes)
+    if args.versus or args.versus_threads is not None:
+        vdir = args.versus or model_dir
+        vthreads = args.threads if args.versus_threads is None else args.versus_threads
+        other = Completer(vdir, device=args.device, threads=vthreads)
+        other.complete(holes[0][1], holes[0][2])
+        print(f"A/B against {vdir}, threads {other.backend.threads}, interleaved ...", file=sys.stderr)
+        r["versus"] = run_versus(completer, other, holes)
+        r["versus"]["desc"] = {"a": f"{r['model']}, threads {completer.backend.threads}",
+                               "b": f"{vdir if vdir != SHIPPED else 'model/shipped'}, threads {other.backend.threads}"}
     if args.typing_holes:
         print(f"typing along, {args.typing_holes} holes ...", file=sys.stderr)
         r["typing"] = run_typing(completer, holes[: args.typing_holes])

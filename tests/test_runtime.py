@@ -291,6 +291,17 @@ def test_model_errors(model_dir, tmp_path):
         Completer(broken)
 
 
+def test_threads_automatic_is_one_on_the_cpu_and_a_number_is_kept(model_dir):
+    """`threads` 0 (the settings' default) runs one ONNX Runtime thread on the CPU: on this kind
+    of machine a pool of two made completions about twice as slow (docs/bench.md, "Threads")."""
+    auto = Completer(model_dir, device="cpu", threads=0, verify_files=False).backend
+    assert auto.threads == 1
+    assert all(s.get_session_options().intra_op_num_threads == 1 for s in auto.sessions.values())
+    two = Completer(model_dir, device="cpu", threads=2, verify_files=False).backend
+    assert two.threads == 2
+    assert all(s.get_session_options().intra_op_num_threads == 2 for s in two.sessions.values())
+
+
 def test_demo_and_no_torch_on_the_serving_path(model_dir):
     """`anycode complete` on examples/demo.py, in a fresh process that must not import torch."""
     code = ("import sys; from anycode.model import cli_complete as m; import argparse; ap = argparse.ArgumentParser();"
