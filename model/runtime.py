@@ -102,7 +102,8 @@ class OrtBackend:
         so.inter_op_num_threads = 1
         # automatic on the CPU is one thread: a search is a few hundred calls of a few ms on small
         # matrices, where a pool's hand-offs and spinning cost more than the second core gives
-        # (docs/bench.md, "Threads"); ONNX Runtime's own default (all cores) for the CUDA provider
+        # (docs/bench.md, "Threads, and int8 LSTM graphs"); the CUDA provider keeps ONNX Runtime's
+        # own default (all cores)
         if threads or providers[0] == "CPUExecutionProvider":
             so.intra_op_num_threads = threads or 1
         self.threads = so.intra_op_num_threads or "all cores"

@@ -13,7 +13,9 @@ Tolerances:
   * int8 (dynamic quantization of the MatMul weights of every graph; what ships since 2026-12-01,
     the LSTM graphs quantized too since 2026-12-02 evening):
     per-step log-probabilities within 0.5 of torch on average and 3.0 at worst
-    (measured on the untrained small model: 0.34 and 2.1).
+    (measured on the untrained small model: 0.34 and 2.1; on the shipped weights, the 48 steps of
+    this test's 4 holes: 0.012 and 0.115 with every graph int8, 0.013 and 0.143 with the score
+    graph alone int8).
 """
 from __future__ import annotations
 

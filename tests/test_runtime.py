@@ -292,8 +292,9 @@ def test_model_errors(model_dir, tmp_path):
 
 
 def test_threads_automatic_is_one_on_the_cpu_and_a_number_is_kept(model_dir):
-    """`threads` 0 (the settings' default) runs one ONNX Runtime thread on the CPU: on this kind
-    of machine a pool of two made completions about twice as slow (docs/bench.md, "Threads")."""
+    """`threads` 0 (the settings' default) runs one ONNX Runtime thread on the CPU: on this kind of
+    machine a pool of two made completions about twice as slow (docs/bench.md, "Threads, and int8
+    LSTM graphs")."""
     auto = Completer(model_dir, device="cpu", threads=0, verify_files=False).backend
     assert auto.threads == 1
     assert all(s.get_session_options().intra_op_num_threads == 1 for s in auto.sessions.values())
