@@ -154,28 +154,43 @@ class NodeStep(nn.Module):
         return torch.stack([h0] + hs), torch.stack([c0] + cs)
 
 
-def _self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-    """nn.MultiheadAttention(x, x, x, key_padding_mask=pad), written with shapes the tracer keeps dynamic."""
-    heads = attn.num_heads
-    dh = x.shape[-1] // heads
-    q, k, v = (x @ attn.in_proj_weight.t() + attn.in_proj_bias).chunk(3, -1)
-    q, k, v = (t.unflatten(-1, (heads, dh)).transpose(1, 2) for t in (q, k, v))     # [B, H, P, dh]
-    scores = (q @ k.transpose(-1, -2)) * dh ** -0.5
-    scores = scores.masked_fill(pad[:, None, None, :], float("-inf"))
-    out = (scores.softmax(-1) @ v).transpose(1, 2).flatten(2)
+class _Reshape2(torch.autograd.Function):
+    """x [B, P, ...] -> [B, P, *tail] as one ONNX Reshape with a constant shape (0: the input's
+    dimension): the tracer would compute B and P from Shape, Gather and Concat nodes instead."""
+
+    @staticmethod
+    def forward(ctx, x, tail: tuple[int, ...]):
+        return x.reshape(x.shape[0], x.shape[1], *tail)
+
+    @staticmethod
+    def symbolic(g, x, tail: tuple[int, ...]):
+        return g.op("Reshape", x, g.op("Constant", value_t=torch.tensor([0, -1, *tail], dtype=torch.int64)))
+
+
+def _self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, pad_bias: torch.Tensor) -> torch.Tensor:
+    """nn.MultiheadAttention(x, x, x, key_padding_mask=pad), written with shapes the tracer keeps
+    dynamic and as few graph nodes as it allows (at decoding's sizes each node's dispatch costs about
+    as much as its arithmetic): one reshape and one transpose split q, k and v and the heads, the head
+    size and scale are constants, and the padding is one additive bias for every layer."""
+    heads, dh = attn.num_heads, attn.head_dim
+    qkv = _Reshape2.apply(x @ attn.in_proj_weight.t() + attn.in_proj_bias, (3, heads, dh))
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                                # each [B, H, P, dh]
+    scores = (q @ k.transpose(-1, -2)) * dh ** -0.5 + pad_bias
+    out = _Reshape2.apply((scores.softmax(-1) @ v).transpose(1, 2), (heads * dh,))
     return out @ attn.out_proj.weight.t() + attn.out_proj.bias
 
 
-def _encoder_layer(layer: nn.TransformerEncoderLayer, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+def _encoder_layer(layer: nn.TransformerEncoderLayer, x: torch.Tensor, pad_bias: torch.Tensor) -> torch.Tensor:
     """nn.TransformerEncoderLayer in eval mode (post-norm, ReLU: SLM's configuration)."""
     assert not layer.norm_first and layer.activation_relu_or_gelu == 1, "SLM uses post-norm ReLU layers"
-    x = layer.norm1(x + _self_attention(layer.self_attn, x, pad))
+    x = layer.norm1(x + _self_attention(layer.self_attn, x, pad_bias))
     return layer.norm2(x + layer.linear2(torch.relu(layer.linear1(x))))
 
 
 def _transformer(m: SLM, z: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    pad_bias = torch.zeros(pad.shape, dtype=z.dtype).masked_fill(pad, float("-inf"))[:, None, None, :]
     for layer in m.transformer.layers:
-        z = _encoder_layer(layer, z, pad)
+        z = _encoder_layer(layer, z, pad_bias)
     return z
 
 

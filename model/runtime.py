@@ -108,11 +108,15 @@ class OrtBackend:
             so.intra_op_num_threads = threads or 1
         self.threads = so.intra_op_num_threads or "all cores"
         so.log_severity_level = 3
+        # on the CPU the fused SkipLayerNormalization kernel is slower than Add + LayerNormalization
+        # at decoding's sizes (about 7x a call; docs/bench.md, "Threads, and int8 LSTM graphs")
+        disabled = ["SkipLayerNormFusion"] if providers[0] == "CPUExecutionProvider" else None
         self.sessions = {}
         for g in graphs:
             path = Path(model_dir) / f"{g}.onnx"
             try:
-                self.sessions[g] = ort.InferenceSession(str(path), so, providers=providers)
+                self.sessions[g] = ort.InferenceSession(str(path), so, providers=providers,
+                                                        disabled_optimizers=disabled)
             except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
                 raise ModelError(f"cannot load {path}: {e}") from e
         used = self.sessions["score"].get_providers()
