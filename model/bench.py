@@ -207,6 +207,13 @@ def run_ort(completer, holes) -> dict:
             "score_ms_per_step": 1e3 * secs["score"] / total_steps}
 
 
+def target_rank(cands, target: str) -> tuple[bool, bool]:
+    """(the target is the first candidate, the target is among the first five), whitespace aside."""
+    truth = "".join(target.split())
+    same = ["".join(c.text.split()) == truth for c in cands[:5]]
+    return bool(same and same[0]), any(same)
+
+
 def run_typing(completer, holes, chars: int = 3) -> dict:
     """Type each target's first characters one at a time, a request after each; how often the
     target is the first candidate, or among the five, after 0, 1, ... typed characters."""
@@ -215,7 +222,6 @@ def run_typing(completer, holes, chars: int = 3) -> dict:
     for k, (path, src, cursor, target, flat, h) in enumerate(holes):
         uri = f"file:///typing/{k}.py"
         completer.close_document(uri)
-        truth = "".join(target.split())
         for j in range(0, min(chars, len(target)) + 1):
             typed = target[:j].encode()
             buf = src[:cursor] + typed + src[cursor:]
@@ -224,10 +230,10 @@ def run_typing(completer, holes, chars: int = 3) -> dict:
             times.append((time.perf_counter() - t) * 1e3)
             reqs += 1
             hits += bool(completer.last.get("context_hit"))
-            ranks = ["".join(c.text.split()) == truth for c in cands[:5]]
+            first, in_five = target_rank(cands, target)
             right[j][0] += 1
-            right[j][1] += bool(ranks and ranks[0])
-            right[j][2] += any(ranks)
+            right[j][1] += first
+            right[j][2] += in_five
     return {"times": times, "requests": reqs, "context_hits": hits, "right": right}
 
 
@@ -236,16 +242,15 @@ def run_versus(a, b, holes) -> dict:
     that both see the same machine load: latency, and the target ranked first / among the five."""
     out = {k: {"times": [], "steps": [], "top1": 0, "top5": 0} for k in ("a", "b")}
     for k, (path, src, cursor, target, flat, h) in enumerate(holes):
-        truth = "".join(target.split())
         for name, c in ((("a", a), ("b", b)) if k % 2 == 0 else (("b", b), ("a", a))):
             t = time.perf_counter()
             cands = c.complete(src, cursor, uri=path.resolve().as_uri(), beam_size=5, max_items=5)
             o = out[name]
             o["times"].append((time.perf_counter() - t) * 1e3)
             o["steps"].append(c.last.get("steps", 0))
-            texts = ["".join(x.text.split()) for x in cands]
-            o["top1"] += bool(texts) and texts[0] == truth
-            o["top5"] += truth in texts
+            first, in_five = target_rank(cands, target)
+            o["top1"] += first
+            o["top5"] += in_five
     return out
 
 

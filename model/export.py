@@ -155,8 +155,9 @@ class NodeStep(nn.Module):
 
 
 class _Reshape2(torch.autograd.Function):
-    """x [B, P, ...] -> [B, P, *tail] as one ONNX Reshape with a constant shape (0: the input's
-    dimension): the tracer would compute B and P from Shape, Gather and Concat nodes instead."""
+    """x [B, P, ...] -> [B, P, *tail] as one ONNX Reshape with a constant shape [0, -1, *tail] (B
+    copied from the input, P inferred): the tracer would compute B and P from Shape, Gather and
+    Concat nodes instead."""
 
     @staticmethod
     def forward(ctx, x, tail: tuple[int, ...]):

@@ -100,17 +100,18 @@ class OrtBackend:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.inter_op_num_threads = 1
+        on_cpu = providers[0] == "CPUExecutionProvider"
         # automatic on the CPU is one thread: a search is a few hundred calls of a few ms on small
         # matrices, where a pool's hand-offs and spinning cost more than the second core gives
         # (docs/bench.md, "Threads, and int8 LSTM graphs"); the CUDA provider keeps ONNX Runtime's
         # own default (all cores)
-        if threads or providers[0] == "CPUExecutionProvider":
+        if threads or on_cpu:
             so.intra_op_num_threads = threads or 1
         self.threads = so.intra_op_num_threads or "all cores"
         so.log_severity_level = 3
         # on the CPU the fused SkipLayerNormalization kernel is slower than Add + LayerNormalization
         # at decoding's sizes (about 7x a call; docs/bench.md, "Threads, and int8 LSTM graphs")
-        disabled = ["SkipLayerNormFusion"] if providers[0] == "CPUExecutionProvider" else None
+        disabled = ["SkipLayerNormFusion"] if on_cpu else None
         self.sessions = {}
         for g in graphs:
             path = Path(model_dir) / f"{g}.onnx"
