@@ -762,9 +762,12 @@ class Decoder:
                     if lp[i] > NEG_INF:
                         cands.append((hy.logp + float(lp[i]), b, labels(int(i)), float(lp[i])))
             cands.sort(key=lambda c: -c[0])
+            # log-probabilities only fall: what scores below the keep-th finished can never enter
+            # the answer, so it takes no beam slot and no more steps
+            floor = finished[keep - 1].logp if len(finished) >= keep else NEG_INF
             new_live = []
             for score, b, label, lp in cands:
-                if len(new_live) >= beam_size:
+                if len(new_live) >= beam_size or score < floor:
                     break
                 n = self.apply(live[b], label, lp, ctx)
                 stats["expansions"] += 1
@@ -779,13 +782,12 @@ class Decoder:
                     finished.append(Finished(n.logp, n))
                 else:
                     new_live.append(n)
+            if len(finished) >= keep:
+                finished.sort(key=lambda f: -f.logp)
+                new_live = [hy for hy in new_live if hy.logp >= finished[keep - 1].logp]
             live = new_live
             if not live:
                 break
-            if len(finished) >= keep:
-                finished.sort(key=lambda f: -f.logp)
-                if live[0].logp < finished[keep - 1].logp:
-                    break
             # drop chain states no live beam can return to
             alive = {hy.suffix[:k] for hy in live for k in range(len(hy.suffix) + 1)}
             for s in [s for s in chains if s not in alive]:
