@@ -68,6 +68,7 @@ HOLE_FORBIDDEN = frozenset({
 """(parent type, field) positions that are not expression holes."""
 
 
+@lru_cache(maxsize=4096)
 def kind_of(type_key: str) -> str:
     base = base_type(type_key)
     if base in VALUED:
@@ -77,6 +78,7 @@ def kind_of(type_key: str) -> str:
     return "nonterminal"
 
 
+@lru_cache(maxsize=4096)
 def base_type(type_key: str) -> str:
     return type_key.split(":", 1)[0]
 
@@ -139,6 +141,11 @@ def join_subtokens(parts: list[str]) -> str:
 
 
 def split_identifier(name: str) -> list[str]:
+    return list(_split_identifier(name))
+
+
+@lru_cache(maxsize=65536)
+def _split_identifier(name: str) -> tuple[str, ...]:
     pieces = _PIECE.findall(name)
     parts: list[str] = []
     for i, piece in enumerate(pieces):
@@ -147,8 +154,8 @@ def split_identifier(name: str) -> list[str]:
             continue
         parts.append(piece)
     if not parts or join_subtokens(parts) != name:
-        return [name]
-    return parts
+        return (name,)
+    return tuple(parts)
 
 
 def subtokens(type_key: str, value: str) -> list[str]:

@@ -113,13 +113,14 @@ class ContextCache(LRUCache):
 class Hyp:
     """A partial tree inside the hole.  Node 0 is the hole's root; parent -1 is p."""
 
-    __slots__ = ("types", "parent", "cindex", "kids", "parts", "stack", "suffix", "leaves", "logp",
+    __slots__ = ("types", "parent", "cindex", "keys", "kids", "parts", "stack", "suffix", "leaves", "logp",
                  "nsteps", "done")
 
     def __init__(self):
         self.types: list[str] = []
         self.parent: list[int] = []
         self.cindex: list[int] = []
+        self.keys: list[int] = []           # _key of each node: its type and child index
         self.kids: list[list[int]] = []
         self.parts: list[list[str] | None] = []
         self.stack: list[int] = []          # open nodes, hole root first: the DFS frontier
@@ -131,7 +132,7 @@ class Hyp:
 
     def copy(self) -> "Hyp":
         h = Hyp.__new__(Hyp)
-        h.types, h.parent, h.cindex = self.types[:], self.parent[:], self.cindex[:]
+        h.types, h.parent, h.cindex, h.keys = self.types[:], self.parent[:], self.cindex[:], self.keys[:]
         h.kids, h.parts = self.kids[:], self.parts[:]
         h.stack, h.suffix, h.leaves = self.stack[:], self.suffix, self.leaves[:]
         h.logp, h.nsteps, h.done = self.logp, self.nsteps, self.done
@@ -294,6 +295,7 @@ class Decoder:
         self._child_masks: dict[tuple[str, int], np.ndarray] = {}
         self._value_masks: dict[tuple[str, bool], np.ndarray] = {}
         self._value_ok_cache: dict[tuple[str, str, bool], bool] = {}
+        self._closing: dict[tuple[str, int], int] = {}
 
     # ------------------------------------------------------------ grammar masks
 
@@ -333,16 +335,19 @@ class Decoder:
         return v
 
     def value_mask(self, ctx: Context, type_key: str, later: bool) -> np.ndarray:
+        """Which of the request's symbols (the vocabulary's, then its own) may be a part of a
+        `type_key` value; shared, so copy it before changing it."""
         base = grammar.base_type(type_key)
-        vm = self._value_masks.get((base, later))
-        if vm is None:
-            vm = np.array([self._value_ok(type_key, s, later) for s in self.vocab.subtokens])
-            self._value_masks[(base, later)] = vm
-        em = ctx.extra_masks.get((base, later))
-        if em is None:
+        mask = ctx.extra_masks.get((base, later))
+        if mask is None:
+            vm = self._value_masks.get((base, later))
+            if vm is None:
+                vm = np.array([self._value_ok(type_key, s, later) for s in self.vocab.subtokens])
+                self._value_masks[(base, later)] = vm
             extra = ctx.features.symbols.extra
-            em = ctx.extra_masks[(base, later)] = np.array([self._value_ok(type_key, s, later) for s in extra], bool)
-        return np.concatenate([vm, em])
+            em = np.array([self._value_ok(type_key, s, later) for s in extra], bool)
+            mask = ctx.extra_masks[(base, later)] = np.concatenate([vm, em])
+        return mask
 
     # ------------------------------------------------------------ the context
 
@@ -470,25 +475,12 @@ class Decoder:
         vocab = self.vocab
         N = ctx.n
         R = 1 if self.context_once else N + 1         # rows of a chain's states; the last is the root path
-        # chain states: every new chain is a known chain plus one node
-        todo = sorted({hy.suffix for hy in hyps if hy.suffix not in chains}, key=len)
-        while todo:
-            level = [s for s in todo if s[:-1] in chains]
-            todo = [s for s in todo if s[:-1] not in chains]
-            hs = np.concatenate([chains[s[:-1]][0] for s in level], 1)
-            cs = np.concatenate([chains[s[:-1]][1] for s in level], 1)
-            ty = np.repeat([s[-1] // _KEYS for s in level], R)
-            ix = np.repeat([s[-1] % _KEYS for s in level], R)
-            h2, c2 = be.node_step(ty.astype(np.int64), ix.astype(np.int64), hs, cs)
-            for j, s in enumerate(level):
-                chains[s] = (h2[:, j * R: (j + 1) * R], c2[:, j * R: (j + 1) * R])
-            if not level:
-                raise AssertionError("a chain without its parent")
         # generated-leaf paths: value + nodes, from the trie
         seqs = []
         for hy in hyps:
             row = []
             if hy.leaves:
+                keys = hy.keys
                 on_stack = {n: j for j, n in enumerate(hy.stack)}
                 for leaf in hy.leaves:
                     up = []
@@ -499,29 +491,55 @@ class Decoder:
                     up.append(n)
                     nodes = up + hy.stack[on_stack[n] + 1:]
                     val, copy = self._leaf_value(ctx, hy, leaf)
-                    seq = (val,) + tuple(_key(vocab.type_of(hy.types[x]), hy.cindex[x]) for x in nodes)
+                    seq = (val,) + tuple([keys[x] for x in nodes])
                     row.append((seq, copy))
             seqs.append(row)
-        need: dict[int, set] = {}
+        # what the LSTM must still compute, by how many steps it is from a known state: each wave
+        # is one value call (paths starting) and one node call (chains and paths growing)
+        waves: dict[int, dict] = {}
+        for s in {hy.suffix for hy in hyps if hy.suffix not in chains}:
+            k = len(s)
+            while s[:k] not in chains:
+                k -= 1
+            for j in range(k + 1, len(s) + 1):
+                waves.setdefault(j - k, {})[s[:j]] = True
         for row in seqs:
             for seq, _ in row:
                 k = len(seq)
                 while k >= 1 and seq[:k] not in gen:
-                    need.setdefault(k, set()).add(seq[:k])
                     k -= 1
-        for k in sorted(need):
-            level = sorted(need[k])
-            if k == 1:
-                vals = np.array([s[0] for s in level], np.int64)
-                h2, c2 = be.value_step(vals)
-            else:
-                hs = np.stack([gen[s[:-1]][0] for s in level], 1)
-                cs = np.stack([gen[s[:-1]][1] for s in level], 1)
-                ty = np.array([s[-1] // _KEYS for s in level], np.int64)
-                ix = np.array([s[-1] % _KEYS for s in level], np.int64)
-                h2, c2 = be.node_step(ty, ix, hs, cs)
-            for j, s in enumerate(level):
-                gen[s] = (h2[:, j], c2[:, j])
+                for j in range(k + 1, len(seq) + 1):
+                    waves.setdefault(j - k, {})[seq[:j]] = False
+        for w in sorted(waves):
+            wave = waves[w]
+            starts = [s for s, is_chain in wave.items() if not is_chain and len(s) == 1]
+            if starts:
+                h2, c2 = be.value_step(np.array([s[0] for s in starts], np.int64))
+                for j, s in enumerate(starts):
+                    gen[s] = (h2[:, j], c2[:, j])
+            grown = [s for s in wave if wave[s]] + [s for s, is_chain in wave.items() if not is_chain and len(s) > 1]
+            if not grown:
+                continue
+            hs, cs, keys = [], [], []
+            for s in grown:
+                if wave[s]:
+                    h, c = chains[s[:-1]]
+                else:
+                    h, c = gen[s[:-1]]
+                    h, c = h[:, None], c[:, None]
+                hs.append(h)
+                cs.append(c)
+                keys += [s[-1]] * h.shape[1]
+            keys = np.array(keys, np.int64)
+            h2, c2 = be.node_step(keys // _KEYS, keys % _KEYS, np.concatenate(hs, 1), np.concatenate(cs, 1))
+            r = 0
+            for s in grown:
+                if wave[s]:
+                    chains[s] = (h2[:, r: r + R], c2[:, r: r + R])
+                    r += R
+                else:
+                    gen[s] = (h2[:, r], c2[:, r])
+                    r += 1
         # the batch
         B = len(hyps)
         G = max((len(r) for r in seqs), default=0)
@@ -611,12 +629,13 @@ class Decoder:
         else:
             n.cindex.append(len(n.kids[pi]))
             n.kids[pi] = n.kids[pi] + [i]
+        n.keys.append(_key(vocab.type_of(label), n.cindex[i]))
         n.kids.append([])
         kind = grammar.kind_of(label)
         n.parts.append([] if kind == "valued" else None)
         if kind == "nonterminal" or kind == "valued":
             n.stack.append(i)
-            n.suffix = n.suffix + (_key(vocab.type_of(label), n.cindex[i]),)
+            n.suffix = n.suffix + (n.keys[i],)
         if kind != "nonterminal":
             n.leaves.append(i)
             if pi < 0 and kind == "fixed":
@@ -629,17 +648,21 @@ class Decoder:
         its value, EOS-token, and one to spare for children that must be nonterminals) and its EOS-node."""
         cost = 0
         for x in hy.stack:
-            t = hy.types[x]
-            if grammar.kind_of(t) == "valued":
-                cost += 1
-                continue
-            k = len(hy.kids[x])
-            need = 0
-            if self.table is not None and self.table.known(t):
-                arities = [a for a in self.table.arities.get(t, ()) if a >= k]
-                need = min(arities) - k if arities else 0
-            cost += 4 * need + 1
+            key = (hy.types[x], len(hy.kids[x]))
+            c = self._closing.get(key)
+            if c is None:
+                c = self._closing[key] = self._node_closing_cost(*key)
+            cost += c
         return cost
+
+    def _node_closing_cost(self, t: str, k: int) -> int:
+        if grammar.kind_of(t) == "valued":
+            return 1
+        need = 0
+        if self.table is not None and self.table.known(t):
+            arities = [a for a in self.table.arities.get(t, ()) if a >= k]
+            need = min(arities) - k if arities else 0
+        return 4 * need + 1
 
     def _typed_symbols(self, ctx: Context, hy: Hyp, typed_sq: str) -> np.ndarray | None:
         """Which value parts keep the frontier terminal's text consistent with the typed prefix
@@ -727,19 +750,18 @@ class Decoder:
                     hy.nsteps + self._closing_cost(hy) + 2 >= max_steps
                 if pi >= 0 and grammar.kind_of(hy.types[pi]) == "valued":
                     j = len(hy.parts[pi])
-                    lp = value_lp[b].copy()
-                    allowed = self.value_mask(ctx, hy.types[pi], j > 0)
                     if j >= MAX_VALUE_PARTS or (forced and j > 0):
                         allowed = np.zeros(nsym, bool)
+                    else:
+                        allowed = self.value_mask(ctx, hy.types[pi], j > 0).copy()
                     allowed[self.eos_tok] = j > 0
                     if typed_sq:
                         fits = self._typed_symbols(ctx, hy, typed_sq)
                         if fits is not None:
                             allowed &= fits | (np.arange(nsym) == self.eos_tok)
-                    lp[~allowed] = NEG_INF
-                    labels = lambda i: symbols.string(i)  # noqa: E731
+                    lp = np.where(allowed, value_lp[b], NEG_INF)
+                    labels = symbols.string
                 else:
-                    lp = node_lp[b].copy()
                     if pi < 0:
                         allowed = self.child_mask(ctx.p_type, ctx.hole_index) & self.root_ok
                         if not allowed.any():
@@ -754,8 +776,8 @@ class Decoder:
                             elif (allowed & self.terminal).any():
                                 allowed &= self.terminal
                         allowed[self.eos_node] = eos
-                    lp[~allowed] = NEG_INF
-                    labels = lambda i: self.vocab.node_types[i]  # noqa: E731
+                    lp = np.where(allowed, node_lp[b], NEG_INF)
+                    labels = self.vocab.node_types.__getitem__
                 width = min(len(lp), beam_size * (4 if typed_sq else 1))
                 top = np.argpartition(-lp, width - 1)[:width] if width < len(lp) else np.arange(len(lp))
                 for i in top:
