@@ -66,6 +66,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from anycode.model.features import MAX_COPY_POSITIONS, MAX_VALUE_SUBTOKENS
 from anycode.model.runtime import graphs_of, sha256
@@ -85,10 +86,13 @@ def max_symbols(cfg: SLMConfig, max_paths: int) -> int:
 # ---------------------------------------------------------------- the graphs as modules
 
 
-def _cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """nn.LSTMCell's update from its pre-activations (i, f, g, o)."""
-    i, f, g, o = gates.chunk(4, -1)
-    c2 = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+def _cell(gates: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """nn.LSTMCell's update from its pre-activations (i, f, g, o); c None is the zero state.
+    The gates are split by a constant size (one Split node; chunk traces to Shape, Div and Slices)."""
+    i, f, g, o = gates.split(gates.shape[-1] // 4, -1)
+    c2 = torch.sigmoid(i) * torch.tanh(g)
+    if c is not None:
+        c2 = torch.sigmoid(f) * c + c2
     return torch.sigmoid(o) * torch.tanh(c2), c2
 
 
@@ -100,10 +104,12 @@ class _Upper(nn.Module):
         self.layers = nn.ModuleList(slm.cells[1:])
 
     def forward(self, x, h, c):
+        """h, c None: every layer starts from the zero state (W_hh . 0 and f * 0 left out)."""
         hs, cs = [], []
         for k, cell in enumerate(self.layers, start=1):
-            g = x @ cell.weight_ih.t() + cell.bias_ih + h[k] @ cell.weight_hh.t() + cell.bias_hh
-            x, ck = _cell(g, c[k])
+            g = x @ cell.weight_ih.t() + cell.bias_ih
+            g = g + cell.bias_hh if h is None else g + h[k] @ cell.weight_hh.t() + cell.bias_hh
+            x, ck = _cell(g, None if c is None else c[k])
             hs.append(x)
             cs.append(ck)
         return hs, cs
@@ -124,9 +130,8 @@ class ValueStep(nn.Module):
     def forward(self, values):
         x = self.sub_emb[values].sum(1)                       # embed_value
         g = x @ self.w_ih.t() + self.b_ih + self.b_hh         # + W_hh . 0
-        h0, c0 = _cell(g, torch.zeros_like(g[:, : g.shape[1] // 4]))
-        zero = torch.zeros_like(h0).unsqueeze(0).expand(len(self.upper.layers) + 1, -1, -1)
-        hs, cs = self.upper(h0, zero, zero)
+        h0, c0 = _cell(g, None)
+        hs, cs = self.upper(h0, None, None)
         return torch.stack([h0] + hs), torch.stack([c0] + cs)
 
 
@@ -154,30 +159,43 @@ class NodeStep(nn.Module):
         return torch.stack([h0] + hs), torch.stack([c0] + cs)
 
 
-class _Reshape2(torch.autograd.Function):
-    """x [B, P, ...] -> [B, P, *tail] as one ONNX Reshape with a constant shape [0, -1, *tail] (B
-    copied from the input, P inferred): the tracer would compute B and P from Shape, Gather and
-    Concat nodes instead."""
+class _Reshape(torch.autograd.Function):
+    """x reshaped to `shape` as one ONNX Reshape with that constant shape, where 0 keeps the input's
+    size and -1 is inferred: the tracer would compute the dynamic sizes from Shape, Gather and
+    Concat nodes instead.  [0, -1, *tail]: [B, P, ...] -> [B, P, *tail]; [0, -1]: [B, ...] -> [B, n]."""
 
     @staticmethod
-    def forward(ctx, x, tail: tuple[int, ...]):
-        return x.reshape(x.shape[0], x.shape[1], *tail)
+    def forward(ctx, x, shape: tuple[int, ...]):
+        return x.reshape([x.shape[i] if n == 0 else n for i, n in enumerate(shape)])
 
     @staticmethod
-    def symbolic(g, x, tail: tuple[int, ...]):
-        return g.op("Reshape", x, g.op("Constant", value_t=torch.tensor([0, -1, *tail], dtype=torch.int64)))
+    def symbolic(g, x, shape: tuple[int, ...]):
+        return g.op("Reshape", x, g.op("Constant", value_t=torch.tensor(shape, dtype=torch.int64)))
+
+
+class _ScatterAdd(torch.autograd.Function):
+    """x.scatter_add(1, index, src) with src the shape of index: one ScatterElements (the tracer's
+    scatter_add first slices src to the index's shape, through Shape nodes)."""
+
+    @staticmethod
+    def forward(ctx, x, index, src):
+        return x.scatter_add(1, index, src)
+
+    @staticmethod
+    def symbolic(g, x, index, src):
+        return g.op("ScatterElements", x, index, src, axis_i=1, reduction_s="add")
 
 
 def _self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, pad_bias: torch.Tensor) -> torch.Tensor:
     """nn.MultiheadAttention(x, x, x, key_padding_mask=pad), written with shapes the tracer keeps
     dynamic and as few graph nodes as it allows (at decoding's sizes each node's dispatch costs about
-    as much as its arithmetic): one reshape and one transpose split q, k and v and the heads, the head
+    as much as its arithmetic): one reshape, one transpose and one split give q, k and v by head, the head
     size and scale are constants, and the padding is one additive bias for every layer."""
     heads, dh = attn.num_heads, attn.head_dim
-    qkv = _Reshape2.apply(x @ attn.in_proj_weight.t() + attn.in_proj_bias, (3, heads, dh))
-    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                                # each [B, H, P, dh]
+    qkv = _Reshape.apply(x @ attn.in_proj_weight.t() + attn.in_proj_bias, (0, -1, 3 * heads, dh))
+    q, k, v = qkv.transpose(1, 2).split(heads, 1)                                 # each [B, H, P, dh]
     scores = (q @ k.transpose(-1, -2)) * dh ** -0.5 + pad_bias
-    out = _Reshape2.apply((scores.softmax(-1) @ v).transpose(1, 2), (heads * dh,))
+    out = _Reshape.apply((scores.softmax(-1) @ v).transpose(1, 2), (0, -1, heads * dh))
     return out @ attn.out_proj.weight.t() + attn.out_proj.bias
 
 
@@ -189,7 +207,7 @@ def _encoder_layer(layer: nn.TransformerEncoderLayer, x: torch.Tensor, pad_bias:
 
 
 def _transformer(m: SLM, z: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-    pad_bias = torch.zeros(pad.shape, dtype=z.dtype).masked_fill(pad, float("-inf"))[:, None, None, :]
+    pad_bias = torch.where(pad, float("-inf"), 0.0)[:, None, None, :]
     for layer in m.transformer.layers:
         z = _encoder_layer(layer, z, pad_bias)
     return z
@@ -219,16 +237,36 @@ class Score(nn.Module):
         self.n_symbols = n_symbols
         # SLM.copy_scores' einsum with W_c [K, d_lstm, d] as one MatMul with the weights laid out for it
         K, dl, d = slm.W_c.shape
+        self.copy_shape = (-1, int(K), int(dl))
         self.register_buffer("w_c", slm.W_c.detach().permute(2, 0, 1).reshape(d, K * dl).clone())
         self.slm.copy_scores = self._copy_scores
         self.slm.file_copy_scores = self._file_copy_scores
 
     def _copy_scores(self, h: torch.Tensor, paths: torch.Tensor) -> torch.Tensor:
-        proj = (h @ self.w_c).unflatten(-1, (self.slm.W_c.shape[0], self.slm.W_c.shape[1]))   # [B, K, d_lstm]
+        proj = _Reshape.apply(h @ self.w_c, self.copy_shape)                                  # [B, K, d_lstm]
         return paths @ proj.transpose(1, 2)                                                    # [B, P, K]
 
     def _file_copy_scores(self, h: torch.Tensor, files: torch.Tensor) -> torch.Tensor:
         return (h @ self.slm.W_f.t()) @ files.t()            # files [F, d_lstm], shared by the beams -> [B, F]
+
+    def _value_logits(self, h, paths, copy_symbols, files, file_symbols):
+        """SLM.value_logits with the same arithmetic in fewer graph nodes: the generation scores
+        padded out to the symbols with one Pad (not a scatter into a filled table), flattening by
+        constant-shape reshapes, the file tokens' symbols broadcast by an addition."""
+        m = self.slm
+        gen = h @ m.sub_emb.weight.t()                                       # [B, V]
+        scores = F.pad(gen[:, 1:], (1, self.n_symbols - m.cfg.n_subtokens), value=NEG)  # padding is never a value
+        copy = _Reshape.apply(self._copy_scores(h, paths), (0, -1))          # [B, P * K]
+        sym = _Reshape.apply(copy_symbols, (0, -1))
+        if file_symbols is not None:
+            fcopy = self._file_copy_scores(h, files)
+            copy = torch.cat([copy, fcopy], 1)
+            sym = torch.cat([sym, torch.zeros_like(fcopy, dtype=sym.dtype) + file_symbols], 1)
+        valid = sym >= 0
+        copy = torch.where(valid, copy, NEG)
+        mx = torch.maximum(scores.max(-1, keepdim=True).values, copy.max(-1, keepdim=True).values)
+        total = _ScatterAdd.apply((scores - mx).exp(), sym.clamp(min=0), (copy - mx).exp() * valid)
+        return (total.clamp_min(1e-30).log() + mx).log_softmax(-1)
 
     def forward(self, paths, mask, root, child_index, copy_symbols, *extra):
         """extra: z (context_once models), then files and file_symbols (file_tokens models)."""
@@ -237,7 +275,6 @@ class Score(nn.Module):
         files = file_symbols = None
         if m.cfg.file_tokens:
             files, file_symbols = extra[-2:]
-            file_symbols = file_symbols.unsqueeze(0).expand(paths.shape[0], -1)
         if z is None:
             z = _transformer(m, paths, ~mask)
         # the rest of SLM.aggregate, as written there
@@ -246,7 +283,7 @@ class Score(nn.Module):
         att = torch.einsum("bpd,bd->bp", z, r).masked_fill(~mask, NEG).softmax(-1)
         zt = torch.einsum("bp,bpd->bd", att, z)
         h = torch.relu(m.W_g(torch.cat([zt, r], -1)))
-        return m.node_logits(h), m.value_logits(h, paths, copy_symbols, self.n_symbols, files, file_symbols)
+        return m.node_logits(h), self._value_logits(h, paths, copy_symbols, files, file_symbols)
 
 
 # ---------------------------------------------------------------- torch reference backend
