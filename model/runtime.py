@@ -28,6 +28,7 @@ This module never imports torch.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import threading
@@ -42,6 +43,7 @@ import numpy as np
 from anycode.grammars import python as grammar
 from anycode.model import holes
 from anycode.model.beam import ContextCache, Decoder, LeafCache, Stopped, build_node
+from anycode.model.float_graphs import float_graph
 from anycode.model.vocab import Vocab
 
 SHIPPED = Path(__file__).resolve().parent / "shipped"
@@ -80,7 +82,11 @@ class Candidate:
 class OrtBackend:
     """The three decoding graphs in ONNX Runtime sessions (beam.Backend)."""
 
-    def __init__(self, model_dir: Path, device: str = "auto", threads: int = 0, graphs: tuple[str, ...] = GRAPHS):
+    def __init__(self, model_dir: Path, device: str = "auto", threads: int = 0, graphs: tuple[str, ...] = GRAPHS,
+                 float_graphs: bool | None = None):
+        """`float_graphs`: run int8 graphs as float graphs (model/float_graphs.py); None is automatic:
+        on the CUDA provider, which has no kernel for their activation quantizers, when the `onnx`
+        package is there (`note` says when it is not)."""
         import onnxruntime as ort
 
         if device not in ("auto", "cpu", "cuda"):
@@ -112,11 +118,20 @@ class OrtBackend:
         # on the CPU the fused SkipLayerNormalization kernel is slower than Add + LayerNormalization
         # at decoding's sizes (about 7x a call; docs/bench.md, "Threads, and int8 LSTM graphs")
         disabled = ["SkipLayerNormFusion"] if on_cpu else None
+        self.note = ""
+        if float_graphs is None:
+            float_graphs = not on_cpu and _precision(model_dir) == "int8"
+            if float_graphs and importlib.util.find_spec("onnx") is None:
+                float_graphs = False
+                self.note = ("the int8 graphs run as they are on the GPU, partly on the CPU: "
+                             "`pip install onnx` (or anycode[gpu]) lets them run as float graphs there")
+        self.float_graphs = bool(float_graphs)
         self.sessions = {}
         for g in graphs:
             path = Path(model_dir) / f"{g}.onnx"
             try:
-                self.sessions[g] = ort.InferenceSession(str(path), so, providers=providers,
+                source = float_graph(path) if self.float_graphs else str(path)
+                self.sessions[g] = ort.InferenceSession(source, so, providers=providers,
                                                         disabled_optimizers=disabled)
             except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
                 raise ModelError(f"cannot load {path}: {e}") from e
@@ -125,7 +140,7 @@ class OrtBackend:
         if device == "cuda" and self.provider != "CUDAExecutionProvider":
             raise ModelError(f"device 'cuda' asked for, but ONNX Runtime fell back to {used}")
         self.device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
-        self.name = f"onnxruntime-{self.device}"
+        self.name = f"onnxruntime-{self.device}" + (" (float graphs)" if self.float_graphs else "")
         self.calls = {g: 0 for g in graphs}
         self.seconds = {g: 0.0 for g in graphs}
 
@@ -158,6 +173,13 @@ class OrtBackend:
 
 
 # ---------------------------------------------------------------- the model directory
+
+
+def _precision(model_dir: Path) -> str:
+    try:
+        return json.loads((Path(model_dir) / "manifest.json").read_text()).get("precision", "")
+    except (OSError, ValueError):
+        return ""
 
 
 def sha256(path: Path) -> str:
@@ -203,7 +225,7 @@ class _Document:
 
 class Completer:
     def __init__(self, model_dir: str | Path | None = None, device: str = "auto", threads: int = 0, *,
-                 verify_files: bool = True):
+                 verify_files: bool = True, float_graphs: bool | None = None):
         self.model_dir = Path(model_dir) if model_dir is not None else SHIPPED
         self.manifest = load_manifest(self.model_dir, verify_files)
         try:
@@ -219,7 +241,7 @@ class Completer:
                 raise ModelError(f"cannot read {self.model_dir / 'grammar.json'}: {e}") from e
         m = self.manifest
         context_once = bool(m.get("model", {}).get("context_once", False))
-        self.backend = OrtBackend(self.model_dir, device, threads, graphs_of(context_once))
+        self.backend = OrtBackend(self.model_dir, device, threads, graphs_of(context_once), float_graphs)
         self.device = self.backend.device
         self.provider = self.backend.provider
         self.decoder = Decoder(self.backend, self.vocab, self.table, max_paths=m["max_paths"],

@@ -330,6 +330,9 @@ class AnycodeServer(LanguageServer):
             self.log_message(f"model loaded on {host.device or s.device} in {ms:.0f} ms "
                              f"({s.modelPath or 'shipped model'}, threads {s.threads or 'auto'})",
                              types.MessageType.Info)
+            note = getattr(getattr(completer, "backend", None), "note", "")
+            if note:
+                self.log_message(f"anycode: {note}", types.MessageType.Warning)
         finally:
             if gen == host.generation:
                 host.ready.set()
