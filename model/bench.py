@@ -340,7 +340,8 @@ def report(r: dict) -> str:
     L.append(f"- machine: {env['cpu']}, {env['cores']} cores; load average before/after: "
              f"{env['load_before']} / {env['load_after']}")
     L.append(f"- onnxruntime {env['ort']} ({r['device']}, {r['provider']}, threads={r['threads']}"
-             f"{', int8 graphs run as float graphs' if r.get('float_graphs') else ''}); "
+             f"{', int8 graphs run as float graphs' if r.get('float_graphs') else ''}"
+             f"{', as CUDA graphs with IO binding' if r.get('cuda_graphs') else ''}); "
              f"torch {env.get('torch', '-')}; Python {env['python']}")
     L.append(f"- model: {r['model']} ({r['precision']}, {r['params']:.1f}M parameters"
              f"{', UNTRAINED random weights' if r['untrained'] else ''}); files {r['model_mb']:.1f} MB")
@@ -465,6 +466,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-paths", type=int, default=None,
                     help="context paths kept per request (default: the model's training cap)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--no-cuda-graphs", action="store_true", help="on the GPU, run the graphs without CUDA graphs")
     ap.add_argument("--float-graphs", choices=["auto", "on", "off"], default="auto",
                     help="run int8 graphs as float graphs (auto: on the CUDA provider; model/float_graphs.py)")
     ap.add_argument("--versus", type=Path, default=None, metavar="DIR",
@@ -507,7 +509,8 @@ def main(argv=None) -> int:
 
     try:
         completer = Completer(model_dir, device=args.device, threads=args.threads,
-                              float_graphs={"auto": None, "on": True, "off": False}[args.float_graphs])
+                              float_graphs={"auto": None, "on": True, "off": False}[args.float_graphs],
+                              cuda_graphs=not args.no_cuda_graphs)
         if args.max_paths:
             completer.decoder.max_paths = args.max_paths
     except ModelError as e:
@@ -516,7 +519,7 @@ def main(argv=None) -> int:
     print(f"cold start ({model_dir}) ...", file=sys.stderr)
     r["cold"] = cold_start(model_dir, args.device, args.threads, holes[0])
     r.update(device=completer.device, provider=completer.provider, threads=completer.backend.threads,
-             float_graphs=completer.backend.float_graphs,
+             float_graphs=completer.backend.float_graphs, cuda_graphs=bool(completer.backend.runners),
              model=str(model_dir if model_dir != SHIPPED else "model/shipped"),
              precision=manifest["precision"], untrained=bool(manifest.get("untrained")),
              model_mb=sum(f["bytes"] for f in manifest["files"].values()) / 1e6,

@@ -43,6 +43,7 @@ import numpy as np
 from anycode.grammars import python as grammar
 from anycode.model import holes
 from anycode.model.beam import ContextCache, Decoder, LeafCache, Stopped, build_node
+from anycode.model.cuda_graphs import GraphRunner
 from anycode.model.float_graphs import float_graph
 from anycode.model.vocab import Vocab
 
@@ -83,10 +84,12 @@ class OrtBackend:
     """The three decoding graphs in ONNX Runtime sessions (beam.Backend)."""
 
     def __init__(self, model_dir: Path, device: str = "auto", threads: int = 0, graphs: tuple[str, ...] = GRAPHS,
-                 float_graphs: bool | None = None):
+                 float_graphs: bool | None = None, cuda_graphs: bool = True):
         """`float_graphs`: run int8 graphs as float graphs (model/float_graphs.py); None is automatic:
         on the CUDA provider, which has no kernel for their activation quantizers, when the `onnx`
-        package is there (`note` says when it is not)."""
+        package is there (`note` says when it is not).  `cuda_graphs`: on the CUDA provider, run
+        float graphs as CUDA graphs with their inputs and outputs bound to the device
+        (model/cuda_graphs.py)."""
         import onnxruntime as ort
 
         if device not in ("auto", "cpu", "cuda"):
@@ -126,13 +129,17 @@ class OrtBackend:
                 self.note = ("the int8 graphs run as they are on the GPU, partly on the CPU: "
                              "`pip install onnx` (or anycode[gpu]) lets them run as float graphs there")
         self.float_graphs = bool(float_graphs)
-        self.sessions = {}
+        # int8 graphs keep quantizers on the CPU: no CUDA graph can hold them
+        use_cuda_graphs = cuda_graphs and not on_cpu and (self.float_graphs or _precision(model_dir) != "int8")
+        self.sessions, self.runners = {}, {}
         for g in graphs:
             path = Path(model_dir) / f"{g}.onnx"
             try:
                 source = float_graph(path) if self.float_graphs else str(path)
                 self.sessions[g] = ort.InferenceSession(source, so, providers=providers,
                                                         disabled_optimizers=disabled)
+                if use_cuda_graphs:
+                    self.runners[g] = GraphRunner(ort, g, source, so, self.sessions[g])
             except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
                 raise ModelError(f"cannot load {path}: {e}") from e
         used = self.sessions["score"].get_providers()
@@ -140,13 +147,15 @@ class OrtBackend:
         if device == "cuda" and self.provider != "CUDAExecutionProvider":
             raise ModelError(f"device 'cuda' asked for, but ONNX Runtime fell back to {used}")
         self.device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
-        self.name = f"onnxruntime-{self.device}" + (" (float graphs)" if self.float_graphs else "")
+        self.name = f"onnxruntime-{self.device}" + (" (float graphs)" if self.float_graphs else "") + \
+            (" (CUDA graphs)" if self.runners else "")
         self.calls = {g: 0 for g in graphs}
         self.seconds = {g: 0.0 for g in graphs}
 
     def _run(self, g: str, feed: dict):
         t = time.perf_counter()
-        out = self.sessions[g].run(None, feed)
+        runner = self.runners.get(g)
+        out = runner.run(feed) if runner is not None else self.sessions[g].run(None, feed)
         self.seconds[g] += time.perf_counter() - t
         self.calls[g] += 1
         return out
@@ -225,7 +234,7 @@ class _Document:
 
 class Completer:
     def __init__(self, model_dir: str | Path | None = None, device: str = "auto", threads: int = 0, *,
-                 verify_files: bool = True, float_graphs: bool | None = None):
+                 verify_files: bool = True, float_graphs: bool | None = None, cuda_graphs: bool = True):
         self.model_dir = Path(model_dir) if model_dir is not None else SHIPPED
         self.manifest = load_manifest(self.model_dir, verify_files)
         try:
@@ -241,7 +250,8 @@ class Completer:
                 raise ModelError(f"cannot read {self.model_dir / 'grammar.json'}: {e}") from e
         m = self.manifest
         context_once = bool(m.get("model", {}).get("context_once", False))
-        self.backend = OrtBackend(self.model_dir, device, threads, graphs_of(context_once), float_graphs)
+        self.backend = OrtBackend(self.model_dir, device, threads, graphs_of(context_once), float_graphs,
+                                  cuda_graphs)
         self.device = self.backend.device
         self.provider = self.backend.provider
         self.decoder = Decoder(self.backend, self.vocab, self.table, max_paths=m["max_paths"],

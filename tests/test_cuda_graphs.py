@@ -1,0 +1,66 @@
+"""The padding behind the GPU's CUDA graphs (model/cuda_graphs.py) changes no real row.
+
+CI has no GPU, so the graphs themselves are not captured here: every call that a real completion
+makes is run as it is and padded up to its buckets, on the CPU, and the cut-back outputs must
+agree.  (On the GPU, a captured graph gave the same outputs as a plain run of the same padded
+feed, bit for bit; docs/bench.md.)"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from anycode.model import cuda_graphs
+from anycode.model.runtime import SHIPPED, Completer
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def recorded():
+    """(graph, feed) of every graph call of a few real completions, float graphs on the CPU."""
+    pytest.importorskip("onnx")
+    c = Completer(SHIPPED, device="cpu", float_graphs=True)
+    calls = []
+    run = c.backend._run
+
+    def record(g, feed):
+        calls.append((g, {k: np.array(v) for k, v in feed.items()}))
+        return run(g, feed)
+    c.backend._run = record
+    src = (DATA / next(p.name for p in sorted(DATA.glob("*.py")))).read_bytes()
+    for marker in (b"return ", b" = ", b"if "):
+        at = src.find(marker, len(src) // 3)
+        if at > 0:
+            cut_to = src.find(b"\n", at)
+            c.complete(src[: at + len(marker)] + src[cut_to:], at + len(marker), beam_size=5)
+    return c, calls
+
+
+def test_padded_calls_agree_with_plain_ones(recorded):
+    c, calls = recorded
+    seen = {g for g, _ in calls}
+    assert {"lstm_value", "lstm_node", "score"} <= seen, seen
+    padded_any = False
+    for g, feed in calls:
+        session = c.backend.sessions[g]
+        names = [o.name for o in session.get_outputs()]
+        plain = session.run(None, feed)
+        fitted = cuda_graphs.pad(g, feed)
+        assert fitted is not None
+        padded, sizes, buckets = fitted
+        padded_any |= any(padded[k].shape != feed[k].shape for k in feed)
+        got = cuda_graphs.cut(g, names, session.run(None, padded), sizes)
+        for a, b in zip(plain, got):
+            assert a.shape == b.shape
+            assert np.abs(a - b).max() < 1e-4, (g, np.abs(a - b).max())
+    assert padded_any
+
+
+def test_buckets_are_powers_of_two_up_to_a_largest():
+    assert cuda_graphs.bucket("n", 1) == 16 and cuda_graphs.bucket("n", 17) == 32
+    assert cuda_graphs.bucket("p", 200) == 256 and cuda_graphs.bucket("b", 5) == 8
+    assert cuda_graphs.bucket("p", cuda_graphs.LARGEST["p"] + 1) is None
+    big = {"values": np.zeros((cuda_graphs.LARGEST["n"] + 1, 8), np.int64)}
+    assert cuda_graphs.pad("lstm_value", big) is None          # runs without a CUDA graph
