@@ -25,9 +25,14 @@ test: $(BIN)/.installed-train
 	command -v nvim >/dev/null || (apt-get update -qq && apt-get install -y -qq neovim >/dev/null)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-# completion latency, memory, start-up: measured section of docs/bench.md (model/bench.py)
+# completion latency, memory, start-up: the measured sections of docs/bench.md, in process
+# (model/bench.py), then through LSP with holebench on the same test split (server/bench.py)
+HOLEBENCH ?= ../shared/bench/holebench.py
+TEST_SPLIT ?= data/corpus/python/test
 bench: $(BIN)/.installed-train
 	$(BIN)/python -m anycode.model.bench --out docs/bench.md
+	$(BIN)/python -m anycode.server.bench --out docs/bench.md \
+		$$(test -f $(HOLEBENCH) && echo --holebench $(HOLEBENCH)) $$(test -d $(TEST_SPLIT) && echo $(TEST_SPLIT))
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

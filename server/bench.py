@@ -148,21 +148,63 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="", help="model directory (default: the shipped model)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="markdown file whose bench-lsp section (and bench-holebench, with --holebench) to rewrite")
+    ap.add_argument("--holebench", type=Path, default=None, metavar="SCRIPT",
+                    help="also run this holebench.py on the same files through `anycode serve` (200 holes)")
     args = ap.parse_args(argv)
     res = run(args)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
     r = res
-    print(f"anycode serve over stdio, beam {args.beam}, budget {args.budget_ms} ms, {r['holes']} holes")
     fmt = (lambda v: "none" if v is None else f"{v:.0f} ms")  # noqa: E731
-    print(f"  after process start: model ready {fmt(r['ready_ms'])}, first answer {fmt(r['first_answer_ms'])}, "
-          f"first answer with candidates {fmt(r['first_completion_ms'])} (target <= 2000 ms)")
-    print(f"  per completion through LSP: p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, "
-          f"mean {r['mean_ms']:.1f} ms (targets 50 / 100); {r['empty_answers']} empty answers")
-    print(f"  RSS: {r['rss_after_load_mb']:.0f} MB after load; every 100 requests: {r['rss_mb_every_100']} "
-          f"(target <= 500 MB, flat)")
-    print(f"  server: {r['server']}")
+    lines = [
+        f"anycode serve over stdio, beam {args.beam}, budget {args.budget_ms} ms, {r['holes']} holes",
+        f"  after process start: model ready {fmt(r['ready_ms'])}, first answer {fmt(r['first_answer_ms'])}, "
+        f"first answer with candidates {fmt(r['first_completion_ms'])} (target <= 2000 ms)",
+        f"  per completion through LSP: p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, "
+        f"mean {r['mean_ms']:.1f} ms (targets 50 / 100); {r['empty_answers']} empty answers",
+        f"  RSS: {r['rss_after_load_mb']:.0f} MB after load; every 100 requests: {r['rss_mb_every_100']} "
+        f"(target <= 500 MB, flat)",
+        f"  server: {r['server']}"]
+    print("\n".join(lines))
+    command = "python -m anycode.server.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    summary = holebench(args) if args.holebench else None
+    if args.out:
+        from anycode.model.bench import write_report
+        stamp = time.strftime("%Y-%m-%d %H:%M")
+        write_report(args.out, f"Measured {stamp} by `{command}`:\n\n```\n" + "\n".join(lines) + "\n```",
+                     "bench-lsp")
+        if summary:
+            write_report(args.out, f"Measured {stamp} by `{command}` (holebench over the same files, "
+                                   f"`anycode serve` from this checkout):\n\n```\n{summary}\n```", "bench-holebench")
     return 0
+
+
+def holebench(args) -> str | None:
+    """Run ../shared/bench/holebench.py on the bench's files; its summary line, printed and returned.
+    holebench skips paths with "test" in them: the files are reached through a link that has none."""
+    import os
+    import subprocess
+    import tempfile
+    files = [Path(p).resolve() for p in args.files] or default_files()
+    with tempfile.TemporaryDirectory(prefix="anycode-holebench-") as tmp:
+        links = []
+        for i, f in enumerate(files):
+            link = Path(tmp) / f"heldout{i}{f.suffix}"
+            os.symlink(f, link)
+            links.append(str(link))
+        server = f"{sys.executable} -m anycode serve" + (f" --model-path {args.model}" if args.model else "")
+        cmd = [sys.executable, str(args.holebench), "--server", server, "--lang", "python", *links,
+               "--limit", str(args.holes)]
+        print("holebench:", " ".join(cmd[1:]), flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    last = [ln for ln in proc.stdout.splitlines() if ln.startswith("holebench:")]
+    if proc.returncode != 0 or not last:
+        print(f"holebench failed ({proc.returncode}): {proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    print(last[-1])
+    return last[-1]
 
 
 if __name__ == "__main__":
