@@ -55,6 +55,7 @@ def graphs_of(context_once: bool) -> tuple[str, ...]:
     """The graphs model/export.py writes and the runtime loads; context_once models have one more."""
     return GRAPHS + ("contextualize",) if context_once else GRAPHS
 MAX_DOCUMENTS = 32
+WIDE_ROWS = 256         # score calls of at least this many paths (beams x paths) run on two threads
 
 
 class ModelError(RuntimeError):
@@ -142,6 +143,15 @@ class OrtBackend:
                     self.runners[g] = GraphRunner(ort, g, source, so, self.sessions[g])
             except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
                 raise ModelError(f"cannot load {path}: {e}") from e
+        # automatic on the CPU, large score calls (long functions) get a second thread: there the
+        # MatMuls are big enough to split (P=200: 0.66x, P=100: 0.80x, P<=40: slower; docs/bench.md)
+        self.wide = None
+        if on_cpu and not threads and (os.cpu_count() or 1) >= 2:
+            wide = ort.SessionOptions()
+            wide.graph_optimization_level, wide.log_severity_level = so.graph_optimization_level, 3
+            wide.inter_op_num_threads, wide.intra_op_num_threads = 1, 2
+            self.wide = ort.InferenceSession(str(Path(model_dir) / "score.onnx"), wide, providers=providers,
+                                             disabled_optimizers=disabled)
         used = self.sessions["score"].get_providers()
         self.provider = used[0]
         if device == "cuda" and self.provider != "CUDAExecutionProvider":
@@ -155,7 +165,12 @@ class OrtBackend:
     def _run(self, g: str, feed: dict):
         t = time.perf_counter()
         runner = self.runners.get(g)
-        out = runner.run(feed) if runner is not None else self.sessions[g].run(None, feed)
+        if runner is not None:
+            out = runner.run(feed)
+        elif g == "score" and self.wide is not None and feed["paths"].shape[0] * feed["paths"].shape[1] >= WIDE_ROWS:
+            out = self.wide.run(None, feed)
+        else:
+            out = self.sessions[g].run(None, feed)
         self.seconds[g] += time.perf_counter() - t
         self.calls[g] += 1
         return out
