@@ -520,7 +520,7 @@ class Decoder:
             grown = [s for s in wave if wave[s]] + [s for s, is_chain in wave.items() if not is_chain and len(s) > 1]
             if not grown:
                 continue
-            hs, cs, keys = [], [], []
+            hs, cs, node_keys = [], [], []
             for s in grown:
                 if wave[s]:
                     h, c = chains[s[:-1]]
@@ -529,9 +529,9 @@ class Decoder:
                     h, c = h[:, None], c[:, None]
                 hs.append(h)
                 cs.append(c)
-                keys += [s[-1]] * h.shape[1]
-            keys = np.array(keys, np.int64)
-            h2, c2 = be.node_step(keys // _KEYS, keys % _KEYS, np.concatenate(hs, 1), np.concatenate(cs, 1))
+                node_keys += [s[-1]] * h.shape[1]
+            node_keys = np.array(node_keys, np.int64)
+            h2, c2 = be.node_step(node_keys // _KEYS, node_keys % _KEYS, np.concatenate(hs, 1), np.concatenate(cs, 1))
             r = 0
             for s in grown:
                 if wave[s]:

@@ -215,15 +215,20 @@ def test_beam_search_same_top5(torch_model, exported, checkpoint, examples, prec
             assert ka == kb or any(kb == k2 and abs(l2 - lb) < 1e-3 for k2, l2 in a)
 
 
-def test_int8_within_stated_tolerance(torch_model, exported, checkpoint, examples):
+def errors_against_the_reference(dec, torch_model, examples, n: int = 4) -> np.ndarray:
+    """|log-probability - torch's from-scratch reference| of every teacher-forced step of n examples."""
     model, vocab, conf = torch_model
-    ort_dec, _ = decoders(torch_model, exported("int8"), checkpoint)
     diffs = []
-    for tree, h in small(examples, 4):
-        ref = reference_logprobs(model, vocab, tree, h, ort_dec.max_paths, ort_dec.max_length)
-        _, got = ort_dec.score_target(ort_dec.prepare(tree, h), tree, h)
+    for tree, h in small(examples, n):
+        ref = reference_logprobs(model, vocab, tree, h, dec.max_paths, dec.max_length)
+        _, got = dec.score_target(dec.prepare(tree, h), tree, h)
         diffs.append(np.abs(got - ref))
-    d = np.concatenate(diffs)
+    return np.concatenate(diffs)
+
+
+def test_int8_within_stated_tolerance(torch_model, exported, checkpoint, examples):
+    ort_dec, _ = decoders(torch_model, exported("int8"), checkpoint)
+    d = errors_against_the_reference(ort_dec, torch_model, examples)
     assert d.mean() < 0.5 and d.max() < 3.0, (d.mean(), d.max())
 
 
@@ -242,12 +247,7 @@ def test_int8_graphs_as_float_graphs_for_the_gpu(torch_model, exported, checkpoi
     assert backend.float_graphs
     table = GrammarTable.load(checkpoint / "grammar.json") if (checkpoint / "grammar.json").exists() else None
     dec = Decoder(backend, vocab, table, file_tokens=model.cfg.file_tokens)
-    diffs = []
-    for tree, h in small(examples, 4):
-        ref = reference_logprobs(model, vocab, tree, h, dec.max_paths, dec.max_length)
-        _, got = dec.score_target(dec.prepare(tree, h), tree, h)
-        diffs.append(np.abs(got - ref))
-    d = np.concatenate(diffs)
+    d = errors_against_the_reference(dec, torch_model, examples)
     assert d.mean() < 0.05 and d.max() < 0.5, (d.mean(), d.max())
 
 
