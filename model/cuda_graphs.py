@@ -108,9 +108,10 @@ class GraphRunner:
         self.names = [o.name for o in self.session.get_outputs()]
         self.bound: dict[tuple, _Bound] = {}
         self.replays = self.fallbacks = 0
+        self.failed = ""           # why capturing failed, after which every call runs as usual
 
     def run(self, feed: dict) -> list[np.ndarray]:
-        fitted = pad(self.graph, feed)
+        fitted = None if self.failed else pad(self.graph, feed)
         if fitted is None:
             self.fallbacks += 1
             return self.plain.run(None, feed)
@@ -118,8 +119,14 @@ class GraphRunner:
         key = tuple(sorted(buckets.items())) + tuple(sorted(feed))
         slot = self.bound.get(key)
         if slot is None:
-            slot = self.bound[key] = _Bound(self.ort, self.session, self.plain, padded, len(self.bound) + 1)
-            self.session.run_with_iobinding(slot.binding, slot.options)      # captures the graph
+            try:
+                slot = _Bound(self.ort, self.session, self.plain, padded, len(self.bound) + 1)
+                self.session.run_with_iobinding(slot.binding, slot.options)      # captures the graph
+            except Exception as e:  # noqa: BLE001 - e.g. a node ONNX Runtime placed on the CPU
+                self.failed = f"{self.graph}: no CUDA graph ({e})"
+                self.fallbacks += 1
+                return self.plain.run(None, feed)
+            self.bound[key] = slot
         for name, arr in padded.items():
             if name in PER_REQUEST and slot.last.get(name) is feed[name]:
                 continue

@@ -139,10 +139,13 @@ class OrtBackend:
                 source = float_graph(path) if self.float_graphs else str(path)
                 self.sessions[g] = ort.InferenceSession(source, so, providers=providers,
                                                         disabled_optimizers=disabled)
-                if use_cuda_graphs:
-                    self.runners[g] = GraphRunner(ort, g, source, so, self.sessions[g])
             except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
                 raise ModelError(f"cannot load {path}: {e}") from e
+            if use_cuda_graphs:
+                try:
+                    self.runners[g] = GraphRunner(ort, g, source, so, self.sessions[g])
+                except Exception as e:  # noqa: BLE001 - the plain session serves
+                    self.note = f"{g} runs without CUDA graphs: {e}"
         # automatic on the CPU, large score calls (long functions) get a second thread: there the
         # MatMuls are big enough to split (P=200: 0.66x, P=100: 0.80x, P<=40: slower; docs/bench.md)
         self.wide = None
