@@ -144,7 +144,9 @@ class OrtBackend:
             if use_cuda_graphs:
                 try:
                     self.runners[g] = GraphRunner(ort, g, source, so, self.sessions[g])
+                    self.runners[g].warm()
                 except Exception as e:  # noqa: BLE001 - the plain session serves
+                    self.runners.pop(g, None)
                     self.note = f"{g} runs without CUDA graphs: {e}"
         # automatic on the CPU, large score calls (long functions) get a second thread: there the
         # MatMuls are big enough to split (P=200: 0.66x, P=100: 0.80x, P<=40: slower; docs/bench.md)

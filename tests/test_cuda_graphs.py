@@ -64,3 +64,16 @@ def test_buckets_are_powers_of_two_up_to_a_largest():
     assert cuda_graphs.bucket("p", cuda_graphs.LARGEST["p"] + 1) is None
     big = {"values": np.zeros((cuda_graphs.LARGEST["n"] + 1, 8), np.int64)}
     assert cuda_graphs.pad("lstm_value", big) is None          # runs without a CUDA graph
+
+
+def test_warm_up_feeds_are_whole_buckets_the_graphs_accept(recorded):
+    """What the GPU captures at load: every feed is already its own bucket (nothing to pad) and runs."""
+    c, _ = recorded
+    for g, session in c.backend.sessions.items():
+        feeds = cuda_graphs.warm_feeds(g, session.get_inputs())
+        assert len(feeds) >= 4, g
+        for feed in feeds[:3] + feeds[-1:]:
+            padded, sizes, buckets = cuda_graphs.pad(g, feed)
+            assert all(padded[k].shape == feed[k].shape for k in feed)
+            outs = session.run(None, feed)
+            assert all(np.isfinite(o).all() for o in outs if o.dtype == np.float32), g
