@@ -77,6 +77,8 @@ def run(args) -> dict:
     if not holes:
         raise SystemExit("no holes found in " + ", ".join(map(str, files)))
     settings = {"beamSize": args.beam, "maxItems": 5, "timeBudgetMs": args.budget_ms}
+    if args.threads:
+        settings["threads"] = args.threads
     if args.model:
         settings["modelPath"] = args.model
     t_start = time.monotonic()
@@ -146,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--beam", type=int, default=5)
     ap.add_argument("--budget-ms", type=int, default=300)
     ap.add_argument("--model", default="", help="model directory (default: the shipped model)")
+    ap.add_argument("--threads", type=int, default=0, help="the server's threads setting (default: automatic)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="")
     ap.add_argument("--out", type=Path, default=None,
