@@ -181,14 +181,15 @@ def _real_holes():
 
 
 def test_deadline_all_but_passed_still_answers(completer, monkeypatch):
-    """A budget of 3 ms is gone before the search starts: instead of nothing, the search closes its
-    best live hypothesis at width 1, and the request ends within the hard deadline."""
+    """A budget that is gone before the search starts (the deadline is the request's start: a fixed
+    few ms were not always gone once hole finding got fast): instead of nothing, the search closes
+    its best live hypothesis at width 1, and the request ends within the hard deadline."""
     monkeypatch.setattr(completer, "overshoot", 1.0)      # the answer, not this machine's load, is tested
     answered, closing = 0, []
     for src, cursor, _ in _real_holes():
         t = time.monotonic()
-        items = completer.complete(src, cursor, deadline=t + 0.003)
-        assert time.monotonic() - t < 0.003 + completer.overshoot + 0.3     # the hard deadline and a step
+        items = completer.complete(src, cursor, deadline=t)
+        assert time.monotonic() - t < completer.overshoot + 0.3     # the hard deadline and a step
         for c in items:
             assert c.start == c.end == cursor
             assert parses(src[:cursor] + c.text.encode() + src[cursor:]), c.text
@@ -201,11 +202,11 @@ def test_deadline_all_but_passed_still_answers(completer, monkeypatch):
 def test_deadline_closing_is_bounded(completer, monkeypatch):
     src, cursor, _ = _real_holes()[0]
     monkeypatch.setattr(completer, "close_steps", 2)
-    completer.complete(src, cursor, deadline=time.monotonic() + 0.003)
+    completer.complete(src, cursor, deadline=time.monotonic())
     assert completer.last["closing_from"] == 0 and completer.last["steps"] == 2
     monkeypatch.setattr(completer, "overshoot", 0.0)      # no time to close: nothing, at once
     t = time.monotonic()
-    assert completer.complete(src, cursor, deadline=t + 0.003) == []
+    assert completer.complete(src, cursor, deadline=t) == []
     assert time.monotonic() - t < 0.5
 
 
