@@ -6,14 +6,42 @@ weights) -> Cast -> Mul (the two scales).  ONNX Runtime's CPU provider fuses tha
 kernel; the CUDA provider has no kernel for DynamicQuantizeLinear, so those nodes run on the CPU
 with copies to and from the device at every MatMul.  `float_graph` turns each such group back into
 one MatMul with the weights dequantized ((q - zero point) x scale, fp32), so the whole graph runs
-on the GPU.  The shipped files stay as they are: this runs at load time, needs the `onnx` package
-(`pip install anycode[gpu]`), and takes about a second.
+on the GPU.  The shipped files stay as they are: this runs at load time and needs the `onnx` package
+(`pip install anycode[gpu]`).  It takes about a second, most of it importing onnx, so `cached` keeps
+the result in the user's cache directory (`ANYCODE_CACHE_DIR`, else `$XDG_CACHE_HOME/anycode`, else
+`~/.cache/anycode`), keyed by the int8 file's sha256 and this module's VERSION: nothing is ever stale.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
+
+VERSION = 1        # of the conversion: a cached graph of another version is not used
+
+
+def cache_dir() -> Path:
+    if os.environ.get("ANYCODE_CACHE_DIR"):
+        return Path(os.environ["ANYCODE_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "anycode"
+
+
+def cached(path: Path, sha256: str) -> str | bytes:
+    """float_graph(path) as a file path when an earlier load left it in the cache, else as bytes
+    (written to the cache on the way, when it can be)."""
+    target = cache_dir() / "float-graphs" / f"{sha256}-v{VERSION}.onnx"
+    if target.is_file():
+        return str(target)
+    model = float_graph(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(model)
+        tmp.replace(target)                 # whole or not at all, whoever loads next
+    except OSError:
+        pass                                # a read-only home: convert again next time
+    return model
 
 
 def float_graph(path: Path) -> bytes:

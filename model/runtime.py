@@ -44,7 +44,7 @@ from anycode.grammars import python as grammar
 from anycode.model import holes
 from anycode.model.beam import ContextCache, Decoder, LeafCache, Stopped, build_node
 from anycode.model.cuda_graphs import GraphRunner
-from anycode.model.float_graphs import float_graph
+from anycode.model.float_graphs import cached as float_graphs_cached
 from anycode.model.vocab import Vocab
 
 SHIPPED = Path(__file__).resolve().parent / "shipped"
@@ -136,9 +136,17 @@ class OrtBackend:
         for g in graphs:
             path = Path(model_dir) / f"{g}.onnx"
             try:
-                source = float_graph(path) if self.float_graphs else str(path)
-                self.sessions[g] = ort.InferenceSession(source, so, providers=providers,
-                                                        disabled_optimizers=disabled)
+                source = float_graphs_cached(path, _sha(model_dir, path)) if self.float_graphs else str(path)
+                try:
+                    self.sessions[g] = ort.InferenceSession(source, so, providers=providers,
+                                                            disabled_optimizers=disabled)
+                except Exception:  # noqa: BLE001 - a damaged cached float graph: convert again
+                    if not (self.float_graphs and isinstance(source, str)):
+                        raise
+                    Path(source).unlink(missing_ok=True)
+                    source = float_graphs_cached(path, _sha(model_dir, path))
+                    self.sessions[g] = ort.InferenceSession(source, so, providers=providers,
+                                                            disabled_optimizers=disabled)
             except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
                 raise ModelError(f"cannot load {path}: {e}") from e
             if use_cuda_graphs:
@@ -202,6 +210,14 @@ class OrtBackend:
 
 
 # ---------------------------------------------------------------- the model directory
+
+
+def _sha(model_dir: Path, path: Path) -> str:
+    """The file's sha256 as the manifest has it (checked at load), else computed."""
+    try:
+        return json.loads((Path(model_dir) / "manifest.json").read_text())["files"][path.name]["sha256"]
+    except (OSError, ValueError, KeyError):
+        return sha256(path)
 
 
 def _precision(model_dir: Path) -> str:

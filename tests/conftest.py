@@ -24,6 +24,19 @@ SERVER_CMD = [sys.executable, "-m", "anycode", "serve"] + (
     ["--completer", TEST_COMPLETER] if TEST_COMPLETER else [])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """The tests' float graphs (model/float_graphs.py) are cached in a folder of their own, not in
+    the user's cache."""
+    old = os.environ.get("ANYCODE_CACHE_DIR")
+    os.environ["ANYCODE_CACHE_DIR"] = str(tmp_path_factory.mktemp("anycode-cache"))
+    yield
+    if old is None:
+        os.environ.pop("ANYCODE_CACHE_DIR", None)
+    else:
+        os.environ["ANYCODE_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def model_settings(tmp_path_factory) -> dict:
     """Settings that give the server a model: {} for the shipped one (model/shipped);

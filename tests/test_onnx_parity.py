@@ -411,3 +411,23 @@ def test_file_tokens_completer_reads_the_buffer_as_the_dataset_reads_the_file(fi
                 assert not grammar.new_parser().parse(cut[:a] + c.text.encode() + cut[a:]).root_node.has_error
             answered += bool(items)
     assert compared >= 3 and answered
+
+
+def test_float_graphs_are_cached_by_content_and_a_damaged_one_is_remade(exported, tmp_path, monkeypatch):
+    """The GPU's float graphs come from the user's cache after the first load (the onnx import and
+    the conversion are about a second); a damaged cached file is converted again, not fatal."""
+    from anycode.model import float_graphs
+    monkeypatch.setenv("ANYCODE_CACHE_DIR", str(tmp_path))
+    model_dir = exported("int8")
+    first = OrtBackend(model_dir, "cpu", float_graphs=True)
+    files = sorted((tmp_path / "float-graphs").glob("*.onnx"))
+    assert len(files) == len(first.sessions)
+    assert all(f"-v{float_graphs.VERSION}" in f.name for f in files)
+    calls = []
+    real = float_graphs.float_graph
+    monkeypatch.setattr(float_graphs, "float_graph", lambda p: calls.append(p) or real(p))
+    OrtBackend(model_dir, "cpu", float_graphs=True)
+    assert calls == []                                   # every graph from the cache
+    files[0].write_bytes(b"not a graph")
+    again = OrtBackend(model_dir, "cpu", float_graphs=True)
+    assert len(calls) == 1 and files[0].stat().st_size > 1000 and again.float_graphs
