@@ -4,8 +4,9 @@ On the CUDA provider a decoding call is short and made of many small kernels: la
 more than running them (docs/bench.md, "Measured on the GPU machine").  ONNX Runtime can capture a
 run as a CUDA graph and replay it with one launch, but only at fixed shapes and with its inputs and
 outputs at fixed device addresses (IO binding).  `GraphRunner` therefore pads every call up to a
-few sizes per dynamic axis (powers of two, "buckets"); each combination is captured once, on its
-first call, under its own graph id, with device buffers of its own.  A call's inputs are copied into
+few sizes per dynamic axis (powers of two, "buckets"); each combination is captured once, under
+its own graph id, with device buffers of its own: the usual ones at load (`warm`), others on their
+first call.  A call's inputs are copied into
 those buffers (the padding filled with neutral values: zeros, False, -1 for symbols), its outputs
 come back cut to the real sizes.  Inputs that stay the same over a request (the file tokens) are
 copied only when they change.  A call larger than the largest bucket runs as usual.
