@@ -481,18 +481,18 @@ class Decoder:
             row = []
             if hy.leaves:
                 keys = hy.keys
+                parent = hy.parent
                 on_stack = {n: j for j, n in enumerate(hy.stack)}
                 for leaf in hy.leaves:
+                    # up from the leaf to the first open node, then down the stack (whose keys are
+                    # the suffix) to the frontier
                     up = []
                     n = leaf
                     while n not in on_stack:
-                        up.append(n)
-                        n = hy.parent[n]
-                    up.append(n)
-                    nodes = up + hy.stack[on_stack[n] + 1:]
+                        up.append(keys[n])
+                        n = parent[n]
                     val, copy = self._leaf_value(ctx, hy, leaf)
-                    seq = (val,) + tuple([keys[x] for x in nodes])
-                    row.append((seq, copy))
+                    row.append(((val, *up) + hy.suffix[on_stack[n]:], copy))
             seqs.append(row)
         # what the LSTM must still compute, by how many steps it is from a known state: each wave
         # is one value call (paths starting) and one node call (chains and paths growing)
