@@ -132,7 +132,7 @@ class OrtBackend:
         self.float_graphs = bool(float_graphs)
         # int8 graphs keep quantizers on the CPU: no CUDA graph can hold them
         use_cuda_graphs = cuda_graphs and not on_cpu and (self.float_graphs or _precision(model_dir) != "int8")
-        self.sessions, self.runners = {}, {}
+        self.sessions, self.runners, sources = {}, {}, {}
         for g in graphs:
             path = Path(model_dir) / f"{g}.onnx"
             try:
@@ -149,6 +149,7 @@ class OrtBackend:
                                                             disabled_optimizers=disabled)
             except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
                 raise ModelError(f"cannot load {path}: {e}") from e
+            sources[g] = source
             if use_cuda_graphs:
                 try:
                     self.runners[g] = GraphRunner(ort, g, source, so, self.sessions[g])
@@ -163,7 +164,7 @@ class OrtBackend:
             wide = ort.SessionOptions()
             wide.graph_optimization_level, wide.log_severity_level = so.graph_optimization_level, 3
             wide.inter_op_num_threads, wide.intra_op_num_threads = 1, 2
-            self.wide = ort.InferenceSession(str(Path(model_dir) / "score.onnx"), wide, providers=providers,
+            self.wide = ort.InferenceSession(sources["score"], wide, providers=providers,
                                              disabled_optimizers=disabled)
         used = self.sessions["score"].get_providers()
         self.provider = used[0]
