@@ -472,7 +472,6 @@ class Decoder:
     def _step_inputs(self, ctx: Context, hyps: list[Hyp], chains: dict, gen: dict):
         """Advance the chain and generated-path states the hypotheses need; the score inputs."""
         be = self.backend
-        vocab = self.vocab
         N = ctx.n
         R = 1 if self.context_once else N + 1         # rows of a chain's states; the last is the root path
         # generated-leaf paths: value + nodes, from the trie
