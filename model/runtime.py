@@ -123,30 +123,39 @@ class OrtBackend:
         # at decoding's sizes (about 7x a call; docs/bench.md, "Threads, and int8 LSTM graphs")
         disabled = ["SkipLayerNormFusion"] if on_cpu else None
         self.note = ""
+        manifest = _read_manifest(model_dir)
+        int8 = manifest.get("precision") == "int8"
         if float_graphs is None:
-            float_graphs = not on_cpu and _precision(model_dir) == "int8"
+            float_graphs = not on_cpu and int8
             if float_graphs and importlib.util.find_spec("onnx") is None:
                 float_graphs = False
                 self.note = ("the int8 graphs run as they are on the GPU, partly on the CPU: "
                              "`pip install onnx` (or anycode[gpu]) lets them run as float graphs there")
         self.float_graphs = bool(float_graphs)
         # int8 graphs keep quantizers on the CPU: no CUDA graph can hold them
-        use_cuda_graphs = cuda_graphs and not on_cpu and (self.float_graphs or _precision(model_dir) != "int8")
+        use_cuda_graphs = cuda_graphs and not on_cpu and (self.float_graphs or not int8)
+
+        def session(source, options=so):
+            return ort.InferenceSession(source, options, providers=providers, disabled_optimizers=disabled)
+
         self.sessions, self.runners, sources = {}, {}, {}
         for g in graphs:
             path = Path(model_dir) / f"{g}.onnx"
             try:
-                source = float_graphs_cached(path, _sha(model_dir, path)) if self.float_graphs else str(path)
-                try:
-                    self.sessions[g] = ort.InferenceSession(source, so, providers=providers,
-                                                            disabled_optimizers=disabled)
-                except Exception:  # noqa: BLE001 - a damaged cached float graph: convert again
-                    if not (self.float_graphs and isinstance(source, str)):
-                        raise
-                    Path(source).unlink(missing_ok=True)
-                    source = float_graphs_cached(path, _sha(model_dir, path))
-                    self.sessions[g] = ort.InferenceSession(source, so, providers=providers,
-                                                            disabled_optimizers=disabled)
+                if self.float_graphs:
+                    sha = manifest.get("files", {}).get(path.name, {}).get("sha256") or sha256(path)
+                    source = float_graphs_cached(path, sha)
+                    try:
+                        self.sessions[g] = session(source)
+                    except Exception:  # noqa: BLE001 - a damaged cached float graph: convert again
+                        if not isinstance(source, str):
+                            raise
+                        Path(source).unlink(missing_ok=True)
+                        source = float_graphs_cached(path, sha)
+                        self.sessions[g] = session(source)
+                else:
+                    source = str(path)
+                    self.sessions[g] = session(source)
             except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
                 raise ModelError(f"cannot load {path}: {e}") from e
             sources[g] = source
@@ -164,8 +173,7 @@ class OrtBackend:
             wide = ort.SessionOptions()
             wide.graph_optimization_level, wide.log_severity_level = so.graph_optimization_level, 3
             wide.inter_op_num_threads, wide.intra_op_num_threads = 1, 2
-            self.wide = ort.InferenceSession(sources["score"], wide, providers=providers,
-                                             disabled_optimizers=disabled)
+            self.wide = session(sources["score"], wide)
         used = self.sessions["score"].get_providers()
         self.provider = used[0]
         if device == "cuda" and self.provider != "CUDAExecutionProvider":
@@ -213,19 +221,12 @@ class OrtBackend:
 # ---------------------------------------------------------------- the model directory
 
 
-def _sha(model_dir: Path, path: Path) -> str:
-    """The file's sha256 as the manifest has it (checked at load), else computed."""
+def _read_manifest(model_dir: Path) -> dict:
+    """manifest.json as it is (load_manifest checks it), {} when there is none."""
     try:
-        return json.loads((Path(model_dir) / "manifest.json").read_text())["files"][path.name]["sha256"]
-    except (OSError, ValueError, KeyError):
-        return sha256(path)
-
-
-def _precision(model_dir: Path) -> str:
-    try:
-        return json.loads((Path(model_dir) / "manifest.json").read_text()).get("precision", "")
+        return json.loads((Path(model_dir) / "manifest.json").read_text())
     except (OSError, ValueError):
-        return ""
+        return {}
 
 
 def sha256(path: Path) -> str:
