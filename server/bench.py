@@ -197,7 +197,10 @@ def holebench(args) -> str | None:
             link = Path(tmp) / f"heldout{i}{f.suffix}"
             os.symlink(f, link)
             links.append(str(link))
-        server = f"{sys.executable} -m anycode serve" + (f" --model-path {args.model}" if args.model else "")
+        # the LSP bench's settings, as the flags `anycode serve` takes for clients that send none
+        server = (f"{sys.executable} -m anycode serve --beam-size {args.beam} --time-budget-ms {args.budget_ms}"
+                  + (f" --threads {args.threads}" if args.threads else "")
+                  + (f" --model-path {args.model}" if args.model else ""))
         cmd = [sys.executable, str(args.holebench), "--server", server, "--lang", "python", *links,
                "--limit", str(args.holes)]
         print("holebench:", " ".join(cmd[1:]), flush=True)
