@@ -49,7 +49,8 @@ manifest.json (sizes and sha256 of every file, checked at load).
 every graph dynamically (the LSTM graphs too since 2026-12-02 evening: 10% faster completions, the
 same targets found on 600 holes; the embedding tables stay fp32).  On the AVX-512 VNNI development
 CPU the score graph is about 2x faster than fp32 arithmetic, and holebench's accuracy on 200 holes
-moved by one tree@1 hole (docs/bench.md); on the CUDA provider it is slower than fp16.  This module
+moved by one tree@1 hole (docs/bench.md); on the CUDA provider the runtime turns the int8 graphs
+back into float graphs at load (model/float_graphs.py).  This module
 also holds `TorchBackend`, the same interface as `runtime.OrtBackend` over the
 torch model, which the parity test and the benchmark use as the reference.
 """
