@@ -338,6 +338,31 @@ def test_large_score_calls_get_a_second_thread_with_the_same_answer(model_dir, m
     assert used == ["narrow", "wide"]
 
 
+def test_steps_the_grammar_forces_ask_the_network_nothing_and_change_nothing(model_dir, monkeypatch):
+    """A beam whose next node the grammar allows alone (the "." of an attribute, the EOS-node of a
+    full call) is not sent to the network: the same candidates, with fewer score rows.  Float
+    graphs, so that which rows share a call does not move the int8 quantization."""
+    pytest.importorskip("onnx")
+    c = Completer(model_dir, device="cpu", threads=1, float_graphs=True)
+    if c.manifest.get("untrained"):
+        pytest.skip("random weights do not give forced steps probability 1")
+    rows = []
+    real = c.backend.score
+    monkeypatch.setattr(c.backend, "score", lambda paths, *a, **k: rows.append(len(paths)) or real(paths, *a, **k))
+    holes = [h for path in sorted(DATA.glob("*.py")) for h in holes_of(path, 2)]
+
+    def run():
+        rows.clear()
+        got = [[(x.text, x.logprob) for x in c.complete(src, cursor)] for src, cursor, _ in holes]
+        return got, sum(rows)
+    skipping, asked_skipping = run()
+    monkeypatch.setattr(c.decoder, "only_label", lambda ctx, hy: None)
+    asking, asked_all = run()
+    assert [[t for t, _ in r] for r in skipping] == [[t for t, _ in r] for r in asking]
+    assert all(abs(a - b) < 1e-4 for r, s in zip(skipping, asking) for (_, a), (_, b) in zip(r, s))
+    assert asked_skipping < asked_all
+
+
 def test_demo_and_no_torch_on_the_serving_path(model_dir):
     """`anycode complete` on examples/demo.py, in a fresh process that must not import torch."""
     code = ("import sys; from anycode.model import cli_complete as m; import argparse; ap = argparse.ArgumentParser();"
