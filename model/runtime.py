@@ -55,7 +55,6 @@ def graphs_of(context_once: bool) -> tuple[str, ...]:
     """The graphs model/export.py writes and the runtime loads; context_once models have one more."""
     return GRAPHS + ("contextualize",) if context_once else GRAPHS
 MAX_DOCUMENTS = 32
-WIDE_ROWS = 256         # score calls of at least this many paths (beams x paths) run on two threads
 
 
 class ModelError(RuntimeError):
@@ -110,15 +109,22 @@ class OrtBackend:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.inter_op_num_threads = 1
+        so.log_severity_level = 3
         on_cpu = providers[0] == "CPUExecutionProvider"
-        # automatic on the CPU is one thread: a search is a few hundred calls of a few ms on small
-        # matrices, where a pool's hand-offs and spinning cost more than the second core gives
-        # (docs/bench.md, "Threads, and int8 LSTM graphs"); the CUDA provider keeps ONNX Runtime's
-        # own default (all cores)
+        # automatic on the CPU: the LSTM graphs on one thread (calls of a fraction of a ms, where a
+        # pool's hand-offs and spinning cost more than a second core gives), the score graph on two
+        # where there are two cores: 0.90x per completion (docs/bench.md, "Forced steps and the score
+        # graph on two threads"); every graph on two is 1.7x slower, their pools spin against each
+        # other.  The CUDA provider keeps ONNX Runtime's own default (all cores)
         if threads or on_cpu:
             so.intra_op_num_threads = threads or 1
         self.threads = so.intra_op_num_threads or "all cores"
-        so.log_severity_level = 3
+        score_so = so
+        if on_cpu and not threads and (os.cpu_count() or 1) >= 2:
+            score_so = ort.SessionOptions()
+            score_so.graph_optimization_level, score_so.log_severity_level = so.graph_optimization_level, 3
+            score_so.inter_op_num_threads, score_so.intra_op_num_threads = 1, 2
+            self.threads = "1, 2 for the score graph"
         # on the CPU the fused SkipLayerNormalization kernel is slower than Add + LayerNormalization
         # at decoding's sizes (about 7x a call; docs/bench.md, "Threads, and int8 LSTM graphs")
         disabled = ["SkipLayerNormFusion"] if on_cpu else None
@@ -135,10 +141,11 @@ class OrtBackend:
         # int8 graphs keep quantizers on the CPU: no CUDA graph can hold them
         use_cuda_graphs = cuda_graphs and not on_cpu and (self.float_graphs or not int8)
 
-        def session(source, options=so):
-            return ort.InferenceSession(source, options, providers=providers, disabled_optimizers=disabled)
+        def session(g, source):
+            return ort.InferenceSession(source, score_so if g == "score" else so, providers=providers,
+                                        disabled_optimizers=disabled)
 
-        self.sessions, self.runners, sources = {}, {}, {}
+        self.sessions, self.runners = {}, {}
         for g in graphs:
             path = Path(model_dir) / f"{g}.onnx"
             try:
@@ -146,19 +153,18 @@ class OrtBackend:
                     sha = manifest.get("files", {}).get(path.name, {}).get("sha256") or sha256(path)
                     source = float_graphs_cached(path, sha)
                     try:
-                        self.sessions[g] = session(source)
+                        self.sessions[g] = session(g, source)
                     except Exception:  # noqa: BLE001 - a damaged cached float graph: convert again
                         if not isinstance(source, str):
                             raise
                         Path(source).unlink(missing_ok=True)
                         source = float_graphs_cached(path, sha)
-                        self.sessions[g] = session(source)
+                        self.sessions[g] = session(g, source)
                 else:
                     source = str(path)
-                    self.sessions[g] = session(source)
+                    self.sessions[g] = session(g, source)
             except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
                 raise ModelError(f"cannot load {path}: {e}") from e
-            sources[g] = source
             if use_cuda_graphs:
                 try:
                     self.runners[g] = GraphRunner(ort, g, source, so, self.sessions[g])
@@ -166,14 +172,6 @@ class OrtBackend:
                 except Exception as e:  # noqa: BLE001 - the plain session serves
                     self.runners.pop(g, None)
                     self.note = f"{g} runs without CUDA graphs: {e}"
-        # automatic on the CPU, large score calls (long functions) get a second thread: there the
-        # MatMuls are big enough to split (P=200: 0.66x, P=100: 0.80x, P<=40: slower; docs/bench.md)
-        self.wide = None
-        if on_cpu and not threads and (os.cpu_count() or 1) >= 2:
-            wide = ort.SessionOptions()
-            wide.graph_optimization_level, wide.log_severity_level = so.graph_optimization_level, 3
-            wide.inter_op_num_threads, wide.intra_op_num_threads = 1, 2
-            self.wide = session(sources["score"], wide)
         used = self.sessions["score"].get_providers()
         self.provider = used[0]
         if device == "cuda" and self.provider != "CUDAExecutionProvider":
@@ -189,8 +187,6 @@ class OrtBackend:
         runner = self.runners.get(g)
         if runner is not None:
             out = runner.run(feed)
-        elif g == "score" and self.wide is not None and feed["paths"].shape[0] * feed["paths"].shape[1] >= WIDE_ROWS:
-            out = self.wide.run(None, feed)
         else:
             out = self.sessions[g].run(None, feed)
         self.seconds[g] += time.perf_counter() - t

@@ -17,11 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from anycode.grammars import python as grammar
-from anycode.model import dataset, runtime
+from anycode.model import dataset
 from anycode.model.runtime import SHIPPED, Cancelled, Completer, ModelError
 
 DATA = Path(__file__).parent / "data"
@@ -293,49 +292,20 @@ def test_model_errors(model_dir, tmp_path):
         Completer(broken)
 
 
-def test_threads_automatic_is_one_on_the_cpu_and_a_number_is_kept(model_dir):
-    """`threads` 0 (the settings' default) runs one ONNX Runtime thread on the CPU: on this kind of
-    machine a pool of two made completions about twice as slow (docs/bench.md, "Threads, and int8
-    LSTM graphs")."""
-    auto = Completer(model_dir, device="cpu", threads=0, verify_files=False).backend
-    assert auto.threads == 1
-    assert all(s.get_session_options().intra_op_num_threads == 1 for s in auto.sessions.values())
-    two = Completer(model_dir, device="cpu", threads=2, verify_files=False).backend
-    assert two.threads == 2
-    assert all(s.get_session_options().intra_op_num_threads == 2 for s in two.sessions.values())
-    assert two.wide is None                     # a number given is every call's
-
-
-def test_large_score_calls_get_a_second_thread_with_the_same_answer(model_dir, monkeypatch):
-    """Automatic threads on a machine of two cores or more: score calls of at least WIDE_ROWS paths
-    (long functions) run on a two-thread session, smaller ones on the one-thread session; both
-    give the same numbers."""
+def test_threads_automatic_and_a_number_is_kept(model_dir, monkeypatch):
+    """`threads` 0 (the settings' default) on the CPU: the LSTM graphs on one ONNX Runtime thread,
+    the score graph on two where there are two cores (on one core, one), because every graph on two
+    made completions 1.7x slower and the score graph alone on two 0.9x as long (docs/bench.md,
+    "Forced steps and the score graph on two threads").  A number given is every graph's."""
+    def intra(backend):
+        return {g: s.get_session_options().intra_op_num_threads for g, s in backend.sessions.items()}
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    backend = Completer(model_dir, device="cpu", threads=0, verify_files=False).backend
-    assert backend.wide is not None and backend.wide.get_session_options().intra_op_num_threads == 2
-    rng = np.random.default_rng(0)
-    d = backend.sessions["score"].get_inputs()[0].shape[2]
-    files = {i.name for i in backend.sessions["score"].get_inputs()} >= {"files"}
-    used = []
-    for P in (8, runtime.WIDE_ROWS // 2):                 # 2 x 8 paths, then 2 x WIDE_ROWS / 2
-        feed = {"paths": rng.standard_normal((2, P, d)).astype(np.float32), "mask": np.ones((2, P), bool),
-                "root": rng.standard_normal((2, d)).astype(np.float32), "child_index": np.zeros(2, np.int64),
-                "copy_symbols": np.full((2, P, 9), -1, np.int64)}
-        if files:
-            feed.update(files=np.zeros((1, d), np.float32), file_symbols=np.full(1, -1, np.int64))
-        runs = {"narrow": 0, "wide": 0}
-        for name, session in (("narrow", backend.sessions["score"]), ("wide", backend.wide)):
-            real = session.run
-
-            def counted(*a, _name=name, _real=real, **k):
-                runs[_name] += 1
-                return _real(*a, **k)
-            monkeypatch.setattr(session, "run", counted, raising=False)
-        got = backend._run("score", feed)
-        used.append(max(runs, key=runs.get))
-        ref = backend.sessions["score"].run(None, feed)
-        assert all(np.abs(a - b).max() < 1e-4 for a, b in zip(got, ref))
-    assert used == ["narrow", "wide"]
+    auto = intra(Completer(model_dir, device="cpu", threads=0, verify_files=False).backend)
+    assert auto.pop("score") == 2 and set(auto.values()) == {1}
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert set(intra(Completer(model_dir, device="cpu", threads=0, verify_files=False).backend).values()) == {1}
+    two = Completer(model_dir, device="cpu", threads=2, verify_files=False).backend
+    assert two.threads == 2 and set(intra(two).values()) == {2}
 
 
 def test_steps_the_grammar_forces_ask_the_network_nothing_and_change_nothing(model_dir, monkeypatch):
