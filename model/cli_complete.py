@@ -38,7 +38,7 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--beam", type=int, default=5, help="beam width")
     ap.add_argument("--items", type=int, default=5, help="candidates to print")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: automatic: one on the CPU, two for the largest calls)")
+    ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: automatic: on the CPU two for the score graph where there are two cores, one for the LSTM graphs)")
     ap.add_argument("--model", type=Path, default=None, help="exported model directory (default: the shipped one)")
 
 
