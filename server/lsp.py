@@ -184,7 +184,12 @@ class ModelHost:
 
     def __init__(self, factory: Callable[[Settings], Any] | None = None):
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="anycode-model")
+        # loads while the interim completer serves from the worker
+        self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="anycode-load")
         self.factory = factory or _runtime_completer
+        # a quick completer to serve while the factory's loads (None: wait for it); a factory from
+        # the testing hook may carry its own as `factory.interim`
+        self.interim = getattr(factory, "interim", None) if factory else _runtime_interim
         self.completer: Any = None
         self.state = "loading"
         self.message = ""
@@ -208,6 +213,18 @@ class ModelHost:
 def _runtime_completer(s: Settings):
     from anycode.model import runtime  # onnxruntime comes in here, in the worker thread
     return runtime.Completer(model_dir=s.modelPath or None, device=s.device, threads=s.threads)
+
+
+def _runtime_interim(s: Settings):
+    """Where the model will load on the GPU (seconds: float graphs, CUDA graphs captured), the CPU
+    one to answer with meanwhile (a fraction of a second); None where the CPU is all there is."""
+    if s.device == "cpu":
+        return None
+    import onnxruntime as ort
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return None
+    from anycode.model import runtime
+    return runtime.Completer(model_dir=s.modelPath or None, device="cpu", threads=s.threads)
 
 
 class AnycodeServer(LanguageServer):
@@ -310,16 +327,38 @@ class AnycodeServer(LanguageServer):
         token = await self._progress_begin("anycode", "Loading the completion model")
         t0 = time.monotonic()
         loop = asyncio.get_running_loop()
+        where = f" at {s.modelPath}" if s.modelPath else ""
+        interim = None
         try:
-            completer = await loop.run_in_executor(host.executor, host.factory, s)
+            if host.interim is not None:
+                try:
+                    interim = await loop.run_in_executor(host.executor, host.interim, s)
+                except Exception as exc:  # the full load below says what is wrong, if anything is
+                    log.info("no interim completer: %r", exc)
+                if gen != host.generation:
+                    return
+                if interim is not None:
+                    host.completer = interim
+                    ms = (time.monotonic() - t0) * 1000
+                    host.state, host.message = "ready", "on the CPU while the model loads on the GPU"
+                    host.ready.set()
+                    self.send_status()
+                    self.log_message(f"model loaded on the CPU in {ms:.0f} ms; answering from it while it "
+                                     f"loads on the GPU", types.MessageType.Info)
+            # with an interim completer serving from the worker, the load runs beside it
+            completer = await loop.run_in_executor(host.loader if interim is not None else host.executor,
+                                                   host.factory, s)
         except Exception as exc:
             if gen != host.generation:
                 return
-            where = f" at {s.modelPath}" if s.modelPath else ""
-            host.state = "error"
-            host.message = f"anycode could not load its model{where}: {str(exc).rstrip('.')}."
-            self.show_message(host.message + " Completions are off until a model loads.",
-                              types.MessageType.Error)
+            if interim is not None:
+                host.message = f"anycode could not load its model on the GPU{where}: {str(exc).rstrip('.')}."
+                self.show_message(host.message + " Completions run on the CPU.", types.MessageType.Warning)
+            else:
+                host.state = "error"
+                host.message = f"anycode could not load its model{where}: {str(exc).rstrip('.')}."
+                self.show_message(host.message + " Completions are off until a model loads.",
+                                  types.MessageType.Error)
             log.debug("model load failed:\n%s", traceback.format_exc())
         else:
             if gen != host.generation:
@@ -658,6 +697,7 @@ def make_server(completer_factory: Callable[[Settings], Any] | None = None,
         for job in ls.jobs.values():
             job.cancelled = True
         ls.model.executor.shutdown(wait=False, cancel_futures=True)
+        ls.model.loader.shutdown(wait=False, cancel_futures=True)
 
     return ls
 

@@ -64,12 +64,12 @@ def model_settings(tmp_path_factory) -> dict:
 
 async def start_server(init_options: dict | None = None, config: dict | None = None, *,
                        utf8: bool = False, capabilities: types.ClientCapabilities | None = None,
-                       wait: bool = True, args: tuple[str, ...] = ()) -> LanguageClient:
+                       wait: bool = True, args: tuple[str, ...] = (), env: dict | None = None) -> LanguageClient:
     """A server process, initialized; with wait, its model loaded (or failed)."""
     client = make_test_lsp_client()
     client.statuses = []
     client.feature("anycode/status")(lambda params: client.statuses.append(params))
-    await client.start_io(*SERVER_CMD, *args)
+    await client.start_io(*SERVER_CMD, *args, **({"env": env} if env is not None else {}))
     if config is not None:
         client.set_configuration(config, section="anycode")
     caps = capabilities or client_capabilities("visual-studio-code")

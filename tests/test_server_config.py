@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import textwrap
@@ -13,7 +14,7 @@ import time
 import pytest
 from lsprotocol import types
 
-from conftest import SERVER_CMD, Doc, index_of, start_server, stats, stop_server, wait_status
+from conftest import SERVER_CMD, TEST_COMPLETER, Doc, index_of, start_server, stats, stop_server, wait_status
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -137,6 +138,41 @@ async def test_missing_model_path(model_settings, tmp_path):
             await wait_status(client, ("ready",), after=len(client.statuses))
     finally:
         await stop_server(client)
+
+
+async def test_answers_from_the_cpu_while_the_model_loads_on_the_gpu(model_settings):
+    """Where the model loads on the GPU (seconds), the server answers from a CPU completer meanwhile
+    and then swaps; the load's progress ends only then.  The GPU load is tests/slow_device.py: the
+    real model, loaded after a delay (CI has no GPU)."""
+    if TEST_COMPLETER:
+        pytest.skip("the server runs another completer")
+    tests = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])))
+    client = await start_server({"anycode": model_settings}, wait=False,
+                                args=("--completer", "slow_device:make_completer"), env=env)
+    try:
+        interim = await wait_status(client, ("ready", "error"))
+        assert interim.state == "ready" and "while the model loads on the GPU" in interim.message, interim
+        assert interim.device == "cpu"
+        doc = Doc(client, "file:///work/early.py", SOURCE)
+        result = await doc.complete(CURSOR)
+        assert result.items, "no answer from the CPU while the GPU model loads"
+        assert all(st.device != "slow-device" for st in client.statuses)     # answered before the swap
+        loads = [v for k, v in client.progress_reports.items() if str(k).startswith("anycode-load")]
+        assert [[r.kind for r in reports] for reports in loads] == [["begin"]]     # still loading
+
+        final = await wait_for(lambda: _device_status(client, "slow-device"), timeout=60)
+        assert final.state == "ready" and final.message.startswith("model loaded"), final
+        doc.edit(CURSOR, CURSOR, "")
+        assert (await doc.complete(CURSOR)).items
+        assert (await stats(client)).device == "slow-device"
+        assert [[r.kind for r in reports] for reports in loads] == [["begin", "end"]]
+    finally:
+        await stop_server(client)
+
+
+async def _device_status(client, device):
+    return next((st for st in client.statuses if st.device == device), None)
 
 
 async def test_pushed_settings_without_pull(model_settings):

@@ -1,0 +1,26 @@
+"""A completer factory for `anycode serve --completer slow_device:make_completer`: the real runtime
+and model, loaded after a delay as long as a GPU load (float graphs converted, CUDA graphs
+captured), with the quick CPU completer the server answers from meanwhile.  CI has no GPU; this
+is how the tests see the server through such a load."""
+from __future__ import annotations
+
+import os
+import time
+
+from anycode.model import runtime
+
+LOAD_SECONDS = float(os.environ.get("ANYCODE_SLOW_LOAD_SECONDS", "4"))
+
+
+def make_completer(s):
+    time.sleep(LOAD_SECONDS)
+    completer = runtime.Completer(model_dir=s.modelPath or None, device="cpu", threads=s.threads)
+    completer.device = "slow-device"          # so that the status shows which one answers
+    return completer
+
+
+def _interim(s):
+    return runtime.Completer(model_dir=s.modelPath or None, device="cpu", threads=s.threads)
+
+
+make_completer.interim = _interim
