@@ -5,7 +5,9 @@
 
 Starts `anycode serve` as a fresh process and talks LSP to it over stdio:
   * start-up: process start to the model ready (anycode/status), to the first
-    completion answered, and to the first answered with candidates;
+    completion answered, and to the first answered with candidates; where the model loads on
+    the GPU and the server answers from the CPU meanwhile, also to the GPU model ready (the
+    latency below is measured from then on);
   * latency: `--holes` holes (the dataset protocol, dataset.extract_file: an
     expression inside a short function cut out of its file, the cursor where it
     was), one request each, timed from request to answer, through JSON-RPC;
@@ -115,6 +117,11 @@ def run(args) -> dict:
             if ((answer.get("result") or {}).get("items")):
                 out["first_completion_ms"] = (time.monotonic() - t_start) * 1000
                 break
+        # where the model loads on the GPU, the first answers come from the CPU meanwhile: latency
+        # is measured once the full model serves
+        _, t_full = lsp.wait_notification_at(
+            "anycode/status", lambda p: p.get("state") in ("ready", "error") and not p.get("interim"), 120)
+        out["full_ready_ms"] = (t_full - t_start) * 1000
         out["rss_after_load_mb"] = rss_mb(lsp.proc.pid)
 
         lat, empty = [], 0
@@ -164,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"anycode serve over stdio, beam {args.beam}, budget {args.budget_ms} ms, {r['holes']} holes",
         f"  after process start: model ready {fmt(r['ready_ms'])}, first answer {fmt(r['first_answer_ms'])}, "
-        f"first answer with candidates {fmt(r['first_completion_ms'])} (target <= 2000 ms)",
+        f"first answer with candidates {fmt(r['first_completion_ms'])} (target <= 2000 ms)"
+        + (f"; answering from the CPU until the GPU model was ready at {fmt(r['full_ready_ms'])}"
+           if r["full_ready_ms"] > r["ready_ms"] + 1 else ""),
         f"  per completion through LSP: p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, "
         f"mean {r['mean_ms']:.1f} ms (targets 50 / 100); {r['empty_answers']} empty answers",
         f"  RSS: {r['rss_after_load_mb']:.0f} MB after load; every 100 requests: {r['rss_mb_every_100']} "

@@ -195,6 +195,7 @@ class ModelHost:
         self.message = ""
         self.key: tuple | None = None
         self.generation = 0
+        self.interim_serving = False  # "ready" on the interim completer; the full one still loads
         self.ready = asyncio.Event()  # set when state is no longer "loading"
 
     @property
@@ -284,6 +285,8 @@ class AnycodeServer(LanguageServer):
             status["lastLatencyMs"] = round(self.last_latency_ms, 1)
         if self.model.message:
             status["message"] = self.model.message
+        if self.model.interim_serving:
+            status["interim"] = True
         self.protocol.notify(STATUS, status)
 
     # ------------------------------------------------------------ settings
@@ -321,6 +324,7 @@ class AnycodeServer(LanguageServer):
         gen = host.generation
         host.key = s.model_key()
         host.state, host.message, host.completer = "loading", "loading the model", None
+        host.interim_serving = False
         host.ready.clear()
         self.stats.loads += 1
         self.send_status()
@@ -338,7 +342,7 @@ class AnycodeServer(LanguageServer):
                 if gen != host.generation:
                     return
                 if interim is not None:
-                    host.completer = interim
+                    host.completer, host.interim_serving = interim, True
                     ms = (time.monotonic() - t0) * 1000
                     host.state, host.message = "ready", "on the CPU while the model loads on the GPU"
                     host.ready.set()
@@ -374,6 +378,7 @@ class AnycodeServer(LanguageServer):
                 self.log_message(f"anycode: {note}", types.MessageType.Warning)
         finally:
             if gen == host.generation:
+                host.interim_serving = False
                 host.ready.set()
                 self.send_status()
             await self._progress_end(token, host.message)

@@ -62,6 +62,7 @@ class LspProcess:
         self._cv = threading.Condition()
         self._answers: dict[Any, tuple[dict, float]] = {}
         self.notifications: list[dict] = []
+        self.received: list[float] = []     # when each notification arrived (time.monotonic())
         self._next_id = 0
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -96,6 +97,7 @@ class LspProcess:
             elif "method" in msg:
                 with self._cv:
                     self.notifications.append(msg)
+                    self.received.append(now)
                     self._cv.notify_all()
             else:
                 with self._cv:
@@ -143,13 +145,18 @@ class LspProcess:
         return self.wait_answer(msg["id"], timeout)[0]
 
     def wait_notification(self, method: str, pred=lambda p: True, timeout: float = 30.0) -> dict:
+        return self.wait_notification_at(method, pred, timeout)[0]
+
+    def wait_notification_at(self, method: str, pred=lambda p: True, timeout: float = 30.0) -> tuple[dict, float]:
+        """The first notification of `method` whose params satisfy `pred`, and when it arrived."""
         end = time.monotonic() + timeout
         seen = 0
         with self._cv:
             while True:
-                for n in self.notifications[seen:]:
+                for k in range(seen, len(self.notifications)):
+                    n = self.notifications[k]
                     if n["method"] == method and pred(n.get("params")):
-                        return n["params"]
+                        return n["params"], self.received[k]
                 seen = len(self.notifications)
                 left = end - time.monotonic()
                 if left <= 0 or self.proc.poll() is not None:

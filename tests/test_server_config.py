@@ -153,7 +153,7 @@ async def test_answers_from_the_cpu_while_the_model_loads_on_the_gpu(model_setti
     try:
         interim = await wait_status(client, ("ready", "error"))
         assert interim.state == "ready" and "while the model loads on the GPU" in interim.message, interim
-        assert interim.device == "cpu"
+        assert interim.device == "cpu" and interim.interim is True
         doc = Doc(client, "file:///work/early.py", SOURCE)
         result = await doc.complete(CURSOR)
         assert result.items, "no answer from the CPU while the GPU model loads"
@@ -163,6 +163,7 @@ async def test_answers_from_the_cpu_while_the_model_loads_on_the_gpu(model_setti
 
         final = await wait_for(lambda: _device_status(client, "slow-device"), timeout=60)
         assert final.state == "ready" and final.message.startswith("model loaded"), final
+        assert getattr(final, "interim", None) is None
         doc.edit(CURSOR, CURSOR, "")
         assert (await doc.complete(CURSOR)).items
         assert (await stats(client)).device == "slow-device"
