@@ -32,7 +32,7 @@ encoded from scratch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ from anycode.grammars import python as grammar
 from anycode.model.features import (MAX_COPY_POSITIONS, MAX_VALUE_SUBTOKENS, context_features,
                                     copy_row, generated_leaf_value, value_ids)
 from anycode.model.paths import FlatTree, generated_leaves, target_steps
-from anycode.model.vocab import UNK, Vocab
+from anycode.model.vocab import Vocab
 
 COPY_COLUMNS = 1 + MAX_COPY_POSITIONS
 

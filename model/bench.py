@@ -156,7 +156,7 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_s": t3 - t2, "r
 
 
 def cold_start(model_dir: Path, device: str, threads: int, hole) -> dict:
-    path, src, cursor = hole[0], hole[1], hole[2]
+    src, cursor = hole[1], hole[2]
     with tempfile.NamedTemporaryFile("wb", suffix=".py", delete=False) as f:
         f.write(src)
     t = time.perf_counter()

@@ -48,7 +48,6 @@ def main(N: int) -> None:
         tree, _ = sh.example(i)
         items.append((tree, h)); builds.append((buf, a, hole))
         if len(items) >= N: break
-    t = time.time()
     A = E.decode(model, vocab, items, beam=5, table=table)
     C = E.decode(model, vocab, [(hl.tree, hl.h) for _, _, hl in builds], beam=5, table=table)
     def rates(scored):

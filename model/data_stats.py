@@ -12,7 +12,7 @@ from pathlib import Path
 from anycode.grammars import python as grammar
 from anycode.model.dataset import Shard, list_split_files, shard_paths
 from anycode.model.paths import context_paths, generated_leaves, target_steps
-from anycode.model.vocab import EOS_NODE, EOS_TOK, Vocab
+from anycode.model.vocab import Vocab
 
 NODE_BUCKETS = [(2, 2), (3, 3), (4, 4), (5, 6), (7, 9), (10, 14), (15, 10**9)]
 SUB_BUCKETS = [(0, 0), (1, 1), (2, 2), (3, 4), (5, 8), (9, 10**9)]

@@ -318,7 +318,6 @@ def find_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = None, ta
         raise ValueError(f"cursor {cursor} is outside the buffer of {len(source)} bytes")
     source = bytes(source)
     parser = parser or grammar.new_parser()
-    offset = 0
     if len(source) > MAX_PARSE_BYTES:
         lo, hi = window(source, cursor)
         hole = find_hole(source[lo:hi], cursor - lo, parser=parser, table=table, identifiers=identifiers)

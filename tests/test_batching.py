@@ -1,7 +1,6 @@
 """Batched training steps with prefix caching equal the paper's S_t and R_t encoded from scratch."""
 import random
 
-import numpy as np
 import pytest
 import torch
 

@@ -150,7 +150,7 @@ def test_graphs_match_torch_modules(torch_model, exported, checkpoint):
     model, vocab, conf = torch_model
     ort_dec, torch_dec = decoders(torch_model, exported("fp32"), checkpoint)
     rng = np.random.default_rng(0)
-    N, L, d = 37, model.cfg.lstm_layers, model.cfg.d_lstm
+    N, d = 37, model.cfg.d_lstm
     values = rng.integers(0, model.cfg.n_subtokens, (N, 8))
     values[:, 3:] = 0
     a = ort_dec.backend.value_step(values)
