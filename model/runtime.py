@@ -113,7 +113,7 @@ class OrtBackend:
         on_cpu = providers[0] == "CPUExecutionProvider"
         # automatic on the CPU: the LSTM graphs on one thread (calls of a fraction of a ms, where a
         # pool's hand-offs and spinning cost more than a second core gives), the score graph on two
-        # where there are two cores: 0.90x per completion (docs/bench.md, "Forced steps and the score
+        # where there are two cores: 0.90x per completion (docs/bench.md, "Forced steps, and the score
         # graph on two threads"); every graph on two is 1.7x slower, their pools spin against each
         # other.  The CUDA provider keeps ONNX Runtime's own default (all cores)
         if threads or on_cpu:

@@ -296,7 +296,7 @@ def test_threads_automatic_and_a_number_is_kept(model_dir, monkeypatch):
     """`threads` 0 (the settings' default) on the CPU: the LSTM graphs on one ONNX Runtime thread,
     the score graph on two where there are two cores (on one core, one), because every graph on two
     made completions 1.7x slower and the score graph alone on two 0.9x as long (docs/bench.md,
-    "Forced steps and the score graph on two threads").  A number given is every graph's."""
+    "Forced steps, and the score graph on two threads").  A number given is every graph's."""
     def intra(backend):
         return {g: s.get_session_options().intra_op_num_threads for g, s in backend.sessions.items()}
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
