@@ -83,6 +83,8 @@ export interface Status {
   lastLatencyMs?: number;
   state: ServerState;
   message?: string;
+  /** Ready on the CPU while the model still loads on the GPU. */
+  interim?: boolean;
 }
 
 /** Accept a notification payload only if it has the documented shape; otherwise undefined. */
@@ -100,6 +102,9 @@ export function parseStatus(params: unknown): Status | undefined {
   }
   if (typeof p.message === 'string' && p.message) {
     status.message = p.message;
+  }
+  if (p.interim === true) {
+    status.interim = true;
   }
   return status;
 }
@@ -119,6 +124,9 @@ export function formatStatus(status: Status): StatusView {
   if (status.state === 'ready') {
     if (status.lastLatencyMs !== undefined) {
       parts.push(`${Math.round(status.lastLatencyMs)} ms`);
+    }
+    if (status.interim) {
+      parts.push('(GPU loading)');
     }
   } else {
     parts.push(status.state);

@@ -135,6 +135,11 @@ describe('parseStatus', () => {
     }
   });
 
+  it('keeps interim only when it is true', () => {
+    assert.equal(parseStatus({ device: 'cpu', state: 'ready', interim: true })?.interim, true);
+    assert.equal(parseStatus({ device: 'cpu', state: 'ready', interim: 'yes' })?.interim, undefined);
+  });
+
   it('drops invalid optional fields', () => {
     assert.deepEqual(parseStatus({ device: 'cpu', state: 'ready', lastLatencyMs: 'fast', message: 7 }), {
       device: 'cpu',
@@ -155,6 +160,14 @@ describe('formatStatus', () => {
   it('shows only the device before the first completion', () => {
     assert.equal(formatStatus({ device: 'cpu', state: 'ready' }).text, 'anycode: cpu');
     assert.equal(formatStatus({ device: 'cpu', lastLatencyMs: 0, state: 'ready' }).text, 'anycode: cpu 0 ms');
+  });
+
+  it('says the GPU is still loading while the CPU answers', () => {
+    const view = formatStatus({ device: 'cpu', lastLatencyMs: 55.2, state: 'ready', interim: true,
+      message: 'on the CPU while the model loads on the GPU' });
+    assert.equal(view.text, 'anycode: cpu 55 ms (GPU loading)');
+    assert.match(view.tooltip, /while the model loads on the GPU/);
+    assert.equal(formatStatus({ device: 'cuda', state: 'ready' }).text, 'anycode: cuda');
   });
 
   it('shows the state while loading', () => {
