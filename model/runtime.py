@@ -336,11 +336,13 @@ class Completer:
 
     def complete(self, source: bytes, cursor: int, *, uri: str = "", version: int = 0, beam_size: int = 5,
                  max_items: int = 5, deadline: float | None = None,
-                 cancelled: Callable[[], bool] | None = None) -> list[Candidate]:
+                 cancelled: Callable[[], bool] | None = None, prior: tuple[bytes, object] | None = None) -> list[Candidate]:
         """Ranked completions of the expression at byte offset `cursor` of `source` ([] where no
         expression can go).  `deadline` (time.monotonic() seconds) ends the search early with what
         is finished, or when nothing is, with one hypothesis closed in at most `overshoot` seconds
-        more; `cancelled()` returning True raises Cancelled.  Both are checked between steps."""
+        more; `cancelled()` returning True raises Cancelled.  Both are checked between steps.
+        `prior`: (a buffer, its tree-sitter tree), e.g. `source` as the language server parsed it: the
+        hole's parse starts from that tree (incrementally) rather than from the document's last hole."""
         if not isinstance(source, (bytes, bytearray)):
             raise TypeError(f"source must be bytes, not {type(source).__name__}")
         if not 0 <= cursor <= len(source):
@@ -348,9 +350,9 @@ class Completer:
         if beam_size < 1 or max_items < 1:
             raise ValueError("beam_size and max_items must be at least 1")
         with self._lock:
-            return self._complete(bytes(source), cursor, uri, beam_size, max_items, deadline, cancelled)
+            return self._complete(bytes(source), cursor, uri, beam_size, max_items, deadline, cancelled, prior)
 
-    def _complete(self, source, cursor, uri, beam_size, max_items, deadline, cancelled) -> list[Candidate]:
+    def _complete(self, source, cursor, uri, beam_size, max_items, deadline, cancelled, prior) -> list[Candidate]:
         t0 = time.perf_counter()
         self.stats["requests"] += 1
         last = self.last = {"uri": uri}
@@ -375,7 +377,7 @@ class Completer:
             return []
         doc = self._document(uri)
         hole = holes.find_hole(source, cursor, parser=self.parser, table=self.table,
-                               prev=doc.prev if doc is not None else None,
+                               prev=prior or (doc.prev if doc is not None else None),
                                identifiers=doc.identifiers if doc is not None else None)
         last["hole_ms"] = (time.perf_counter() - t0) * 1e3
         if hole is None:

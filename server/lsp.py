@@ -88,6 +88,7 @@ class Job:
     cursor: int
     settings: Settings
     deadline: float
+    tree: Any = None              # a copy of the document's tree at this version (the hole's parse starts there)
     cancelled: bool = False
     waiters: int = 0
     task: asyncio.Task | None = None
@@ -494,7 +495,8 @@ class AnycodeServer(LanguageServer):
             if job is not None and not job.cancelled:
                 job.cancelled = True
                 self.stats.superseded += 1
-            job = Job(doc, snap.version, snap.source, snap.cursor, s, snap.t0 + s.timeBudgetMs / 1000)
+            job = Job(doc, snap.version, snap.source, snap.cursor, s, snap.t0 + s.timeBudgetMs / 1000,
+                      doc.tree(self.parser).copy())
             self.jobs[snap.uri] = job
             job.task = asyncio.ensure_future(self._run(job))
             # its outcome may be nobody's (all requesters cancelled): retrieve it anyway
@@ -557,7 +559,8 @@ class AnycodeServer(LanguageServer):
             s = job.settings
             return completer.complete(job.source, job.cursor, uri=job.doc.uri, version=job.version,
                                       beam_size=s.beamSize, max_items=s.maxItems,
-                                      deadline=job.deadline, cancelled=job.is_cancelled)
+                                      deadline=job.deadline, cancelled=job.is_cancelled,
+                                      prior=(job.source, job.tree))
         except BaseException:
             if job.is_cancelled():
                 self.stats.model_runs_cancelled += 1

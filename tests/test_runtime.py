@@ -333,6 +333,19 @@ def test_steps_the_grammar_forces_ask_the_network_nothing_and_change_nothing(mod
     assert asked_skipping < asked_all
 
 
+def test_a_prior_tree_makes_the_first_parse_incremental_and_changes_nothing(completer):
+    """The server hands over its own tree of the buffer (`prior`): the hole's parse of a document
+    seen for the first time starts from it, with the same candidates as a parse from scratch."""
+    path = DATA / "reprlib.py"
+    for k, (src, cursor, _) in enumerate(holes_of(path, 3)):
+        cold = completer.complete(src, cursor, uri=f"file:///cold{k}.py")
+        assert completer.last["incremental"] is False
+        tree = grammar.new_parser().parse(src)
+        warm = completer.complete(src, cursor, uri=f"file:///warm{k}.py", prior=(src, tree))
+        assert completer.last["incremental"] is True
+        assert [(c.text, c.start, c.end) for c in warm] == [(c.text, c.start, c.end) for c in cold]
+
+
 def test_demo_and_no_torch_on_the_serving_path(model_dir):
     """`anycode complete` on examples/demo.py, in a fresh process that must not import torch."""
     code = ("import sys; from anycode.model import cli_complete as m; import argparse; ap = argparse.ArgumentParser();"
