@@ -42,7 +42,7 @@ import numpy as np
 
 from anycode.grammars import python as grammar
 from anycode.model import holes
-from anycode.model.beam import ContextCache, Decoder, LeafCache, Stopped, build_node
+from anycode.model.beam import ContextCache, Decoder, LeafCache, ScoreMemo, Stopped, build_node
 from anycode.model.cuda_graphs import GraphRunner
 from anycode.model.float_graphs import cached as float_graphs_cached
 from anycode.model.vocab import Vocab
@@ -293,6 +293,7 @@ class Completer:
                                file_tokens=int(m.get("model", {}).get("file_tokens", 0)))
         self.parser = grammar.new_parser()
         self.leaf_cache = LeafCache()
+        self.score_memo = ScoreMemo()      # the last context's network outputs by hypothesis
         self._docs: OrderedDict[str, _Document] = OrderedDict()
         self._lock = threading.Lock()
         # search bounds: steps per hypothesis, the step after which beams are steered to close, DFS depth
@@ -401,7 +402,7 @@ class Completer:
                                        soft_steps=self.soft_steps, max_depth=self.max_depth, check=check,
                                        keep=max(beam_size, max_items),
                                        closing=None if deadline is None else closing,
-                                       close_steps=self.close_steps)
+                                       close_steps=self.close_steps, memo=self.score_memo)
         t2 = time.perf_counter()
         out: list[Candidate] = []
         seen = set()

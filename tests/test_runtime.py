@@ -21,6 +21,7 @@ import pytest
 
 from anycode.grammars import python as grammar
 from anycode.model import dataset
+from anycode.model.beam import ScoreMemo
 from anycode.model.runtime import SHIPPED, Cancelled, Completer, ModelError
 
 DATA = Path(__file__).parent / "data"
@@ -344,6 +345,39 @@ def test_a_prior_tree_makes_the_first_parse_incremental_and_changes_nothing(comp
         warm = completer.complete(src, cursor, uri=f"file:///warm{k}.py", prior=(src, tree))
         assert completer.last["incremental"] is True
         assert [(c.text, c.start, c.end) for c in warm] == [(c.text, c.start, c.end) for c in cold]
+
+
+def test_typing_along_reuses_the_network_outputs_of_the_same_context(model_dir, monkeypatch):
+    """Typing the target's first characters one request at a time: the context stays, most
+    hypotheses come back, and their network outputs come from the memo.  The same candidates as
+    without it (float graphs, so that which rows share a call does not move the int8 quantization),
+    with fewer score rows."""
+    pytest.importorskip("onnx")
+    c = Completer(model_dir, device="cpu", threads=1, float_graphs=True)
+    rows = []
+    real = c.backend.score
+    monkeypatch.setattr(c.backend, "score", lambda paths, *a, **k: rows.append(len(paths)) or real(paths, *a, **k))
+    sequences = []
+    for path in sorted(DATA.glob("*.py")):
+        for src, cursor, target in holes_of(path, 1):
+            sequences.append([(src[:cursor] + target[:j].encode() + src[cursor:], cursor + j)
+                              for j in range(min(3, len(target)) + 1)])
+
+    def run(memo):
+        c.score_memo = memo
+        rows.clear()
+        got = []
+        for k, seq in enumerate(sequences):
+            for v, (buf, cur) in enumerate(seq):
+                got.append([(x.text, round(x.logprob, 4)) for x in c.complete(buf, cur, uri=f"file:///t{k}.py",
+                                                                              version=v + 1)])
+        return got, sum(rows)
+    without, asked_without = run(None)
+    memo = ScoreMemo()
+    with_memo, asked_with = run(memo)
+    assert [[t for t, _ in r] for r in with_memo] == [[t for t, _ in r] for r in without]
+    assert all(abs(a - b) < 1e-3 for r, s in zip(with_memo, without) for (_, a), (_, b) in zip(r, s))
+    assert memo.hits > 0 and asked_with < asked_without
 
 
 def test_demo_and_no_torch_on_the_serving_path(model_dir):
