@@ -219,6 +219,8 @@ def run_typing(completer, holes, chars: int = 3) -> dict:
     target is the first candidate, or among the five, after 0, 1, ... typed characters."""
     times, hits, reqs = [], 0, 0
     right = {j: [0, 0, 0] for j in range(chars + 1)}      # typed characters -> [holes, at 1, in 5]
+    memo = completer.score_memo
+    memo0 = (memo.hits, memo.misses)
     for k, (path, src, cursor, target, flat, h) in enumerate(holes):
         uri = f"file:///typing/{k}.py"
         completer.close_document(uri)
@@ -234,7 +236,8 @@ def run_typing(completer, holes, chars: int = 3) -> dict:
             right[j][0] += 1
             right[j][1] += first
             right[j][2] += in_five
-    return {"times": times, "requests": reqs, "context_hits": hits, "right": right}
+    return {"times": times, "requests": reqs, "context_hits": hits, "right": right,
+            "memo": (memo.hits - memo0[0], memo.misses - memo0[1])}
 
 
 def run_versus(a, b, holes) -> dict:
@@ -408,8 +411,10 @@ def report(r: dict) -> str:
                 if sum(ort_r.get("file_cache", (0, 0))) else ""))
     if r.get("typing"):
         ty = r["typing"]
+        hit, miss = ty.get("memo", (0, 0))
         L.append(f"- typing along: {ty['requests']} requests, context cache hit on {ty['context_hits']} "
-                 f"({100 * ty['context_hits'] / max(ty['requests'], 1):.0f}%)")
+                 f"({100 * ty['context_hits'] / max(ty['requests'], 1):.0f}%); network outputs reused from "
+                 f"the score memo for {hit} of {hit + miss} beam rows ({100 * hit / max(hit + miss, 1):.0f}%)")
         if ty.get("right"):
             L.append("- the target ranked first / among the five, by characters of it typed: " + "; ".join(
                 f"{j} typed: {100 * a / n:.0f}% / {100 * b / n:.0f}% (n={n})"

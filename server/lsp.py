@@ -697,6 +697,7 @@ def make_server(completer_factory: Callable[[Settings], Any] | None = None,
             "documents": [{"uri": u, "version": d.version, "bytes": len(d.text), "parses": d.parses}
                           for u, d in ls.docs.items()],
             "torchLoaded": "torch" in sys.modules,
+            "scoreMemo": _memo_counts(ls.model.completer),
             "threads": threading.active_count(),
         }
 
@@ -708,6 +709,11 @@ def make_server(completer_factory: Callable[[Settings], Any] | None = None,
         ls.model.loader.shutdown(wait=False, cancel_futures=True)
 
     return ls
+
+
+def _memo_counts(completer: Any) -> dict | None:
+    memo = getattr(completer, "score_memo", None)
+    return None if memo is None else {"hits": memo.hits, "misses": memo.misses}
 
 
 def load_factory(spec: str) -> Callable[[Settings], Any]:
