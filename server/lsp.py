@@ -368,6 +368,11 @@ class AnycodeServer(LanguageServer):
         else:
             if gen != host.generation:
                 return
+            if interim is not None and getattr(completer, "device", None) == "cpu":
+                # ONNX Runtime has a CUDA provider but fell back to the CPU (no usable GPU): the
+                # interim completer is the one made for the CPU (int8 graphs as shipped), keep it
+                completer = interim
+                self.log_message("no usable GPU: the model stays on the CPU", types.MessageType.Warning)
             host.completer = completer
             ms = (time.monotonic() - t0) * 1000
             host.state, host.message = "ready", f"model loaded in {ms:.0f} ms"

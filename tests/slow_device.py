@@ -24,3 +24,12 @@ def _interim(s):
 
 
 make_completer.interim = _interim
+
+
+def make_cpu_fallback(s):
+    """A GPU load that ends on the CPU after all (a CUDA provider but no usable GPU)."""
+    time.sleep(LOAD_SECONDS)
+    return runtime.Completer(model_dir=s.modelPath or None, device="cpu", threads=s.threads)
+
+
+make_cpu_fallback.interim = _interim

@@ -172,6 +172,32 @@ async def test_answers_from_the_cpu_while_the_model_loads_on_the_gpu(model_setti
         await stop_server(client)
 
 
+async def test_a_gpu_load_that_ends_on_the_cpu_keeps_the_interim_completer(model_settings):
+    """onnxruntime-gpu without a usable GPU: the load meant for the GPU comes back on the CPU; the
+    server keeps the completer it made for the CPU, says so, and goes on answering."""
+    if TEST_COMPLETER:
+        pytest.skip("the server runs another completer")
+    tests = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])),
+               ANYCODE_SLOW_LOAD_SECONDS="0.5")
+    client = await start_server({"anycode": model_settings}, wait=False,
+                                args=("--completer", "slow_device:make_cpu_fallback"), env=env)
+    try:
+        await wait_status(client, ("ready",))
+        final = await wait_for(lambda: _final_status(client), timeout=60)
+        assert final.state == "ready" and final.device == "cpu"
+        assert any("no usable GPU" in m.message for m in client.log_messages)
+        doc = Doc(client, "file:///work/fallback.py", SOURCE)
+        assert (await doc.complete(CURSOR)).items
+    finally:
+        await stop_server(client)
+
+
+async def _final_status(client):
+    return next((st for st in client.statuses if st.state == "ready" and getattr(st, "interim", None) is None),
+                None)
+
+
 async def _device_status(client, device):
     return next((st for st in client.statuses if st.device == device), None)
 
