@@ -92,6 +92,7 @@ class OrtBackend:
         (model/cuda_graphs.py)."""
         import onnxruntime as ort
 
+        asked_float_graphs = float_graphs
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
         available = ort.get_available_providers()
@@ -176,6 +177,12 @@ class OrtBackend:
         self.provider = used[0]
         if device == "cuda" and self.provider != "CUDAExecutionProvider":
             raise ModelError(f"device 'cuda' asked for, but ONNX Runtime fell back to {used}")
+        if not on_cpu and self.provider != "CUDAExecutionProvider":
+            # a CUDA provider that did not start (onnxruntime-gpu, no usable GPU): the sessions as
+            # made for the CPU instead (int8 graphs as shipped, the CPU's threads)
+            self.__init__(model_dir, "cpu", threads, graphs, asked_float_graphs, cuda_graphs)
+            self.note = "ONNX Runtime's CUDA provider did not start (no usable GPU): the model runs on the CPU"
+            return
         self.device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
         self.name = f"onnxruntime-{self.device}" + (" (float graphs)" if self.float_graphs else "") + \
             (" (CUDA graphs)" if self.runners else "")

@@ -380,6 +380,19 @@ def test_typing_along_reuses_the_network_outputs_of_the_same_context(model_dir, 
     assert memo.hits > 0 and asked_with < asked_without
 
 
+def test_a_cuda_provider_that_does_not_start_leaves_the_cpu_sessions(model_dir, monkeypatch):
+    """onnxruntime-gpu on a machine without a usable GPU: ONNX Runtime lists the CUDA provider but
+    its sessions fall back to the CPU.  The backend then runs the graphs as made for the CPU (int8
+    as shipped, not the float graphs meant for the GPU) and says why."""
+    import onnxruntime as ort
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    backend = Completer(model_dir, device="auto", verify_files=False).backend
+    assert backend.device == "cpu" and not backend.float_graphs and not backend.runners
+    assert "no usable GPU" in backend.note
+    with pytest.raises(ModelError, match="fell back"):
+        Completer(model_dir, device="cuda", verify_files=False)
+
+
 def test_demo_and_no_torch_on_the_serving_path(model_dir):
     """`anycode complete` on examples/demo.py, in a fresh process that must not import torch."""
     code = ("import sys; from anycode.model import cli_complete as m; import argparse; ap = argparse.ArgumentParser();"
