@@ -352,16 +352,20 @@ class Decoder:
             key = (t, len(hy.kids[pi]), False)
         if key in self._only:
             return self._only[key]
-        if pi < 0:
-            allowed = self.child_mask(ctx.p_type, ctx.hole_index) & self.root_ok
-            if not allowed.any():
-                allowed = self.root_ok
-        else:
-            allowed = self.child_mask(key[0], key[1]).copy()
-            allowed[self.eos_node] = self.eos_ok(key[0], key[1])
-        ids = np.flatnonzero(allowed)
+        ids = np.flatnonzero(self.node_mask(ctx, hy))
         only = self._only[key] = int(ids[0]) if len(ids) == 1 else None
         return only
+
+    def node_mask(self, ctx: Context, hy: Hyp) -> np.ndarray:
+        """The node labels the grammar allows at the frontier of `hy` (EOS-node included), as a new array."""
+        pi = hy.pi
+        if pi < 0:
+            allowed = self.child_mask(ctx.p_type, ctx.hole_index) & self.root_ok
+            return allowed if allowed.any() else self.root_ok.copy()
+        k = len(hy.kids[pi])
+        allowed = self.child_mask(hy.types[pi], k).copy()
+        allowed[self.eos_node] = self.eos_ok(hy.types[pi], k)
+        return allowed
 
     def eos_ok(self, parent_type: str, n_children: int) -> bool:
         if self.table is None or not self.table.known(parent_type):
@@ -835,20 +839,13 @@ class Decoder:
                     lp = np.where(allowed, value_row, NEG_INF)
                     labels = symbols.string
                 else:
-                    if pi < 0:
-                        allowed = self.child_mask(ctx.p_type, ctx.hole_index) & self.root_ok
-                        if not allowed.any():
-                            allowed = self.root_ok.copy()
-                    else:
-                        k = len(hy.kids[pi])
-                        allowed = self.child_mask(hy.types[pi], k).copy()
-                        eos = self.eos_ok(hy.types[pi], k)
-                        if forced or len(hy.stack) >= max_depth:
-                            if eos:
-                                allowed[:] = False
-                            elif (allowed & self.terminal).any():
-                                allowed &= self.terminal
-                        allowed[self.eos_node] = eos
+                    allowed = self.node_mask(ctx, hy)
+                    if pi >= 0 and (forced or len(hy.stack) >= max_depth):
+                        if allowed[self.eos_node]:              # close the node now
+                            allowed[:] = False
+                            allowed[self.eos_node] = True
+                        elif (allowed & self.terminal).any():   # else end the branch with a terminal
+                            allowed &= self.terminal
                     lp = np.where(allowed, node_row, NEG_INF)
                     labels = self.vocab.node_types.__getitem__
                 width = min(len(lp), beam_size * (4 if typed_sq else 1))

@@ -12,15 +12,15 @@ from anycode.model import runtime
 LOAD_SECONDS = float(os.environ.get("ANYCODE_SLOW_LOAD_SECONDS", "4"))
 
 
-def make_completer(s):
-    time.sleep(LOAD_SECONDS)
-    completer = runtime.Completer(model_dir=s.modelPath or None, device="cpu", threads=s.threads)
-    completer.device = "slow-device"          # so that the status shows which one answers
-    return completer
-
-
 def _interim(s):
     return runtime.Completer(model_dir=s.modelPath or None, device="cpu", threads=s.threads)
+
+
+def make_completer(s):
+    time.sleep(LOAD_SECONDS)
+    completer = _interim(s)
+    completer.device = "slow-device"          # so that the status shows which one answers
+    return completer
 
 
 make_completer.interim = _interim
@@ -29,7 +29,7 @@ make_completer.interim = _interim
 def make_cpu_fallback(s):
     """A GPU load that ends on the CPU after all (a CUDA provider but no usable GPU)."""
     time.sleep(LOAD_SECONDS)
-    return runtime.Completer(model_dir=s.modelPath or None, device="cpu", threads=s.threads)
+    return _interim(s)
 
 
 make_cpu_fallback.interim = _interim
