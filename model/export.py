@@ -187,30 +187,45 @@ class _ScatterAdd(torch.autograd.Function):
         return g.op("ScatterElements", x, index, src, axis_i=1, reduction_s="add")
 
 
-def _self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, pad_bias: torch.Tensor) -> torch.Tensor:
-    """nn.MultiheadAttention(x, x, x, key_padding_mask=pad), written with shapes the tracer keeps
-    dynamic and as few graph nodes as it allows (at decoding's sizes each node's dispatch costs about
-    as much as its arithmetic): one reshape, one transpose and one split give q, k and v by head, the head
-    size and scale are constants, and the padding is one additive bias for every layer."""
-    heads, dh = attn.num_heads, attn.head_dim
-    qkv = _Reshape.apply(x @ attn.in_proj_weight.t() + attn.in_proj_bias, (0, -1, 3 * heads, dh))
-    q, k, v = qkv.transpose(1, 2).split(heads, 1)                                 # each [B, H, P, dh]
-    scores = (q @ k.transpose(-1, -2)) * dh ** -0.5 + pad_bias
-    out = _Reshape.apply((scores.softmax(-1) @ v).transpose(1, 2), (0, -1, heads * dh))
+class _Attention(torch.autograd.Function):
+    """Multi-head self-attention with its input projection, as ONNX Runtime's one `Attention` node
+    (com.microsoft): x [B, P, D], w [D, 3D] (q, k, v side by side), b [3D], keep [B, P] int32 (1: a
+    key to attend to).  The separate nodes it replaces (a reshape, a split and four transposes by head,
+    two batched MatMuls, the masking and the softmax) cost as much to dispatch as to compute at
+    decoding's sizes; the quantizer turns it into one QAttention (int8 projection), and
+    float_graphs.py back into Attention for the GPU.  Masked keys get the kernel's -10000 (exp ~ 0),
+    not -inf: a set with no key attends uniformly instead of giving NaN."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, keep, heads: int):
+        B, P, D = x.shape
+        dh = D // heads
+        q, k, v = (x @ w + b).reshape(B, P, 3, heads, dh).permute(2, 0, 3, 1, 4)     # each [B, H, P, dh]
+        scores = (q @ k.transpose(-1, -2)) * dh ** -0.5 + torch.where(keep.bool(), 0.0, -10000.0)[:, None, None, :]
+        return (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, P, D)
+
+    @staticmethod
+    def symbolic(g, x, w, b, keep, heads: int):
+        return g.op("com.microsoft::Attention", x, w, b, keep, num_heads_i=heads)
+
+
+def _self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """nn.MultiheadAttention(x, x, x, key_padding_mask=~keep) in eval mode."""
+    out = _Attention.apply(x, attn.in_proj_weight.t(), attn.in_proj_bias, keep, attn.num_heads)
     return out @ attn.out_proj.weight.t() + attn.out_proj.bias
 
 
-def _encoder_layer(layer: nn.TransformerEncoderLayer, x: torch.Tensor, pad_bias: torch.Tensor) -> torch.Tensor:
+def _encoder_layer(layer: nn.TransformerEncoderLayer, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """nn.TransformerEncoderLayer in eval mode (post-norm, ReLU: SLM's configuration)."""
     assert not layer.norm_first and layer.activation_relu_or_gelu == 1, "SLM uses post-norm ReLU layers"
-    x = layer.norm1(x + _self_attention(layer.self_attn, x, pad_bias))
+    x = layer.norm1(x + _self_attention(layer.self_attn, x, keep))
     return layer.norm2(x + layer.linear2(torch.relu(layer.linear1(x))))
 
 
 def _transformer(m: SLM, z: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-    pad_bias = torch.where(pad, float("-inf"), 0.0)[:, None, None, :]
+    keep = (~pad).to(torch.int32)
     for layer in m.transformer.layers:
-        z = _encoder_layer(layer, z, pad_bias)
+        z = _encoder_layer(layer, z, keep)
     return z
 
 
@@ -404,7 +419,8 @@ def _quantize_int8(path: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     tmp = path.with_suffix(".fp32.onnx")
     path.rename(tmp)
-    quantize_dynamic(str(tmp), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    quantize_dynamic(str(tmp), str(path), weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["MatMul", "Gemm", "Attention"])
     tmp.unlink()
 
 

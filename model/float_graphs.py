@@ -5,8 +5,9 @@ MatMul becomes DynamicQuantizeLinear (the activations, at run time) -> MatMulInt
 weights) -> Cast -> Mul (the two scales).  ONNX Runtime's CPU provider fuses that into one fast
 kernel; the CUDA provider has no kernel for DynamicQuantizeLinear, so those nodes run on the CPU
 with copies to and from the device at every MatMul.  `float_graph` turns each such group back into
-one MatMul with the weights dequantized ((q - zero point) x scale, fp32), so the whole graph runs
-on the GPU.  The shipped files stay as they are: this runs at load time and needs the `onnx` package
+one MatMul with the weights dequantized ((q - zero point) x scale, fp32), and each QAttention (the
+transformer's attention with its int8 input projection) back into an Attention node, so the whole
+graph runs on the GPU.  The shipped files stay as they are: this runs at load time and needs the `onnx` package
 (`pip install anycode[gpu]`).  It takes about a second, most of it importing onnx, so `cached` keeps
 the result in the user's cache directory (`ANYCODE_CACHE_DIR`, else `$XDG_CACHE_HOME/anycode`, else
 `~/.cache/anycode`), keyed by the int8 file's sha256 and this module's VERSION: nothing is ever stale.
@@ -45,7 +46,8 @@ def cached(path: Path, sha256: str) -> str | bytes:
 
 
 def float_graph(path: Path) -> bytes:
-    """The graph at `path` with every dynamically quantized MatMul as a float MatMul, serialized."""
+    """The graph at `path` with every dynamically quantized MatMul as a float MatMul, and every
+    QAttention as a float Attention, serialized."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -84,6 +86,24 @@ def float_graph(path: Path) -> bytes:
         added[name] = numpy_helper.from_array(w.astype(np.float32), name)
         drop.update({id(n), id(cast[0]), id(mul[0])})
         g.node.append(helper.make_node("MatMul", [quant.input[0], name], [mul[0].output[0]], name=n.name + "__float"))
+    for n in g.node:
+        # QAttention (the attention with its int8 input projection, export._Attention): the same
+        # Attention node over the float input, with the weights dequantized
+        if n.op_type != "QAttention" or n.input[1] not in inits or n.input[4] not in inits:
+            continue
+        quant = producer.get(n.input[0])
+        if quant is None or quant.op_type != "DynamicQuantizeLinear":
+            continue
+        w_zero = const(n.input[7]).astype(np.float32) if len(n.input) > 7 and n.input[7] else np.float32(0)
+        w = (const(n.input[1]).astype(np.float32) - w_zero) * const(n.input[4]).astype(np.float32)
+        name = n.input[1] + "__float"
+        added[name] = numpy_helper.from_array(w.astype(np.float32), name)
+        drop.add(id(n))
+        mask = n.input[5] if len(n.input) > 5 else ""
+        g.node.append(helper.make_node("Attention", [quant.input[0], name, n.input[2], mask], list(n.output),
+                                       name=n.name + "__float", domain="com.microsoft",
+                                       num_heads=helper.get_attribute_value(
+                                           next(a for a in n.attribute if a.name == "num_heads"))))
     kept = [n for n in g.node if id(n) not in drop]
     # the quantizers and scale products nobody reads any more, then the initializers
     outputs = {o.name for o in g.output}
