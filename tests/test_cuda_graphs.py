@@ -58,6 +58,27 @@ def test_padded_calls_agree_with_plain_ones(recorded):
     assert padded_any
 
 
+def test_the_runner_packs_inputs_and_outputs_without_changing_them(recorded):
+    """GraphRunner's binding on the CPU (no CUDA graph): inputs packed into one buffer, outputs read
+    from one, every recorded call answered as a plain run answers it; buffers are reused by size."""
+    import onnxruntime as ort
+    from anycode.model.float_graphs import cached
+    c, calls = recorded
+    manifest = c.manifest["files"]
+    runners = {}
+    for g, session in c.backend.sessions.items():
+        source = cached(c.model_dir / f"{g}.onnx", manifest[f"{g}.onnx"]["sha256"])
+        runners[g] = cuda_graphs.GraphRunner(ort, g, source, ort.SessionOptions(), session, device="cpu")
+    for g, feed in calls:
+        plain = c.backend.sessions[g].run(None, feed)
+        got = runners[g].run(feed)
+        for a, b in zip(plain, got):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            assert np.abs(a - b).max() < 1e-4, (g, np.abs(a - b).max())
+    assert sum(r.replays for r in runners.values()) == len(calls)
+    assert all(len(r.bound) < len(calls) for r in runners.values())
+
+
 def test_buckets_are_powers_of_two_up_to_a_largest():
     assert cuda_graphs.bucket("n", 1) == 16 and cuda_graphs.bucket("n", 17) == 32
     assert cuda_graphs.bucket("p", 200) == 256 and cuda_graphs.bucket("b", 5) == 8
