@@ -6,9 +6,9 @@ run as a CUDA graph and replay it with one launch, but only at fixed shapes and 
 outputs at fixed device addresses (IO binding).  `GraphRunner` therefore pads every call up to a
 few sizes per dynamic axis (powers of two, "buckets"); each combination is captured once, under
 its own graph id, with device buffers of its own: the usual ones at load (`warm`), others on their
-first call.  A call's inputs are packed into one buffer (the padding filled with neutral values:
-zeros, False, -1 for symbols) and copied to the device in one transfer; its outputs come back in one
-transfer, cut to the real sizes.  Inputs that stay the same over a request (the file tokens) are
+first call.  A call's inputs are copied into
+those buffers (the padding filled with neutral values: zeros, False, -1 for symbols), its outputs
+come back cut to the real sizes.  Inputs that stay the same over a request (the file tokens) are
 copied only when they change.  A call larger than the largest bucket runs as usual.
 
 Padding changes nothing in the real rows: padded paths are masked (an additive -inf before the
@@ -110,52 +110,18 @@ def warm_feeds(graph: str, inputs) -> list[dict]:
     return feeds
 
 
-ALIGN = 256          # bytes: where each tensor starts inside a packed buffer
-
-
-def layout(arrays: dict[str, tuple[tuple, np.dtype]]) -> tuple[dict[str, tuple[int, tuple, np.dtype]], int]:
-    """Offsets of tensors (name -> (shape, dtype)) packed one after another in one buffer, each at a
-    multiple of ALIGN bytes; and the buffer's size."""
-    out, at = {}, 0
-    for name, (shape, dtype) in arrays.items():
-        out[name] = (at, tuple(shape), np.dtype(dtype))
-        at += -(-int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize // ALIGN) * ALIGN
-    return out, max(at, ALIGN)
-
-
-def views(buffer: np.ndarray, places: dict[str, tuple[int, tuple, np.dtype]]) -> dict[str, np.ndarray]:
-    """The tensors of a packed uint8 buffer, as arrays sharing its memory."""
-    return {name: buffer[off: off + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize].view(dtype).reshape(shape)
-            for name, (off, shape, dtype) in places.items()}
-
-
 class _Bound:
-    """One captured shape: its inputs and outputs at fixed device addresses, its binding, its graph id.
-    The inputs that change from call to call share one device buffer, and so do the outputs: a call
-    copies its inputs in with one transfer and its outputs out with one (each transfer waits for the
-    device, about as long as a small kernel).  Per-request inputs (the file tokens) have their own
-    buffers, copied only when they change."""
+    """One captured shape: device buffers for the inputs and outputs, their binding, its graph id."""
 
     def __init__(self, ort, session, plain, padded: dict, graph_id: int, device: str):
-        steps = {k: v for k, v in padded.items() if k not in PER_REQUEST}
-        self.in_places, size = layout({k: (v.shape, v.dtype) for k, v in steps.items()})
-        self.host_in = np.zeros(size, np.uint8)
-        self.host_views = views(self.host_in, self.in_places)
-        self.dev_in = ort.OrtValue.ortvalue_from_numpy(self.host_in, device, 0)
-        self.inputs = {k: ort.OrtValue.ortvalue_from_numpy(v, device, 0) for k, v in padded.items() if k in PER_REQUEST}
+        self.inputs = {k: ort.OrtValue.ortvalue_from_numpy(v, device, 0) for k, v in padded.items()}
         shapes = plain.run(None, padded)                   # the outputs' shapes and types at this size
-        names = [o.name for o in session.get_outputs()]
-        self.out_places, size = layout({n: (o.shape, o.dtype) for n, o in zip(names, shapes)})
-        self.dev_out = ort.OrtValue.ortvalue_from_shape_and_type([size], np.uint8, device, 0)
+        self.outputs = [ort.OrtValue.ortvalue_from_shape_and_type(o.shape, o.dtype, device, 0) for o in shapes]
         self.binding = session.io_binding()
-        base = self.dev_in.data_ptr()
-        for k, (off, shape, dtype) in self.in_places.items():
-            self.binding.bind_input(k, device, 0, dtype.type, list(shape), base + off)
         for k, v in self.inputs.items():
             self.binding.bind_ortvalue_input(k, v)
-        base = self.dev_out.data_ptr()
-        for k, (off, shape, dtype) in self.out_places.items():
-            self.binding.bind_output(k, device, 0, dtype.type, list(shape), base + off)
+        for meta, v in zip(session.get_outputs(), self.outputs):
+            self.binding.bind_ortvalue_output(meta.name, v)
         self.options = ort.RunOptions()
         if device == "cuda":
             self.options.add_run_config_entry("gpu_graph_id", str(graph_id))
@@ -166,7 +132,7 @@ class GraphRunner:
     """`run(feed)` like InferenceSession.run, through CUDA graphs (see the module's docstring)."""
 
     def __init__(self, ort, graph: str, model, options, plain_session, device: str = "cuda"):
-        """`device` "cpu": the same binding and packing without CUDA graphs (the tests' way in)."""
+        """`device` "cpu": the same padding and binding without CUDA graphs (the tests' way in)."""
         self.ort = ort
         self.graph = graph
         self.plain = plain_session
@@ -205,13 +171,11 @@ class GraphRunner:
                 return self.plain.run(None, feed)
             self.bound[key] = slot
         for name, arr in padded.items():
-            if name not in PER_REQUEST:
-                slot.host_views[name][...] = arr
-            elif slot.last.get(name) is not feed[name]:
-                slot.inputs[name].update_inplace(arr)
+            if name in PER_REQUEST and slot.last.get(name) is feed[name]:
+                continue
+            slot.inputs[name].update_inplace(arr)
+            if name in PER_REQUEST:
                 slot.last[name] = feed[name]
-        slot.dev_in.update_inplace(slot.host_in)
         self.session.run_with_iobinding(slot.binding, slot.options)
         self.replays += 1
-        out = views(slot.dev_out.numpy(), slot.out_places)
-        return cut(self.graph, self.names, [out[n] for n in self.names], sizes)
+        return cut(self.graph, self.names, [v.numpy() for v in slot.outputs], sizes)

@@ -58,9 +58,9 @@ def test_padded_calls_agree_with_plain_ones(recorded):
     assert padded_any
 
 
-def test_the_runner_packs_inputs_and_outputs_without_changing_them(recorded):
-    """GraphRunner's binding on the CPU (no CUDA graph): inputs packed into one buffer, outputs read
-    from one, every recorded call answered as a plain run answers it; buffers are reused by size."""
+def test_the_runner_answers_every_call_as_a_plain_run(recorded):
+    """GraphRunner on the CPU (its padding and IO binding, no CUDA graph): every recorded call is
+    answered as a plain run answers it, from bound buffers reused by bucket."""
     import onnxruntime as ort
     from anycode.model.float_graphs import cached
     c, calls = recorded
