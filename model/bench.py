@@ -398,6 +398,10 @@ def report(r: dict) -> str:
     calls = ", ".join(f"{g} {n} calls {1e3 * ort_r['seconds'][g] / max(n, 1):.2f} ms each"
                       for g, n in ort_r["calls"].items())
     L.append(f"- graph calls: {calls}")
+    in_ort, total = 1e3 * sum(ort_r["seconds"].values()), sum(ort_r["times"])
+    L.append(f"- ONNX Runtime's share of a completion: {in_ort / len(ort_r['times']):.1f} of "
+             f"{total / len(ort_r['times']):.1f} ms on average ({in_ort / max(total, 1e-9):.0%}); the rest is "
+             f"Python and tree-sitter (hole, context features, search bookkeeping, verification)")
     proj = [p + s * ort_r["ms_per_step"] for p, s in zip(ort_r["prepare"], ort_r["target_steps"])]
     L.append(f"- projection for a model whose search takes the targets' own step counts: "
              f"p50 {pct(proj, 50):.0f} ms, p95 {pct(proj, 95):.0f} ms (prepare + steps x ms/step)")
