@@ -64,6 +64,15 @@ def float_graph(path: Path) -> bytes:
         return numpy_helper.to_array(inits[name])
 
     drop, added = set(), {}
+
+    def dequantized(weights: str, scale: str, zero_point: str) -> str:
+        """A new fp32 initializer (weights - zero point) x scale ("" zero point: 0); its name."""
+        zero = const(zero_point).astype(np.float32) if zero_point else np.float32(0)
+        name = weights + "__float"
+        w = (const(weights).astype(np.float32) - zero) * const(scale).astype(np.float32)
+        added[name] = numpy_helper.from_array(w.astype(np.float32), name)
+        return name
+
     for n in g.node:
         if n.op_type != "MatMulInteger" or n.input[1] not in inits:
             continue
@@ -80,10 +89,7 @@ def float_graph(path: Path) -> bytes:
         w_scale = next((i for i in scale.input if i in inits), None)
         if w_scale is None:
             continue
-        w_zero = const(n.input[3]).astype(np.float32) if len(n.input) > 3 and n.input[3] else np.float32(0)
-        w = (const(n.input[1]).astype(np.float32) - w_zero) * const(w_scale).astype(np.float32)
-        name = n.input[1] + "__float"
-        added[name] = numpy_helper.from_array(w.astype(np.float32), name)
+        name = dequantized(n.input[1], w_scale, n.input[3] if len(n.input) > 3 else "")
         drop.update({id(n), id(cast[0]), id(mul[0])})
         g.node.append(helper.make_node("MatMul", [quant.input[0], name], [mul[0].output[0]], name=n.name + "__float"))
     for n in g.node:
@@ -94,10 +100,7 @@ def float_graph(path: Path) -> bytes:
         quant = producer.get(n.input[0])
         if quant is None or quant.op_type != "DynamicQuantizeLinear":
             continue
-        w_zero = const(n.input[7]).astype(np.float32) if len(n.input) > 7 and n.input[7] else np.float32(0)
-        w = (const(n.input[1]).astype(np.float32) - w_zero) * const(n.input[4]).astype(np.float32)
-        name = n.input[1] + "__float"
-        added[name] = numpy_helper.from_array(w.astype(np.float32), name)
+        name = dequantized(n.input[1], n.input[4], n.input[7] if len(n.input) > 7 else "")
         drop.add(id(n))
         mask = n.input[5] if len(n.input) > 5 else ""
         g.node.append(helper.make_node("Attention", [quant.input[0], name, n.input[2], mask], list(n.output),
