@@ -12,7 +12,7 @@ COMMANDS = {
     "serve": "anycode.server.cli",
     "complete": "anycode.model.cli_complete",
     "corpus": "anycode.model.corpus",
-    "dataset": "anycode.model.dataset",
+    "dataset": "anycode.model.dataset_cli",
     "train": "anycode.model.train",
     "eval": "anycode.model.evaluate",
     "export": "anycode.model.export",

@@ -102,11 +102,12 @@ def quick_dataset(files: list[Path], out: Path) -> Path:
 
 
 def untrained_model(files: list[Path], tmp: Path, data_dir: Path | None) -> Path:
-    from anycode.model.export import export, load_checkpoint, write_untrained_checkpoint
+    from anycode.model.checkpoint import load_model
+    from anycode.model.export import export, write_untrained_checkpoint
     data = data_dir if data_dir and (data_dir / "vocab.json").exists() else quick_dataset(files, tmp / "ds")
     ckpt = write_untrained_checkpoint(data, tmp / "ckpt")
     out = tmp / "model"
-    export(*load_checkpoint(ckpt), out, "fp16", ckpt / "grammar.json")
+    export(*load_model(ckpt), out, "fp16", ckpt / "grammar.json")
     return out
 
 
@@ -266,9 +267,10 @@ def torch_decoder(model_dir: Path, checkpoint: Path | None, threads: int, device
     if checkpoint is None:
         return None, None
     from anycode.model.beam import Decoder
-    from anycode.model.export import TorchBackend, load_checkpoint
+    from anycode.model.checkpoint import load_model
+    from anycode.model.export import TorchBackend
     from anycode.model.grammar_table import GrammarTable
-    model, vocab, conf = load_checkpoint(checkpoint)
+    model, vocab, conf = load_model(checkpoint)
     dev = "cuda" if device in ("cuda", "auto") and torch.cuda.is_available() else "cpu"
     if threads:
         torch.set_num_threads(threads)

@@ -15,7 +15,7 @@ from anycode.model.grammar_table import GrammarTable
 from anycode.model.holes import find_hole
 from anycode.model.paths import FlatTree
 from anycode.model.runtime import Completer
-from anycode.model.train import load_model
+from anycode.model.checkpoint import load_model
 
 
 def main(N: int) -> None:

@@ -1,7 +1,9 @@
 """`anycode dataset stats`: the figures of docs/data.md, measured on the built dataset."""
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -139,6 +141,16 @@ def example_stats(data_dir: Path, split: str, vocab: Vocab, sample: int, seed: i
         "target_subtoken_vocab_coverage": target_subs_in_vocab / max(target_subs, 1),
         "context_subtoken_vocab_coverage": ctx_subs_in_vocab / max(ctx_subs, 1),
     }
+
+
+def add_parser(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--data", type=Path, default=Path("data/dataset/python"))
+    ap.add_argument("--corpus", type=Path, default=Path("data/corpus/python"))
+    ap.add_argument("--splits", default="train,dev,test")
+    ap.add_argument("--sample", type=int, default=20000, help="examples sampled per split")
+    ap.add_argument("--round-trip", action="store_true", help="also print+parse every expression of the train corpus")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--json", type=Path, default=Path("data/dataset/python/stats.json"))
 
 
 def run_stats(args) -> int:

@@ -336,28 +336,16 @@ def build_vocab(data_dir: Path, size: int = 1000) -> Vocab:
 
 
 def add_parser(ap: argparse.ArgumentParser) -> None:
-    sub = ap.add_subparsers(dest="action", required=True)
-    b = sub.add_parser("build", help="extract examples from the corpus into shards")
-    b.add_argument("--lang", default="python", choices=["python"])
-    b.add_argument("--corpus", type=Path, default=Path("data/corpus/python"))
-    b.add_argument("--out", type=Path, default=Path("data/dataset/python"))
-    b.add_argument("--splits", default="train,dev,test")
-    b.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    b.add_argument("--vocab-size", type=int, default=1000)
-    st = sub.add_parser("stats", help="measure the built dataset (the figures of docs/data.md)")
-    st.add_argument("--data", type=Path, default=Path("data/dataset/python"))
-    st.add_argument("--corpus", type=Path, default=Path("data/corpus/python"))
-    st.add_argument("--splits", default="train,dev,test")
-    st.add_argument("--sample", type=int, default=20000, help="examples sampled per split")
-    st.add_argument("--round-trip", action="store_true", help="also print+parse every expression of the train corpus")
-    st.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    st.add_argument("--json", type=Path, default=Path("data/dataset/python/stats.json"))
+    """`anycode dataset build`'s arguments (model/dataset_cli.py puts build and stats together)."""
+    ap.add_argument("--lang", default="python", choices=["python"])
+    ap.add_argument("--corpus", type=Path, default=Path("data/corpus/python"))
+    ap.add_argument("--out", type=Path, default=Path("data/dataset/python"))
+    ap.add_argument("--splits", default="train,dev,test")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--vocab-size", type=int, default=1000)
 
 
 def run(args) -> int:
-    if args.action == "stats":
-        from anycode.model.data_stats import run_stats
-        return run_stats(args)
     if not Path(args.corpus).is_dir():
         print(f"error: no corpus at {args.corpus}; run `anycode corpus fetch --lang python` first", file=sys.stderr)
         return 2

@@ -39,7 +39,7 @@ from anycode.model.dataset import shard_paths
 from anycode.model.features import context_features
 from anycode.model.grammar_table import GrammarTable
 from anycode.model.paths import target_steps
-from anycode.model.train import load_model
+from anycode.model.checkpoint import load_model
 from anycode.model.vocab import Vocab
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -754,7 +754,7 @@ def sample_refs(data_dir: Path, split: str, limit: int | None = None) -> list:
 
 def run(args) -> int:
     from anycode.model.dataset import shard_paths
-    from anycode.model.train import load_model, pick_device
+    from anycode.model.checkpoint import load_model, pick_device
 
     t0 = time.time()
     device = pick_device(args.device)

@@ -69,6 +69,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from anycode.model.checkpoint import load_model
 from anycode.model.features import MAX_COPY_POSITIONS, MAX_VALUE_SUBTOKENS
 from anycode.model.runtime import graphs_of, sha256
 from anycode.model.slm import NEG, SLM, SLMConfig
@@ -355,12 +356,6 @@ class TorchBackend:
 # ---------------------------------------------------------------- checkpoints
 
 
-def load_checkpoint(path: Path) -> tuple[SLM, Vocab, dict]:
-    """A run or shipped directory -> (model fp32 in eval mode, vocab, config.json)."""
-    from anycode.model.train import load_model
-    return load_model(Path(path))
-
-
 def write_untrained_checkpoint(data_dir: Path, out: Path, seed: int = 0, **overrides) -> Path:
     """A checkpoint directory like a shipped one (config.json, vocab.json, fp16 slm.pt,
     grammar.json) holding a randomly initialised SLM of the paper's shape, sized to the
@@ -521,7 +516,7 @@ def run(args) -> int:
     if not (Path(src) / "config.json").exists():
         print(f"error: {src} has no config.json: not a checkpoint directory", file=sys.stderr)
         return 2
-    model, vocab, conf = load_checkpoint(src)
+    model, vocab, conf = load_model(src)
     grammar_json = args.grammar or Path(src) / "grammar.json"
     if not Path(grammar_json).exists():
         print(f"warning: no grammar.json beside {src}: decoding will not be grammar-constrained", file=sys.stderr)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from anycode.model import batching
+from anycode.model.checkpoint import load_model, pick_device
 from anycode.model.dataset import Shard, shard_paths
 from anycode.model.slm import SLM, SLMConfig
 from anycode.model.vocab import Vocab
@@ -228,24 +229,6 @@ def run_config(cfg: TrainConfig, mcfg: SLMConfig) -> dict:
             "train": asdict(cfg)}
 
 
-def load_model(path: Path, device="cpu") -> tuple[SLM, Vocab, dict]:
-    """A run directory (best.pt, else ckpt.pt) or a shipped one (slm.pt, fp16) -> model in eval mode, fp32."""
-    path = Path(path)
-    conf = json.loads((path / "config.json").read_text())
-    vocab = Vocab.load(path / "vocab.json")
-    model = SLM(SLMConfig(**conf["model"]))
-    for name in ("best.pt", "slm.pt", "ckpt.pt"):
-        f = path / name
-        if f.exists():
-            state = torch.load(f, map_location="cpu", weights_only=False)
-            state = state["model"] if "model" in state and isinstance(state["model"], dict) else state
-            model.load_state_dict({k: v.float() for k, v in state.items()})
-            break
-    else:
-        raise FileNotFoundError(f"no weights in {path}")
-    return model.to(device).eval(), vocab, conf
-
-
 def rng_state(device: torch.device) -> dict:
     out = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if device.type == "cuda":
@@ -289,12 +272,6 @@ def dev_accuracy(model, vocab, dev_examples, device, cfg: TrainConfig, grammar_t
 
 
 # ---------------------------------------------------------------- training
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None, max_steps: int | None = None,
@@ -528,4 +505,7 @@ def run(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run(argparse.ArgumentParser().parse_args()))
+    parser = argparse.ArgumentParser(prog="python -m anycode.model.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_parser(parser)
+    sys.exit(run(parser.parse_args()))

@@ -49,7 +49,8 @@ def model_settings(tmp_path_factory) -> dict:
     if (SHIPPED / "manifest.json").exists():
         return {}
     try:
-        from anycode.model.export import export, load_checkpoint, write_untrained_checkpoint
+        from anycode.model.checkpoint import load_model
+        from anycode.model.export import export, write_untrained_checkpoint
         from slm_fixtures import tiny_dataset
     except ImportError as exc:  # torch: the `train` extra
         pytest.skip(f"no exported model in {SHIPPED} and no torch to export a test one: {exc}")
@@ -58,7 +59,7 @@ def model_settings(tmp_path_factory) -> dict:
                                       d_index=32, d_subtoken=128, d_lstm=64, n_layers=2,
                                       n_heads=4, d_ff=256)
     out = tmp_path_factory.mktemp("server-model")
-    export(*load_checkpoint(ckpt), out, "fp16", ckpt / "grammar.json")
+    export(*load_model(ckpt), out, "fp16", ckpt / "grammar.json")
     return {"modelPath": str(out)}
 
 

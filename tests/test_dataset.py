@@ -93,10 +93,12 @@ def make_corpus(tmp_path):
 
 def build(tmp_path):
     import argparse
+
+    from anycode.model import dataset_cli
     ap = argparse.ArgumentParser()
-    dataset.add_parser(ap)
+    dataset_cli.add_parser(ap)
     args = ap.parse_args(["build", "--corpus", str(tmp_path / "corpus"), "--out", str(tmp_path / "ds"), "--jobs", "1"])
-    assert dataset.run(args) == 0
+    assert dataset_cli.run(args) == 0
     return tmp_path / "ds"
 
 

@@ -117,7 +117,8 @@ def model_settings(tmp_path_factory) -> dict:
     if (SHIPPED / "manifest.json").exists():
         return {}
     try:
-        from anycode.model.export import export, load_checkpoint, write_untrained_checkpoint
+        from anycode.model.checkpoint import load_model
+        from anycode.model.export import export, write_untrained_checkpoint
     except ImportError as exc:  # torch: the `train` extra
         pytest.skip(f"no exported model in {SHIPPED} and no torch to export one: {exc}")
     out = tmp_path_factory.mktemp("nvim-model")
@@ -129,7 +130,7 @@ def model_settings(tmp_path_factory) -> dict:
         ckpt = write_untrained_checkpoint(data, tmp_path_factory.mktemp("nvim-ckpt"), d_type=96,
                                           d_index=32, d_subtoken=128, d_lstm=64, n_layers=2,
                                           n_heads=4, d_ff=256)
-    model, vocab, conf = load_checkpoint(ckpt)
+    model, vocab, conf = load_model(ckpt)
     grammar_json = ckpt / "grammar.json"
     export(model, vocab, conf, out, "fp16", grammar_json if grammar_json.exists() else None)
     return {"modelPath": str(out)}

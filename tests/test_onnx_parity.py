@@ -31,7 +31,8 @@ import torch
 from anycode.grammars import python as grammar
 from anycode.model import dataset
 from anycode.model.beam import Decoder, build_node
-from anycode.model.export import TorchBackend, export, load_checkpoint, write_untrained_checkpoint
+from anycode.model.checkpoint import load_model
+from anycode.model.export import TorchBackend, export, write_untrained_checkpoint
 from anycode.model.features import context_features, copy_row, generated_leaf_value
 from anycode.model.grammar_table import GrammarTable
 from anycode.model.paths import generated_leaves, step_paths, target_steps
@@ -55,7 +56,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def torch_model(checkpoint):
-    return load_checkpoint(checkpoint)
+    return load_model(checkpoint)
 
 
 @pytest.fixture(scope="module")

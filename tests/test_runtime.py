@@ -37,11 +37,12 @@ def model_dir(tmp_path_factory) -> Path:
         return SHIPPED
     from slm_fixtures import tiny_dataset
 
-    from anycode.model.export import export, load_checkpoint, write_untrained_checkpoint
+    from anycode.model.checkpoint import load_model
+    from anycode.model.export import export, write_untrained_checkpoint
     root = tiny_dataset(tmp_path_factory.mktemp("ds"))
     ckpt = write_untrained_checkpoint(root, tmp_path_factory.mktemp("ckpt"), **SMALL)
     out = tmp_path_factory.mktemp("model")
-    export(*load_checkpoint(ckpt), out, "fp16", ckpt / "grammar.json")
+    export(*load_model(ckpt), out, "fp16", ckpt / "grammar.json")
     return out
 
 

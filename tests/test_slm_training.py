@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from anycode.model import batching, evaluate, train
+from anycode.model.checkpoint import load_model
 from anycode.model.dataset import Shard, shard_paths
 from anycode.model.vocab import Vocab
 
@@ -43,7 +44,7 @@ def test_loss_goes_down(trained):
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
     assert (run / "ckpt.pt").exists() and (run / "config.json").exists() and (run / "vocab.json").exists()
     # the run directory loads back as a model for evaluation
-    model, vocab, conf = train.load_model(run)
+    model, vocab, conf = load_model(run)
     assert conf["features"]["max_paths"] == cfg.max_paths and not model.training
 
 
@@ -86,7 +87,7 @@ def test_context_once_trains_from_the_faithful_weights(data, trained, tmp_path):
     assert np.mean(fresh["losses"][-5:]) < 0.8 * np.mean(fresh["losses"][:5])
     out = train.train(data, tmp_path / "once", cfg, max_steps=1, device="cpu", log=quiet, init=trained[0])
     assert out["losses"][0] < 0.8 * fresh["losses"][0]      # the faithful weights carry over
-    model, _, conf = train.load_model(tmp_path / "once")
+    model, _, conf = load_model(tmp_path / "once")
     assert model.cfg.context_once and conf["train"]["context_once"]
     from anycode.model.export import export
     manifest = export(model, Vocab.load(tmp_path / "once" / "vocab.json"), conf, tmp_path / "graphs")
@@ -129,7 +130,7 @@ def test_decoding_reads_the_same_steps_as_training(data, context_once, file_toke
 
 
 def test_beam_search_returns_ranked_trees_that_parse(data, trained):
-    model, vocab, _ = train.load_model(trained[0])
+    model, vocab, _ = load_model(trained[0])
     shard = Shard(shard_paths(data, "test")[0])
     items = [shard.example(i) for i in range(6)]
     from anycode.model.grammar_table import GrammarTable

@@ -1,0 +1,44 @@
+"""Loading a trained SLM: a run directory or a shipped model directory -> (model, vocab, config).
+
+Below training, evaluation, export and diagnosis, which all load weights through here
+(so none of them imports another only to load a model).  Needs torch (the train extra).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from anycode.model.slm import SLM, SLMConfig
+from anycode.model.vocab import Vocab
+
+WEIGHT_FILES = ("best.pt", "slm.pt", "ckpt.pt")   # in this order: a run's best, a shipped model, a run's latest
+
+
+def load_model(path: Path, device="cpu") -> tuple[SLM, Vocab, dict]:
+    """A run directory (best.pt, else ckpt.pt) or a shipped one (slm.pt, fp16) -> model in eval mode, fp32."""
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"no config.json in {path}: give a run directory (anycode train --out) "
+                                f"or a model directory such as model/shipped")
+    conf = json.loads((path / "config.json").read_text())
+    vocab = Vocab.load(path / "vocab.json")
+    model = SLM(SLMConfig(**conf["model"]))
+    for name in WEIGHT_FILES:
+        f = path / name
+        if f.exists():
+            state = torch.load(f, map_location="cpu", weights_only=False)
+            state = state["model"] if "model" in state and isinstance(state["model"], dict) else state
+            model.load_state_dict({k: v.float() for k, v in state.items()})
+            break
+    else:
+        raise FileNotFoundError(f"no weights in {path} (looked for {', '.join(WEIGHT_FILES)})")
+    return model.to(device).eval(), vocab, conf
+
+
+def pick_device(name: str) -> torch.device:
+    """"auto" -> cuda when torch sees a GPU, else cpu; any other name as torch spells it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
