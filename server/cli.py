@@ -21,6 +21,9 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
     defaults.add_argument("--time-budget-ms", type=int, dest="timeBudgetMs")
     defaults.add_argument("--model-path", dest="modelPath")
     defaults.add_argument("--threads", type=int)
+    defaults.add_argument("--max-message-bytes", type=int, dest="maxMessageBytes",
+                          help="larger messages are read through, dropped and answered with an error "
+                               "(default 64 MiB)")
     ap.add_argument("--completer", help=argparse.SUPPRESS)  # module:factory, a testing hook
 
 
@@ -42,20 +45,21 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.log_level != "debug":  # pygls logs every message it sends at INFO
         logging.getLogger("pygls").setLevel(max(logging.WARNING, logging.getLogger().level))
+    from anycode.server import jsonrpc
     from anycode.server.lsp import load_factory, make_server
 
     from anycode.server import settings as settings_mod
 
-    defaults = {k: getattr(args, k) for k in ("device", "beamSize", "maxItems", "timeBudgetMs", "modelPath", "threads")
+    defaults = {k: getattr(args, k) for k in ("device", "beamSize", "maxItems", "timeBudgetMs", "modelPath", "threads",
+                                           "maxMessageBytes")
                 if getattr(args, k) is not None}
     _, warnings = settings_mod.parse(defaults)
     for w in warnings:
         print(f"anycode serve: {w}", file=sys.stderr)
     factory = load_factory(args.completer) if args.completer else None
     server = make_server(factory, defaults)
+    max_bytes = lambda: server.settings.maxMessageBytes  # noqa: E731 - the client may change it
     if args.tcp:
         host, port = parse_hostport(args.tcp)
-        server.start_tcp(host, port)
-    else:
-        server.start_io()
-    return 0
+        return jsonrpc.serve_tcp(server.protocol, host, port, max_bytes)
+    return jsonrpc.serve_stdio(server.protocol, max_bytes)

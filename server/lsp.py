@@ -43,13 +43,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException, JsonRpcRequestCancelled
+from pygls.exceptions import JsonRpcRequestCancelled
 from pygls.lsp.server import LanguageServer
-from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 
 from anycode import __version__
 from anycode.server import settings as settings_mod
+from anycode.server.jsonrpc import SafeProtocol
 from anycode.server.documents import (ENCODINGS, UTF8, UTF16, Document, decode, encode, new_parser,
                                       position_in)
 from anycode.server.settings import Settings
@@ -116,11 +116,10 @@ class Stats:
     latencies_ms: list[float] = field(default_factory=list)
 
 
-class AnycodeProtocol(LanguageServerProtocol):
-    """pygls' protocol with four changes: UTF-8 positions when the client offers
-    them; documents live in the server (bytes + tree), not in pygls' workspace;
-    completion requests are pinned to their document state on arrival; and a
-    request whose params do not validate gets an error answer instead of none."""
+class AnycodeProtocol(SafeProtocol):
+    """pygls' protocol behind jsonrpc.py's checks, with three changes: UTF-8 positions
+    when the client offers them; documents live in the server (bytes + tree), not in
+    pygls' workspace; completion requests are pinned to their document state on arrival."""
 
     _server: "AnycodeServer"
 
@@ -150,24 +149,6 @@ class AnycodeProtocol(LanguageServerProtocol):
         if method_name in COMPLETION_METHODS:
             self._server.pin(msg_id, params)
         super()._handle_request(msg_id, method_name, params)
-
-    def structure_message(self, data):
-        try:
-            return super().structure_message(data)
-        except JsonRpcException as exc:
-            if isinstance(data, dict) and "id" in data and "method" in data:
-                log.warning("invalid params for %s: answered with an error", data.get("method"))
-                self._send_response(data["id"], error=exc.to_response_error())
-                return _ANSWERED
-            raise
-
-    def handle_message(self, message):
-        if message is _ANSWERED:
-            return
-        super().handle_message(message)
-
-
-_ANSWERED = object()
 
 
 class _QuietCancel(logging.Filter):

@@ -20,6 +20,7 @@ class Settings:
     timeBudgetMs: int = 300
     modelPath: str = ""          # "" = the shipped model
     threads: int = 0             # 0 = automatic
+    maxMessageBytes: int = 64 << 20  # larger LSP messages are read through, dropped and answered with an error
 
     def model_key(self) -> tuple[str, str, int]:
         """What a model is loaded with: a change of any of these reloads it."""
@@ -33,6 +34,7 @@ INT_RANGES = {
     "maxItems": (1, 50),
     "timeBudgetMs": (1, 60000),
     "threads": (0, 256),
+    "maxMessageBytes": (1 << 10, 1 << 30),
 }
 
 
