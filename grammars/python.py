@@ -303,7 +303,9 @@ def print_node(node: Node) -> str:
         if k and k[0].type == "lambda_parameters":
             return f"lambda {print_node(k[0])}: {_join(k[1:])}"
         return f"lambda: {_join(k)}"
-    if base in ("lambda_parameters", "expression_list", "pattern_list"):
+    if base == "lambda_parameters":
+        return _join(k)
+    if base in ("expression_list", "pattern_list"):
         text = _join(k)
         return text + "," if len(k) == 1 else text
     if base in ("default_parameter", "keyword_argument"):
@@ -391,3 +393,160 @@ def round_trips(node: Node, parser: ts.Parser | None = None) -> bool:
         return False
     back = parse_expression(text, parser)
     return back is not None and back.key() == node.key()
+
+
+# ------------------------------------------------------------------ typed text
+
+# Python's tokens as an editor line shows them; a string may be cut short (the user is typing it)
+_TOKEN = re.compile(r"""
+    (?P<string>[rRbBuUfF]{0,2}(?:'''(?:\\.|[^\\])*?(?:'''|$)|\"\"\"(?:\\.|[^\\])*?(?:\"\"\"|$)
+                              |'(?:\\.|[^\\'\n])*(?:'|$)|"(?:\\.|[^\\"\n])*(?:"|$)))
+  | (?P<number>(?:0[xXoObB][0-9a-fA-F_]*|\d[\d_]*\.?[\d_]*(?:[eE][+-]?\d*)?|\.\d[\d_]*(?:[eE][+-]?\d*)?)[jJlL]?)
+  | (?P<name>[^\W\d]\w*)
+  | (?P<op>\*\*=?|//=?|>>=?|<<=?|->|:=|\.\.\.|[-+*/%@&|^<>=!]=|[-+*/%@&|^~<>=.,:;()\[\]{}]|!)
+  | (?P<other>\S)
+""", re.VERBOSE | re.DOTALL)
+OPEN_CLOSE = {"(": ")", "[": "]", "{": "}"}
+KEYWORDS = frozenset({
+    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del",
+    "elif", "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is", "lambda",
+    "nonlocal", "not", "or", "pass", "raise", "return", "try", "while", "with", "yield",
+})
+
+
+@dataclass(frozen=True)
+class Token:
+    text: str
+    kind: str        # string, number, name, op, other
+    start: int       # character offsets in the text tokenized
+    end: int
+
+    @property
+    def closed_string(self) -> bool:
+        return self.kind == "string" and _string_closer(self.text) == ""
+
+
+def _string_closer(text: str) -> str:
+    """The quotes an unterminated string literal still needs ('' when it is terminated)."""
+    body = text.lstrip("rRbBuUfF")
+    q = body[:3] if body[:3] in ("'''", '"""') else body[:1]
+    rest = body[len(q):]
+    if len(rest) >= len(q) and rest.endswith(q) and not _escaped(rest, len(rest) - len(q)):
+        return ""
+    return q
+
+
+def _escaped(s: str, i: int) -> bool:
+    n = 0
+    while i - n - 1 >= 0 and s[i - n - 1] == "\\":
+        n += 1
+    return n % 2 == 1
+
+
+def tokens(text: str) -> list[Token]:
+    """The tokens of a piece of code (a typed prefix, a printed candidate); comments are not expected."""
+    out = []
+    for m in _TOKEN.finditer(text):
+        out.append(Token(m.group(), m.lastgroup or "other", m.start(), m.end()))
+    return out
+
+
+def typed_tokens(text: str) -> tuple[list[str], bool]:
+    """The tokens of the typed start of an expression, and whether the last one may still grow
+    (the user is typing it: a name, keyword, number, operator or an unterminated string)."""
+    toks = tokens(text)
+    partial = bool(toks) and toks[-1].end == len(text) and not (toks[-1].kind == "string" and toks[-1].closed_string)
+    return [t.text for t in toks], partial
+
+
+def closers(text: str) -> str:
+    """What closes the typed text: the quote of a string it leaves open, then its open brackets, innermost first."""
+    stack: list[str] = []
+    quote = ""
+    for t in tokens(text):
+        if t.kind == "string":
+            quote = _string_closer(t.text)
+        elif t.text in OPEN_CLOSE:
+            stack.append(OPEN_CLOSE[t.text])
+        elif stack and t.text == stack[-1]:
+            stack.pop()
+    return quote + "".join(reversed(stack))
+
+
+def partial_literal_start(text: str) -> int | None:
+    """Where the last token of `text` starts when it is a literal still being typed (a number, an
+    unterminated string), which no parse of the text can hold; else None."""
+    toks = tokens(text)
+    if not toks or toks[-1].end != len(text):
+        return None
+    last = toks[-1]
+    if last.kind == "number" or (last.kind == "string" and not last.closed_string):
+        return last.start
+    return None
+
+
+REPAIRS = (":", ": pass", " else None", ": None")
+"""What may follow the placeholder to make the statement around it parse (after the brackets it leaves
+open): a header's colon, a block, the rest of a conditional expression or of a lambda."""
+
+_NAME = re.compile(r"[^\W\d]\w*")
+_STRING_PREFIX = re.compile(r"[rRbBuUfF]{1,2}")
+
+
+def value_starts(type_key: str, text: str, partial: bool) -> bool:
+    """May a `type_key` value print as the token `text` (or, `partial`, as one that begins with it)?"""
+    base = base_type(type_key)
+    if base == "identifier":
+        return bool(_NAME.fullmatch(text)) and (partial or text not in KEYWORDS)
+    if base in ("integer", "float"):
+        return text[:1].isdigit() or (text[:1] == "." and text[1:2].isdigit()) or (partial and text == ".")
+    if base == "string":
+        toks = tokens(text)
+        return (len(toks) == 1 and toks[0].kind == "string") or (partial and bool(_STRING_PREFIX.fullmatch(text)))
+    return True
+
+
+_SAME_START = {  # expressions a typed start does not tell apart yet: `(a` may end as a tuple, `[x` as a comprehension
+    "parenthesized_expression": "(", "tuple": "(", "generator_expression": "(",
+    "list": "[", "list_comprehension": "[",
+    "dictionary": "{", "set": "{", "dictionary_comprehension": "{", "set_comprehension": "{",
+}
+_GROWING_OPERATORS = frozenset({"<", ">", "*", "/", "=", "!"})   # `a <` may be the start of `a <= b`
+
+
+def typed_kind(type_key: str, typed_last: str = "", partial: bool = False) -> str:
+    """What the typed start of an expression of type `type_key` says of the whole expression's node
+    there, as a key that node's type must map to as well: brackets alone leave the kind of display
+    open, a comparison may go on (`a < b < c`), and an operator still being typed may grow."""
+    base = base_type(type_key)
+    if base in _SAME_START:
+        return _SAME_START[base]
+    if partial and typed_last in _GROWING_OPERATORS and base in OPERATOR_TYPES:
+        return base
+    if base == "comparison_operator":
+        return type_key.split(",")[0]
+    return type_key
+
+
+_EXPRESSION_KEYWORDS = frozenset({"not", "in", "is", "and", "or", "if", "else", "lambda", "await", "for"})
+
+
+def ends_in_keyword(text: str) -> bool:
+    """Does `text` end with a keyword that more of the expression follows (`x in`, `not`, `a if`)?
+    Such a word is not the start of a name: the expression goes on after it."""
+    toks = tokens(text)
+    return bool(toks) and toks[-1].end == len(text) and toks[-1].text in _EXPRESSION_KEYWORDS
+
+
+def space_triggers(before: str) -> bool:
+    """Is a space typed after `before` a place to offer expressions: after an operator or a keyword
+    that an expression follows (`a +`, `return`, `not`, `in`, `lambda`), not after a name or a literal."""
+    toks = tokens(before.rstrip(" "))
+    if not toks:
+        return False
+    last = toks[-1]
+    if last.kind == "op":
+        return last.text not in (")", "]", "}", ".", ";")
+    return last.kind == "name" and last.text in KEYWORDS and last.text not in (
+        "True", "False", "None", "pass", "break", "continue", "def", "class", "import", "global", "nonlocal", "as",
+        "try", "finally")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -44,6 +45,7 @@ from anycode.model.features import (MAX_VALUE_SUBTOKENS, ContextFeatures, contex
                                     generated_leaf_value, value_ids)
 from anycode.model.holes import target_root_type
 from anycode.model.paths import FlatTree, target_steps, value_subtokens
+from anycode.model.prefix import CONSISTENT, COVERED, INCONSISTENT, Prefix
 from anycode.model.vocab import EMPTY, EOS_NODE, EOS_TOK, MAX_CHILD_INDEX, Vocab
 
 NEG_INF = -np.inf
@@ -130,7 +132,7 @@ class Hyp:
     """A partial tree inside the hole.  Node 0 is the hole's root; parent -1 is p."""
 
     __slots__ = ("types", "parent", "cindex", "keys", "kids", "parts", "stack", "suffix", "leaves", "logp",
-                 "nsteps", "done")
+                 "nsteps", "done", "covered")
 
     def __init__(self):
         self.types: list[str] = []
@@ -145,13 +147,14 @@ class Hyp:
         self.logp = 0.0
         self.nsteps = 0
         self.done = False
+        self.covered = False                # the typed prefix is printed whole: no more checks
 
     def copy(self) -> "Hyp":
         h = Hyp.__new__(Hyp)
         h.types, h.parent, h.cindex, h.keys = self.types[:], self.parent[:], self.cindex[:], self.keys[:]
         h.kids, h.parts = self.kids[:], self.parts[:]
         h.stack, h.suffix, h.leaves = self.stack[:], self.suffix, self.leaves[:]
-        h.logp, h.nsteps, h.done = self.logp, self.nsteps, self.done
+        h.logp, h.nsteps, h.done, h.covered = self.logp, self.nsteps, self.done, self.covered
         return h
 
     @property
@@ -255,10 +258,6 @@ def build_node(hyp: Hyp, i: int = 0, open_fill: bool = False, frontier_marker: b
     return node
 
 
-def _squash(s: str) -> str:
-    return "".join(s.split())
-
-
 def committed_text(hyp: Hyp) -> str | None:
     """The text of the hypothesis up to its frontier, which no later step can change;
     None when the partial tree does not print."""
@@ -282,9 +281,32 @@ def committed_text(hyp: Hyp) -> str | None:
     return a
 
 
-def prefix_consistent(text: str, typed: str) -> bool:
-    t, c = _squash(typed), _squash(text)
-    return t.startswith(c) or c.startswith(t)
+def typed_state(hyp: Hyp, prefix: Prefix) -> tuple[int, int | None]:
+    """prefix.check_at on the hypothesis's committed text ((CONSISTENT, None) when it does not print)."""
+    text = committed_text(hyp)
+    if text is None:
+        return CONSISTENT, None
+    pi = hyp.pi
+    open_value = pi >= 0 and bool(hyp.parts[pi]) and grammar.kind_of(hyp.types[pi]) == "valued"
+    return prefix.check_at(text, open_value)
+
+
+@lru_cache(maxsize=4096)
+def leading_text(t: str) -> str | None:
+    """What a node of type `t` prints before its first child or value ("" for values and for types
+    that begin with a child: calls, operators); None when it does not print."""
+    kind = grammar.kind_of(t)
+    if kind == "valued":
+        return ""
+    node = grammar.Node(t)
+    if kind == "nonterminal":
+        node.children = [_sentinel_for(t, k) for k in range(max(_min_children(t), 1))]
+        _fields(node)
+    try:
+        text = grammar.print_node(node)
+    except (grammar.Unprintable, IndexError, StopIteration):
+        return None
+    return text[: text.index(_SENT)] if _SENT in text else text
 
 
 # ---------------------------------------------------------------- the decoder
@@ -319,6 +341,8 @@ class Decoder:
         self._value_ok_cache: dict[tuple[str, str, bool], bool] = {}
         self._closing: dict[tuple[str, int], int] = {}
         self._only: dict[tuple[str, int, bool], int | None] = {}
+        self._first: dict = {}
+        self._left: dict = {}
 
     # ------------------------------------------------------------ grammar masks
 
@@ -717,9 +741,105 @@ class Decoder:
             need = min(arities) - k if arities else 0
         return 4 * need + 1
 
-    def _typed_symbols(self, ctx: Context, hy: Hyp, typed_sq: str) -> np.ndarray | None:
-        """Which value parts keep the frontier terminal's text consistent with the typed prefix
-        (None: any, the typed text is behind the frontier already)."""
+    def first_tokens(self, t: str) -> frozenset | None:
+        """The tokens a subtree of type `t` may print first, as prefix.Prefix.starts takes them: its
+        leading text's first token, else (a value, or a type that begins with a child) what the
+        grammar table allows as its first child may print first.  None: anything."""
+        got = self._first.get(t, False)
+        if got is not False:
+            return got
+        self._first[t] = frozenset()           # a cycle (`a.b` begins with an attribute) adds nothing
+        lead = leading_text(t)
+        if lead is None:
+            out = None
+        elif lead.strip():
+            out = frozenset({("text", grammar.tokens(lead)[0].text)})
+        elif grammar.kind_of(t) == "valued":
+            out = frozenset({("value", t)})
+        elif self.table is None or not self.table.known(t):
+            out = None
+        else:
+            acc: set = set()
+            out = None
+            for c in self.table.allowed_children(t, 0):
+                f = self.first_tokens(c)
+                if f is None:
+                    break
+                acc |= f
+            else:
+                out = frozenset(acc)
+        self._first[t] = out
+        return out
+
+    def _left_kinds(self, t: str, prefix: Prefix) -> frozenset:
+        """prefix.kind of every type a subtree of type `t` may begin with (itself, and down the first
+        children of types that print nothing before them)."""
+        key = (t, prefix.anchor, prefix.tokens[-1], prefix.partial)
+        got = self._left.get(key)
+        if got is None:
+            seen, todo, kinds = {t}, [t], set()
+            while todo:
+                x = todo.pop()
+                kinds.add(prefix.kind(x))
+                if leading_text(x) == "" and self.table is not None and grammar.kind_of(x) == "nonterminal":
+                    for c in self.table.allowed_children(x, 0):
+                        if c not in seen:
+                            seen.add(c)
+                            todo.append(c)
+            got = self._left[key] = frozenset(kinds)
+        return got
+
+    def _anchored(self, n: Hyp, prefix: Prefix) -> bool:
+        """Does the tree of `n`, whose newest node is the one just opened, still have room for a node
+        of the typed start's kind (prefix.anchor) where the expression begins?  Only nodes at the start
+        are asked: the root and the first children of nodes that print nothing before them."""
+        i = len(n.types) - 1
+        chain = [i]
+        while n.parent[chain[-1]] >= 0:
+            q = n.parent[chain[-1]]
+            if n.cindex[chain[-1]] != 0 or leading_text(n.types[q]) != "":
+                return True                 # the new node is not at the start: nothing to ask
+            chain.append(q)
+        if any(prefix.kind(n.types[q]) == prefix.anchor for q in chain[1:]):
+            return True
+        return prefix.anchor in self._left_kinds(n.types[i], prefix)
+
+    def _agreeing(self, ctx: Context, hy: Hyp, b: int, lp: np.ndarray, labels, prefix: Prefix,
+                  want: int, max_tries: int = 256) -> list[tuple]:
+        """The best `want` expansions of `hy` (not yet past the typed prefix) that agree with it, as
+        search candidates with the expanded hypothesis; value parts are masked by `_typed_symbols`
+        already, every other step is checked on the text it commits."""
+        pi = hy.pi
+        spelling = pi >= 0 and grammar.kind_of(hy.types[pi]) == "valued"
+        k = min(max_tries, int(np.count_nonzero(lp > NEG_INF)))
+        if k == 0:
+            return []
+        order = np.argpartition(-lp, k - 1)[:k] if k < len(lp) else np.arange(len(lp))
+        order = order[np.argsort(-lp[order], kind="stable")]
+        out = []
+        for i in order:
+            label, l = labels(int(i)), float(lp[i])
+            n = self.apply(hy, label, l, ctx)
+            if not (spelling and label != EOS_TOK):
+                opened = not spelling and label != EOS_NODE
+                if opened and prefix.anchor and not self._anchored(n, prefix):
+                    ctx.stats["pruned_typed"] += 1
+                    continue
+                state, at = typed_state(n, prefix)
+                if state == INCONSISTENT or (n.done and state != COVERED) or (
+                        state == CONSISTENT and at is not None and opened and leading_text(label) == ""
+                        and not prefix.starts(at, self.first_tokens(label))):
+                    ctx.stats["pruned_typed"] += 1
+                    continue
+                n.covered = state == COVERED
+            out.append((hy.logp + l, b, label, l, n))
+            if len(out) >= want:
+                break
+        return out
+
+    def _typed_symbols(self, ctx: Context, hy: Hyp, prefix: Prefix) -> np.ndarray | None:
+        """Which value parts keep the frontier terminal's text in agreement with the typed token it
+        prints as (None: any, no typed token is left there)."""
         pi = hy.pi
         t = hy.types[pi]
         tmp = hy.copy()
@@ -727,37 +847,40 @@ class Decoder:
         before = committed_text(tmp)
         if before is None:
             return None
-        rest = typed_sq[len(_squash(before)):] if typed_sq.startswith(_squash(before)) else None
-        if rest is None:
+        index = len(grammar.typed_tokens(before)[0])
+        if index >= len(prefix.tokens):
             return None
+        typed = prefix.tokens[index]
         parts = hy.parts[pi] or []
-        so_far = _squash(grammar.join_value(t, parts)) if parts else ""
-        if not rest.startswith(so_far) or len(so_far) >= len(rest):
+        so_far = grammar.join_value(t, parts) if parts else ""
+        partial = prefix.partial and index == len(prefix.tokens) - 1
+        if partial and len(so_far) >= len(typed):
             return None
-        rest = rest[len(so_far):]
-        index = ctx.extra_masks.get("first_char")
         symbols = ctx.features.symbols
         n = len(symbols)
-        if index is None:
-            index = {}
+        mask = np.zeros(n, bool)
+        rest = typed[len(so_far):] if typed.startswith(so_far) else ""
+        if not rest:
+            return mask                  # the value is whole (EOS-token) or already disagrees
+        first = ctx.extra_masks.get("first_char")
+        if first is None:
+            first = {}
             for i in range(n):
                 s = symbols.string(i)
                 if s:
-                    index.setdefault(s[0], []).append(i)
-            ctx.extra_masks["first_char"] = index
-        mask = np.zeros(n, bool)
+                    first.setdefault(s[0], []).append(i)
+            ctx.extra_masks["first_char"] = first
         heads = {rest[0]}
         if parts and rest[0] == "_" and len(rest) > 1:
             heads.add(rest[1])          # the joiner may put the underscore between subtokens
         for c in heads:
-            for i in index.get(c, ()):
-                v = _squash(grammar.join_value(t, parts + [symbols.string(i)]))[len(so_far):]
-                mask[i] = rest.startswith(v) or v.startswith(rest)
+            for i in first.get(c, ()):
+                mask[i] = bool(prefix.value_fits(index, grammar.join_value(t, parts + [symbols.string(i)])))
         return mask
 
     # ------------------------------------------------------------ beam search
 
-    def search(self, ctx: Context, beam_size: int = 5, typed: str = "", *, max_steps: int = 64,
+    def search(self, ctx: Context, beam_size: int = 5, typed: str | Prefix = "", *, max_steps: int = 64,
                soft_steps: int = 40, max_depth: int = 10, check: Callable[[], None] | None = None,
                keep: int | None = None, closing: Callable[[], bool] | None = None,
                close_steps: int = 24, memo: ScoreMemo | None = None) -> list[Finished]:
@@ -767,7 +890,9 @@ class Decoder:
         finished; when nothing is, the best live hypothesis alone is steered to close (width 1,
         every open node closed as soon as the grammar allows) for at most `close_steps` steps,
         so that a late request still answers.  `memo`: network outputs of earlier requests in the same
-        context, reused for the hypotheses that come back, and this request's added to it."""
+        context, reused for the hypotheses that come back, and this request's added to it.  `typed`: the
+        typed start of the expression (prefix.py); only hypotheses that agree with it are kept, and until
+        one prints it whole its expansions are taken best first among those that agree."""
         keep = keep or beam_size
         if memo is not None:
             memo.use(ctx.key)
@@ -779,7 +904,7 @@ class Decoder:
         gen: dict = {}
         stats = ctx.stats
         stats.update(steps=0, expansions=0, pruned_typed=0)
-        typed_sq = _squash(typed)
+        prefix = typed if isinstance(typed, Prefix) else Prefix(typed)
         closing_from = None
         for step in range(max_steps):
             if check is not None:
@@ -819,7 +944,11 @@ class Decoder:
             cands = []     # (score, b, label, logp)
             for b, hy in enumerate(live):
                 if only[b] is not None:
-                    cands.append((hy.logp, b, self.vocab.node_types[only[b]], 0.0))
+                    label = self.vocab.node_types[only[b]]
+                    if prefix and not hy.covered:
+                        cands.extend(self._agreeing(ctx, hy, b, np.array([0.0]), lambda i: label, prefix, 1))
+                    else:
+                        cands.append((hy.logp, b, label, 0.0, None))
                     continue
                 node_row, value_row = rows[b]
                 pi = hy.pi
@@ -832,8 +961,8 @@ class Decoder:
                     else:
                         allowed = self.value_mask(ctx, hy.types[pi], j > 0).copy()
                     allowed[self.eos_tok] = j > 0
-                    if typed_sq:
-                        fits = self._typed_symbols(ctx, hy, typed_sq)
+                    if prefix and not hy.covered:
+                        fits = self._typed_symbols(ctx, hy, prefix)
                         if fits is not None:
                             allowed &= fits | (np.arange(nsym) == self.eos_tok)
                     lp = np.where(allowed, value_row, NEG_INF)
@@ -848,28 +977,25 @@ class Decoder:
                             allowed &= self.terminal
                     lp = np.where(allowed, node_row, NEG_INF)
                     labels = self.vocab.node_types.__getitem__
-                width = min(len(lp), beam_size * (4 if typed_sq else 1))
+                if prefix and not hy.covered:
+                    cands.extend(self._agreeing(ctx, hy, b, lp, labels, prefix, beam_size))
+                    continue
+                width = min(len(lp), beam_size)
                 top = np.argpartition(-lp, width - 1)[:width] if width < len(lp) else np.arange(len(lp))
                 for i in top:
                     if lp[i] > NEG_INF:
-                        cands.append((hy.logp + float(lp[i]), b, labels(int(i)), float(lp[i])))
+                        cands.append((hy.logp + float(lp[i]), b, labels(int(i)), float(lp[i]), None))
             cands.sort(key=lambda c: -c[0])
             # log-probabilities only fall: what scores below the keep-th finished can never enter
             # the answer, so it takes no beam slot and no more steps
             floor = finished[keep - 1].logp if len(finished) >= keep else NEG_INF
             new_live = []
-            for score, b, label, lp in cands:
+            for score, b, label, lp, n in cands:
                 if len(new_live) >= beam_size or score < floor:
                     break
-                n = self.apply(live[b], label, lp, ctx)
+                if n is None:
+                    n = self.apply(live[b], label, lp, ctx)
                 stats["expansions"] += 1
-                was = live[b].pi
-                value_part = was >= 0 and grammar.kind_of(live[b].types[was]) == "valued" and label != EOS_TOK
-                if typed_sq and not value_part:          # value parts were checked by _typed_symbols
-                    text = committed_text(n)
-                    if text is not None and not prefix_consistent(text, typed):
-                        stats["pruned_typed"] += 1
-                        continue
                 if n.done:
                     finished.append(Finished(n.logp, n))
                 else:

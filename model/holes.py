@@ -96,6 +96,8 @@ class Hole:
     incremental: bool = False            # parsed from the previous tree
     stats: dict = field(default_factory=dict)
     window: tuple[int, int] | None = None  # the top-level statement around the hole in ph_source; None: all
+    closers: str = ""                    # brackets the buffer leaves open around the hole: the answer adds them
+    typed_type: str = ""                 # the type of the expression `typed` starts, as its parse has it
     _window_tree: ts.Tree | None = field(default=None, repr=False)
 
     def verify(self, text: str, node: grammar.Node | None, parser: ts.Parser) -> bool:
@@ -327,6 +329,30 @@ def find_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = None, ta
             hole.end += lo
             hole.cursor += lo
         return hole
+    loc = _placeholder_parse(source, cursor, parser, prev)
+    if loc is None:
+        return None
+    return _hole_at(source, cursor, loc, table, identifiers)
+
+
+@dataclass
+class _Located:
+    """The buffer with the placeholder at the cursor, parsed (and repaired where it had to be)."""
+    end: int                   # the end of the word the cursor is in (the placeholder replaces its rest)
+    ph_source: bytes
+    tree: ts.Tree
+    ph: ts.Node
+    repaired: str
+    incremental: bool
+
+
+def _placeholder_parse(source: bytes, cursor: int, parser: ts.Parser, prev) -> _Located | None:
+    return next(_placeholder_parses(source, cursor, parser, prev), None)
+
+
+def _placeholder_parses(source: bytes, cursor: int, parser: ts.Parser, prev):
+    """The buffer with the placeholder at the cursor, parsed; where the placeholder lands in an error,
+    each repair (closers appended after it) that takes it out of the error, likeliest first."""
     # typed word characters before the cursor merge with the placeholder; after it, they are replaced
     end = cursor
     while end < len(source) and _WORD.match(source, end) and end - cursor < 256:
@@ -335,22 +361,29 @@ def find_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = None, ta
     tree, incremental = parse(base, parser, prev)
     ph = _placeholder_node(tree, cursor)
     if ph is None:
-        return None
-    ph_source, repaired = base, ""
+        return
     err = _under_error(ph)
-    if err is not None:
-        closers = _open_brackets(err, err.start_byte, cursor)
-        for extra in dict.fromkeys((closers, closers + ":", closers + ": pass")):
-            if not extra:
-                continue
-            cand = base[: cursor + len(PLACEHOLDER)] + extra.encode() + base[cursor + len(PLACEHOLDER):]
-            t2, _ = parse(cand, parser, (base, tree))
-            ph2 = _placeholder_node(t2, cursor)
-            if ph2 is not None and _under_error(ph2) is None:
-                ph_source, tree, ph, repaired = cand, t2, ph2, extra
-                break
-        else:
-            return None
+    if err is None:
+        yield _Located(end, base, tree, ph, "", incremental)
+        return
+    closers = _open_brackets(err, err.start_byte, cursor)
+    # the error may span brackets the buffer closes later: fewer closers first, then all of them
+    tries = [closers[:k] for k in range(len(closers) + 1)]
+    tries = [c + x for x in ("",) + grammar.REPAIRS for c in tries]
+    for extra in dict.fromkeys(tries):
+        if not extra:
+            continue
+        cand = base[: cursor + len(PLACEHOLDER)] + extra.encode() + base[cursor + len(PLACEHOLDER):]
+        t2, _ = parse(cand, parser, (base, tree))
+        ph2 = _placeholder_node(t2, cursor)
+        if ph2 is not None and _under_error(ph2) is None:
+            yield _Located(end, cand, t2, ph2, extra, incremental)
+
+
+def _hole_at(source: bytes, cursor: int, loc: _Located, table, identifiers) -> Hole | None:
+    """The hole find_hole returns, from the placeholder's parse."""
+    end, ph_source, tree, ph, repaired, incremental = (loc.end, loc.ph_source, loc.tree, loc.ph, loc.repaired,
+                                                         loc.incremental)
     ph_end = cursor + len(PLACEHOLDER)
     line_start = source.rfind(b"\n", 0, cursor) + 1
     # the innermost expression ending at the placeholder, on the cursor's line, at an expression position
@@ -417,3 +450,116 @@ def find_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = None, ta
         ph_source=ph_source, ph_tree=tree, hole_range=(start, ph_end), parent_types=parent_types,
         context_range=(ctx.start_byte, ctx.end_byte), repaired=repaired, incremental=incremental,
         window=(top.start_byte, top.end_byte))
+
+
+# ---------------------------------------------------------------- the hole of a typed expression
+
+_CLOSER_BYTES = frozenset(b")]}\"' \t")
+
+
+def find_typed_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = None, table=None,
+                    prev: tuple[bytes, ts.Tree] | None = None,
+                    identifiers: IdentifierCounts | None = None) -> Hole | None:
+    """The hole of the expression the user is typing at `cursor`: like find_hole, but the hole starts
+    where the expression does, and what is typed of it is taken out of the buffer (with the closers
+    an editor added after the cursor for it), so the model sees the context of an empty hole and the
+    search is constrained by `hole.typed` (prefix.py).  The candidates replace `hole.start` ..
+    `hole.end`: the typed text, the rest of the word, and the auto-closed brackets and quotes.
+
+    The expression typed is the innermost one at an expression position that holds the cursor and
+    ends there (but for closers), starting on the cursor's line: `self.items[|`, `not x and |`,
+    `foo(a, |`; or the name or literal being typed (`retur|n`, `"abc|`)."""
+    if not isinstance(source, (bytes, bytearray)):
+        raise TypeError("source must be bytes")
+    if not 0 <= cursor <= len(source):
+        raise ValueError(f"cursor {cursor} is outside the buffer of {len(source)} bytes")
+    source = bytes(source)
+    parser = parser or grammar.new_parser()
+    if len(source) > MAX_PARSE_BYTES:
+        lo, hi = window(source, cursor)
+        hole = find_typed_hole(source[lo:hi], cursor - lo, parser=parser, table=table, identifiers=identifiers)
+        if hole is not None:
+            hole.offset += lo
+            hole.start += lo
+            hole.end += lo
+            hole.cursor += lo
+        return hole
+    line_start = source.rfind(b"\n", 0, cursor) + 1
+    line = source[line_start:cursor].decode("utf8", "replace")
+    start, typed_type, first = None, "", None
+    for how in _placements(line):
+        at, located = _place(source, cursor, line_start, line, how)
+        for loc in _placeholder_parses(located, at, parser, prev):
+            if how == "cursor" and first is None:
+                first = loc
+            start, typed_type = _typed_start(loc, at, line_start, table)
+            if start is not None and start < cursor:
+                break
+        else:
+            continue
+        break
+    if start is None or start >= cursor:
+        # nothing typed (or nothing that starts an expression): the hole at the cursor, as find_hole has it
+        return None if first is None else _hole_at(source, cursor, first, table, identifiers)
+    typed = source[start:cursor]
+    after = loc.end if located is source else cursor
+    closers = grammar.closers(typed.decode("utf8", "replace")).encode()
+    found = None
+    for k in range(len(closers), -1, -1):
+        if not source.startswith(closers[:k], after):
+            continue
+        rest = after + k
+        clean = source[:start] + source[rest:]
+        hole = find_hole(clean, start, parser=parser, table=table, prev=prev, identifiers=identifiers)
+        if hole is None or hole.start != start or hole.typed:
+            continue
+        shift = rest - start
+        hole.end += shift
+        hole.cursor, hole.typed, hole.typed_type = cursor, typed.decode("utf8", "replace"), typed_type
+        hole.closers = "".join(c for c in hole.repaired.split(":")[0] if c in ")]}")
+        if not hole.repaired:
+            return hole          # the buffer's brackets are whole with it: the editor closed k of them
+        found = found or hole
+    return found
+
+
+def _placements(line: str) -> list[str]:
+    """Where the placeholder may go for the text typed on the line, the likeliest first."""
+    if grammar.partial_literal_start(line) is not None:
+        return ["literal"]          # a number or string being typed cannot hold it: before the literal
+    if grammar.ends_in_keyword(line):
+        return ["after", "cursor"]  # `x in|`: after the keyword, else as the start of a name (`x.in|dex`)
+    return ["cursor"]
+
+
+def _place(source: bytes, cursor: int, line_start: int, line: str, how: str) -> tuple[int, bytes]:
+    """(where the placeholder goes, the buffer it goes in) for a placement of `_placements`."""
+    if how == "literal":
+        lit = grammar.partial_literal_start(line)
+        at = line_start + len(line[:lit].encode())
+        quote = grammar.closers(line[lit:]).encode()
+        skip = len(quote) if quote and source.startswith(quote, cursor) else 0
+        return at, source[:at] + source[cursor + skip:]
+    if how == "after":
+        return cursor + 1, source[:cursor] + b" " + source[cursor:]
+    return cursor, source
+
+
+def _typed_start(loc: _Located, at: int, line_start: int, table) -> tuple[int | None, str]:
+    """Where the expression being typed starts (see find_typed_hole), in the located buffer, and its
+    type ("" for a name or literal)."""
+    ph_end = at + len(PLACEHOLDER)
+    limit = ph_end + len(loc.repaired)
+    src = loc.ph_source
+    while limit < len(src) and src[limit] in _CLOSER_BYTES:
+        limit += 1
+    n = loc.ph
+    while n is not None and n.type not in _STOP_TYPES:
+        if n.end_byte > limit or n.start_byte < line_start or at - n.start_byte > MAX_TYPED_CHARS:
+            break
+        if n.is_named and grammar.base_type(grammar.type_key(n)) in grammar.EXPRESSION_TYPES \
+                and expression_position(n, table):
+            return n.start_byte, grammar.type_key(n)
+        n = n.parent
+    start = loc.ph.start_byte
+    return (start if start >= line_start and expression_position(loc.ph, table) else None), ""

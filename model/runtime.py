@@ -45,6 +45,7 @@ from anycode.model import holes
 from anycode.model.beam import ContextCache, Decoder, LeafCache, ScoreMemo, Stopped, build_node
 from anycode.model.cuda_graphs import GraphRunner
 from anycode.model.float_graphs import cached as float_graphs_cached
+from anycode.model.prefix import Prefix
 from anycode.model.vocab import Vocab
 
 SHIPPED = Path(__file__).resolve().parent / "shipped"
@@ -384,7 +385,7 @@ class Completer:
         if not check_safe():
             return []
         doc = self._document(uri)
-        hole = holes.find_hole(source, cursor, parser=self.parser, table=self.table,
+        hole = holes.find_typed_hole(source, cursor, parser=self.parser, table=self.table,
                                prev=prior or (doc.prev if doc is not None else None),
                                identifiers=doc.identifiers if doc is not None else None)
         last["hole_ms"] = (time.perf_counter() - t0) * 1e3
@@ -405,7 +406,8 @@ class Completer:
             return []
         self.stats["context_hits" if ctx.stats["context_hit"] else "context_misses"] += 1
         t1 = time.perf_counter()
-        finished = self.decoder.search(ctx, beam_size, hole.typed, max_steps=self.max_steps,
+        prefix = Prefix(hole.typed, hole.typed_type)
+        finished = self.decoder.search(ctx, beam_size, prefix, max_steps=self.max_steps,
                                        soft_steps=self.soft_steps, max_depth=self.max_depth, check=check,
                                        keep=max(beam_size, max_items),
                                        closing=None if deadline is None else closing,
@@ -413,7 +415,6 @@ class Completer:
         t2 = time.perf_counter()
         out: list[Candidate] = []
         seen = set()
-        typed_sq = "".join(hole.typed.split())
         for f in finished:
             if len(out) >= max_items:
                 break
@@ -432,14 +433,14 @@ class Completer:
             if text in seen:
                 continue
             seen.add(text)
-            sq = "".join(text.split())
-            if not sq.startswith(typed_sq) or sq == typed_sq:
+            if prefix and not prefix.adds(text):
                 self.stats["dropped_typed"] += 1
                 continue
             if not hole.verify(text, node, self.parser):
                 self.stats["dropped_unparsable"] += 1
                 continue
-            out.append(Candidate(text, f.logp, hole.start, hole.end))
+            # as the user typed its start, with the brackets the buffer leaves open around the hole
+            out.append(Candidate(prefix.respell(text) + hole.closers, f.logp, hole.start, hole.end))
         self.stats["completions"] += 1
         last.update(ctx.stats, search_ms=(t2 - t1) * 1e3, verify_ms=(time.perf_counter() - t2) * 1e3,
                     total_ms=(time.perf_counter() - t0) * 1e3, candidates=len(out))
