@@ -129,6 +129,15 @@ def outside_identifiers(tree: FlatTree, limit: int, exclude=frozenset()) -> list
     return out
 
 
+def _node_arrays(tree: FlatTree, vocab: Vocab) -> tuple[np.ndarray, np.ndarray]:
+    """Every node's type id and child index as arrays, kept on the tree (its holes share them)."""
+    got = tree.__dict__.get("_node_arrays")
+    if got is None or got[0] is not vocab:
+        got = tree.__dict__["_node_arrays"] = (vocab, np.array([vocab.type_of(t) for t in tree.types], np.int64),
+                                               np.array(tree.child_index, np.int64))
+    return got[1], got[2]
+
+
 def context_features(tree: FlatTree, h: int, vocab: Vocab, max_paths: int = 200,
                      max_length: int = 24, file_tokens: int = 0) -> ContextFeatures:
     ctx = context_paths(tree, h, max_paths, max_length)
@@ -139,18 +148,23 @@ def context_features(tree: FlatTree, h: int, vocab: Vocab, max_paths: int = 200,
     prefix_index = np.zeros((n, max_length), np.int64)
     prefix_len = np.zeros(n, np.int64)
     subs_of = []
+    type_ids, child_index = _node_arrays(tree, vocab)
     for k, (leaf, prefix) in enumerate(zip(ctx.leaves, ctx.prefixes)):
         subs, ids = token_subtokens(vocab, tree.types[leaf], tree.values[leaf])
         subs_of.append(subs)
         leaf_values[k, : len(ids)] = ids
-        prefix_types[k, : len(prefix)] = [vocab.type_of(tree.types[i]) for i in prefix]
-        prefix_index[k, : len(prefix)] = [tree.child_index[i] for i in prefix]
         prefix_len[k] = len(prefix)
         value = tree.values[leaf]
         if value is not None:
             symbols.add(value)
             for s in subs:
                 symbols.add(s)
+    if n:
+        flat = np.fromiter((i for prefix in ctx.prefixes for i in prefix), np.int64)
+        rows = np.repeat(np.arange(n), prefix_len)
+        cols = np.arange(len(flat)) - np.repeat(np.cumsum(prefix_len) - prefix_len, prefix_len)
+        prefix_types[rows, cols] = type_ids[flat]
+        prefix_index[rows, cols] = child_index[flat]
     leaf_copy = np.array([copy_row(symbols, tree.values[leaf], subs) for leaf, subs in zip(ctx.leaves, subs_of)],
                          np.int64).reshape(n, 1 + MAX_COPY_POSITIONS)
     whole = frozenset(tree.values[leaf] for leaf in ctx.leaves if tree.values[leaf] is not None)

@@ -209,11 +209,15 @@ def build(data_dir: Path, split: str, out_dir: Path, vocab: Vocab, max_paths: in
     meta_path = folder / "meta.json"
     if meta_path.exists() and json.loads(meta_path.read_text()).get("key") == key:
         return folder
+    # a shard's features depend on its content (named by its hash) and on these settings: shards done
+    # under the same settings are reused when others arrive (a dataset carried in pieces)
+    settings = {k: v for k, v in key.items() if k != "shards"}
     folder.mkdir(parents=True, exist_ok=True)
-    if (folder / "key.json").exists() and json.loads((folder / "key.json").read_text()) != key:
+    if (folder / "settings.json").exists() and json.loads((folder / "settings.json").read_text()) != settings:
         shutil.rmtree(folder)
         folder.mkdir(parents=True)
-    (folder / "key.json").write_text(json.dumps(key))
+    (folder / "settings.json").write_text(json.dumps(settings))
+    meta_path.unlink(missing_ok=True)
     srcs = shard_paths(data_dir, split)
     todo = [(str(p), str(folder / p.stem), vocab, max_paths, max_length, file_tokens) for p in srcs
             if not (folder / p.stem / "done.json").exists()]
@@ -395,6 +399,10 @@ class FastBatch:
     def n_targets(self) -> int:
         return len(self.step_label)
 
+    @property
+    def n_value_targets(self) -> int:
+        return len(self.value_step)
+
     def lengths(self) -> dict:
         return {"ctx": self.ctx_len, "root": self.root_len, "chain": self.chain_len, "gen": self.gen_len}
 
@@ -421,6 +429,7 @@ class PinnedBatch:
     def __init__(self, batch: FastBatch, pinned: dict):
         self.batch, self.pinned = batch, pinned
         self.n_examples, self.n_targets = batch.n_examples, batch.n_targets
+        self.n_value_targets = batch.n_value_targets
 
     def to(self, device, non_blocking: bool = True) -> "DeviceBatch":
         import torch
