@@ -28,13 +28,23 @@ def load_model(path: Path, device="cpu") -> tuple[SLM, Vocab, dict]:
     for name in WEIGHT_FILES:
         f = path / name
         if f.exists():
-            state = torch.load(f, map_location="cpu", weights_only=False)
+            state = load_checkpoint(f)
             state = state["model"] if "model" in state and isinstance(state["model"], dict) else state
             model.load_state_dict({k: v.float() for k, v in state.items()})
             break
     else:
         raise FileNotFoundError(f"no weights in {path} (looked for {', '.join(WEIGHT_FILES)})")
     return model.to(device).eval(), vocab, conf
+
+
+def load_checkpoint(f: Path) -> dict:
+    """torch.load, with an error that names the file when it is partial or corrupt."""
+    try:
+        return torch.load(f, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - zip, pickle and EOF errors alike
+        raise SystemExit(f"error: {f} is not a readable checkpoint ({type(e).__name__}: {e}); a partial copy "
+                         f"or a corrupt file? Bring it again (tools/device/weights.py --join checks pieces), "
+                         f"or move the run directory aside to start over") from e
 
 
 def pick_device(name: str) -> torch.device:

@@ -223,15 +223,30 @@ def write_shard(path: Path, results: list[tuple[str, FileResult]]) -> dict:
     return meta
 
 
+class ShardError(RuntimeError):
+    """A shard that cannot be read: the message names the file."""
+
+
 class Shard:
     """A shard loaded for reading: trees come back as FlatTrees."""
 
     def __init__(self, path: Path):
-        with np.load(path) as z:
-            self.arrays = {k: z[k] for k in z.files}
-        blob, off = self.arrays["str_blob"].tobytes(), self.arrays["str_off"]
-        self.strings = [blob[off[i]: off[i + 1]].decode("utf8", "surrogatepass") for i in range(len(off) - 1)]
-        self.meta = json.loads(Path(path).with_suffix(".json").read_text())
+        try:
+            with np.load(path) as z:
+                self.arrays = {k: z[k] for k in z.files}
+            blob, off = self.arrays["str_blob"].tobytes(), self.arrays["str_off"]
+            self.strings = [blob[off[i]: off[i + 1]].decode("utf8", "surrogatepass") for i in range(len(off) - 1)]
+            missing = {"e_func", "e_hole", "f_start", "n_type"} - set(self.arrays)
+            if missing:
+                raise ValueError(f"no {', '.join(sorted(missing))}")
+        except Exception as e:  # noqa: BLE001 - zip, zlib, pickle, EOF and decode errors alike
+            raise ShardError(f"error: {path} is not a readable shard ({type(e).__name__}: {e}); a partial copy or "
+                             f"a corrupt file? Unpack or build it again (anycode dataset build)") from e
+        try:
+            self.meta = json.loads(Path(path).with_suffix(".json").read_text())
+        except (OSError, ValueError) as e:
+            raise ShardError(f"error: {Path(path).with_suffix('.json')} is missing or corrupt ({e}); unpack or "
+                             f"build the shard again") from e
 
     def __len__(self) -> int:
         return len(self.arrays["e_func"])

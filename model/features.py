@@ -56,6 +56,26 @@ def value_ids(vocab: Vocab, subtokens: list[str]) -> list[int]:
     return [vocab.subtoken_of(s) for s in subtokens[:MAX_VALUE_SUBTOKENS]]
 
 
+def _token_cache(vocab: Vocab) -> dict:
+    """Per-vocabulary memo of (type, token) -> (subtokens, value ids): featurizing a dataset asks
+    for the same tokens (and the same 256 file tokens of a file) again and again."""
+    cache = vocab.__dict__.get("_token_cache")
+    if cache is None or len(cache) > 500_000:
+        cache = vocab.__dict__["_token_cache"] = {}
+    return cache
+
+
+def token_subtokens(vocab: Vocab, type_key: str, value: str | None) -> tuple[list[str], list[int]]:
+    """(subtokens, value ids) of a leaf's value, as `FlatTree.leaf_value` and `value_ids` give them."""
+    cache = _token_cache(vocab)
+    key = (type_key, value)
+    hit = cache.get(key)
+    if hit is None:
+        subs = grammar.subtokens(type_key, value) if value is not None else [EMPTY]
+        hit = cache[key] = (subs, value_ids(vocab, subs))
+    return hit
+
+
 def copy_row(symbols: Symbols, token: str | None, subtokens: list[str]) -> list[int]:
     """Symbol ids a leaf's copy scores vote for: whole token, then subtoken by position."""
     row = [-1] * (1 + MAX_COPY_POSITIONS)
@@ -93,10 +113,29 @@ def outside_identifiers(tree: FlatTree, limit: int, exclude=frozenset()) -> list
     while training, absent from the buffer when serving) never counts."""
     if limit <= 0 or not tree.file_identifiers:
         return []
-    inside = Counter(v for t, v in zip(tree.types, tree.values) if v is not None and grammar.base_type(t) == "identifier")
-    ranked = [(n - inside[s], s) for s, n in tree.file_identifiers if n > inside[s] and s not in exclude]
-    ranked.sort(key=lambda x: -x[0])
-    return [s for _, s in ranked[:limit]]
+    ranked = tree.__dict__.get("_outside_ranked")     # the same for every hole of the tree
+    if ranked is None:
+        inside = Counter(v for t, v in zip(tree.types, tree.values)
+                         if v is not None and grammar.base_type(t) == "identifier")
+        ranked = [(n - inside[s], s) for s, n in tree.file_identifiers if n > inside[s]]
+        ranked.sort(key=lambda x: -x[0])
+        ranked = tree.__dict__["_outside_ranked"] = [s for _, s in ranked]
+    out = []
+    for s in ranked:
+        if s not in exclude:
+            out.append(s)
+            if len(out) == limit:
+                break
+    return out
+
+
+def _node_arrays(tree: FlatTree, vocab: Vocab) -> tuple[np.ndarray, np.ndarray]:
+    """Every node's type id and child index as arrays, kept on the tree (its holes share them)."""
+    got = tree.__dict__.get("_node_arrays")
+    if got is None or got[0] is not vocab:
+        got = tree.__dict__["_node_arrays"] = (vocab, np.array([vocab.type_of(t) for t in tree.types], np.int64),
+                                               np.array(tree.child_index, np.int64))
+    return got[1], got[2]
 
 
 def context_features(tree: FlatTree, h: int, vocab: Vocab, max_paths: int = 200,
@@ -109,26 +148,30 @@ def context_features(tree: FlatTree, h: int, vocab: Vocab, max_paths: int = 200,
     prefix_index = np.zeros((n, max_length), np.int64)
     prefix_len = np.zeros(n, np.int64)
     subs_of = []
+    type_ids, child_index = _node_arrays(tree, vocab)
     for k, (leaf, prefix) in enumerate(zip(ctx.leaves, ctx.prefixes)):
-        subs = tree.leaf_value(leaf)
+        subs, ids = token_subtokens(vocab, tree.types[leaf], tree.values[leaf])
         subs_of.append(subs)
-        ids = value_ids(vocab, subs)
         leaf_values[k, : len(ids)] = ids
-        prefix_types[k, : len(prefix)] = [vocab.type_of(tree.types[i]) for i in prefix]
-        prefix_index[k, : len(prefix)] = [tree.child_index[i] for i in prefix]
         prefix_len[k] = len(prefix)
         value = tree.values[leaf]
         if value is not None:
             symbols.add(value)
             for s in subs:
                 symbols.add(s)
+    if n:
+        flat = np.fromiter((i for prefix in ctx.prefixes for i in prefix), np.int64)
+        rows = np.repeat(np.arange(n), prefix_len)
+        cols = np.arange(len(flat)) - np.repeat(np.cumsum(prefix_len) - prefix_len, prefix_len)
+        prefix_types[rows, cols] = type_ids[flat]
+        prefix_index[rows, cols] = child_index[flat]
     leaf_copy = np.array([copy_row(symbols, tree.values[leaf], subs) for leaf, subs in zip(ctx.leaves, subs_of)],
                          np.int64).reshape(n, 1 + MAX_COPY_POSITIONS)
     whole = frozenset(tree.values[leaf] for leaf in ctx.leaves if tree.values[leaf] is not None)
     outside = outside_identifiers(tree, file_tokens, whole)
     file_values = np.zeros((len(outside), MAX_VALUE_SUBTOKENS), np.int64)
     for k, tok in enumerate(outside):
-        ids = value_ids(vocab, grammar.subtokens("identifier", tok))
+        ids = token_subtokens(vocab, "identifier", tok)[1]
         file_values[k, : len(ids)] = ids
     file_symbols = np.array([symbols.add(tok) for tok in outside], np.int64)
     return ContextFeatures(

@@ -1,13 +1,18 @@
 """`anycode train`: the SLM trained on dataset shards, nanoGPT style.
 
-    anycode train --data data/dataset/python --out runs/slm [--config tiny|paper]
-                  [--minutes M] [--max-steps N] [--device auto]
+    anycode train --data data/dataset/python --out runs/slm [--config tiny|paper|large]
+                  [--minutes M] [--max-steps N] [--device auto] [--features DIR]
 
 One loop: bucketed batches of about `targets_per_batch` generation steps
-(paper 4.3) built in DataLoader workers (model/batching.py), Adam, bf16
-autocast on CUDA, periodic dev loss and greedy dev acc@1, checkpoints to
-RUN_DIR/ckpt.pt that resume exactly (model, optimizer, scheduler, step, RNG
-states, data position).  Running the same command again resumes.
+(paper 4.3), Adam, bf16 autocast on CUDA, periodic dev loss and greedy dev
+acc@1, checkpoints to RUN_DIR/ckpt.pt that resume exactly (model, optimizer,
+scheduler, step, RNG states, data position).  Running the same command again
+resumes; a run directory with a log but no checkpoint is an error, not a restart.
+
+Batches: with `context_once` (the `large` config), from features computed once
+per dataset (model/packed.py, in --features, default RUN_DIR/features) and run
+by model/steps.py, every step of the batch at once; the paper's wiring
+featurizes in DataLoader workers (model/batching.py).
 
 RUN_DIR holds ckpt.pt (everything), best.pt (model weights with the best dev
 acc@1), config.json, vocab.json, grammar.json (when the data has one), log.jsonl.
@@ -28,7 +33,7 @@ import numpy as np
 import torch
 
 from anycode.model import batching
-from anycode.model.checkpoint import load_model, pick_device
+from anycode.model.checkpoint import load_checkpoint, load_model, pick_device
 from anycode.model.dataset import Shard, shard_paths
 from anycode.model.slm import SLM, SLMConfig
 from anycode.model.vocab import Vocab
@@ -79,6 +84,11 @@ CONFIGS = {
                         targets_per_batch=128, lr=3e-3, warmup_steps=5, lr_decay_every=10_000,
                         log_every=5, eval_every=10_000, eval_examples=20, dev_loss_examples=40,
                         ckpt_minutes=60.0, workers=0),
+    # context_once (docs/model.md: the only wiring that feeds an H200), 16.4M parameters: 8 layers of
+    # feed-forward 2048 over the sets; batches of about 16k steps (~1,300 examples)
+    "large": TrainConfig(n_layers=8, d_ff=2048, context_once=True, dropout=0.1, lstm_dropout=0.2,
+                         targets_per_batch=16384, lr=1e-3, warmup_steps=200, lr_decay_every=700,
+                         log_every=100, eval_every=2000, eval_examples=0, dev_loss_examples=2000, workers=-1),
 }
 
 
@@ -157,10 +167,23 @@ def epoch_batches(counts: np.ndarray, targets: int, seed: int, epoch: int, paths
     return [batches[j] for j in perm]
 
 
+class PackedExamples:
+    """The examples of one split from its feature store (model/packed.py): exact step and path counts."""
+
+    def __init__(self, store):
+        self.store = store
+        self.counts = store.steps
+        self.paths = store.leaves
+        self.files = store.meta["shards"]
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+
 class BatchStream(torch.utils.data.Dataset):
     """Batch number k of an endless sequence of epochs; position k is the data position."""
 
-    def __init__(self, examples: Examples, vocab: Vocab, cfg: TrainConfig):
+    def __init__(self, examples, vocab: Vocab, cfg: TrainConfig):
         self.examples, self.vocab, self.cfg = examples, vocab, cfg
         self._epoch_plans: dict[int, list[np.ndarray]] = {}
         self._starts = [0]
@@ -188,6 +211,8 @@ class BatchStream(torch.utils.data.Dataset):
     def __getitem__(self, k: int) -> batching.Batch:
         e, j = self.locate(k)
         ids = self.plan(e)[j]
+        if isinstance(self.examples, PackedExamples):
+            return self.examples.store.collate(ids)
         return batching.make_batch([self.examples.example(int(i)) for i in ids], self.vocab,
                                    self.cfg.max_paths, self.cfg.max_length, self.cfg.context_once,
                                    self.cfg.file_tokens)
@@ -208,11 +233,12 @@ def _identity(x):
     return x
 
 
-def make_loader(stream: BatchStream, start: int, workers: int):
+def make_loader(stream: BatchStream, start: int, workers: int, pin: bool = False):
     # its own generator: creating the loader must not draw from the global RNG (exact resume)
     return torch.utils.data.DataLoader(stream, batch_size=None, sampler=FromPosition(start), num_workers=workers,
                                        collate_fn=_identity, prefetch_factor=8 if workers else None,
-                                       persistent_workers=False, generator=torch.Generator().manual_seed(0))
+                                       persistent_workers=False, generator=torch.Generator().manual_seed(0),
+                                       pin_memory=pin)
 
 
 # ---------------------------------------------------------------- model io
@@ -227,6 +253,26 @@ def save_json(path: Path, obj) -> None:
 def run_config(cfg: TrainConfig, mcfg: SLMConfig) -> dict:
     return {"model": asdict(mcfg), "features": {"max_paths": cfg.max_paths, "max_length": cfg.max_length},
             "train": asdict(cfg)}
+
+
+def init_from(model: SLM, state: dict) -> list[str]:
+    """Copy every weight of `state` that the model has: whole where the shapes agree, the overlapping
+    block where they differ (a wider feed-forward, more layers: the rest keeps its fresh values).
+    Returns the names of the model's weights that took nothing."""
+    own = model.state_dict()
+    untouched = []
+    with torch.no_grad():
+        for k, v in own.items():
+            w = state.get(k)
+            if w is None or w.dim() != v.dim():
+                untouched.append(k)
+                continue
+            if w.shape == v.shape:
+                v.copy_(w.to(v.dtype))
+            else:
+                block = tuple(slice(0, min(a, b)) for a, b in zip(v.shape, w.shape))
+                v[block] = w[block].to(v.dtype)
+    return untouched
 
 
 def rng_state(device: torch.device) -> dict:
@@ -248,16 +294,23 @@ def set_rng_state(s: dict, device: torch.device) -> None:
 
 
 @torch.no_grad()
-def dev_loss(model, dev_batches: list[batching.Batch], device, amp) -> float:
+def dev_loss(model, dev_batches: list, device, amp) -> float:
     model.eval()
     nll, n = 0.0, 0
     for b in dev_batches:
         with amp():
-            _, st = batching.batch_loss(model, b.to(device))
-        nll += st["nll_sum"]
-        n += st["targets"]
+            _, st = loss_fn(b)(model, b.to(device))
+        nll += float(st["nll_sum"])
+        n += b.n_targets
     model.train()
     return nll / max(n, 1)
+
+
+def loss_fn(b):
+    """The loss of a batch of either kind: packed (model/steps.py) or featurized (model/batching.py)."""
+    from anycode.model import packed, steps
+    return steps.batch_loss if isinstance(b, (packed.FastBatch, packed.PinnedBatch, packed.DeviceBatch)) \
+        else batching.batch_loss
 
 
 def dev_accuracy(model, vocab, dev_examples, device, cfg: TrainConfig, grammar_table) -> float:
@@ -275,18 +328,23 @@ def dev_accuracy(model, vocab, dev_examples, device, cfg: TrainConfig, grammar_t
 
 
 def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None, max_steps: int | None = None,
-          device: str = "auto", log=print, init: Path | None = None) -> dict:
+          device: str = "auto", log=print, init: Path | None = None, features: Path | None = None) -> dict:
     """Train (or resume) into `out`; returns a summary with the losses of the steps run here.
 
     `init`: a new run starts from these weights (a run or shipped directory, see `load_model`)
-    with a fresh optimizer; ignored when `out` holds a checkpoint to resume."""
+    with a fresh optimizer; ignored when `out` holds a checkpoint to resume.  `features`: where the
+    packed features live (context_once runs; default out/features), built there when missing."""
     t_start = time.time()
     data, out = Path(data), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
     vocab = Vocab.load(data / "vocab.json")
     ckpt_path = out / "ckpt.pt"
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
+    ckpt = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
+    if ckpt is None and (out / "log.jsonl").exists() and (out / "log.jsonl").stat().st_size:
+        raise SystemExit(f"error: {out} holds a training log but no checkpoint ({ckpt_path} is missing: not "
+                         f"carried, or not joined?); refusing to start over from scratch there. Bring the "
+                         f"checkpoint back, or train into a new directory")
     if ckpt is not None:
         cfg = TrainConfig(**ckpt["config"])        # a resumed run keeps its configuration
     mcfg = model_config(cfg, vocab)
@@ -319,15 +377,16 @@ def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None,
             start, init_vocab, _ = load_model(init)
             if init_vocab.node_types != vocab.node_types or init_vocab.subtokens != vocab.subtokens:
                 raise SystemExit(f"{init} was trained with another vocabulary than {data}")
+            theirs = start.state_dict()
+            fresh = init_from(model, theirs)
             # a model with file tokens may start from one without: W_f starts as the whole-token copy matrix
-            missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
-            if unexpected or set(missing) - {"W_f"}:
-                raise SystemExit(f"{init} does not fit this model: missing {missing}, unexpected {unexpected}")
-            if missing:
+            if "W_f" in fresh:
                 with torch.no_grad():
                     model.W_f.copy_(model.W_c[0])
+            partial = [k for k in model.state_dict() if k in theirs and theirs[k].shape != model.state_dict()[k].shape]
             st["init"] = str(init)
-            log(f"initialised from the weights in {init}")
+            log(f"initialised from the weights in {init}; fresh: {len(fresh)} tensors "
+                f"({', '.join(sorted({k.rsplit('.', 1)[0] for k in fresh})[:6])}...), partly: {len(partial)}")
         vocab.save(out / "vocab.json")
         if (data / "grammar.json").exists():
             shutil.copy(data / "grammar.json", out / "grammar.json")
@@ -337,7 +396,16 @@ def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None,
     amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if dev.type == "cuda" else \
         (lambda: torch.autocast("cpu", enabled=False))
 
-    train_ex = Examples(data, "train")
+    if cfg.context_once:
+        from anycode.model import packed
+        feat_dir = Path(features) if features is not None else out / "features"
+        t0 = time.time()
+        folder = packed.build(data, "train", feat_dir, vocab, cfg.max_paths, cfg.max_length, cfg.file_tokens,
+                              jobs=max(1, (os.cpu_count() or 2) - 1) if cfg.workers != 0 else 1, log=log)
+        train_ex = PackedExamples(packed.PackedSplit(folder))
+        log(f"features: {folder} ready in {time.time() - t0:.0f}s")
+    else:
+        train_ex = Examples(data, "train")
     stream = BatchStream(train_ex, vocab, cfg)
     log(f"train: {len(train_ex)} examples, {int(train_ex.counts.sum())} targets (upper bound) in "
         f"{len(train_ex.files)} shards; about {len(stream.plan(0))} batches an epoch")
@@ -348,17 +416,24 @@ def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None,
         rng = np.random.default_rng(cfg.seed + 1)
         pick = rng.permutation(len(dev_ex))
         loss_ids = pick[: cfg.dev_loss_examples]
-        for k in range(0, len(loss_ids), 32):
-            dev_batches.append(batching.make_batch([dev_ex.example(int(i)) for i in loss_ids[k: k + 32]], vocab,
-                                                   cfg.max_paths, cfg.max_length, cfg.context_once,
-                                                   cfg.file_tokens))
+        if cfg.context_once:
+            from anycode.model import packed
+            for k in range(0, len(loss_ids), 256):
+                dev_batches.append(packed.collate_examples(
+                    [batching.featurize(*dev_ex.example(int(i)), vocab, cfg.max_paths, cfg.max_length,
+                                        cfg.file_tokens) for i in loss_ids[k: k + 256]], cfg.max_length))
+        else:
+            for k in range(0, len(loss_ids), 32):
+                dev_batches.append(batching.make_batch([dev_ex.example(int(i)) for i in loss_ids[k: k + 32]],
+                                                       vocab, cfg.max_paths, cfg.max_length, cfg.context_once,
+                                                       cfg.file_tokens))
         dev_examples = [dev_ex.example(int(i)) for i in pick[: cfg.eval_examples]]
     if (data / "grammar.json").exists():
         from anycode.model.grammar_table import GrammarTable
         grammar_table = GrammarTable.load(data / "grammar.json")
 
     workers = cfg.workers if cfg.workers >= 0 else max(0, (os.cpu_count() or 2) - 2)
-    loader = iter(make_loader(stream, st["pos"], workers))
+    loader = iter(make_loader(stream, st["pos"], workers, pin=dev.type == "cuda"))
     model.train()
 
     losses: list[float] = []
@@ -404,7 +479,7 @@ def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None,
         win["wait"] += time.time() - t_wait
         t0 = time.time()
         with amp():
-            loss, stats = batching.batch_loss(model, b)
+            loss, stats = loss_fn(batch)(model, b)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -413,17 +488,18 @@ def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None,
         sched.step()
         st["step"] += 1
         st["pos"] += 1
-        st["targets"] += stats["targets"]
+        st["targets"] += batch.n_targets
         st["examples"] += b.n_examples
-        losses.append(float(loss.detach()))
+        losses.append(loss.detach())       # tensors: read at the log windows, no sync a step
         win["nll"] += stats["nll_sum"]
-        win["n"] += stats["targets"]
+        win["n"] += batch.n_targets
         win["vnll"] += stats["value_nll_sum"]
-        win["vn"] += stats["value_targets"]
+        win["vn"] += stats["value_targets"] if "value_targets" in stats else int(batch.n_value_targets)
         win["examples"] += b.n_examples
         win["steps"] += 1
         step_seconds = 0.9 * step_seconds + 0.1 * (time.time() - t0) if step_seconds else time.time() - t0
         if st["step"] % cfg.log_every == 0:
+            win["nll"], win["vnll"] = float(win["nll"]), float(win["vnll"])     # the window's one sync
             dt = time.time() - win["t0"]
             st["train_seconds"] += dt
             rec = {"step": st["step"], "loss": win["nll"] / win["n"],
@@ -451,14 +527,15 @@ def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None,
             win.update({"nll": 0.0, "n": 0, "vnll": 0.0, "vn": 0, "examples": 0, "steps": 0, "wait": 0.0})
     if win["steps"]:
         st["train_seconds"] += time.time() - win["t0"]
-    if dev_examples and (not st["history"] or st["history"][-1]["step"] != st["step"]) and st["step"] > 0:
+    if (dev_examples or dev_batches) and (not st["history"] or st["history"][-1]["step"] != st["step"]) \
+            and st["step"] > 0:
         left = None if budget is None else budget - (time.time() - t_start)
         if left is None or left > eval_seconds + 10:
             run_eval()
     save_checkpoint()
     log(f"stopped ({stop_reason}) at step {st['step']}; checkpoint {ckpt_path}; "
         f"{time.time() - t_start:.0f}s in this call")
-    return {"losses": losses, "step": st["step"], "state": st}
+    return {"losses": [float(x) for x in losses], "step": st["step"], "state": st}
 
 
 # ---------------------------------------------------------------- command line
@@ -474,6 +551,8 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--init", type=Path, default=None,
                     help="start a new run from these weights (a run or model directory), with a fresh optimizer")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
+    ap.add_argument("--features", type=Path, default=None,
+                    help="the packed features of context_once runs (built there when missing; default RUN/features)")
 
 
 def parse_overrides(cfg: TrainConfig, pairs: list[str]) -> TrainConfig:
@@ -500,7 +579,7 @@ def run(args) -> int:
         print(time.strftime("%H:%M:%S"), msg, flush=True)
 
     train(args.data, args.out, cfg, minutes=args.minutes, max_steps=args.max_steps, device=args.device, log=log,
-          init=args.init)
+          init=args.init, features=args.features)
     return 0
 
 

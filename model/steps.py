@@ -1,0 +1,186 @@
+"""The training loss of a `packed.FastBatch`: every step of every example at once, context_once wiring.
+
+The same arithmetic as `batching.batch_loss` on a context_once batch (tests/test_fast_steps.py checks
+the two agree), organised for a GPU:
+
+  * the path LSTM runs as a handful of fused calls over packed sequences (cuDNN on CUDA), with the
+    lengths taken from the host copy of the batch (no device-to-host sync): the context leaves' paths
+    to p, the root paths to p, then the chains from p down to every expanded hole node *from the
+    root path's state at p* (one call with initial states, instead of a Python loop over the depth),
+    the generated-leaf paths, and the batch's distinct file tokens;
+  * the transformer runs once over each example's context set [E, N] and once over the generated
+    sets of the steps that have any [S', Gmax];
+  * the attention of R_t over its context set, the copy of context leaves and of file tokens are
+    batched matrix products per example ([E, T, N]), not a copy of each example's set for every
+    one of its steps;
+  * the value head scores only what the loss needs: the label's summed probability against the
+    total (log-sum-exp over the vocabulary and every copy source), no [steps, symbols] table.
+No `.item()`, no boolean-mask indexing: the step runs without waiting for the GPU.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from anycode.model.slm import NEG
+from anycode.model.vocab import MAX_CHILD_INDEX
+
+
+def lstm(model, first, types, index, lengths_host, state=None):
+    """Top-layer state after each padded path's last node: `SLM.encode` as one fused call, from the
+    zero state or from `state` (h, c [layers, n, d]); `lengths_host`: the node counts, on the host."""
+    x = model.embed_node(types, index)
+    lengths = lengths_host
+    if first is not None:
+        x = torch.cat([first.unsqueeze(1), x], 1)
+        lengths = lengths + 1
+    n = x.shape[0]
+    if state is None:
+        state = model.initial_state(n, x.device)
+    if n == 0:
+        return state[0][-1]
+    packed = nn.utils.rnn.pack_padded_sequence(model.lstm_drop(x), lengths.clamp(min=1), batch_first=True,
+                                               enforce_sorted=False)
+    h0 = state[0].index_select(1, packed.sorted_indices)
+    c0 = state[1].index_select(1, packed.sorted_indices)
+    weights = [w for cell in model.cells for w in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)]
+    _, h, _ = torch._VF.lstm(packed.data, packed.batch_sizes, (h0, c0), weights, True, len(model.cells),
+                             model.lstm_drop.p, model.training, False)
+    return h[-1].index_select(0, packed.unsorted_indices)
+
+
+def lstm_states(model, first, types, index, lengths_host):
+    """(h, c) of every layer after each path (for continuing from them), from the zero state."""
+    x = model.embed_node(types, index)
+    packed = nn.utils.rnn.pack_padded_sequence(model.lstm_drop(x), lengths_host.clamp(min=1), batch_first=True,
+                                               enforce_sorted=False)
+    h0, c0 = model.initial_state(x.shape[0], x.device)
+    weights = [w for cell in model.cells for w in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)]
+    _, h, c = torch._VF.lstm(packed.data, packed.batch_sizes, (h0, c0), weights, True, len(model.cells),
+                             model.lstm_drop.p, model.training, False)
+    return h.index_select(1, packed.unsorted_indices), c.index_select(1, packed.unsorted_indices)
+
+
+def _per_example(rows: torch.Tensor, slot: torch.Tensor, n: int, width: int) -> torch.Tensor:
+    """Rows [K, ...] placed at their slots of an example-major layout [n * width, ...] (zeros elsewhere)."""
+    out = rows.new_zeros((n * width,) + tuple(rows.shape[1:]))
+    return out.index_copy(0, slot, rows)
+
+
+def encodings(model, b):
+    """The paths of the batch: context sets [E, N, d] (uncontextualized) and their mask, R_t [S, d],
+    generated-leaf encodings [G + 1, d] (row 0: none), file-token encodings [U + 1, d] (row 0: none)."""
+    E, N = b.n_examples, b.n_ctx
+    top = lstm(model, model.embed_value(b.ctx_values), b.ctx_types, b.ctx_index, b.host["ctx"])
+    ctx = _per_example(top, b.ctx_slot, E, N).view(E, N, -1)
+    h, c = lstm_states(model, None, b.root_types, b.root_index, b.host["root"])
+    ends = h[-1]
+    if b.chain_len.shape[0]:
+        start = (h.index_select(1, b.chain_example), c.index_select(1, b.chain_example))
+        ends = torch.cat([ends, lstm(model, None, b.chain_types, b.chain_index, b.host["chain"], start)])
+    root = ends.index_select(0, b.step_root)
+    d = top.shape[-1]
+    gen = top.new_zeros(1, d)
+    if b.gen_len.shape[0]:
+        gen = torch.cat([gen, lstm(model, model.embed_value(b.gen_values), b.gen_types, b.gen_index, b.host["gen"])])
+    files = top.new_zeros(1, d)
+    if b.ftok_values.shape[0]:
+        files = torch.cat([files, model.encode_file_tokens(b.ftok_values)])
+    return ctx, root, gen, files
+
+
+def step_log_probs(model, b) -> torch.Tensor:
+    """Log-probability of every step's label [S] (see the module's docstring)."""
+    with torch.autocast(b.step_label.device.type, enabled=False):
+        ctx, root, gen, files = encodings(model, b)
+    E, N, T, Tv = b.n_examples, b.n_ctx, b.n_steps, b.n_value_steps
+    S = b.step_label.shape[0]
+    z_ctx = model.contextualize(ctx, b.ctx_mask)                            # once per example
+    gen_paths = F.embedding(b.set_rows, gen)                                # [S', Gmax, d]
+    z_gen = model.contextualize(gen_paths, b.set_mask)
+
+    # r~ = W_r ReLU(C_i R_t): every C_i at once, then the step's own
+    d = model.C.shape[-1]
+    allC = root @ model.C.permute(2, 0, 1).reshape(d, -1)                   # [S, 32 * d]
+    pick = b.step_child.clamp(0, MAX_CHILD_INDEX)
+    Cr = allC.view(S, -1, d).gather(1, pick.view(S, 1, 1).expand(S, 1, d)).squeeze(1)
+    r = model.W_r(F.relu(Cr))
+
+    # attention of r~ over the example's context set and the step's generated set
+    r_ex = _per_example(r, b.step_slot, E, T).view(E, T, -1)
+    a_ctx = torch.bmm(r_ex, z_ctx.transpose(1, 2)).view(E * T, N).index_select(0, b.step_slot)
+    a_ctx = a_ctx.masked_fill(~b.ctx_mask.index_select(0, b.step_example), NEG)
+    G = b.set_rows.shape[1]
+    a_gen = a_ctx.new_full((S, G), NEG)
+    if b.set_step.shape[0]:
+        sg = torch.einsum("bgd,bd->bg", z_gen, r.index_select(0, b.set_step)).masked_fill(~b.set_mask, NEG)
+        a_gen = a_gen.index_copy(0, b.set_step, sg.to(a_gen.dtype))
+    att = torch.cat([a_ctx, a_gen], 1).softmax(-1)
+    att_ex = _per_example(att[:, :N], b.step_slot, E, T).view(E, T, N)
+    zt = torch.bmm(att_ex.to(z_ctx.dtype), z_ctx).view(E * T, -1).index_select(0, b.step_slot)
+    if b.set_step.shape[0]:
+        zg = torch.einsum("bg,bgd->bd", att[:, N:].index_select(0, b.set_step).to(z_gen.dtype), z_gen)
+        zt = zt.index_add(0, b.set_step, zg.to(zt.dtype))
+    h = model.out_drop(F.relu(model.W_g(torch.cat([zt, r.to(zt.dtype)], -1))))
+
+    out = torch.zeros(S, device=h.device, dtype=torch.float32)
+    hn = h.index_select(0, b.node_step)
+    lp = model.node_logits(hn).float()
+    out = out.index_copy(0, b.node_step, lp.gather(1, b.step_label.index_select(0, b.node_step).unsqueeze(1)).squeeze(1))
+    with torch.autocast(h.device.type, enabled=False):
+        hv = h.index_select(0, b.value_step).float()
+        lv = value_log_probs(model, b, hv, ctx.float(), gen.float(), files.float())
+    return out.index_copy(0, b.value_step, lv)
+
+
+def value_log_probs(model, b, hv, ctx, gen, files) -> torch.Tensor:
+    """log p(label) of every value step [Sv]: generation over the vocabulary (+) copies of the context
+    leaves (whole token, subtoken by position), of the generated leaves and of the file tokens."""
+    E, N, Tv = b.n_examples, b.n_ctx, b.n_value_steps
+    Sv = hv.shape[0]
+    K = model.W_c.shape[0]
+    label = b.step_label.index_select(0, b.value_step)
+    ex = b.step_example.index_select(0, b.value_step)
+    V = model.sub_emb.weight.shape[0]
+    score = hv @ model.sub_emb.weight.t()                                    # [Sv, V]
+    score[:, 0] = NEG
+    proj = torch.einsum("kde,be->bkd", model.W_c, hv)                        # [Sv, K, d]
+    # context leaves, per example: [E, Tv * K, d] x [E, d, N]
+    p_ex = _per_example(proj.reshape(Sv, -1), b.value_slot, E, Tv).view(E, Tv * K, -1)
+    cc = torch.bmm(p_ex, ctx.transpose(1, 2)).view(E * Tv, K, N).index_select(0, b.value_slot)
+    c_sym = b.ctx_copy.index_select(0, ex).transpose(1, 2)                  # [Sv, K, N]
+    copies, syms = [cc.reshape(Sv, -1)], [c_sym.reshape(Sv, -1)]
+    if b.value_set.shape[1]:
+        gp = F.embedding(b.value_set, gen)                                   # [Sv, G, d]
+        copies.append(torch.einsum("bgd,bkd->bgk", gp, proj).reshape(Sv, -1))
+        syms.append(F.embedding(b.value_set, b.gen_copy).reshape(Sv, -1))
+    if getattr(model, "W_f", None) is not None and b.file_rows.shape[1] and b.ftok_values.shape[0]:
+        fw = _per_example(hv @ model.W_f.t(), b.value_slot, E, Tv).view(E, Tv, -1)
+        fe = F.embedding(b.file_rows, files)                                 # [E, F, d]
+        fc = torch.bmm(fw, fe.transpose(1, 2)).view(E * Tv, -1).index_select(0, b.value_slot)
+        copies.append(fc)
+        syms.append(b.file_symbols.index_select(0, ex))
+    copy = torch.cat(copies, 1)
+    sym = torch.cat(syms, 1)
+    valid = sym >= 0
+    copy = copy.masked_fill(~valid, NEG)
+    m = torch.maximum(score.max(-1, keepdim=True).values, copy.max(-1, keepdim=True).values).detach()
+    e_score = (score - m).exp()
+    e_copy = (copy - m).exp() * valid
+    total = e_score.sum(-1) + e_copy.sum(-1)
+    in_vocab = label < V
+    own = e_score.gather(1, label.clamp(max=V - 1).unsqueeze(1)).squeeze(1) * in_vocab
+    own = own + (e_copy * (sym == label.unsqueeze(1))).sum(-1)
+    return own.clamp_min(1e-30).log() - total.log()
+
+
+def batch_loss(model, b) -> tuple[torch.Tensor, dict]:
+    """Mean cross entropy over the batch's steps, and per-kind sums as tensors (read them when
+    logging, not every step: reading is a sync)."""
+    lp = step_log_probs(model, b)
+    loss = -lp.mean()
+    with torch.no_grad():
+        v = b.step_is_value.float()
+        stats = {"nll_sum": -lp.sum(), "value_nll_sum": -(lp * v).sum()}
+    return loss, stats

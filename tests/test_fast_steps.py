@@ -1,0 +1,107 @@
+"""Packed features and the batched training step (model/packed.py, model/steps.py) against the
+reference batches of model/batching.py (themselves checked against paths.step_paths)."""
+import random
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from anycode.model import batching, packed, steps
+from anycode.model.slm import SLM, SLMConfig
+
+from slm_fixtures import real_examples, tiny_dataset, vocab_of
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    examples = real_examples()
+    vocab = vocab_of(examples)
+    torch.manual_seed(0)
+    cfg = SLMConfig(n_types=len(vocab.node_types), n_subtokens=len(vocab.subtokens), d_type=24, d_index=8,
+                    d_subtoken=32, d_lstm=16, n_layers=2, n_heads=2, d_ff=32, context_once=True, file_tokens=16)
+    model = SLM(cfg).eval()
+    with torch.no_grad():       # a W_f unlike W_c, so that file copies are told apart from leaf copies
+        model.W_f.normal_()
+    return examples, vocab, model
+
+
+@pytest.mark.parametrize("seed,file_tokens", [(1, 16), (2, 0), (3, 16)])
+def test_fast_loss_equals_the_reference_loss(setup, seed, file_tokens):
+    examples, vocab, model = setup
+    if not file_tokens:
+        model = SLM(replace(model.cfg, file_tokens=0)).eval()
+        model.load_state_dict({k: v for k, v in setup[2].state_dict().items() if k != "W_f"})
+    picked = random.Random(seed).sample(examples, 24)
+    feats = [batching.featurize(t, h, vocab, file_tokens=file_tokens) for t, h in picked]
+    ref = batching.collate(feats, context_once=True).to("cpu")
+    fast = packed.collate_examples(feats).to("cpu")
+    with torch.no_grad():
+        want = batching.step_log_probs(model, ref)
+        got = steps.step_log_probs(model, fast)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+    loss, stats = steps.batch_loss(model, fast)
+    ref_loss, ref_stats = batching.batch_loss(model, ref)
+    torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=1e-5)
+    assert abs(float(stats["nll_sum"]) - ref_stats["nll_sum"]) < 1e-3
+    assert abs(float(stats["value_nll_sum"]) - ref_stats["value_nll_sum"]) < 1e-3
+
+
+def test_fast_loss_trains(setup):
+    examples, vocab, base = setup
+    model = SLM(base.cfg)
+    model.load_state_dict(base.state_dict())
+    model.train()
+    feats = [batching.featurize(t, h, vocab, file_tokens=16) for t, h in examples[:30]]
+    b = packed.collate_examples(feats).to("cpu")
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(15):
+        loss, _ = steps.batch_loss(model, b)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = first if first is not None else float(loss)
+    assert float(loss) < first
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_store_gives_the_same_batches_as_featurizing(tmp_path):
+    from anycode.model.dataset import Shard, shard_paths
+    from anycode.model.vocab import Vocab
+    data = tiny_dataset(tmp_path / "data")
+    vocab = Vocab.load(data / "vocab.json")
+    folder = packed.build(data, "train", tmp_path / "feat", vocab, file_tokens=16, jobs=1, log=lambda m: None)
+    store = packed.PackedSplit(folder)
+    shard = Shard(shard_paths(data, "train")[0])
+    assert len(store) == len(shard)
+    ids = np.random.default_rng(0).choice(len(store), 20, replace=False)
+    got = store.collate(ids)
+    want = packed.collate_examples([batching.featurize(*shard.example(int(i)), vocab, file_tokens=16)
+                                    for i in sorted(ids)])
+    for f in ("ctx_values", "ctx_types", "ctx_copy", "root_types", "chain_types", "gen_types", "gen_copy",
+              "step_label", "step_root", "set_rows", "value_set", "file_symbols"):
+        assert np.array_equal(getattr(got, f), getattr(want, f)), f
+    # file tokens: the same values behind each example's rows
+    assert np.array_equal(got.ftok_values[np.maximum(got.file_rows - 1, 0)] * (got.file_rows > 0)[..., None],
+                          want.ftok_values[np.maximum(want.file_rows - 1, 0)] * (want.file_rows > 0)[..., None])
+    assert np.array_equal(store.steps[ids], [len(batching.featurize(*shard.example(int(i)), vocab).step_label)
+                                             for i in ids])
+    # built again: reused, not redone
+    assert packed.build(data, "train", tmp_path / "feat", vocab, file_tokens=16, jobs=1,
+                        log=lambda m: pytest.fail(m)) == folder
+
+
+def test_a_partial_feature_store_names_the_file(tmp_path):
+    from anycode.model.vocab import Vocab
+    data = tiny_dataset(tmp_path / "data")
+    vocab = Vocab.load(data / "vocab.json")
+    folder = packed.build(data, "train", tmp_path / "feat", vocab, file_tokens=16, jobs=1, log=lambda m: None)
+    shard_dir = next(p for p in folder.iterdir() if p.is_dir())
+    f = shard_dir / "leaf_types.npy"
+    f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])
+    with pytest.raises(packed.FeatureError, match="leaf_types.npy"):
+        packed.PackedSplit(folder)
