@@ -485,6 +485,12 @@ def partial_literal_start(text: str) -> int | None:
     return None
 
 
+def lone_number(text: str) -> bool:
+    """Is `text` one number and nothing else (the user is typing a number: nothing to suggest)?"""
+    toks = tokens(text)
+    return len(toks) == 1 and toks[0].kind == "number" and toks[0].end == len(text.rstrip())
+
+
 REPAIRS = (":", ": pass", " else None", ": None")
 """What may follow the placeholder to make the statement around it parse (after the brackets it leaves
 open): a header's colon, a block, the rest of a conditional expression or of a lambda."""

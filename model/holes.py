@@ -502,6 +502,8 @@ def find_typed_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = No
         # nothing typed (or nothing that starts an expression): the hole at the cursor, as find_hole has it
         return None if first is None else _hole_at(source, cursor, first, table, identifiers)
     typed = source[start:cursor]
+    if grammar.lone_number(typed.decode("utf8", "replace")):
+        return None
     after = loc.end if located is source else cursor
     closers = grammar.closers(typed.decode("utf8", "replace")).encode()
     found = None
@@ -554,12 +556,17 @@ def _typed_start(loc: _Located, at: int, line_start: int, table) -> tuple[int | 
     while limit < len(src) and src[limit] in _CLOSER_BYTES:
         limit += 1
     n = loc.ph
+    if n.start_byte == at and expression_position(n, table):
+        # nothing typed of the operand at the cursor (`f(a, |`, `x and |`): its own hole is the one to fill
+        return at, ""
     while n is not None and n.type not in _STOP_TYPES:
         if n.end_byte > limit or n.start_byte < line_start or at - n.start_byte > MAX_TYPED_CHARS:
             break
-        if n.is_named and grammar.base_type(grammar.type_key(n)) in grammar.EXPRESSION_TYPES \
+        # a name being typed is the expression itself (`f(a, lim|`), an empty one is not (`f(a, |`)
+        typed_name = n.type == "identifier" and n.start_byte < at
+        if n.is_named and (typed_name or grammar.base_type(grammar.type_key(n)) in grammar.EXPRESSION_TYPES) \
                 and expression_position(n, table):
-            return n.start_byte, grammar.type_key(n)
+            return n.start_byte, ("" if typed_name else grammar.type_key(n))
         n = n.parent
     start = loc.ph.start_byte
     return (start if start >= line_start and expression_position(loc.ph, table) else None), ""
