@@ -96,7 +96,8 @@ class Hole:
     incremental: bool = False            # parsed from the previous tree
     stats: dict = field(default_factory=dict)
     window: tuple[int, int] | None = None  # the top-level statement around the hole in ph_source; None: all
-    closers: str = ""                    # brackets the buffer leaves open around the hole: the answer adds them
+    lead: str = ""                       # typed text before the hole's own start that the answer repeats
+    closers: str = ""                    # what closes `lead`: the answer adds it (the range covers those present)
     typed_type: str = ""                 # the type of the expression `typed` starts, as its parse has it
     _window_tree: ts.Tree | None = field(default=None, repr=False)
 
@@ -486,7 +487,7 @@ def find_typed_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = No
         return hole
     line_start = source.rfind(b"\n", 0, cursor) + 1
     line = source[line_start:cursor].decode("utf8", "replace")
-    start, typed_type, first = None, "", None
+    start, typed_type, first, loc = None, "", None, None
     for how in _placements(line):
         at, located = _place(source, cursor, line_start, line, how)
         for loc in _placeholder_parses(located, at, parser, prev):
@@ -501,28 +502,52 @@ def find_typed_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = No
     if start is None or start >= cursor:
         # nothing typed (or nothing that starts an expression): the hole at the cursor, as find_hole has it
         return None if first is None else _hole_at(source, cursor, first, table, identifiers)
-    typed = source[start:cursor]
-    if grammar.lone_number(typed.decode("utf8", "replace")):
+    typed = source[start:cursor].decode("utf8", "replace")
+    if grammar.lone_number(typed):
         return None
     after = loc.end if located is source else cursor
-    closers = grammar.closers(typed.decode("utf8", "replace")).encode()
+    closers = grammar.closers(typed)
+    if located is source and loc.ph.start_byte == cursor and expression_position(loc.ph, table):
+        # nothing typed of the operand at the cursor (`f(a, |`, `x and |`, `res[|`): the model fills
+        # that operand's own hole, and the answer repeats the typed text and closes it
+        return _operand_hole(source, cursor, start, after, loc, closers, parser, table, prev, identifiers)
     found = None
-    for k in range(len(closers), -1, -1):
-        if not source.startswith(closers[:k], after):
-            continue
-        rest = after + k
-        clean = source[:start] + source[rest:]
+    for k, clean in _cleaned(source, start, after, closers):
         hole = find_hole(clean, start, parser=parser, table=table, prev=prev, identifiers=identifiers)
         if hole is None or hole.start != start or hole.typed:
             continue
-        shift = rest - start
-        hole.end += shift
-        hole.cursor, hole.typed, hole.typed_type = cursor, typed.decode("utf8", "replace"), typed_type
-        hole.closers = "".join(c for c in hole.repaired.split(":")[0] if c in ")]}")
+        hole.end += after + k - start
+        hole.cursor, hole.typed, hole.typed_type = cursor, typed, typed_type
         if not hole.repaired:
             return hole          # the buffer's brackets are whole with it: the editor closed k of them
         found = found or hole
     return found
+
+
+def _cleaned(source: bytes, start: int, after: int, closers: str):
+    """(k, the buffer without the typed text and the first k of its closers found after it), most first."""
+    data = closers.encode()
+    for k in range(len(data), -1, -1):
+        if source.startswith(data[:k], after):
+            yield k, source[:start] + source[after + k:]
+
+
+def _operand_hole(source: bytes, cursor: int, start: int, after: int, loc: _Located, closers: str,
+                  parser: ts.Parser, table, prev, identifiers) -> Hole | None:
+    """The empty operand's hole at `cursor`, its answers written from `start`: the typed text, the
+    operand, and the closers of the typed text (replacing those the editor already put after it)."""
+    hole = _hole_at(source, cursor, loc, table, identifiers)
+    if hole is None:
+        return None
+    k = 0
+    for k, clean in _cleaned(source, start, after, closers):
+        check = find_hole(clean, start, parser=parser, table=table, prev=prev, identifiers=identifiers)
+        if check is not None and not check.repaired:
+            break                # with k of the closers taken out, the brackets around are whole
+    hole.lead = source[start:cursor].decode("utf8", "replace")
+    hole.closers = closers
+    hole.start, hole.end = start, after + k
+    return hole
 
 
 def _placements(line: str) -> list[str]:
@@ -556,9 +581,6 @@ def _typed_start(loc: _Located, at: int, line_start: int, table) -> tuple[int | 
     while limit < len(src) and src[limit] in _CLOSER_BYTES:
         limit += 1
     n = loc.ph
-    if n.start_byte == at and expression_position(n, table):
-        # nothing typed of the operand at the cursor (`f(a, |`, `x and |`): its own hole is the one to fill
-        return at, ""
     while n is not None and n.type not in _STOP_TYPES:
         if n.end_byte > limit or n.start_byte < line_start or at - n.start_byte > MAX_TYPED_CHARS:
             break

@@ -439,8 +439,8 @@ class Completer:
             if not hole.verify(text, node, self.parser):
                 self.stats["dropped_unparsable"] += 1
                 continue
-            # as the user typed its start, with the brackets the buffer leaves open around the hole
-            out.append(Candidate(prefix.respell(text) + hole.closers, f.logp, hole.start, hole.end))
+            # as the user typed its start; after a typed `f(a, ` the whole call, closed
+            out.append(Candidate(hole.lead + prefix.respell(text) + hole.closers, f.logp, hole.start, hole.end))
         self.stats["completions"] += 1
         last.update(ctx.stats, search_ms=(t2 - t1) * 1e3, verify_ms=(time.perf_counter() - t2) * 1e3,
                     total_ms=(time.perf_counter() - t0) * 1e3, candidates=len(out))

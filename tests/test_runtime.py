@@ -147,11 +147,28 @@ def test_no_expression_here(completer, src):
 
 
 def test_repaired_unclosed_call(completer):
+    """`sorted(|` with no `)` in the buffer: the answer is the whole call, closed, over what is typed."""
     src = b"def f(items, key):\n    result = sorted(\n    return result\n"
-    cursor = src.index(b"sorted(") + len(b"sorted(")
+    start = src.index(b"sorted(")
+    cursor = start + len(b"sorted(")
     items = completer.complete(src, cursor)
+    assert items
     for c in items:
-        assert c.start == c.end == cursor
+        assert (c.start, c.end) == (start, cursor)
+        assert c.text.startswith("sorted(") and c.text.endswith(")") and c.text != "sorted()"
+        assert parses(src[: c.start] + c.text.encode() + src[c.end:]), c.text
+
+
+def test_operand_after_auto_closed_bracket(completer):
+    """`res[|]` (the editor closed the bracket): the answer replaces `res[]` with a whole subscript."""
+    src = b"def f(res, key):\n    value = res[]\n    return value\n"
+    start = src.index(b"res[]")
+    items = completer.complete(src, start + 4)
+    assert items
+    for c in items:
+        assert (c.start, c.end) == (start, start + 5)
+        assert c.text.startswith("res[") and c.text.endswith("]") and c.text.count("]") >= 1
+        assert parses(src[: c.start] + c.text.encode() + src[c.end:]), c.text
 
 
 def test_cancellation(completer):
