@@ -199,6 +199,29 @@ async def test_typed_prefix(client, trained):
         assert it.text_edit.new_text.startswith(typed)
 
 
+@pytest.mark.parametrize("typed, closed", [
+    ("res[", ""), ("res[", "]"), ("compute(width, ", ""), ("compute(width, ", ")"), ("width > 0 and ", ""),
+])
+async def test_typed_open_expression(client, trained, typed, closed):
+    """`res[|`, `f(a, |`, `a and |`, with and without the bracket the editor closed: every edit
+    replaces the typed text (and that bracket) with a whole expression, so the line parses."""
+    head = "def area(res, width, compute):\n    value = "
+    text = head + typed + closed + "\n    return value\n"
+    start = len(head)
+    cursor = start + len(typed)
+    doc = new_doc(client, text)
+    result = await doc.complete(cursor)
+    texts = check_completion(doc, cursor, result)
+    assert texts or not trained
+    for it in result.items:
+        edit = it.text_edit
+        assert (index_of(doc.text, edit.range.start), index_of(doc.text, edit.range.end)) == \
+            (start, cursor + len(closed))
+        assert edit.new_text.startswith(typed) and edit.new_text != typed + closed
+        after = doc.text[:start] + edit.new_text + doc.text[cursor + len(closed):]
+        assert not PARSER.parse(after.encode()).root_node.has_error, edit.new_text
+
+
 async def test_no_hole_is_empty_and_fast(client):
     text = textwrap.dedent("""\
         import os
