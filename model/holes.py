@@ -468,8 +468,11 @@ def find_typed_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = No
     `hole.end`: the typed text, the rest of the word, and the auto-closed brackets and quotes.
 
     The expression typed is the innermost one at an expression position that holds the cursor and
-    ends there (but for closers), starting on the cursor's line: `self.items[|`, `not x and |`,
-    `foo(a, |`; or the name or literal being typed (`retur|n`, `"abc|`)."""
+    ends there (but for closers), starting on the cursor's line: the name or literal being typed
+    (`f(a, lim|`, `retur|n`, `"abc|`), `self.|`.  Where nothing of the operand at the cursor is typed
+    (`self.items[|`, `not x and |`, `foo(a, |`), the model fills that operand's own hole and the answer
+    repeats the typed text before it and closes its brackets (`hole.lead`, `hole.closers`), so that
+    every answer is a whole expression over the typed text."""
     if not isinstance(source, (bytes, bytearray)):
         raise TypeError("source must be bytes")
     if not 0 <= cursor <= len(source):
