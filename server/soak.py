@@ -161,13 +161,18 @@ def start(args: argparse.Namespace, command: list[str] | None = None) -> RawClie
     if args.model:
         flags += ["--model-path", args.model]
     client = RawClient(flags, command=command)
-    client.call("initialize", {"processId": None, "rootUri": None, "capabilities": {}}, timeout=60)
-    client.notify("initialized", {})
-    end = time.monotonic() + 120
-    while client.stats().get("state") == "loading":
-        if time.monotonic() > end:
-            raise TimeoutError("the model did not load in 120 s")
-        time.sleep(0.2)
+    try:
+        client.call("initialize", {"processId": None, "rootUri": None, "capabilities": {}}, timeout=120)
+        client.notify("initialized", {})
+        end = time.monotonic() + 120
+        while client.stats().get("state") == "loading":
+            if time.monotonic() > end:
+                raise TimeoutError("the model did not load in 120 s")
+            time.sleep(0.2)
+    except BaseException:
+        client.proc.kill()
+        client.proc.wait(10)
+        raise
     return client
 
 
@@ -394,32 +399,39 @@ def fuzz(client: RawClient, args: argparse.Namespace) -> dict:
 
 # ---------------------------------------------------------------- big file
 
-def holes_in(function: str) -> list[tuple[int, int]]:
-    """(line, character) cursors inside `function`: where an expression starts."""
+MARKS = ("= ", "sorted(", "len(", "append(", " in ")
+
+
+def holed_functions(rng: random.Random, n: int) -> list[tuple[str, tuple[int, int]]]:
+    """`n` generated functions, each cut short after an expression's start (where one is typed, as
+    in the dataset's holes), with the cursor there: (text, (line, character))."""
     out = []
-    for n, line in enumerate(function.split("\n")):
-        for mark in ("= ", "sorted(", "len(", "append(", " in "):
-            at = line.find(mark)
-            if at > 0:
-                out.append((n, units(line[:at + len(mark)])))
+    while len(out) < n:
+        lines = function_text(rng, 10 ** 6 + len(out)).split("\n")
+        places = [(i, line.find(m) + len(m)) for i, line in enumerate(lines[2:], 2) for m in MARKS
+                  if line.find(m) > 0]
+        i, col = rng.choice(places)
+        out.append(("\n".join(lines[:i] + [lines[i][:col]]) + "\n\n\n", (i, units(lines[i][:col]))))
     return out
 
 
-def big_module(rng: random.Random, megabytes: float, target: str) -> tuple[str, int]:
-    """A generated module of about `megabytes` MB with `target` in its middle; (text, target's line)."""
-    parts, size, k = [], 0, 0
-    half = int(megabytes * 1e6) // 2
-    while size < half:
-        parts.append(function_text(rng, k))
-        size += len(parts[-1])
-        k += 1
-    head = "import os\nimport sys\n\n\n" + "".join(parts)
-    parts, size = [], 0
-    while size < half:
-        parts.append(function_text(rng, k))
-        size += len(parts[-1])
-        k += 1
-    return head + target + "".join(parts), head.count("\n")
+def big_module(rng: random.Random, megabytes: float, targets: list[str]) -> tuple[str, list[int]]:
+    """A generated module of about `megabytes` MB with `targets` spread through it; (text, the line
+    each target starts on)."""
+    chunk = int(megabytes * 1e6) // (len(targets) + 1)
+    parts, starts, line, k = ["import os\nimport sys\n\n\n"], [], 4, 0
+    for target in targets + [None]:
+        size = 0
+        while size < chunk:
+            parts.append(function_text(rng, k))
+            size += len(parts[-1])
+            line += parts[-1].count("\n")
+            k += 1
+        if target is not None:
+            starts.append(line)
+            parts.append(target)
+            line += target.count("\n")
+    return "".join(parts), starts
 
 
 def labels(msg: dict) -> list[str]:
@@ -427,18 +439,27 @@ def labels(msg: dict) -> list[str]:
     return [item["label"] for item in result.get("items", [])]
 
 
+def _alone(client: RawClient, targets: list[tuple[str, tuple[int, int]]]) -> list[list[str]]:
+    """The answers at each target's cursor in a small file holding that function alone."""
+    out = []
+    for k, (text, (line, col)) in enumerate(targets):
+        uri = uri_of(f"alone{k}")
+        open_doc(client, uri, text)
+        out.append(labels(client.call("textDocument/completion", position(uri, line, col))))
+        client.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
+    return out
+
+
 def big_file(client: RawClient, args: argparse.Namespace) -> dict:
-    """Completions in a generated module of `args.big_mb` MB against the same function alone."""
+    """Completions in a generated module of `args.big_mb` MB against the same functions alone."""
     rng = random.Random(args.seed + 2)
-    target = function_text(rng, 10 ** 6)
-    holes = holes_in(target)
-    small = uri_of("small")
-    open_doc(client, small, target)
-    alone = [labels(client.call("textDocument/completion", position(small, *h))) for h in holes]
-    client.notify("textDocument/didClose", {"textDocument": {"uri": small}})
-    text, at = big_module(rng, args.big_mb, target)
-    lines = text.split("\n")
+    targets = holed_functions(rng, 6)
+    alone = _alone(client, targets)
+    text, starts = big_module(rng, args.big_mb, [t for t, _ in targets])
+    cursors = [(at + line, col) for at, (_, (line, col)) in zip(starts, targets)]
     size = len(text.encode("utf-8"))
+    far = [i for i, s in enumerate(text.split("\n")) if s.startswith('    """Function')
+           and min(abs(i - at) for at in starts) > 100]
     client.stats()
     time.sleep(1.0)
     rss_before = client.rss()
@@ -446,33 +467,28 @@ def big_file(client: RawClient, args: argparse.Namespace) -> dict:
     t0 = time.monotonic()
     open_doc(client, big, text)
     del text
-    first, first_ms = client.timed("textDocument/completion", position(big, at + holes[0][0], holes[0][1]))
+    first, first_ms = client.timed("textDocument/completion", position(big, *cursors[0]))
     open_ms = (time.monotonic() - t0) * 1000
     rss_open = client.rss()
-    same = sum(labels(client.call("textDocument/completion", position(big, at + h[0], h[1]))) == a
-               for h, a in zip(holes, alone))
-    far = [i for i, s in enumerate(lines) if s.startswith('    """Function') and abs(i - at) > 1000]
-    del lines
-    latencies, answered, version = [], 0, 1
+    same = [labels(client.call("textDocument/completion", position(big, *c))) == a for c, a in zip(cursors, alone)]
+    latencies, answered = [], 0
     for i in range(args.big_requests):
-        line = rng.choice(far)   # an edit far away, then a completion in the function
-        version += 1
-        change(client, big, version, line, 7, 7 if i % 2 == 0 else 8, "x" if i % 2 == 0 else "")
-        h = holes[i % len(holes)]
-        msg, ms = client.timed("textDocument/completion", position(big, at + h[0], h[1]))
+        # an edit far from the functions (a new version: nothing cached), then a completion in one
+        change(client, big, i + 2, rng.choice(far), 7, 7 if i % 2 == 0 else 8, "x" if i % 2 == 0 else "")
+        msg, ms = client.timed("textDocument/completion", position(big, *cursors[i % len(cursors)]))
         latencies.append(ms)
         answered += bool(labels(msg))
     client.notify("textDocument/didClose", {"textDocument": {"uri": big}})
     client.stats()
     time.sleep(1.0)
-    rss_after = client.rss()
     q = sorted(latencies)
-    return {"bytes": size, "holes": len(holes), "same_as_alone": same, "with_items": answered,
+    return {"bytes": size, "holes": len(targets), "same_as_alone": sum(same),
+            "alone_with_items": sum(bool(a) for a in alone), "with_items": answered,
             "requests": len(latencies), "open_and_first_ms": open_ms, "first_ms": first_ms,
             "first_items": len(labels(first)),
             "p50_ms": statistics.median(q), "p95_ms": q[min(len(q) - 1, int(0.95 * len(q)))],
             "max_ms": q[-1], "rss_before_mb": rss_before, "rss_open_mb": rss_open,
-            "rss_after_mb": rss_after}
+            "rss_after_mb": client.rss()}
 
 
 # ---------------------------------------------------------------- report
@@ -499,7 +515,7 @@ def report(args: argparse.Namespace, res: dict) -> list[str]:
     if b:
         out += [f"  big file: {b['bytes'] / 1e6:.1f} MB, open + first completion {b['open_and_first_ms']:.0f} ms "
                 f"({b['first_items']} items); {b['same_as_alone']}/{b['holes']} holes answered as in the "
-                f"function alone",
+                f"function alone ({b['alone_with_items']} of them with items)",
                 f"  big file: {b['requests']} completions after an edit each: p50 {b['p50_ms']:.0f} ms, "
                 f"p95 {b['p95_ms']:.0f} ms, max {b['max_ms']:.0f} ms (budget {args.budget_ms} ms); "
                 f"{b['with_items']} with items",
