@@ -34,6 +34,7 @@ from typing import Any
 from anycode.server.bench import rss_mb
 
 STATS = "anycode/stats"
+ANSWERED_ERRORS = (-32800, -32801, -32602)   # cancelled, changed, a position outside what LSP allows
 ANSWER_TIMEOUT = 30.0
 
 
@@ -155,9 +156,10 @@ def frame(msg: Any) -> bytes:
     return b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
-def start(args: argparse.Namespace, command: list[str] | None = None) -> RawClient:
+def start(args: argparse.Namespace, command: list[str] | None = None, beam: int | None = None,
+          budget_ms: int | None = None) -> RawClient:
     """A fresh server, initialized (UTF-16 positions, the client's usual), its model loaded."""
-    flags = ["--beam-size", str(args.beam), "--time-budget-ms", str(args.budget_ms)]
+    flags = ["--beam-size", str(beam or args.beam), "--time-budget-ms", str(budget_ms or args.budget_ms)]
     if args.model:
         flags += ["--model-path", args.model]
     client = RawClient(flags, command=command)
@@ -299,7 +301,7 @@ def soak(client: RawClient, args: argparse.Namespace) -> dict:
         if i % 50 == 0:
             client.notify("$/cancelRequest", {"id": msg_id})
         msg, t1 = client.wait(msg_id)
-        if "result" not in msg and msg.get("error", {}).get("code") not in (-32800, -32801):
+        if "result" not in msg and msg.get("error", {}).get("code") not in ANSWERED_ERRORS:
             raise RuntimeError(f"request {i}: {msg}")
         if i % 1000 == 0:
             st = client.stats()
@@ -390,7 +392,7 @@ def fuzz(client: RawClient, args: argparse.Namespace) -> dict:
             raise RuntimeError(f"fuzz case {i} ({name}): the next request got {st}")
         if i % 10 == 0:   # completion still works on whatever the edits made of the document
             msg = client.call("textDocument/completion", position(uri, rng.randint(0, 12), rng.randint(0, 20)))
-            if "result" not in msg and msg.get("error", {}).get("code") != -32800:
+            if "result" not in msg and msg.get("error", {}).get("code") not in ANSWERED_ERRORS:
                 raise RuntimeError(f"fuzz case {i}: completion got {msg}")
     client.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
     return {"cases": args.fuzz, "kinds": len(kinds), "seconds": time.monotonic() - t0,
@@ -439,13 +441,17 @@ def labels(msg: dict) -> list[str]:
     return [item["label"] for item in result.get("items", [])]
 
 
-def _alone(client: RawClient, targets: list[tuple[str, tuple[int, int]]]) -> list[list[str]]:
+def _alone(client: RawClient, targets: list[tuple[str, tuple[int, int]]],
+           latencies: list[float] | None = None) -> list[list[str]]:
     """The answers at each target's cursor in a small file holding that function alone."""
     out = []
     for k, (text, (line, col)) in enumerate(targets):
         uri = uri_of(f"alone{k}")
         open_doc(client, uri, text)
-        out.append(labels(client.call("textDocument/completion", position(uri, line, col))))
+        msg, ms = client.timed("textDocument/completion", position(uri, line, col))
+        out.append(labels(msg))
+        if latencies is not None:
+            latencies.append(ms)
         client.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
     return out
 
@@ -454,7 +460,10 @@ def big_file(client: RawClient, args: argparse.Namespace) -> dict:
     """Completions in a generated module of `args.big_mb` MB against the same functions alone."""
     rng = random.Random(args.seed + 2)
     targets = holed_functions(rng, 6)
-    alone = _alone(client, targets)
+    alone_ms: list[float] = []
+    alone = _alone(client, targets, alone_ms)
+    for _ in range(max(0, args.big_requests // len(targets) - 1)):   # as many timed as in the big file
+        _alone(client, targets, alone_ms)
     text, starts = big_module(rng, args.big_mb, [t for t, _ in targets])
     cursors = [(at + line, col) for at, (_, (line, col)) in zip(starts, targets)]
     size = len(text.encode("utf-8"))
@@ -487,15 +496,18 @@ def big_file(client: RawClient, args: argparse.Namespace) -> dict:
             "requests": len(latencies), "open_and_first_ms": open_ms, "first_ms": first_ms,
             "first_items": len(labels(first)),
             "p50_ms": statistics.median(q), "p95_ms": q[min(len(q) - 1, int(0.95 * len(q)))],
-            "max_ms": q[-1], "rss_before_mb": rss_before, "rss_open_mb": rss_open,
+            "max_ms": q[-1], "alone_p50_ms": statistics.median(alone_ms),
+            "alone_p95_ms": sorted(alone_ms)[min(len(alone_ms) - 1, int(0.95 * len(alone_ms)))],
+            "rss_before_mb": rss_before, "rss_open_mb": rss_open,
             "rss_after_mb": client.rss()}
 
 
 # ---------------------------------------------------------------- report
 
 def report(args: argparse.Namespace, res: dict) -> list[str]:
-    out = [f"anycode serve over stdio (raw client), beam {args.beam}, budget {args.budget_ms} ms, "
-           f"seed {args.seed}; load average before: {res['load']}"]
+    out = [f"anycode serve over stdio (raw client), seed {args.seed}; soak and fuzz at beam {args.soak_beam}, "
+           f"budget {args.soak_budget_ms} ms; big file at beam {args.beam}, budget {args.budget_ms} ms; "
+           f"load average (1, 5, 15 min) before: {res['load']}, after: {res.get('load_after')}"]
     s = res.get("soak")
     if s:
         r = s["rss_mb"]
@@ -518,11 +530,26 @@ def report(args: argparse.Namespace, res: dict) -> list[str]:
                 f"function alone ({b['alone_with_items']} of them with items)",
                 f"  big file: {b['requests']} completions after an edit each: p50 {b['p50_ms']:.0f} ms, "
                 f"p95 {b['p95_ms']:.0f} ms, max {b['max_ms']:.0f} ms (budget {args.budget_ms} ms); "
-                f"{b['with_items']} with items",
+                f"{b['with_items']} with items; the same functions alone: p50 {b['alone_p50_ms']:.0f} ms, "
+                f"p95 {b['alone_p95_ms']:.0f} ms",
                 f"  big file RSS: {b['rss_before_mb']:.1f} MB before opening, {b['rss_open_mb']:.1f} MB open, "
                 f"{b['rss_after_mb']:.1f} MB after closing ({b['rss_after_mb'] - b['rss_before_mb']:+.1f} MB; "
                 f"target within 20 MB)"]
     return out
+
+
+def phase(args: argparse.Namespace, res: dict, beam: int, budget_ms: int, steps: list) -> bool:
+    """The `steps` ((name, function) pairs) on one fresh server; False when one failed."""
+    client = start(args, beam=beam, budget_ms=budget_ms)
+    try:
+        for name, step in steps:
+            res[name] = step(client, args)
+        return True
+    except (RuntimeError, TimeoutError, EOFError) as exc:
+        print(f"soak failed: {exc}\n{client.stderr_tail()}", file=sys.stderr)
+        return False
+    finally:
+        res.setdefault("exit_codes", []).append(client.close())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -533,28 +560,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--big-requests", type=int, default=60)
     ap.add_argument("--beam", type=int, default=5)
     ap.add_argument("--budget-ms", type=int, default=300)
+    ap.add_argument("--soak-beam", type=int, default=0, help="beam of the soak and fuzz server (default --beam)")
+    ap.add_argument("--soak-budget-ms", type=int, default=0,
+                    help="time budget of the soak and fuzz server (default --budget-ms)")
     ap.add_argument("--model", default="", help="model directory (default: the shipped model)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="")
     ap.add_argument("--out", type=Path, default=None, help="markdown file whose bench-soak section to rewrite")
     args = ap.parse_args(argv)
+    args.soak_beam, args.soak_budget_ms = args.soak_beam or args.beam, args.soak_budget_ms or args.budget_ms
     import os
     res: dict[str, Any] = {"load": " ".join(f"{x:.2f}" for x in os.getloadavg())}
-    client = start(args)
-    ok = True
-    try:
-        if args.requests:
-            res["soak"] = soak(client, args)
-        if args.fuzz:
-            res["fuzz"] = fuzz(client, args)
-        if args.big_mb > 0:
-            res["big"] = big_file(client, args)
-            ok = res["big"]["same_as_alone"] == res["big"]["holes"]
-    except (RuntimeError, TimeoutError, EOFError) as exc:
-        print(f"soak failed: {exc}\n{client.stderr_tail()}", file=sys.stderr)
-        ok = False
-    finally:
-        res["exit_code"] = client.close()
+    steps = [(n, f) for n, f, k in (("soak", soak, args.requests), ("fuzz", fuzz, args.fuzz)) if k]
+    ok = not steps or phase(args, res, args.soak_beam, args.soak_budget_ms, steps)
+    if args.big_mb > 0:
+        ok = phase(args, res, args.beam, args.budget_ms, [("big", big_file)]) and ok
+        ok = ok and res["big"]["same_as_alone"] == res["big"]["holes"]
+    res["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     lines = report(args, res)
     print("\n".join(lines))
     if args.json:
