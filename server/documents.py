@@ -174,7 +174,8 @@ class Document:
             self._tree.edit(start_byte=start, old_end_byte=end, new_end_byte=start + len(new),
                             start_point=start_point, old_end_point=old_end_point,
                             new_end_point=new_end_point)
-        self.text = self.text[:start] + new + self.text[end:]
+        old = memoryview(self.text)
+        self.text = b"".join((old[:start], new, old[end:]))   # one copy, not three
         # Patch the line index: drop the line starts the old text made inside the
         # range, add the new text's, shift the rest.
         starts = self.line_starts
