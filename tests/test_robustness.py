@@ -107,8 +107,9 @@ def test_a_big_file_is_answered_as_its_function_alone(model_settings, megabytes)
 
 
 def test_a_closed_big_file_gives_its_memory_back(server):
-    """After a 3.5 MB file was opened, completed in and closed, the resident set stayed ~200 MB
-    higher (its whole tree, and glibc keeping freed pages)."""
+    """After a 3.5 MB file was opened, completed in and closed, the resident set stayed higher by
+    far more than the file (its trees, parsed whole at every version, and glibc keeping freed
+    pages)."""
     targets, text, cursors = big_case(8, 3.5, 1)
     server.stats()
     time.sleep(0.5)
@@ -116,14 +117,15 @@ def test_a_closed_big_file_gives_its_memory_back(server):
     uri = soak.uri_of("big")
     soak.open_doc(server, uri, text)
     del text
-    for v in range(2, 6):
+    for v in range(2, 10):
         soak.change(server, uri, v, cursors[0][0] + 3, 0, 0, "")   # new versions, same text
         server.call("textDocument/completion", soak.position(uri, *cursors[0]))
     server.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
     server.stats()
     time.sleep(1.5)                                                # the heap is trimmed after 1 s
     after = server.rss()
-    assert after - before < 20, (before, after)
+    print(f"RSS {before:.1f} MB before opening, {after:.1f} MB after closing")
+    assert after - before < 12, (before, after)
 
 
 def test_big_file_edits_and_positions_do_not_scan_the_file(server):
