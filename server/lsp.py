@@ -718,6 +718,7 @@ def make_server(completer_factory: Callable[[Settings], Any] | None = None,
                           for u, d in ls.docs.items()],
             "torchLoaded": "torch" in sys.modules,
             "scoreMemo": _memo_counts(ls.model.completer),
+            "leafCache": _cache_size(getattr(ls.model.completer, "leaf_cache", None)),
             "threads": threading.active_count(),
         }
 
@@ -734,6 +735,12 @@ def make_server(completer_factory: Callable[[Settings], Any] | None = None,
 def _memo_counts(completer: Any) -> dict | None:
     memo = getattr(completer, "score_memo", None)
     return None if memo is None else {"hits": memo.hits, "misses": memo.misses}
+
+
+def _cache_size(cache: Any) -> dict | None:
+    """Entries of one of the completer's bounded caches, and its bound."""
+    data = getattr(cache, "data", None)
+    return None if data is None else {"entries": len(data), "max": getattr(cache, "max_entries", None)}
 
 
 def load_factory(spec: str) -> Callable[[Settings], Any]:

@@ -306,8 +306,9 @@ def soak(client: RawClient, args: argparse.Namespace) -> dict:
         if i % 1000 == 0:
             st = client.stats()
             rss[i] = client.rss()
-            held[i] = {k: st.get(k) for k in ("jobs", "pinned", "futures", "documents")}
+            held[i] = {k: st.get(k) for k in ("jobs", "pinned", "futures", "documents", "leafCache")}
             held[i]["documents"] = len(held[i]["documents"] or [])
+            held[i]["leafCache"] = (held[i]["leafCache"] or {}).get("entries")
             print(f"  request {i}: RSS {rss[i]:.1f} MB, held {held[i]}, "
                   f"{time.monotonic() - t_start:.0f} s", flush=True)
     st = client.stats()
