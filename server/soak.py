@@ -34,8 +34,9 @@ from typing import Any
 from anycode.server.bench import rss_mb
 
 STATS = "anycode/stats"
+SAME_BUDGET_MS = 30000
 ANSWERED_ERRORS = (-32800, -32801, -32602)   # cancelled, changed, a position outside what LSP allows
-ANSWER_TIMEOUT = 30.0
+ANSWER_TIMEOUT = 60.0
 
 
 class RawClient:
@@ -457,13 +458,27 @@ def _alone(client: RawClient, targets: list[tuple[str, tuple[int, int]]],
     return out
 
 
+def budget(client: RawClient, ms: int) -> None:
+    """The server's time budget set through didChangeConfiguration (the model stays loaded)."""
+    client.notify("workspace/didChangeConfiguration", {"settings": {"anycode": {"timeBudgetMs": ms}}})
+    end = time.monotonic() + 10
+    while client.stats().get("settings", {}).get("timeBudgetMs") != ms:
+        if time.monotonic() > end:
+            raise RuntimeError(f"the time budget did not change to {ms} ms")
+        time.sleep(0.05)
+
+
 def big_file(client: RawClient, args: argparse.Namespace) -> dict:
     """Completions in a generated module of `args.big_mb` MB against the same functions alone."""
     rng = random.Random(args.seed + 2)
     targets = holed_functions(rng, 6)
+    # the answers compared at a budget no search reaches (at the bench's, a busy machine cuts them
+    # short at different steps); the latencies at the bench's
+    budget(client, SAME_BUDGET_MS)
+    alone = _alone(client, targets)
+    budget(client, args.budget_ms)
     alone_ms: list[float] = []
-    alone = _alone(client, targets, alone_ms)
-    for _ in range(max(0, args.big_requests // len(targets) - 1)):   # as many timed as in the big file
+    for _ in range(max(1, args.big_requests // len(targets))):   # as many timed as in the big file
         _alone(client, targets, alone_ms)
     text, starts = big_module(rng, args.big_mb, [t for t, _ in targets])
     cursors = [(at + line, col) for at, (_, (line, col)) in zip(starts, targets)]
@@ -480,7 +495,10 @@ def big_file(client: RawClient, args: argparse.Namespace) -> dict:
     first, first_ms = client.timed("textDocument/completion", position(big, *cursors[0]))
     open_ms = (time.monotonic() - t0) * 1000
     rss_open = client.rss()
-    same = [labels(client.call("textDocument/completion", position(big, *c))) == a for c, a in zip(cursors, alone)]
+    budget(client, SAME_BUDGET_MS)
+    in_big = [labels(client.call("textDocument/completion", position(big, *c), timeout=120)) for c in cursors]
+    same = [x == a for x, a in zip(in_big, alone)]
+    budget(client, args.budget_ms)
     latencies, answered = [], 0
     for i in range(args.big_requests):
         # an edit far from the functions (a new version: nothing cached), then a completion in one
@@ -493,6 +511,7 @@ def big_file(client: RawClient, args: argparse.Namespace) -> dict:
     time.sleep(1.0)
     q = sorted(latencies)
     return {"bytes": size, "holes": len(targets), "same_as_alone": sum(same),
+            "differing": [(a, x) for a, x, ok in zip(alone, in_big, same) if not ok],
             "alone_with_items": sum(bool(a) for a in alone), "with_items": answered,
             "requests": len(latencies), "open_and_first_ms": open_ms, "first_ms": first_ms,
             "first_items": len(labels(first)),
@@ -528,7 +547,8 @@ def report(args: argparse.Namespace, res: dict) -> list[str]:
     if b:
         out += [f"  big file: {b['bytes'] / 1e6:.1f} MB, open + first completion {b['open_and_first_ms']:.0f} ms "
                 f"({b['first_items']} items); {b['same_as_alone']}/{b['holes']} holes answered as in the "
-                f"function alone ({b['alone_with_items']} of them with items)",
+                f"function alone ({b['alone_with_items']} of them with items; compared at a "
+                f"{SAME_BUDGET_MS} ms budget)",
                 f"  big file: {b['requests']} completions after an edit each: p50 {b['p50_ms']:.0f} ms, "
                 f"p95 {b['p95_ms']:.0f} ms, max {b['max_ms']:.0f} ms (budget {args.budget_ms} ms); "
                 f"{b['with_items']} with items; the same functions alone: p50 {b['alone_p50_ms']:.0f} ms, "
@@ -573,16 +593,16 @@ def main(argv: list[str] | None = None) -> int:
     import os
     res: dict[str, Any] = {"load": " ".join(f"{x:.2f}" for x in os.getloadavg())}
     steps = [(n, f) for n, f, k in (("soak", soak, args.requests), ("fuzz", fuzz, args.fuzz)) if k]
-    ok = not steps or phase(args, res, args.soak_beam, args.soak_budget_ms, steps)
+    ran = not steps or phase(args, res, args.soak_beam, args.soak_budget_ms, steps)
     if args.big_mb > 0:
-        ok = phase(args, res, args.beam, args.budget_ms, [("big", big_file)]) and ok
-        ok = ok and res["big"]["same_as_alone"] == res["big"]["holes"]
+        ran = phase(args, res, args.beam, args.budget_ms, [("big", big_file)]) and ran
+    ok = ran and ("big" not in res or res["big"]["same_as_alone"] == res["big"]["holes"])
     res["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     lines = report(args, res)
     print("\n".join(lines))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=str))
-    if args.out and ok:
+    if args.out and ran:
         from anycode.model.bench import write_report
         command = "python -m anycode.server.soak " + " ".join(argv if argv is not None else sys.argv[1:])
         write_report(args.out, f"Measured {time.strftime('%Y-%m-%d %H:%M')} by `{command}`:\n\n```\n"
