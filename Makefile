@@ -26,13 +26,17 @@ test: $(BIN)/.installed-train
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # completion latency, memory, start-up: the measured sections of docs/bench.md, in process
-# (model/bench.py), then through LSP with holebench on the same test split (server/bench.py)
+# (model/bench.py), then through LSP with holebench on the same test split (server/bench.py), then
+# the soak, fuzz and 10 MB file through a raw client (server/soak.py; SOAK_FLAGS, e.g.
+# "--soak-beam 2 --soak-budget-ms 100" to bound the soak's run time on a slow machine)
 HOLEBENCH ?= ../shared/bench/holebench.py
 TEST_SPLIT ?= data/corpus/python/test
+SOAK_FLAGS ?=
 bench: $(BIN)/.installed-train
 	$(BIN)/python -m anycode.model.bench --out docs/bench.md
 	$(BIN)/python -m anycode.server.bench --out docs/bench.md \
 		$$(test -f $(HOLEBENCH) && echo --holebench $(HOLEBENCH)) $$(test -d $(TEST_SPLIT) && echo $(TEST_SPLIT))
+	$(BIN)/python -m anycode.server.soak --out docs/bench.md $(SOAK_FLAGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

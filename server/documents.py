@@ -7,19 +7,30 @@ position encoding: UTF-16 code units (the default), UTF-8 bytes or code points
 text; `Document.offset_at` and `Document.position_at` convert at the edges.
 
 Lines end at "\\n" ("\\r\\n" counts as one line end; a lone "\\r" does not end a
-line, editors normalise it away).  Incremental changes splice the bytes, patch
-the line index and `tree.edit` the old tree; the tree is reparsed, with the
-edited old tree, the first time someone asks for it at a new version, so a
-document is parsed at most once per version however many changes arrive.
+line, editors normalise it away).  The line index is an array of line starts,
+replaced (never changed in place) by each edit, so a snapshot can keep the one
+of its version; converting a position costs a binary search, not a scan.
+Incremental changes splice the bytes, patch the line index and `tree.edit` the
+old tree; the tree is reparsed, with the edited old tree, the first time someone
+asks for it at a new version, so a document is parsed at most once per version
+however many changes arrive.
+
+A document over `WHOLE_PARSE_BYTES` is never parsed whole: `region` is the
+top-level block around a cursor (the one the completer reads, holes.window) and
+`region_tree` parses that block alone, so the work per request depends on the
+block, not on the file.
 """
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
 
+import numpy as np
 import tree_sitter as ts
 
 from anycode.grammars import python as grammar
+from anycode.model import holes
+
+WHOLE_PARSE_BYTES = holes.MAX_PARSE_BYTES   # larger documents are parsed a top-level block at a time
 
 UTF8, UTF16, UTF32 = "utf-8", "utf-16", "utf-32"
 ENCODINGS = (UTF8, UTF16, UTF32)
@@ -74,7 +85,9 @@ class Document:
         self.line_starts = _line_starts(self.text)
         self._tree: ts.Tree | None = None
         self._tree_version: int | None = None
+        self._region: tuple[int, int, int, ts.Tree] | None = None   # (version, lo, hi, tree) of region_tree
         self.parses = 0  # how many times tree-sitter ran on this document
+        self.parsed_max = 0  # the most bytes it ran on at once
         self.closed = False
 
     @classmethod
@@ -92,9 +105,9 @@ class Document:
 
     def line_bounds(self, line: int) -> tuple[int, int]:
         """Byte range of a line's content, without its line end."""
-        start = self.line_starts[line]
+        start = int(self.line_starts[line])
         if line + 1 < len(self.line_starts):
-            end = self.line_starts[line + 1] - 1
+            end = int(self.line_starts[line + 1]) - 1
             if end > start and self.text[end - 1] == 0x0D:  # \r\n
                 end -= 1
         else:
@@ -119,14 +132,12 @@ class Document:
         return start + n
 
     def position_at(self, offset: int, encoding: str = UTF16) -> tuple[int, int]:
-        offset = _char_start(self.text, offset)
-        line = bisect.bisect_right(self.line_starts, offset) - 1
-        return line, _column(self.text[self.line_starts[line]:offset], encoding)
+        return position_in(self.text, offset, encoding, self.line_starts)
 
     def point_at(self, offset: int) -> tuple[int, int]:
         """tree-sitter point: (row, byte column)."""
-        line = bisect.bisect_right(self.line_starts, offset) - 1
-        return line, offset - self.line_starts[line]
+        line = int(np.searchsorted(self.line_starts, offset, "right")) - 1
+        return line, offset - int(self.line_starts[line])
 
     # ------------------------------------------------------------ changes
 
@@ -151,6 +162,8 @@ class Document:
 
     def splice(self, start: int, end: int, new: bytes) -> tuple[int, int, int]:
         """Replace bytes [start, end) with `new`: the text, the line index, the tree's edit."""
+        if self._tree is not None and len(self.text) + len(new) - (end - start) > WHOLE_PARSE_BYTES:
+            self._tree = None      # too large to parse whole from now on
         if self._tree is not None:
             start_point, old_end_point = self.point_at(start), self.point_at(end)
             nl = new.rfind(b"\n")
@@ -161,21 +174,16 @@ class Document:
             self._tree.edit(start_byte=start, old_end_byte=end, new_end_byte=start + len(new),
                             start_point=start_point, old_end_point=old_end_point,
                             new_end_point=new_end_point)
-        self.text = self.text[:start] + new + self.text[end:]
+        old = memoryview(self.text)
+        self.text = b"".join((old[:start], new, old[end:]))   # one copy, not three
         # Patch the line index: drop the line starts the old text made inside the
         # range, add the new text's, shift the rest.
-        lo = bisect.bisect_right(self.line_starts, start)
-        hi = bisect.bisect_right(self.line_starts, end)
+        starts = self.line_starts
+        lo = int(np.searchsorted(starts, start, "right"))
+        hi = int(np.searchsorted(starts, end, "right"))
         delta = len(new) - (end - start)
-        added = []
-        i = new.find(b"\n")
-        while i >= 0:
-            added.append(start + i + 1)
-            i = new.find(b"\n", i + 1)
-        tail = self.line_starts[hi:]
-        if delta:
-            tail = [p + delta for p in tail]
-        self.line_starts[lo:] = added + tail
+        added = _newlines(new) + (start + 1)
+        self.line_starts = np.concatenate([starts[:lo], added, starts[hi:] + delta])
         return start, end, len(new)
 
     # ------------------------------------------------------------ syntax
@@ -188,21 +196,51 @@ class Document:
                 else parser.parse(self.text)
             self._tree_version = self.version
             self.parses += 1
+            self.parsed_max = max(self.parsed_max, len(self.text))
         return self._tree
+
+    @property
+    def parsed_whole(self) -> bool:
+        """Is the document small enough to be parsed whole?"""
+        return len(self.text) <= WHOLE_PARSE_BYTES
+
+    def region(self, offset: int) -> tuple[int, int]:
+        """The bytes parsed for a request at `offset`: all of them, or the top-level block."""
+        if self.parsed_whole:
+            return 0, len(self.text)
+        return holes.window(self.text, offset)
+
+    def region_tree(self, parser: ts.Parser, offset: int) -> tuple[int, ts.Tree]:
+        """(where it starts, the tree of `region(offset)` parsed alone); the last one is kept."""
+        if self.parsed_whole:
+            return 0, self.tree(parser)
+        lo, hi = self.region(offset)
+        r = self._region
+        if r is None or r[:3] != (self.version, lo, hi):
+            r = self._region = (self.version, lo, hi, parser.parse(self.text[lo:hi]))
+            self.parses += 1
+            self.parsed_max = max(self.parsed_max, hi - lo)
+        return lo, r[3]
 
     def in_comment(self, parser: ts.Parser, offset: int) -> bool:
         """True when `offset` lies inside a comment (no expression can go there)."""
         if offset == 0:
             return False
-        node = self.tree(parser).root_node.descendant_for_byte_range(offset - 1, offset)
-        return node is not None and node.type == "comment" and node.start_byte < offset
+        lo, tree = self.region_tree(parser, offset)
+        node = tree.root_node.descendant_for_byte_range(offset - 1 - lo, offset - lo)
+        return node is not None and node.type == "comment" and node.start_byte + lo < offset
 
 
-def position_in(text: bytes, offset: int, encoding: str = UTF16) -> tuple[int, int]:
-    """(line, character) of a byte offset in any UTF-8 text (no line index: O(n))."""
+def position_in(text: bytes, offset: int, encoding: str = UTF16,
+                line_starts: np.ndarray | None = None) -> tuple[int, int]:
+    """(line, character) of a byte offset in UTF-8 text, through its line index when given
+    (a binary search) or by counting line ends (a scan of the text before it)."""
     offset = _char_start(text, offset)
-    line_start = text.rfind(b"\n", 0, offset) + 1
-    return text.count(b"\n", 0, line_start), _column(text[line_start:offset], encoding)
+    if line_starts is None:
+        line_start = text.rfind(b"\n", 0, offset) + 1
+        return text.count(b"\n", 0, line_start), _column(text[line_start:offset], encoding)
+    line = int(np.searchsorted(line_starts, offset, "right")) - 1
+    return line, _column(text[int(line_starts[line]):offset], encoding)
 
 
 def _common_prefix(a: bytes, b: bytes) -> int:
@@ -230,13 +268,13 @@ def _column(prefix: bytes, encoding: str) -> int:
     return len(prefix) if encoding == UTF8 else _units(decode(prefix), encoding)
 
 
-def _line_starts(text: bytes) -> list[int]:
-    starts = [0]
-    i = text.find(b"\n")
-    while i >= 0:
-        starts.append(i + 1)
-        i = text.find(b"\n", i + 1)
-    return starts
+def _newlines(data: bytes) -> np.ndarray:
+    """Offsets of the line ends in `data`."""
+    return np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 0x0A).astype(np.int64)
+
+
+def _line_starts(text: bytes) -> np.ndarray:
+    return np.concatenate([np.zeros(1, np.int64), _newlines(text) + 1])
 
 
 def new_parser() -> ts.Parser:

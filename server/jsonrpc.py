@@ -30,6 +30,7 @@ import logging
 import os
 import re
 import sys
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -192,6 +193,8 @@ class FrameReader:
         except UnicodeDecodeError as exc:
             return self._fault(f"parse error: the message is not UTF-8 ({exc.reason} at byte {exc.start})",
                                PARSE_ERROR, salvage_id(body))
+        except RecursionError:  # nested deeper than the decoder's recursion limit
+            return self._fault("parse error: the message nests too deeply", PARSE_ERROR, salvage_id(body))
         except ValueError as exc:
             error = exc
         # a message followed by more (its length too long): the message, and the rest read again
@@ -199,7 +202,7 @@ class FrameReader:
         start = _WS.match(text).end()
         try:
             value, end = json.JSONDecoder().raw_decode(text, start)
-        except ValueError:
+        except (ValueError, RecursionError):
             return self._fault(f"parse error: {error}", PARSE_ERROR, salvage_id(body))
         rest = text[end:].encode("utf-8")
         self._buf[0:0] = rest
@@ -245,6 +248,26 @@ class SafeProtocol(LanguageServerProtocol):
 
     exit_code: int | None = None
     _initialize_seen = False
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._notification_ids: deque = deque()
+
+    def _execute_handler(self, msg_id: Any, handler: Any, callback: Any, args: Any = None, kwargs: Any = None):
+        """pygls keeps the future of every handler in `_request_futures`, under the message id, and
+        takes out only those of requests: a notification's (under a fresh uuid) would stay there for
+        the life of the process, with its result or exception.  Here they go once done, oldest
+        first, as later messages come (not from a done callback: pygls's shutdown cancels futures
+        while it iterates over that map)."""
+        super()._execute_handler(msg_id, handler, callback, args, kwargs)
+        if callback == self._check_handler_result:
+            self._notification_ids.append(msg_id)
+        ids, futures = self._notification_ids, self._request_futures
+        while ids:
+            future = futures.get(ids[0])
+            if future is not None and not future.done():
+                break
+            futures.pop(ids.popleft(), None)
 
     def fault(self, fault: Fault) -> None:
         """Logs one line; answers when the fault has a code."""

@@ -60,7 +60,9 @@ log = logging.getLogger("anycode.server")
 STATUS = "anycode/status"
 STATS = "anycode/stats"
 COMPLETION_METHODS = (types.TEXT_DOCUMENT_COMPLETION, types.TEXT_DOCUMENT_INLINE_COMPLETION)
-MAX_DOCUMENT_BYTES = 4 << 20   # larger documents get no completions (parsing alone would eat the budget)
+MAX_DOCUMENT_BYTES = 16 << 20  # larger documents get no completions (documents.py parses a block at a time)
+TRIM_AFTER_BYTES = 1 << 20      # closing a document this large hands freed memory back (_trim_heap)
+MAX_PINNED = 256               # snapshots of requests that have not run yet (each holds its buffer)
 CLIENT_REPLY_TIMEOUT = 10.0    # seconds to wait for the client's answer to our own requests
 TRIGGER_CHARACTERS = [".", "(", "[", ","]
 
@@ -78,6 +80,7 @@ class Snapshot:
     version: int = 0
     source: bytes = b""
     cursor: int | None = None
+    lines: Any = None             # the document's line index at that version
 
 
 @dataclass
@@ -146,9 +149,16 @@ class AnycodeProtocol(SafeProtocol):
         yield from ()
 
     def _handle_request(self, msg_id, method_name, params):
-        if method_name in COMPLETION_METHODS:
-            self._server.pin(msg_id, params)
+        if method_name not in COMPLETION_METHODS:
+            return super()._handle_request(msg_id, method_name, params)
+        self._server.pin(msg_id, params)
         super()._handle_request(msg_id, method_name, params)
+        future = self._request_futures.get(msg_id)
+        pinned = self._server.pinned
+        if future is None:   # answered already (or never started): its snapshot goes now
+            pinned.pop(msg_id, None)
+        else:                # a request cancelled before it ran leaves its snapshot behind
+            future.add_done_callback(lambda _f: pinned.pop(msg_id, None))
 
 
 class _QuietCancel(logging.Filter):
@@ -417,6 +427,8 @@ class AnycodeServer(LanguageServer):
         doc = self.docs.pop(uri, None)
         if doc is not None:
             doc.closed = True
+            if len(doc.text) >= TRIM_AFTER_BYTES:   # once the requests still holding it are done
+                asyncio.get_running_loop().call_later(1.0, _trim_heap)
             close = getattr(self.model.completer, "close_document", None)
             if close is not None:  # its per-document caches; in the worker, behind any run
                 try:
@@ -437,10 +449,10 @@ class AnycodeServer(LanguageServer):
         snap = Snapshot(uri=uri, t0=time.monotonic())
         doc = self.docs.get(uri)
         if doc is not None:
-            snap.doc, snap.version, snap.source = doc, doc.version, doc.text
+            snap.doc, snap.version, snap.source, snap.lines = doc, doc.version, doc.text, doc.line_starts
             snap.cursor = doc.offset_at(pos.line, pos.character, self.encoding)
-        if len(self.pinned) > 256:  # requests cancelled before they ran leave theirs behind
-            for key in list(self.pinned)[:128]:
+        if len(self.pinned) >= MAX_PINNED:  # a client that never waits for its answers: the oldest go
+            for key in list(self.pinned)[:MAX_PINNED // 2]:
                 del self.pinned[key]
         self.pinned[msg_id] = snap
 
@@ -481,8 +493,9 @@ class AnycodeServer(LanguageServer):
             if job is not None and not job.cancelled:
                 job.cancelled = True
                 self.stats.superseded += 1
-            job = Job(doc, snap.version, snap.source, snap.cursor, s, snap.t0 + s.timeBudgetMs / 1000,
-                      doc.tree(self.parser).copy())
+            # the completer starts from the server's tree where the document is parsed whole
+            tree = doc.tree(self.parser).copy() if doc.parsed_whole else None
+            job = Job(doc, snap.version, snap.source, snap.cursor, s, snap.t0 + s.timeBudgetMs / 1000, tree)
             self.jobs[snap.uri] = job
             job.task = asyncio.ensure_future(self._run(job))
             # its outcome may be nobody's (all requesters cancelled): retrieve it anyway
@@ -546,7 +559,7 @@ class AnycodeServer(LanguageServer):
             return completer.complete(job.source, job.cursor, uri=job.doc.uri, version=job.version,
                                       beam_size=s.beamSize, max_items=s.maxItems,
                                       deadline=job.deadline, cancelled=job.is_cancelled,
-                                      prior=(job.source, job.tree))
+                                      prior=None if job.tree is None else (job.source, job.tree))
         except BaseException:
             if job.is_cancelled():
                 self.stats.model_runs_cancelled += 1
@@ -574,9 +587,28 @@ class AnycodeServer(LanguageServer):
         if b"\n" in src[cursor:end]:
             return None
         # positions from the pinned source (the document may have moved on)
-        pos = lambda off: types.Position(*position_in(src, off, enc))  # noqa: E731
+        pos = lambda off: types.Position(*position_in(src, off, enc, snap.lines))  # noqa: E731
         rng = types.Range(start=pos(start), end=pos(end))
         return rng, decode(text), decode(src[start:cursor])
+
+
+def _trim_heap() -> None:
+    """Hand the C heap's free pages back to the system.  glibc's allocator raises its mmap
+    threshold after the first large buffer is freed, so the next ones come from the heap, whose
+    pages it keeps when they are freed: the resident set would stay as high as the largest
+    document ever open.  Elsewhere nothing to do."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+            _malloc_trim = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None
 
 
 def _is_python(doc: Document) -> bool:
@@ -677,13 +709,16 @@ def make_server(completer_factory: Callable[[Settings], Any] | None = None,
             "superseded": st.superseded, "cancelled": st.cancelled,
             "modelRuns": st.model_runs, "modelRunsCancelled": st.model_runs_cancelled,
             "modelBusy": st.model_busy, "jobs": len(ls.jobs), "loads": st.loads,
+            "pinned": len(ls.pinned), "futures": len(ls.protocol._request_futures),
             "state": ls.model.state, "device": ls.model.device, "encoding": ls.encoding,
             "settings": dataclasses.asdict(ls.settings),
             "p50Ms": q(0.5), "p95Ms": q(0.95),
-            "documents": [{"uri": u, "version": d.version, "bytes": len(d.text), "parses": d.parses}
+            "documents": [{"uri": u, "version": d.version, "bytes": len(d.text), "parses": d.parses,
+                           "parsedMax": d.parsed_max}
                           for u, d in ls.docs.items()],
             "torchLoaded": "torch" in sys.modules,
             "scoreMemo": _memo_counts(ls.model.completer),
+            "leafCache": _cache_size(getattr(ls.model.completer, "leaf_cache", None)),
             "threads": threading.active_count(),
         }
 
@@ -700,6 +735,12 @@ def make_server(completer_factory: Callable[[Settings], Any] | None = None,
 def _memo_counts(completer: Any) -> dict | None:
     memo = getattr(completer, "score_memo", None)
     return None if memo is None else {"hits": memo.hits, "misses": memo.misses}
+
+
+def _cache_size(cache: Any) -> dict | None:
+    """Entries of one of the completer's bounded caches, and its bound."""
+    data = getattr(cache, "data", None)
+    return None if data is None else {"entries": len(data), "max": getattr(cache, "max_entries", None)}
 
 
 def load_factory(spec: str) -> Callable[[Settings], Any]:

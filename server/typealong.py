@@ -52,7 +52,8 @@ class TypeAlongCache:
         k = cursor - e.cursor  # bytes typed since
         if k < 0 or len(source) != len(e.source) + k:
             return None
-        if source[:e.cursor] != e.source[:e.cursor] or source[cursor:] != e.source[e.cursor:]:
+        old = memoryview(e.source)   # compared in place: a large buffer is not copied
+        if not (source.startswith(old[:e.cursor]) and source.endswith(old[e.cursor:])):
             return None
         out = []
         for c in e.cands:
