@@ -5,6 +5,7 @@
 # shards not done by then are left out of the run) and starts from /tmp/init (.carry/init: slm.pt,
 # config.json, vocab.json, grammar.json of model/shipped); a later call on the same warm machine
 # resumes the run from its checkpoint.  Ends with the run's latest weights in $OUT (weights.py --last).
+# DEVICE (default cuda) and TRAIN_SET (e.g. "--set targets_per_batch=512") are for a dry run on a CPU.
 set -u
 T0=$(date +%s)
 RUN=$1; DEADLINE=$2; FEAT=${3:-150}
@@ -18,7 +19,7 @@ python3 "$ROOT_DIR/tools/device/featurize.py" /tmp/ds/python /tmp/feat --seconds
 LEFT=$(( DEADLINE - ($(date +%s) - T0) - 30 ))
 echo "$(( $(date +%s) - T0 ))s in; training for $LEFT s"
 python3 -m anycode train --data /tmp/ds/python --out /tmp/runs/$RUN --config large --init /tmp/init \
-  --features /tmp/feat --device cuda --minutes "$(python3 -c "print($LEFT / 60)")"
+  --features /tmp/feat --device "${DEVICE:-cuda}" --minutes "$(python3 -c "print($LEFT / 60)")" ${TRAIN_SET:-}
 python3 "$ROOT_DIR/tools/device/weights.py" /tmp/runs/$RUN "$OUT" "$RUN" --last
 nvidia-smi --query-gpu=memory.used --format=csv,noheader
 ls -la "$OUT"; echo "call done in $(( $(date +%s) - T0 ))s"
