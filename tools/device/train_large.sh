@@ -15,7 +15,7 @@ if [ ! -f /tmp/runs/$RUN/ckpt.pt ] && [ ! -f /tmp/init/slm.pt ]; then
   echo "neither /tmp/runs/$RUN/ckpt.pt nor /tmp/init: a fresh machine without the carried pieces"; exit 3
 fi
 echo "train shards: $(ls /tmp/ds/python/train/*.npz | wc -l), dev shards: $(ls /tmp/ds/python/dev/*.npz | wc -l)"
-python3 "$ROOT_DIR/tools/device/featurize.py" /tmp/ds/python /tmp/feat --seconds "$FEAT" --jobs 15 | tail -4
+python3 "$ROOT_DIR/tools/device/featurize.py" /tmp/ds/python /tmp/feat --seconds "$FEAT" --jobs 16 | tail -4
 LEFT=$(( DEADLINE - ($(date +%s) - T0) - 30 ))
 echo "$(( $(date +%s) - T0 ))s in; training for $LEFT s"
 python3 -m anycode train --data /tmp/ds/python --out /tmp/runs/$RUN --config large --init /tmp/init \
