@@ -272,7 +272,46 @@ def init_from(model: SLM, state: dict) -> list[str]:
             else:
                 block = tuple(slice(0, min(a, b)) for a, b in zip(v.shape, w.shape))
                 v[block] = w[block].to(v.dtype)
+        _grow_transformer(model, state)
     return untouched
+
+
+def _grow_transformer(model: SLM, state: dict) -> None:
+    """Make a wider or deeper transformer compute what `state`'s did (function preserving growth).
+
+    Without this, the fresh feed-forward units and layers added by a partial init scramble the
+    start weights' output: config large from model/shipped started at a dev nll of 5.6 per target
+    against 2.1 for the same wiring at the old size (0.72 in the paper's wiring), on 64 dev examples.
+    A wider feed-forward: the fresh hidden units' output weights (linear2's new columns) start at
+    zero.  More layers (post-LN, as nn.TransformerEncoderLayer): each new layer's residual branches
+    (attention output projection, linear2) start at zero, so it maps x to norm2(norm1(x)); the last
+    old layer's final LayerNorm affine moves to the last new layer's norm2 and every LayerNorm in
+    between is plain (1, 0): standardized vectors pass through them unchanged."""
+    layers = model.transformer.layers
+    old = sorted({int(k.split(".")[2]) for k in state if k.startswith("transformer.layers.")})
+    if not old:
+        return
+    n_old = old[-1] + 1
+    with torch.no_grad():
+        for i, layer in enumerate(list(layers)[:n_old]):
+            w = state.get(f"transformer.layers.{i}.linear2.weight")
+            if w is not None and w.shape[1] < layer.linear2.weight.shape[1]:
+                layer.linear2.weight[:, w.shape[1]:] = 0
+        if len(layers) <= n_old or getattr(layers[0], "norm_first", False):
+            return
+        last = layers[n_old - 1].norm2
+        gamma, beta = last.weight.detach().clone(), last.bias.detach().clone()
+        last.weight.fill_(1.0)
+        last.bias.zero_()
+        for layer in list(layers)[n_old:]:
+            for lin in (layer.self_attn.out_proj, layer.linear2):
+                lin.weight.zero_()
+                lin.bias.zero_()
+            for norm in (layer.norm1, layer.norm2):
+                norm.weight.fill_(1.0)
+                norm.bias.zero_()
+        layers[-1].norm2.weight.copy_(gamma)
+        layers[-1].norm2.bias.copy_(beta)
 
 
 def rng_state(device: torch.device) -> dict:

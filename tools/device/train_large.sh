@@ -1,0 +1,25 @@
+# One device call of a `--config large` run (issue 22), from the checkout's root:
+#   bash tools/device/train_large.sh RUN SECONDS [FEATURE_SECONDS]
+# SECONDS: when this call must be done, counted from its start (weights included); the first call of
+# a run featurizes the carried train split for at most FEATURE_SECONDS (tools/device/featurize.py:
+# shards not done by then are left out of the run) and starts from /tmp/init (.carry/init: slm.pt,
+# config.json, vocab.json, grammar.json of model/shipped); a later call on the same warm machine
+# resumes the run from its checkpoint.  Ends with the run's latest weights in $OUT (weights.py --last).
+# DEVICE (default cuda) and TRAIN_SET (e.g. "--set targets_per_batch=512") are for a dry run on a CPU.
+set -u
+T0=$(date +%s)
+RUN=$1; DEADLINE=$2; FEAT=${3:-150}
+. tools/device/setup.sh
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+if [ ! -f /tmp/runs/$RUN/ckpt.pt ] && [ ! -f /tmp/init/slm.pt ]; then
+  echo "neither /tmp/runs/$RUN/ckpt.pt nor /tmp/init: a fresh machine without the carried pieces"; exit 3
+fi
+echo "train shards: $(ls /tmp/ds/python/train/*.npz | wc -l), dev shards: $(ls /tmp/ds/python/dev/*.npz | wc -l)"
+python3 "$ROOT_DIR/tools/device/featurize.py" /tmp/ds/python /tmp/feat --seconds "$FEAT" --jobs 16 | tail -4
+LEFT=$(( DEADLINE - ($(date +%s) - T0) - 30 ))
+echo "$(( $(date +%s) - T0 ))s in; training for $LEFT s"
+python3 -m anycode train --data /tmp/ds/python --out /tmp/runs/$RUN --config large --init /tmp/init \
+  --features /tmp/feat --device "${DEVICE:-cuda}" --minutes "$(python3 -c "print($LEFT / 60)")" ${TRAIN_SET:-}
+python3 "$ROOT_DIR/tools/device/weights.py" /tmp/runs/$RUN "$OUT" "$RUN" --last
+nvidia-smi --query-gpu=memory.used --format=csv,noheader
+ls -la "$OUT"; echo "call done in $(( $(date +%s) - T0 ))s"
