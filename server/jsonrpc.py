@@ -274,7 +274,11 @@ class SafeProtocol(LanguageServerProtocol):
         if fault.code is not None:
             log.warning("%s: answered %d%s", fault.text, fault.code,
                         "" if fault.msg_id is None else f" to request {fault.msg_id!r}")
-            self._send_response(fault.msg_id, error=types.ResponseError(code=fault.code, message=fault.text))
+            if fault.msg_id is None:   # pygls would leave the id out; JSON-RPC wants it there, null
+                self._send_data({"jsonrpc": "2.0", "id": None,
+                                 "error": {"code": fault.code, "message": fault.text}})
+            else:
+                self._send_response(fault.msg_id, error=types.ResponseError(code=fault.code, message=fault.text))
         else:
             log.warning("%s", fault.text)
 

@@ -8,6 +8,7 @@ default."""
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import time
 
@@ -33,7 +34,8 @@ def server(model_settings):
 
 
 def test_json_nested_deeper_than_the_decoder_goes_is_a_parse_error():
-    """A body of 100,000 nested arrays once ended the server with a RecursionError."""
+    """A body of 100,000 nested arrays once ended the server with a RecursionError.  The answer
+    carries `"id": null`, as JSON-RPC asks when no id could be read (pygls left it out)."""
     with RawServer() as srv:
         srv.initialize()
         deep = b"[" * 100000 + b"]" * 100000
@@ -41,7 +43,7 @@ def test_json_nested_deeper_than_the_decoder_goes_is_a_parse_error():
         srv.send(frame(request(5, "anycode/stats", {})))
         assert "result" in srv.answer(5, timeout=15)
         errors = [m for m in srv.messages if m.get("error", {}).get("code") == PARSE_ERROR]
-        assert len(errors) == 1 and errors[0].get("id") is None, srv.messages
+        assert len(errors) == 1 and "id" in errors[0] and errors[0]["id"] is None, srv.messages
         assert srv.proc.poll() is None
 
 
@@ -157,14 +159,22 @@ def test_seeded_fuzz(server):
 
 @pytest.mark.soak
 def test_soak(model_settings):
-    """10,000 requests, then a 10 MB file: the issue's targets."""
-    args = options(requests=10000, fuzz=300, big_mb=10.0, big_requests=60,
-                   model=model_settings.get("modelPath", ""))
-    client = soak.start(args)
+    """The issue's targets, as docs/bench.md measures them: 10,000 requests (ANYCODE_SOAK_REQUESTS)
+    and 300 hostile messages at beam 2, budget 100 ms (memory, not speed), then a 10 MB file on a
+    fresh server at beam 5, budget 300 ms."""
+    n = int(os.environ.get("ANYCODE_SOAK_REQUESTS", "10000"))
+    model = model_settings.get("modelPath", "")
+    args = options(requests=n, fuzz=300, big_mb=10.0, big_requests=60, model=model)
+    client = soak.start(args, beam=2, budget_ms=100)
     try:
         rss = soak.soak(client, args)["rss_mb"]
-        assert rss[10000] - rss[1000] < 10, rss
+        if n >= 2000:
+            assert rss[max(rss)] - rss[1000] < 10, rss
         assert soak.fuzz(client, args)["alive"]
+    finally:
+        client.close()
+    client = soak.start(args)
+    try:
         big = soak.big_file(client, args)
         assert big["same_as_alone"] == big["holes"] and big["with_items"] > 0, big
         assert big["rss_after_mb"] - big["rss_before_mb"] < 20, big
