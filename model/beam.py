@@ -28,7 +28,7 @@ document keyed by the same content plus p's chain, so a request whose context
 is unchanged (the user typing inside the hole) re-encodes nothing.
 
 `Backend` is the interface runtime.OrtBackend (ONNX Runtime) and
-export.TorchBackend (the torch model) implement.
+torch_backend.TorchBackend (the torch model) implement.
 """
 from __future__ import annotations
 
@@ -51,6 +51,11 @@ from anycode.model.vocab import EMPTY, EOS_NODE, EOS_TOK, MAX_CHILD_INDEX, Vocab
 NEG_INF = -np.inf
 _KEYS = MAX_CHILD_INDEX + 1
 MAX_VALUE_PARTS = MAX_VALUE_SUBTOKENS
+# the search's bounds, as the runtime sets them: steps per hypothesis, the step after which beams are
+# steered to close, the depth of the DFS stack
+MAX_STEPS = 64
+SOFT_STEPS = 40
+MAX_DEPTH = 10
 
 
 class Backend(Protocol):
@@ -880,8 +885,8 @@ class Decoder:
 
     # ------------------------------------------------------------ beam search
 
-    def search(self, ctx: Context, beam_size: int = 5, typed: str | Prefix = "", *, max_steps: int = 64,
-               soft_steps: int = 40, max_depth: int = 10, check: Callable[[], None] | None = None,
+    def search(self, ctx: Context, beam_size: int = 5, typed: str | Prefix = "", *, max_steps: int = MAX_STEPS,
+               soft_steps: int = SOFT_STEPS, max_depth: int = MAX_DEPTH, check: Callable[[], None] | None = None,
                keep: int | None = None, closing: Callable[[], bool] | None = None,
                close_steps: int = 24, memo: ScoreMemo | None = None) -> list[Finished]:
         """Finished hypotheses, best first.  `check()` is called between steps: it may raise

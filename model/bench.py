@@ -11,7 +11,7 @@ cut out of its file and the cursor put where it was, as holebench does.
 Measured, with beam 5:
   * per completion, ONNX Runtime (`Completer.complete`, caches on, one uri per file
     as an editor session would): p50/p95 and where the time goes;
-  * the same search with the torch model as backend (export.TorchBackend), eager;
+  * the same search with the torch model as backend (torch_backend.TorchBackend), eager;
   * typing along: the first characters of each target typed one by one, a request
     after each (the context cache's case);
   * resident memory after loading, and process start to first completion (a fresh
@@ -259,7 +259,7 @@ def run_versus(a, b, holes) -> dict:
 
 
 def torch_decoder(model_dir: Path, checkpoint: Path | None, threads: int, device: str):
-    """The beam search with the torch model as backend (export.TorchBackend): the eager reference."""
+    """The beam search with the torch model as backend (torch_backend.TorchBackend): the eager reference."""
     try:
         import torch
     except ImportError:
@@ -268,7 +268,7 @@ def torch_decoder(model_dir: Path, checkpoint: Path | None, threads: int, device
         return None, None
     from anycode.model.beam import Decoder
     from anycode.model.checkpoint import load_model
-    from anycode.model.export import TorchBackend
+    from anycode.model.torch_backend import TorchBackend
     from anycode.model.grammar_table import GrammarTable
     model, vocab, conf = load_model(checkpoint)
     dev = "cuda" if device in ("cuda", "auto") and torch.cuda.is_available() else "cpu"

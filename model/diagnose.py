@@ -4,7 +4,8 @@
 
 For each example of a fixed sample (the same shuffle as `anycode eval --limit`), the
 beam's top candidate is compared with the truth scored by teacher forcing through the
-same decoder (`evaluate.Decoder.forced`):
+search's own machinery (`beam.Decoder.score_target`, on the torch model through
+model/torch_backend.py; the candidates as `anycode eval` takes them):
   * unreachable: a value of the truth has no symbol (neither in the subtoken vocabulary
     nor copyable from the context): no search can produce it;
   * search error: the truth is reachable and scores higher than the beam's top-1, so a
@@ -40,6 +41,7 @@ from anycode.model.features import context_features
 from anycode.model.grammar_table import GrammarTable
 from anycode.model.paths import target_steps
 from anycode.model.checkpoint import load_model
+from anycode.model.torch_backend import torch_decoder
 from anycode.model.vocab import Vocab
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -102,28 +104,27 @@ def reachability(data: Path, corpus: Path, split: str, limit: int, max_paths=200
     return out
 
 
-def diagnose(model, vocab, table, items, max_paths=200, max_length=24, beam=5, chunk=16) -> list[dict]:
-    cpu = torch.device("cpu")
-    dec = E.Decoder(model, vocab, table, cpu, max_paths, max_length)
+def diagnose(model, vocab, table, items, max_paths=200, max_length=24, beam=5) -> list[dict]:
+    dec = torch_decoder(model, vocab, table, max_paths, max_length)
     rows = []
-    for k in range(0, len(items), chunk):
-        part = items[k: k + chunk]
-        for (tree, h), cands in zip(part, dec.search(part, beam)):
-            lps = dec.forced(tree, h)
-            cf = context_features(tree, h, vocab, max_paths, max_length, model.cfg.file_tokens)   # what forced() read
-            steps = target_steps(tree, h, cf.whole_tokens)
-            truth = E.truth_code(tree, h)
-            top = cands[0] if cands else None
-            rows.append({
-                "truth": truth, "top": top.code if top else None,
-                "top_logp": top.logp if top else None,
-                "truth_logp": float(sum(lps)),
-                "truth_node_logp": float(sum(lp for s, lp in zip(steps, lps) if not s.is_value)),
-                "truth_value_logp": float(sum(lp for s, lp in zip(steps, lps) if s.is_value)),
-                "unreachable": bool(unreachable_steps(steps, cf.symbols)),
-                "exact": bool(top is not None and E.same_code(top.code, truth)),
-                "tree": bool(top is not None and E.score(cands[:1], tree, h).tree == 0),
-            })
+    for tree, h in items:
+        ctx = dec.prepare(tree, h)
+        if ctx is None:
+            continue            # no context leaf: the search is not asked
+        cands = E.candidates(dec.search(ctx, beam, keep=beam), beam)
+        steps, lps = dec.score_target(ctx, tree, h)
+        truth = E.truth_code(tree, h)
+        top = cands[0] if cands else None
+        rows.append({
+            "truth": truth, "top": top.code if top else None,
+            "top_logp": top.logp if top else None,
+            "truth_logp": float(sum(lps)),
+            "truth_node_logp": float(sum(lp for s, lp in zip(steps, lps) if not s.is_value)),
+            "truth_value_logp": float(sum(lp for s, lp in zip(steps, lps) if s.is_value)),
+            "unreachable": bool(unreachable_steps(steps, ctx.features.symbols)),
+            "exact": bool(top is not None and E.same_code(top.code, truth)),
+            "tree": bool(top is not None and E.score(cands[:1], tree, h).tree == 0),
+        })
     return rows
 
 

@@ -3,24 +3,19 @@
     anycode eval --model RUN_DIR_OR_SHIPPED_DIR --data DIR --split test [--limit N] [--beam 5]
                  [--out docs/model.md]
 
-Decoding (paper sections 2-3, 4.3): node by node in depth-first order.  The
-first step expands the hole's parent p at the hole's child index; a
-nonterminal's children follow until EOS-node; a valued terminal's value parts
-(a whole token or subtokens, from the example's symbols) follow until
-EOS-token.  Each step reads the same S_t and R_t as training: the context
-leaves' states at p (from `SLM.encode`, once per example) advanced with
-`SLM.lstm_step` down to pi_t, plus the paths from the leaves generated so far,
-encoded whole.  Hypotheses of many examples run as one batch.
+Decoding is the search the server runs: `beam.Decoder` (paper sections 2-3, 4.3: node
+by node in depth-first order, each step over the same S_t and R_t as training) on the
+torch model through `torch_backend.TorchBackend`, with the runtime's bounds (steps,
+depth, the soft close) and no typed start.  When the data directory has grammar.json
+(model/grammar_table.py), the search takes its masks from it: children seen for
+(parent type, child index), EOS-node at the child counts seen, values of their type's
+shape, the hole's root one of the dataset's target types (holes.target_root_type).
 
-When the data directory has grammar.json (model/grammar_table.py), node steps
-are limited to the children seen for (parent type, child index), EOS-node to
-the child counts seen, and values to the shapes of their type.  The first node
-is always one of the hole expression types (grammar.EXPRESSION_TYPES).
-
-A finished tree is printed with grammar.print_node; candidates whose text does
-not re-parse as one expression are dropped.  Metrics compare printed code
-(whitespace-insensitive), tree shapes (tree@k: `Node.shape` of the re-parsed
-candidate against the truth's) and allow one subtoken of difference.
+Finished hypotheses are taken as the runtime takes them (`candidates`): best first,
+each printed text once, none that only closed because the search steered it closed.
+Candidates whose text does not re-parse as one expression are dropped.  Metrics
+compare printed code (whitespace-insensitive), tree shapes (tree@k: `Node.shape` of
+the re-parsed candidate against the truth's) and allow one subtoken of difference.
 """
 from __future__ import annotations
 
@@ -39,18 +34,11 @@ import numpy as np
 import torch
 
 from anycode.grammars import python as grammar
-from anycode.model.features import context_features, copy_row, generated_leaf_value, value_ids
-from anycode.model.paths import FlatTree, path_between
-from anycode.model.vocab import EOS_NODE, EOS_TOK, MAX_CHILD_INDEX, Vocab
+from anycode.model.beam import SOFT_STEPS, Decoder, Finished, build_node
+from anycode.model.grammar_table import GrammarTable
+from anycode.model.paths import FlatTree
+from anycode.model.torch_backend import torch_decoder
 
-try:  # the table is someone else's module; decoding works without it
-    from anycode.model.grammar_table import GrammarTable
-except ImportError:  # pragma: no cover
-    GrammarTable = None
-
-MAX_STEPS = 80           # decoding steps per hypothesis
-MAX_NODES = 48           # nodes of one generated tree
-MAX_PARTS = 8            # value parts of one terminal
 PAPER_JAVA = {"acc@1": 18.04, "acc@5": 24.83, "tree@1": 39.10, "tree@5": 55.32,
               "subtoken@1": 24.40, "subtoken@5": 35.19}
 
@@ -128,392 +116,46 @@ class Candidate:
     parsed: grammar.Node | None  # the printed code parsed back; None when it does not parse
 
 
-class _Example:
-    """What decoding needs of one example, computed once."""
-
-    def __init__(self, model, vocab, tree: FlatTree, h: int, device, max_paths, max_length):
-        self.tree, self.h = tree, h
-        f = context_features(tree, h, vocab, max_paths, max_length, model.cfg.file_tokens)
-        self.f = f
-        self.symbols = f.symbols
-        self.n = len(f.paths.leaves)
-        self.p_type = tree.types[tree.parent[h]]
-        self.hole_index = tree.child_index[h]
-        t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)
-        if self.n:
-            hc, cc = model.encode(model.embed_value(t(f.leaf_values)), t(f.prefix_types), t(f.prefix_index),
-                                  t(f.prefix_len))
-        else:
-            hc = cc = torch.zeros(model.cfg.lstm_layers, 0, model.cfg.d_lstm, device=device)
-        hr, cr = model.encode(None, t(f.root_types)[None], t(f.root_index)[None],
-                              torch.tensor([len(f.root_types)], device=device))
-        self.state0 = (torch.cat([hc, hr], 1), torch.cat([cc, cr], 1))   # [layers, N + 1, d]
-        if model.cfg.context_once:          # the context set: paths to p, contextualized once
-            self.ctx_top = hc[-1]
-            self.z_ctx = model.contextualize(self.ctx_top[None], torch.ones(1, self.n, dtype=torch.bool,
-                                                                             device=device))[0]
-        self.leaf_copy = t(f.leaf_copy)
-        self.files = model.encode_file_tokens(t(f.file_values)) if len(f.file_symbols) else None   # [F, d_lstm]
-        self.file_symbols = t(f.file_symbols)
-        self.value_masks: dict = {}
-
-
-class _Hyp:
-    __slots__ = ("ex", "logp", "types", "parent", "cidx", "kids", "parts", "leaves", "stack", "states", "steps")
-
-    def __init__(self, ex: int, state0):
-        self.ex, self.logp = ex, 0.0
-        self.types: list[str] = []
-        self.parent: list[int] = []
-        self.cidx: list[int] = []
-        self.kids: list[list[int]] = []
-        self.parts: list[list[str] | None] = []
-        self.leaves: list[int] = []          # in the order they became leaves
-        self.stack: list[int] = [-1]         # -1: the hole's parent p
-        self.states = {-1: state0}
-        self.steps = 0
-
-    def fork(self) -> "_Hyp":
-        o = _Hyp.__new__(_Hyp)
-        o.ex, o.logp, o.steps = self.ex, self.logp, self.steps
-        o.types, o.parent, o.cidx = list(self.types), list(self.parent), list(self.cidx)
-        o.kids = [list(k) for k in self.kids]
-        o.parts = [None if p is None else list(p) for p in self.parts]
-        o.leaves, o.stack, o.states = list(self.leaves), list(self.stack), dict(self.states)
-        return o
-
-    def path(self, a: int, b: int) -> list[int]:
-        return path_between(self.parent, a, b)
-
-    def node(self, i: int = 0) -> grammar.Node:
-        t = self.types[i]
-        value = None
-        if grammar.kind_of(t) == "valued":
-            value = grammar.join_value(t, self.parts[i]) if self.parts[i] else ""
-        return with_fields(grammar.Node(t, [self.node(c) for c in self.kids[i]], value))
-
-
-class Decoder:
-    def __init__(self, model, vocab: Vocab, table=None, device="cpu", max_paths=200, max_length=24):
-        self.model, self.vocab, self.device = model, vocab, torch.device(device)
-        self.table = table
-        self.rules = table if table is not None else (GrammarTable.empty() if GrammarTable else None)
-        self.max_paths, self.max_length = max_paths, max_length
-        self.n_types = len(vocab.node_types)
-        self.eos_node = vocab.type_id[EOS_NODE]
-        base = torch.ones(self.n_types, dtype=torch.bool)
-        base[:2] = False                                   # padding, unknown
-        self.any_child = base
-        first = torch.zeros(self.n_types, dtype=torch.bool)
-        for t, i in vocab.type_id.items():
-            if grammar.base_type(t) in grammar.EXPRESSION_TYPES:
-                first[i] = True
-        self.hole_types = first
-        self._child_masks: dict = {}
-
-    # ------------------------------------------------------------ constraints
-
-    def child_mask(self, parent_type: str, index: int, n_children: int, first: bool) -> torch.Tensor:
-        key = (parent_type, index, n_children, first)
-        m = self._child_masks.get(key)
-        if m is not None:
-            return m
-        m = self.any_child.clone()
-        known = self.table is not None and self.table.known(parent_type)
-        if known:
-            m[:] = False
-            for t in self.table.allowed_children(parent_type, index):
-                i = self.vocab.type_id.get(t)
-                if i is not None and i > 1:
-                    m[i] = True
-        if first:
-            m[self.eos_node] = False
-            m &= self.hole_types
-            if not m.any():
-                m = self.hole_types.clone()
-        else:
-            m[self.eos_node] = self.table.eos_allowed(parent_type, n_children) if known else True
-            if not m.any():
-                m[self.eos_node] = True
-        self._child_masks[key] = m = m.to(self.device)
-        return m
-
-    def value_mask(self, ex: _Example, type_key: str, position: int) -> torch.Tensor:
-        key = (type_key, min(position, 1), position >= MAX_PARTS)
-        m = ex.value_masks.get(key)
-        if m is not None:
-            return m
-        n = len(ex.symbols)
-        if position >= MAX_PARTS:
-            ok = [ex.symbols.string(i) == EOS_TOK for i in range(n)]
-        elif self.rules is not None:
-            ok = [self.rules.value_ok(type_key, ex.symbols.string(i), position) for i in range(n)]
-        else:
-            ok = [(s == EOS_TOK and position > 0) or (s != EOS_TOK and not s.startswith("<"))
-                  for s in map(ex.symbols.string, range(n))]
-        m = torch.tensor(ok, dtype=torch.bool)
-        if not m.any():
-            m[self.vocab.sub_id[EOS_TOK]] = True
-        ex.value_masks[key] = m = m.to(self.device)
-        return m
-
-    # ------------------------------------------------------------ one step for many hypotheses
-
-    @torch.no_grad()
-    def step_scores(self, hyps: list[_Hyp], exs: list[_Example]):
-        """Log-probabilities (constrained: -inf where not allowed) for each hypothesis' next step."""
-        model, dev = self.model, self.device
-        B = len(hyps)
-        info, gen_rows = [], []
-        for k, hy in enumerate(hyps):
-            ex = exs[hy.ex]
-            pi = hy.stack[-1]
-            if pi == -1:
-                ptype, is_value, child = ex.p_type, False, ex.hole_index
-            else:
-                ptype = hy.types[pi]
-                is_value = grammar.kind_of(ptype) == "valued"
-                child = min(len(hy.parts[pi]) if is_value else len(hy.kids[pi]), MAX_CHILD_INDEX)
-            gens = []
-            if pi != -1:
-                for leaf in hy.leaves:
-                    q = hy.path(leaf, pi)
-                    token, subs = generated_leaf_value(hy.types[leaf], hy.parts[leaf] or [])
-                    gens.append(len(gen_rows))
-                    gen_rows.append((value_ids(self.vocab, subs),
-                                     [self.vocab.type_of(hy.types[i]) for i in q], [hy.cidx[i] for i in q],
-                                     copy_row(ex.symbols, token, subs)))
-            info.append((pi, ptype, is_value, child, gens))
-        # generated-leaf paths, encoded whole
-        if gen_rows:
-            G = len(gen_rows)
-            L = max(len(r[1]) for r in gen_rows)
-            gv = np.zeros((G, 8), np.int64)
-            gt = np.zeros((G, L), np.int64)
-            gi = np.zeros((G, L), np.int64)
-            gl = np.zeros(G, np.int64)
-            for g, (v, ty, ix, _) in enumerate(gen_rows):
-                gv[g, : len(v)] = v
-                gt[g, : len(ty)] = ty
-                gi[g, : len(ix)] = ix
-                gl[g] = len(ty)
-            t = lambda a: torch.from_numpy(a).to(dev)
-            genc, _ = model.encode(model.embed_value(t(gv)), t(gt), t(gi), t(gl))
-            genc = genc[-1]
-        # the sets
-        sizes = [exs[hy.ex].n + len(inf[4]) for hy, inf in zip(hyps, info)]
-        P = max(max(sizes), 1)
-        d = model.cfg.d_lstm
-        paths = torch.zeros(B, P, d, device=dev)
-        mask = torch.zeros(B, P, dtype=torch.bool, device=dev)
-        roots = torch.empty(B, d, device=dev)
-        copy = torch.full((B, P, 1 + model.cfg.max_copy_positions), -1, dtype=torch.long, device=dev)
-        child = torch.tensor([inf[3] for inf in info], device=dev)
-        once = model.cfg.context_once
-        z = torch.zeros(B, P, d, device=dev) if once else None
-        if once and gen_rows:       # every hypothesis' generated set contextualized in one call
-            gmax = max(len(inf[4]) for inf in info)
-            gpaths = torch.zeros(B, gmax, d, device=dev)
-            gmask = torch.zeros(B, gmax, dtype=torch.bool, device=dev)
-            for k, inf in enumerate(info):
-                if inf[4]:
-                    gpaths[k, : len(inf[4])] = genc[inf[4][0]: inf[4][-1] + 1]
-                    gmask[k, : len(inf[4])] = True
-            zgen = model.contextualize(gpaths, gmask)
-        for k, (hy, inf) in enumerate(zip(hyps, info)):
-            ex = exs[hy.ex]
-            top = hy.states[inf[0]][0][-1]
-            n = ex.n
-            paths[k, :n] = ex.ctx_top if once else top[:n]
-            roots[k] = top[n]
-            copy[k, :n] = ex.leaf_copy
-            if inf[4]:
-                g = inf[4]
-                paths[k, n: n + len(g)] = genc[g[0]: g[-1] + 1]
-                copy[k, n: n + len(g)] = torch.tensor([gen_rows[j][3] for j in g], device=dev)
-                if once:
-                    z[k, n: n + len(g)] = zgen[k, : len(g)]
-            if once:
-                z[k, :n] = ex.z_ctx
-            mask[k, : sizes[k]] = True
-        hid = model.aggregate(paths, mask, roots, child, z)
-        is_value = torch.tensor([inf[2] for inf in info], dtype=torch.bool)
-        out: list = [None] * B
-        node_rows = [k for k in range(B) if not info[k][2]]
-        if node_rows:
-            lp = model.node_logits(hid[node_rows]).float()
-            masks = torch.stack([self.child_mask(info[k][1], info[k][3],
-                                                 0 if info[k][0] == -1 else len(hyps[k].kids[info[k][0]]),
-                                                 info[k][0] == -1) for k in node_rows])
-            lp = lp.masked_fill(~masks, -math.inf)
-            for j, k in enumerate(node_rows):
-                out[k] = lp[j]
-        val_rows = [k for k in range(B) if info[k][2]]
-        if val_rows:
-            n_sym = max(len(exs[hyps[k].ex].symbols) for k in val_rows)
-            files = file_symbols = None
-            f_max = max(len(exs[hyps[k].ex].file_symbols) for k in val_rows)
-            if f_max:
-                files = torch.zeros(len(val_rows), f_max, model.cfg.d_lstm, device=dev)
-                file_symbols = torch.full((len(val_rows), f_max), -1, dtype=torch.long, device=dev)
-                for j, k in enumerate(val_rows):
-                    ex = exs[hyps[k].ex]
-                    if ex.files is not None:
-                        files[j, : len(ex.file_symbols)] = ex.files
-                        file_symbols[j, : len(ex.file_symbols)] = ex.file_symbols
-            lp = model.value_logits(hid[val_rows].float(), paths[val_rows].float(), copy[val_rows], n_sym,
-                                    files, file_symbols).float()
-            for j, k in enumerate(val_rows):
-                ex = exs[hyps[k].ex]
-                pi = info[k][0]
-                m = self.value_mask(ex, hyps[k].types[pi], len(hyps[k].parts[pi]))
-                row = torch.full((n_sym,), -math.inf, device=dev)
-                ns = len(ex.symbols)
-                row[:ns] = lp[j, :ns].masked_fill(~m, -math.inf)
-                out[k] = row
-        return out, info
-
-    # ------------------------------------------------------------ applying a choice
-
-    def apply(self, hy: _Hyp, info, choice: int, logp: float, ex: _Example, pending: list):
-        """A new hypothesis: hy extended by `choice` (type id or symbol id)."""
-        pi, ptype, is_value, child, _ = info
-        o = hy.fork()
-        o.logp = hy.logp + logp
-        o.steps += 1
-        if is_value:
-            s = ex.symbols.string(choice)
-            if s == EOS_TOK:
-                o.stack.pop()
-            else:
-                o.parts[pi].append(s)
-            return o
-        if choice == self.eos_node:
-            o.stack.pop()
-            if not o.kids[pi]:
-                o.leaves.append(pi)
-            return o
-        t = self.vocab.node_types[choice]
-        i = len(o.types)
-        o.types.append(t)
-        o.parent.append(pi)
-        o.kids.append([])
-        kind = grammar.kind_of(t)
-        o.parts.append([] if kind == "valued" else None)
-        if pi == -1:
-            o.cidx.append(ex.hole_index)
-            o.stack.pop()
-        else:
-            o.kids[pi].append(i)
-            o.cidx.append(min(len(o.kids[pi]) - 1, MAX_CHILD_INDEX))
-        if kind != "nonterminal":
-            o.leaves.append(i)
-        if kind != "fixed":
-            o.stack.append(i)
-            pending.append((o, pi, i))
-        return o
-
-    @torch.no_grad()
-    def advance_states(self, pending: list):
-        """The states at each newly pushed node: one LSTM step from its parent's, all at once."""
-        if not pending:
-            return
-        hs = torch.cat([o.states[pi][0] for o, pi, _ in pending], 1)
-        cs = torch.cat([o.states[pi][1] for o, pi, _ in pending], 1)
-        sizes = [o.states[pi][0].shape[1] for o, pi, _ in pending]
-        ty = torch.cat([torch.full((s,), self.vocab.type_of(o.types[i]), dtype=torch.long)
-                        for s, (o, _, i) in zip(sizes, pending)]).to(self.device)
-        ix = torch.cat([torch.full((s,), o.cidx[i], dtype=torch.long)
-                        for s, (o, _, i) in zip(sizes, pending)]).to(self.device)
-        nh, nc = self.model.lstm_step(self.model.embed_node(ty, ix), hs, cs)
-        for (o, _, i), a, c in zip(pending, nh.split(sizes, 1), nc.split(sizes, 1)):
-            o.states[i] = (a, c)
-
-    # ------------------------------------------------------------ beam search
-
-    @torch.no_grad()
-    def search(self, items: list[tuple[FlatTree, int]], beam: int = 5) -> list[list[Candidate]]:
-        exs = [_Example(self.model, self.vocab, t, h, self.device, self.max_paths, self.max_length) for t, h in items]
-        alive: list[list[_Hyp]] = [[_Hyp(e, ex.state0)] for e, ex in enumerate(exs)]
-        done: list[list[_Hyp]] = [[] for _ in exs]
-        while any(alive):
-            flat = [hy for group in alive for hy in group]
-            scores, info = self.step_scores(flat, exs)
-            # top `beam` continuations of every hypothesis
-            cands: list[list[tuple[float, int, int]]] = [[] for _ in exs]
-            for k, (hy, sc) in enumerate(zip(flat, scores)):
-                kk = min(beam, sc.shape[0])
-                v, i = sc.topk(kk)
-                for lp, c in zip(v.tolist(), i.tolist()):
-                    if lp > -math.inf:
-                        cands[hy.ex].append((hy.logp + lp, k, c))
-            pending: list = []
-            new_alive: list[list[_Hyp]] = [[] for _ in exs]
-            for e in range(len(exs)):
-                if not alive[e]:
-                    continue
-                for total, k, c in sorted(cands[e], key=lambda x: -x[0]):
-                    if len(new_alive[e]) >= beam:
-                        break
-                    hy = flat[k]
-                    o = self.apply(hy, info[k], c, total - hy.logp, exs[e], pending)
-                    if not o.stack:
-                        done[e].append(o)
-                    elif o.steps >= MAX_STEPS or len(o.types) >= MAX_NODES:
-                        continue
-                    else:
-                        new_alive[e].append(o)
-                # stop when nothing alive can beat the beam's finished ones (scores only fall)
-                fin = sorted(h.logp for h in done[e])[::-1]
-                if len(fin) >= beam and new_alive[e] and max(h.logp for h in new_alive[e]) <= fin[beam - 1]:
-                    new_alive[e] = []
-            pending = [(o, pi, i) for o, pi, i in pending if o.stack and o in new_alive[o.ex]]
-            self.advance_states(pending)
-            alive = new_alive
-        out = []
-        for e in range(len(exs)):
-            hs = sorted(done[e], key=lambda h: -h.logp)[:beam]
-            out.append([self.candidate(h) for h in hs])
-        return out
-
-    @torch.no_grad()
-    def forced(self, tree: FlatTree, h: int) -> list[float]:
-        """Log-probability of each true step, decoding with the truth's choices (a check that
-        decoding reads the same S_t and R_t as training)."""
-        from anycode.model.paths import target_steps
-        ex = _Example(self.model, self.vocab, tree, h, self.device, self.max_paths, self.max_length)
-        steps = target_steps(tree, h, ex.f.whole_tokens)
-        hy, out = _Hyp(0, ex.state0), []
-        for s in steps:
-            scores, info = self.step_scores([hy], [ex])
-            if s.is_value:
-                c = ex.symbols.id(s.label)
-                c = 1 if c is None else c
-            else:
-                c = self.vocab.type_of(s.label)
-            out.append(float(scores[0][c]))
-            pending: list = []
-            hy = self.apply(hy, info[0], c, 0.0, ex, pending)
-            self.advance_states(pending)
-        assert not hy.stack
-        return out
-
-    def candidate(self, h: _Hyp) -> Candidate:
-        node = h.node(0)
+def candidates(finished: list[Finished], k: int, drop_forced: bool = True) -> list[Candidate]:
+    """The first `k` distinct printed texts of the search's finished hypotheses (best first), as the
+    runtime takes them: with `drop_forced`, none that closed only because the search steered it closed
+    (past beam.SOFT_STEPS)."""
+    out: list[Candidate] = []
+    seen: set = set()
+    for f in finished:
+        if len(out) >= k:
+            break
+        if drop_forced and f.hyp.nsteps > SOFT_STEPS:
+            continue
+        node = build_node(f.hyp)
         code = print_or_none(node)
+        if code is not None:
+            if code in seen:
+                continue
+            seen.add(code)
         parsed = grammar.parse_expression(code) if code is not None else None
-        return Candidate(code, h.logp, node, parsed)
+        out.append(Candidate(code, f.logp, node, parsed))
+    return out
 
 
-def decode(model, vocab, items, beam=5, device="cpu", table=None, max_paths=200, max_length=24,
-           chunk: int | None = None, parse_only: bool = True) -> list[list[Candidate]]:
-    """Top-`beam` candidates of every example, best first; by default only those that re-parse."""
-    dec = Decoder(model, vocab, table, device, max_paths, max_length)
-    chunk = chunk or (64 if torch.device(device).type == "cuda" else 16)
+def search(dec: Decoder, tree: FlatTree, h: int, beam: int = 5, drop_forced: bool = True) -> list[Candidate]:
+    """The shipped search (`beam.Decoder.search`, no typed start) on hole h of `tree`."""
+    ctx = dec.prepare(tree, h)
+    if ctx is None:             # no context leaf: the runtime answers nothing
+        return []
+    return candidates(dec.search(ctx, beam, keep=beam), beam, drop_forced)
+
+
+@torch.no_grad()
+def decode(model, vocab, items, beam=5, table=None, max_paths=200, max_length=24, parse_only: bool = True,
+           drop_forced: bool = True) -> list[list[Candidate]]:
+    """Top-`beam` candidates of every example, best first; by default only those that re-parse.
+    The model runs on its own device."""
+    dec = torch_decoder(model, vocab, table, max_paths, max_length)
     out = []
-    for k in range(0, len(items), chunk):
-        res = dec.search(items[k: k + chunk], beam)
-        out += [[c for c in cs if c.parsed is not None] if parse_only else cs for cs in res]
+    for tree, h in items:
+        cs = search(dec, tree, h, beam, drop_forced)
+        out.append([c for c in cs if c.parsed is not None] if parse_only else cs)
     return out
 
 
@@ -765,7 +407,7 @@ def run(args) -> int:
     feat = conf.get("features", {})
     max_paths, max_length = feat.get("max_paths", 200), feat.get("max_length", 24)
     table = None
-    if GrammarTable is not None and (args.data / "grammar.json").exists():
+    if (args.data / "grammar.json").exists():
         table = GrammarTable.load(args.data / "grammar.json")
     refs = sample_refs(args.data, args.split, args.limit)
     items = [shard.example(i) for shard, i in refs]
@@ -773,7 +415,7 @@ def run(args) -> int:
           f"{'yes' if table is not None else 'no'}", file=sys.stderr)
 
     t1 = time.time()
-    raw = decode(model, vocab, items, args.beam, device, table, max_paths, max_length, parse_only=False)
+    raw = decode(model, vocab, items, args.beam, table, max_paths, max_length, parse_only=False)
     t_dec = time.time() - t1
     parses_top1 = 100.0 * sum(1 for cs in raw if cs and cs[0].parsed is not None) / max(len(raw), 1)
     preds = [[c for c in cs if c.parsed is not None] for cs in raw]

@@ -50,9 +50,8 @@ every graph dynamically (the LSTM graphs too since 2026-12-02 evening: 10% faste
 same targets found on 600 holes; the embedding tables stay fp32).  On the AVX-512 VNNI development
 CPU the score graph is about 2x faster than fp32 arithmetic, and holebench's accuracy on 200 holes
 moved by one tree@1 hole (docs/bench.md); on the CUDA provider the runtime turns the int8 graphs
-back into float graphs at load (model/float_graphs.py).  This module
-also holds `TorchBackend`, the same interface as `runtime.OrtBackend` over the
-torch model, which the parity test and the benchmark use as the reference.
+back into float graphs at load (model/float_graphs.py).  The torch
+reference the parity tests hold these graphs to is model/torch_backend.py.
 """
 from __future__ import annotations
 
@@ -70,19 +69,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from anycode.model.checkpoint import load_model
-from anycode.model.features import MAX_COPY_POSITIONS, MAX_VALUE_SUBTOKENS
+from anycode.model.features import MAX_VALUE_SUBTOKENS
 from anycode.model.runtime import graphs_of, sha256
 from anycode.model.slm import NEG, SLM, SLMConfig
+from anycode.model.torch_backend import COPY_COLUMNS, max_symbols
 from anycode.model.vocab import MAX_CHILD_INDEX, Vocab
 
 OPSET = 18
-COPY_COLUMNS = 1 + MAX_COPY_POSITIONS
 FORMAT_VERSION = 1
-
-
-def max_symbols(cfg: SLMConfig, max_paths: int) -> int:
-    """Every symbol a request can have: the vocabulary, at most K per context leaf, the file tokens."""
-    return cfg.n_subtokens + max_paths * COPY_COLUMNS + cfg.file_tokens
 
 
 # ---------------------------------------------------------------- the graphs as modules
@@ -301,56 +295,6 @@ class Score(nn.Module):
         zt = torch.einsum("bp,bpd->bd", att, z)
         h = torch.relu(m.W_g(torch.cat([zt, r], -1)))
         return m.node_logits(h), self._value_logits(h, paths, copy_symbols, files, file_symbols)
-
-
-# ---------------------------------------------------------------- torch reference backend
-
-
-class TorchBackend:
-    """`runtime.OrtBackend`'s interface over the torch model itself (SLM's own methods),
-    on the model's device (numpy in and out)."""
-
-    name = "torch"
-
-    def __init__(self, model: SLM, n_symbols: int, threads: int = 0):
-        self.model = model.eval()
-        self.device = next(model.parameters()).device
-        self.n_symbols = n_symbols
-        if threads:
-            torch.set_num_threads(threads)
-
-    def _t(self, a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
-
-    @staticmethod
-    def _np(*ts: torch.Tensor):
-        return tuple(t.cpu().numpy() for t in ts)
-
-    @torch.no_grad()
-    def value_step(self, values: np.ndarray):
-        m = self.model
-        return self._np(*m.lstm_step(m.embed_value(self._t(values)), *m.initial_state(len(values), self.device)))
-
-    @torch.no_grad()
-    def node_step(self, types: np.ndarray, index: np.ndarray, h: np.ndarray, c: np.ndarray):
-        m = self.model
-        return self._np(*m.lstm_step(m.embed_node(self._t(types), self._t(index)), self._t(h), self._t(c)))
-
-    @torch.no_grad()
-    def score(self, paths, mask, root, child_index, copy_symbols, z=None, files=None, file_symbols=None):
-        m = self.model
-        p = self._t(paths)
-        h = m.aggregate(p, self._t(mask), self._t(root), self._t(child_index), None if z is None else self._t(z))
-        if files is not None:
-            B = p.shape[0]
-            files = self._t(files).unsqueeze(0).expand(B, -1, -1)
-            file_symbols = self._t(file_symbols).unsqueeze(0).expand(B, -1)
-        return self._np(m.node_logits(h), m.value_logits(h, p, self._t(copy_symbols), self.n_symbols, files,
-                                                        file_symbols))
-
-    @torch.no_grad()
-    def contextualize(self, paths, mask):
-        return self._np(self.model.contextualize(self._t(paths), self._t(mask)))[0]
 
 
 # ---------------------------------------------------------------- checkpoints

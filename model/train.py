@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anycode.model import batching
+from anycode.model import batching, evaluate
 from anycode.model.checkpoint import load_checkpoint, load_model, pick_device
 from anycode.model.dataset import Shard, shard_paths
 from anycode.model.slm import SLM, SLMConfig
@@ -352,10 +352,9 @@ def loss_fn(b):
         else batching.batch_loss
 
 
-def dev_accuracy(model, vocab, dev_examples, device, cfg: TrainConfig, grammar_table) -> float:
-    from anycode.model import evaluate
+def dev_accuracy(model, vocab, dev_examples, cfg: TrainConfig, grammar_table) -> float:
     model.eval()
-    preds = evaluate.decode(model, vocab, dev_examples, beam=1, device=device, table=grammar_table,
+    preds = evaluate.decode(model, vocab, dev_examples, beam=1, table=grammar_table,
                             max_paths=cfg.max_paths, max_length=cfg.max_length)
     model.train()
     ok = sum(evaluate.same_code(p[0].code, evaluate.truth_code(t, h)) if p else False
@@ -490,7 +489,7 @@ def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None,
     def run_eval():
         t0 = time.time()
         dl = dev_loss(model, dev_batches, dev, amp) if dev_batches else float("nan")
-        acc = dev_accuracy(model, vocab, dev_examples, dev, cfg, grammar_table) if dev_examples else float("nan")
+        acc = dev_accuracy(model, vocab, dev_examples, cfg, grammar_table) if dev_examples else float("nan")
         rec = {"step": st["step"], "dev_nll": dl, "dev_greedy_acc1": acc, "eval_seconds": time.time() - t0}
         st["history"].append(rec)
         log(f"dev step {st['step']}: nll/target {dl:.4f}, greedy acc@1 {acc * 100:.2f}% "

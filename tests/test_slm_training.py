@@ -9,6 +9,7 @@ import torch
 from anycode.model import batching, evaluate, train
 from anycode.model.checkpoint import load_model
 from anycode.model.dataset import Shard, shard_paths
+from anycode.model.torch_backend import torch_decoder
 from anycode.model.vocab import Vocab
 
 from slm_fixtures import tiny_dataset
@@ -115,13 +116,13 @@ def test_decoding_reads_the_same_steps_as_training(data, context_once, file_toke
                                          vocab)).eval()
     shard = Shard(shard_paths(data, "dev")[0])
     items = [shard.example(i) for i in range(0, len(shard), max(1, len(shard) // 8))][:8]
-    dec = evaluate.Decoder(model, vocab)
+    dec = torch_decoder(model, vocab)
     with torch.no_grad():
         b = batching.make_batch(items, vocab, context_once=context_once, file_tokens=file_tokens).to("cpu")
         if file_tokens:
             assert b.file_symbols.shape[1] > 0 and (b.file_symbols >= 0).any()
         teacher = batching.step_log_probs(model, b)
-    forced = [x for t, h in items for x in dec.forced(t, h)]
+    forced = [x for t, h in items for x in dec.score_target(dec.prepare(t, h), t, h)[1]]
     labels = b.labels.tolist()
     for k, (a, c) in enumerate(zip(forced, teacher.tolist())):
         if labels[k] == 1:
@@ -135,7 +136,7 @@ def test_beam_search_returns_ranked_trees_that_parse(data, trained):
     items = [shard.example(i) for i in range(6)]
     from anycode.model.grammar_table import GrammarTable
     table = GrammarTable.load(data / "grammar.json")
-    res = evaluate.decode(model, vocab, items, beam=5, table=table, parse_only=False)
+    res = evaluate.decode(model, vocab, items, beam=5, table=table, parse_only=False, drop_forced=False)
     assert len(res) == 6
     for cands in res:
         assert 1 <= len(cands) <= 5
