@@ -34,8 +34,9 @@ class TypeAlongCache:
         self._entries: dict[str, _Entry] = {}
 
     def store(self, uri: str, source: bytes, cursor: int, cands: list[Cand]) -> None:
-        # Only candidates that replace exactly [start, cursor) can be carried along.
-        keep = [c for c in cands if c.end == cursor and c.start <= cursor]
+        # Candidates that replace exactly [start, cursor) can be carried along; those that also
+        # replace text after the cursor (a bracket the editor closed) answer the same request again.
+        keep = [c for c in cands if c.start <= cursor <= c.end]
         if keep:
             self._entries[uri] = _Entry(source, cursor, keep)
         else:
@@ -57,6 +58,10 @@ class TypeAlongCache:
             return None
         out = []
         for c in e.cands:
+            if c.end > e.cursor:
+                if k == 0:
+                    out.append(c)
+                continue
             typed = source[c.start:cursor]
             text = c.text.encode("utf-8", "surrogatepass")
             if len(text) > len(typed) and text.startswith(typed):

@@ -114,6 +114,11 @@ def test_typealong_cache():
     assert cache.lookup("other", typed, 6) is None
     cache.drop("u")
     assert cache.lookup("u", src, cur) is None
+    # an answer that also replaces the bracket after the cursor: the same request again, not typing on
+    src = b"y = res[]\n"
+    cache.store("u", src, 8, [Cand("res[key]", -0.5, 4, 9), Cand("res[0]", -1.0, 4, 9)])
+    assert [(c.text, c.start, c.end) for c in cache.lookup("u", src, 8)] == [("res[key]", 4, 9), ("res[0]", 4, 9)]
+    assert cache.lookup("u", b"y = res[k]\n", 9) is None
 
 
 def test_settings_parse():
