@@ -521,10 +521,20 @@ def find_typed_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = No
             continue
         hole.end += after + k - start
         hole.cursor, hole.typed, hole.typed_type = cursor, typed, typed_type
-        if not hole.repaired:
+        if _whole(hole):
             return hole          # the buffer's brackets are whole with it: the editor closed k of them
         found = found or hole
     return found
+
+
+def _whole(hole: Hole) -> bool:
+    """Did the hole's buffer parse with no repair, and its statement with no error or missing token
+    (tree-sitter closes a bracket left open by inventing the closer, which is no ERROR node)?"""
+    if hole.repaired:
+        return False
+    w0, w1 = hole.window or (0, len(hole.ph_source))
+    node = hole.ph_tree.root_node.descendant_for_byte_range(w0, w1)
+    return node is None or not node.has_error
 
 
 def _cleaned(source: bytes, start: int, after: int, closers: str):
@@ -545,7 +555,7 @@ def _operand_hole(source: bytes, cursor: int, start: int, after: int, loc: _Loca
     k = 0
     for k, clean in _cleaned(source, start, after, closers):
         check = find_hole(clean, start, parser=parser, table=table, prev=prev, identifiers=identifiers)
-        if check is not None and not check.repaired:
+        if check is not None and _whole(check):
             break                # with k of the closers taken out, the brackets around are whole
     hole.lead = source[start:cursor].decode("utf8", "replace")
     hole.closers = closers
