@@ -512,8 +512,11 @@ def find_typed_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = No
     closers = grammar.closers(typed)
     if located is source and loc.ph.start_byte == cursor and expression_position(loc.ph, table):
         # nothing typed of the operand at the cursor (`f(a, |`, `x and |`, `res[|`): the model fills
-        # that operand's own hole, and the answer repeats the typed text and closes it
-        return _operand_hole(source, cursor, start, after, loc, closers, parser, table, prev, identifiers)
+        # that operand's own hole, and the answer repeats the typed text and closes it.  Not where
+        # one operand does not finish the expression (`a if |` needs its `else`, `x not |` its `in`):
+        # there the typed text constrains the search of the whole expression, as below
+        if grammar.parse_expression(typed + OPERAND + closers, parser) is not None:
+            return _operand_hole(source, cursor, start, after, loc, closers, parser, table, prev, identifiers)
     found = None
     for k, clean in _cleaned(source, start, after, closers):
         hole = find_hole(clean, start, parser=parser, table=table, prev=prev, identifiers=identifiers)
@@ -525,6 +528,9 @@ def find_typed_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = No
             return hole          # the buffer's brackets are whole with it: the editor closed k of them
         found = found or hole
     return found
+
+
+OPERAND = " x"  # stands for the operand the model fills, to ask whether the typed text then is whole
 
 
 def _whole(hole: Hole) -> bool:

@@ -48,6 +48,24 @@ DETAIL = re.compile(r"^anycode \d{1,3}\.\d%$")
 # ---------------------------------------------------------------- a stdio LSP client
 
 
+def read_message(out) -> dict | None:
+    """The next LSP message from a server's stdout (a binary stream), or None at its end; a frame
+    without a Content-Length header is skipped."""
+    while True:
+        length = None
+        while True:
+            line = out.readline()
+            if not line:
+                return None
+            line = line.strip()
+            if not line:
+                break
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        if length is not None:
+            return json.loads(out.read(length))
+
+
 class LspProcess:
     """A language server subprocess spoken to over stdio with JSON-RPC framing.
     Requests from the server are answered: workspace/configuration with
@@ -74,23 +92,12 @@ class LspProcess:
             self.proc.stdin.flush()
 
     def _read(self) -> None:
-        out = self.proc.stdout
         while True:
-            length = None
-            while True:
-                line = out.readline()
-                if not line:
-                    with self._cv:
-                        self._cv.notify_all()
-                    return
-                line = line.strip()
-                if not line:
-                    break
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            if length is None:
-                continue
-            msg = json.loads(out.read(length))
+            msg = read_message(self.proc.stdout)
+            if msg is None:
+                with self._cv:
+                    self._cv.notify_all()
+                return
             now = time.monotonic()
             if "method" in msg and "id" in msg:
                 self._answer_server_request(msg)

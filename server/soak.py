@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from anycode.server.bench import rss_mb
+from anycode.server.replay import read_message
 
 STATS = "anycode/stats"
 SAME_BUDGET_MS = 30000
@@ -59,21 +60,13 @@ class RawClient:
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
-        out = self.proc.stdout
         while True:
-            length = None
-            while True:
-                line = out.readline()
-                if not line:
-                    with self.cv:
-                        self.closed = True
-                        self.cv.notify_all()
-                    return
-                if not line.strip():
-                    break
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            msg = json.loads(out.read(length)) if length else {}
+            msg = read_message(self.proc.stdout)
+            if msg is None:
+                with self.cv:
+                    self.closed = True
+                    self.cv.notify_all()
+                return
             self._dispatch(msg, time.monotonic())
 
     def _dispatch(self, msg: dict, now: float) -> None:

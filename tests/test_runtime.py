@@ -171,6 +171,17 @@ def test_operand_after_auto_closed_bracket(completer):
         assert parses(src[: c.start] + c.text.encode() + src[c.end:]), c.text
 
 
+@pytest.mark.parametrize("typed", ["i + 2 if ", "ch not ", "a if b else "])
+def test_operand_that_does_not_finish_the_expression(completer, typed):
+    """`a if |` needs an `else` and `x not |` an `in`: an answer is still one whole expression."""
+    src = f"def f(i, ch, a, b, chars):\n    n = {typed}\n    return n\n".encode()
+    cursor = src.index(b"\n    return")
+    for c in completer.complete(src, cursor):
+        assert c.text.startswith(typed.rstrip()), c.text
+        assert grammar.parse_expression(c.text) is not None, c.text
+        assert parses(src[: c.start] + c.text.encode() + src[c.end:]), c.text
+
+
 def test_cancellation(completer):
     src, cursor, _ = holes_of(DATA / "string.py", 1)[0]
     with pytest.raises(Cancelled):
