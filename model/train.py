@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
@@ -496,8 +497,12 @@ def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None,
             f"({len(dev_examples)} examples, {rec['eval_seconds']:.1f}s)")
         with open(out / "log.jsonl", "a") as fh:
             fh.write(json.dumps({"dev": rec}) + "\n")
-        if acc > st["best_dev_acc"]:
-            st["best_dev_acc"], st["best_step"] = acc, st["step"]
+        # the best weights by greedy dev acc@1, or by dev nll where the run checks no accuracy
+        score = acc if acc == acc else -dl
+        if score > st.get("best_score", st["best_dev_acc"] if st["best_dev_acc"] >= 0 else -math.inf):
+            st["best_score"], st["best_step"] = score, st["step"]
+            if acc == acc:
+                st["best_dev_acc"] = acc
             torch.save(model.state_dict(), out / "best.pt.tmp")
             os.replace(out / "best.pt.tmp", out / "best.pt")
         return time.time() - t0

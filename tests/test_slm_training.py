@@ -1,4 +1,5 @@
 """Training on a tiny real dataset: the loss falls, resuming is exact, decoding reads what training reads."""
+import json
 import math
 from dataclasses import replace
 
@@ -55,6 +56,18 @@ def test_resume_gives_the_same_next_loss(data, tmp_path):
     rest = train.train(data, tmp_path / "b", CFG, max_steps=7, device="cpu", log=quiet)["losses"]
     assert len(rest) == 2
     assert rest == pytest.approx(whole[5:], abs=1e-6, rel=0)
+
+
+def test_best_weights_by_dev_nll_when_no_accuracy_is_checked(data, tmp_path):
+    """A run that checks only the dev loss (config large) still keeps its best weights in best.pt."""
+    cfg = replace(CFG, eval_examples=0, eval_every=2)
+    train.train(data, tmp_path, cfg, max_steps=6, device="cpu", log=quiet)
+    dev = [json.loads(line)["dev"] for line in (tmp_path / "log.jsonl").read_text().splitlines()
+           if '"dev"' in line]
+    assert len(dev) >= 3
+    best = min(dev, key=lambda r: r["dev_nll"])
+    state = torch.load(tmp_path / "ckpt.pt", map_location="cpu", weights_only=False)["state"]
+    assert (tmp_path / "best.pt").exists() and state["best_step"] == best["step"]
 
 
 def test_epoch_plans_are_bucketed_and_cover_every_example():

@@ -4,7 +4,8 @@
 # a run featurizes the carried train split for at most FEATURE_SECONDS (tools/device/featurize.py:
 # shards not done by then are left out of the run) and starts from /tmp/init (.carry/init: slm.pt,
 # config.json, vocab.json, grammar.json of model/shipped); a later call on the same warm machine
-# resumes the run from its checkpoint.  Ends with the run's latest weights in $OUT (weights.py --last).
+# resumes the run from its checkpoint.  Ends with the run's latest weights in $OUT (weights.py --last;
+# PICK="" brings best.pt instead: the best dev check, by dev nll where the run checks no accuracy).
 # DEVICE (default cuda) and TRAIN_SET (e.g. "--set targets_per_batch=512") are for a dry run on a CPU.
 set -u
 T0=$(date +%s)
@@ -20,6 +21,6 @@ LEFT=$(( DEADLINE - ($(date +%s) - T0) - 30 ))
 echo "$(( $(date +%s) - T0 ))s in; training for $LEFT s"
 python3 -m anycode train --data /tmp/ds/python --out /tmp/runs/$RUN --config large --init /tmp/init \
   --features /tmp/feat --device "${DEVICE:-cuda}" --minutes "$(python3 -c "print($LEFT / 60)")" ${TRAIN_SET:-}
-python3 "$ROOT_DIR/tools/device/weights.py" /tmp/runs/$RUN "$OUT" "$RUN" --last
+python3 "$ROOT_DIR/tools/device/weights.py" /tmp/runs/$RUN "$OUT" "$RUN" ${PICK---last}
 nvidia-smi --query-gpu=memory.used --format=csv,noheader
 ls -la "$OUT"; echo "call done in $(( $(date +%s) - T0 ))s"
