@@ -19,11 +19,15 @@ does not know raise `Unprintable`; the data pipeline counts them.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import tree_sitter as ts
 import tree_sitter_python
+
+from anycode.grammars.language import Language, Node, Unprintable
+from anycode.grammars.language import base_type as _base_type
+
 
 # ------------------------------------------------------------------ node kinds
 
@@ -80,7 +84,7 @@ def kind_of(type_key: str) -> str:
 
 @lru_cache(maxsize=4096)
 def base_type(type_key: str) -> str:
-    return type_key.split(":", 1)[0]
+    return _base_type(type_key)
 
 
 @lru_cache(maxsize=1)
@@ -173,38 +177,6 @@ def join_value(type_key: str, parts: list[str]) -> str:
 # ------------------------------------------------------------------ the tree
 
 
-@dataclass
-class Node:
-    type: str
-    children: list["Node"] = field(default_factory=list)
-    value: str | None = None
-    start_byte: int = 0
-    end_byte: int = 0
-    field: str = ""           # the tree-sitter field name this node fills in its parent
-
-    @property
-    def kind(self) -> str:
-        return kind_of(self.type)
-
-    def walk(self):
-        stack = [self]
-        while stack:
-            n = stack.pop()
-            yield n
-            stack.extend(reversed(n.children))
-
-    def size(self) -> int:
-        return sum(1 for _ in self.walk())
-
-    def shape(self) -> tuple:
-        """The tree without leaf values (tree@k compares these)."""
-        return (self.type, tuple(c.shape() for c in self.children))
-
-    def key(self) -> tuple:
-        """The whole tree, leaf values included (exact match compares these)."""
-        return (self.type, self.value, tuple(c.key() for c in self.children))
-
-
 def _slice_form(node: ts.Node) -> str:
     return "".join("_" if c.is_named else c.type for c in node.children if c.type not in DROPPED)
 
@@ -251,10 +223,6 @@ def parse(source: bytes, parser: ts.Parser | None = None) -> ts.Tree:
 
 
 # ------------------------------------------------------------------ printing
-
-
-class Unprintable(ValueError):
-    pass
 
 
 def _join(nodes, sep=", "):
@@ -556,3 +524,126 @@ def space_triggers(before: str) -> bool:
     return last.kind == "name" and last.text in KEYWORDS and last.text not in (
         "True", "False", "None", "pass", "break", "continue", "def", "class", "import", "global", "nonlocal", "as",
         "try", "finally")
+
+
+# ------------------------------------------------------------------ holes and the search
+
+NAME_POSITIONS = frozenset({
+    ("function_definition", "name"), ("class_definition", "name"), ("attribute", "attribute"),
+    ("default_parameter", "name"), ("typed_parameter", ""), ("typed_default_parameter", "name"),
+    ("parameters", ""), ("lambda_parameters", ""), ("dotted_name", ""), ("aliased_import", ""),
+    ("import_statement", ""), ("import_from_statement", ""), ("keyword_argument", "name"),
+})
+"""Positions that hold names, not expressions (holes use them when there is no grammar table)."""
+
+STOP_TYPES = frozenset({"module", "block", "function_definition", "class_definition", "decorated_definition",
+                        "ERROR", "expression_statement"})
+"""A hole (and a verified candidate) never reaches above these."""
+
+
+def target_root_type(t: str) -> bool:
+    """The dataset's targets: expressions (of two nodes or more), string concatenations apart."""
+    b = base_type(t)
+    return b in EXPRESSION_TYPES and b != "concatenated_string"
+
+
+def starts_block(source: bytes, at: int) -> bool:
+    """Does the line at `at` begin a top-level statement (code at column 0 that continues none)?"""
+    c = source[at: at + 1]
+    return (c.isalpha() or c in (b"@", b"_")) and not source.startswith((b"else", b"elif", b"except", b"finally"), at)
+
+
+_MIN_CHILDREN = {
+    "binary_operator": 2, "boolean_operator": 2, "unary_operator": 1, "not_operator": 1, "await": 1,
+    "parenthesized_expression": 1, "if_clause": 1, "list_splat": 1, "dictionary_splat": 1,
+    "parenthesized_list_splat": 1, "conditional_expression": 3, "named_expression": 2,
+    "default_parameter": 2, "keyword_argument": 2, "attribute": 2, "call": 2, "pair": 2, "subscript": 2,
+    "list_comprehension": 2, "set_comprehension": 2, "dictionary_comprehension": 2,
+    "generator_expression": 2, "for_in_clause": 2,
+}
+
+
+def min_children(t: str) -> int:
+    """The children a node of type `t` needs before it prints."""
+    base = base_type(t)
+    if base == "comparison_operator":
+        return len(t.split(":", 1)[1].split(",")) + 1 if ":" in t else 2
+    if base == "slice":
+        return t.split(":", 1)[1].count("_") if ":" in t else 0
+    return _MIN_CHILDREN.get(base, 0)
+
+
+def sentinel(parent_type: str, k: int, marker: str) -> Node:
+    """A stand-in for child k of an open `parent_type` node: a name printing as `marker` (a lambda's
+    first child is its parameter list)."""
+    if base_type(parent_type) == "lambda" and k == 0:
+        return Node("lambda_parameters", [Node("identifier", value=marker)])
+    return Node("identifier", value=marker)
+
+
+def set_fields(node: Node) -> None:
+    """A comprehension clause prints its target (field `left`) apart from its iterables."""
+    if base_type(node.type) == "for_in_clause":
+        for j, c in enumerate(node.children):
+            c.field = "left" if j == 0 else "right"
+
+
+VALUE_SHAPES = {
+    "identifier": re.compile(r"[^\W\d]\w*|\d+|_+|\w+", re.UNICODE),
+    "integer": re.compile(r"(0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+|\d[\d_]*)[lLjJ]?"),
+    "float": re.compile(r"(\d[\d_]*)?\.?\d*([eE][+-]?\d+)?[jJ]?"),
+    "string": re.compile(r"(?s)[rRbBuUfF]{0,2}('''.*'''|\"\"\".*\"\"\"|'.*'|\".*\")"),
+}
+"""The shape of a value (a part of a name) the grammar table lets the search generate."""
+
+
+# ------------------------------------------------------------------ the language
+
+
+class Python(Language):
+    """Python, on tree-sitter-python: this module's functions as a `Language`."""
+    id = "python"
+    language_ids = frozenset({"python", "py", "python3"})
+    extensions = (".py", ".pyi", ".pyw")
+    corpus = "python.tsv"
+    VALUED, FIXED, DROPPED = VALUED, FIXED, DROPPED
+    EXPRESSION_TYPES, ATOM_TYPES, FUNCTION_TYPES = EXPRESSION_TYPES, ATOM_TYPES, FUNCTION_TYPES
+    HOLE_FORBIDDEN, NAME_POSITIONS, STOP_TYPES = HOLE_FORBIDDEN, NAME_POSITIONS, STOP_TYPES
+    OPEN_CLOSE, REPAIRS, VALUE_SHAPES = OPEN_CLOSE, REPAIRS, VALUE_SHAPES
+
+    new_parser = staticmethod(new_parser)
+    type_key = staticmethod(type_key)
+    convert = staticmethod(convert)
+    base_type = staticmethod(base_type)
+    kind_of = staticmethod(kind_of)
+    subtokens = staticmethod(subtokens)
+    join_value = staticmethod(join_value)
+    split_identifier = staticmethod(split_identifier)
+    identifier_counts = staticmethod(identifier_counts)
+    print_node = staticmethod(print_node)
+    parse_expression = staticmethod(parse_expression)
+    round_trips = staticmethod(round_trips)
+    target_root_type = staticmethod(target_root_type)
+    starts_block = staticmethod(starts_block)
+    min_children = staticmethod(min_children)
+    sentinel = staticmethod(sentinel)
+    set_fields = staticmethod(set_fields)
+    tokens = staticmethod(tokens)
+    typed_tokens = staticmethod(typed_tokens)
+    closers = staticmethod(closers)
+    typed_kind = staticmethod(typed_kind)
+    value_starts = staticmethod(value_starts)
+    partial_literal_start = staticmethod(partial_literal_start)
+    lone_number = staticmethod(lone_number)
+    ends_in_keyword = staticmethod(ends_in_keyword)
+    space_triggers = staticmethod(space_triggers)
+
+    def parse(self, source: bytes, parser: ts.Parser | None = None) -> ts.Tree:
+        return parse(source, parser)
+
+    def fixed_text(self, type_key: str) -> str:
+        base = base_type(type_key)
+        return _FIXED_TEXT.get(base, base)
+
+
+PYTHON = Python()

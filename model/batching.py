@@ -38,7 +38,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from anycode.grammars import python as grammar
 from anycode.model.features import (MAX_COPY_POSITIONS, MAX_VALUE_SUBTOKENS, context_features,
                                     copy_row, generated_leaf_value, value_ids)
 from anycode.model.paths import FlatTree, generated_leaves, target_steps
@@ -118,7 +117,7 @@ def featurize(tree: FlatTree, h: int, vocab: Vocab, max_paths: int = 200, max_le
             r = gen_rows.get(key)
             if r is None:
                 r = gen_rows[key] = len(g_values)
-                token, subs = generated_leaf_value(tree.types[leaf], parts)
+                token, subs = generated_leaf_value(tree.lang, tree.types[leaf], parts)
                 g_values.append(value_ids(vocab, subs))
                 g_paths.append(tree.path(leaf, s.parent))
                 g_copy.append(copy_row(symbols, token, subs))
@@ -519,18 +518,19 @@ def approx_step_counts(shard) -> np.ndarray:
     subtokens (an upper bound: values copied whole take one step)."""
     a = shard.arrays
     strings = shard.strings
+    lang = shard.lang
     n_type, n_value = a["n_type"], a["n_value"]
     nt = np.zeros(len(strings), np.int64)       # by type string: nonterminal, valued, identifier
     vals = np.zeros(len(strings), np.int64)
     ident = np.zeros(len(strings), bool)
     for i in np.unique(n_type):
-        k = grammar.kind_of(strings[i])
+        k = lang.kind_of(strings[i])
         nt[i] = k == "nonterminal"
         vals[i] = k == "valued"
-        ident[i] = grammar.base_type(strings[i]) == "identifier"
+        ident[i] = lang.base_type(strings[i]) == lang.IDENTIFIER
     nsub = np.ones(len(strings) + 1, np.int64)  # by value string, as an identifier; index -1: no value
     for v in np.unique(n_value[ident[n_type] & (n_value >= 0)]):
-        nsub[v] = len(grammar.split_identifier(strings[v]))
+        nsub[v] = len(lang.subtokens(lang.IDENTIFIER, strings[v]))
     cnt = np.where(ident[n_type], nsub[n_value], 1)
     cost = 1 + nt[n_type] + vals[n_type] * (1 + cnt)
     cs = np.concatenate([[0], np.cumsum(cost)])

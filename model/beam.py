@@ -40,10 +40,9 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from anycode.grammars import python as grammar
+from anycode.grammars import Language, Node, Unprintable
 from anycode.model.features import (MAX_VALUE_SUBTOKENS, ContextFeatures, context_features, copy_row,
                                     generated_leaf_value, value_ids)
-from anycode.model.holes import target_root_type
 from anycode.model.paths import FlatTree, target_steps, value_subtokens
 from anycode.model.prefix import CONSISTENT, COVERED, INCONSISTENT, Prefix
 from anycode.model.vocab import EMPTY, EOS_NODE, EOS_TOK, MAX_CHILD_INDEX, Vocab
@@ -180,7 +179,7 @@ def _key(type_id: int, index: int) -> int:
 class Finished:
     logp: float
     hyp: Hyp
-    node: grammar.Node | None = None
+    node: Node | None = None
     text: str | None = None
 
 
@@ -208,75 +207,46 @@ class Stopped(Exception):
 
 # ---------------------------------------------------------------- the partial printer (typed prefixes)
 
-_SENT = "\x00"
-_MIN_CHILDREN = {
-    "binary_operator": 2, "boolean_operator": 2, "unary_operator": 1, "not_operator": 1, "await": 1,
-    "parenthesized_expression": 1, "if_clause": 1, "list_splat": 1, "dictionary_splat": 1,
-    "parenthesized_list_splat": 1, "conditional_expression": 3, "named_expression": 2,
-    "default_parameter": 2, "keyword_argument": 2, "attribute": 2, "call": 2, "pair": 2, "subscript": 2,
-    "list_comprehension": 2, "set_comprehension": 2, "dictionary_comprehension": 2,
-    "generator_expression": 2, "for_in_clause": 2,
-}
+_SENT = "\x00"   # marks where a partial tree's next part would go
 
 
-def _min_children(t: str) -> int:
-    base = grammar.base_type(t)
-    if base == "comparison_operator":
-        return len(t.split(":", 1)[1].split(",")) + 1 if ":" in t else 2
-    if base == "slice":
-        return t.split(":", 1)[1].count("_") if ":" in t else 0
-    return _MIN_CHILDREN.get(base, 0)
-
-
-def _sentinel_for(parent_type: str, k: int) -> grammar.Node:
-    if grammar.base_type(parent_type) == "lambda" and k == 0:
-        return grammar.Node("lambda_parameters", [grammar.Node("identifier", value=_SENT)])
-    return grammar.Node("identifier", value=_SENT)
-
-
-def _fields(node: grammar.Node) -> None:
-    if grammar.base_type(node.type) == "for_in_clause":
-        for j, c in enumerate(node.children):
-            c.field = "left" if j == 0 else "right"
-
-
-def build_node(hyp: Hyp, i: int = 0, open_fill: bool = False, frontier_marker: bool = True) -> grammar.Node:
-    """Hypothesis node i as a grammar.Node.  With `open_fill`, open nodes are padded with
+def build_node(hyp: Hyp, lang: Language, i: int = 0, open_fill: bool = False, frontier_marker: bool = True) -> Node:
+    """Hypothesis node i as a `Node` of `lang`.  With `open_fill`, open nodes are padded with
     sentinel children so the partial tree prints; the frontier (the deepest open node)
     gets a sentinel where its next part would go unless `frontier_marker` is False."""
     t = hyp.types[i]
-    kind = grammar.kind_of(t)
+    kind = lang.kind_of(t)
     open_ = open_fill and i in hyp.stack
     frontier = open_ and hyp.stack[-1] == i and frontier_marker
-    node = grammar.Node(t)
+    node = Node(t)
     if kind == "valued":
-        node.value = grammar.join_value(t, hyp.parts[i] or []) if hyp.parts[i] else ""
+        node.value = lang.join_value(t, hyp.parts[i] or []) if hyp.parts[i] else ""
         if frontier:
             node.value += _SENT
     elif kind == "nonterminal":
-        node.children = [build_node(hyp, c, open_fill, frontier_marker) for c in hyp.kids[i]]
+        node.children = [build_node(hyp, lang, c, open_fill, frontier_marker) for c in hyp.kids[i]]
         if open_:
             k = len(node.children)
-            need = max(_min_children(t) - k, 1 if frontier else 0)
-            node.children += [_sentinel_for(t, k + j) for j in range(need)]
-        _fields(node)
+            need = max(lang.min_children(t) - k, 1 if frontier else 0)
+            node.children += [lang.sentinel(t, k + j, _SENT) for j in range(need)]
+        lang.set_fields(node)
     return node
 
 
-def committed_text(hyp: Hyp) -> str | None:
+def committed_text(hyp: Hyp, lang: Language) -> str | None:
     """The text of the hypothesis up to its frontier, which no later step can change;
     None when the partial tree does not print."""
     try:
-        a = grammar.print_node(build_node(hyp, 0, True))
-    except (grammar.Unprintable, IndexError, StopIteration):
+        a = lang.print_node(build_node(hyp, lang, 0, True))
+    except (Unprintable, IndexError, StopIteration):
         return None
     a = a[: a.index(_SENT)] if _SENT in a else a
     top = hyp.stack[-1] if hyp.stack else None
-    if top is not None and grammar.kind_of(hyp.types[top]) == "nonterminal":
+    if top is not None and lang.kind_of(hyp.types[top]) == "nonterminal":
         # the frontier may close instead of taking another child: keep what both agree on
         try:
-            b = grammar.print_node(build_node(hyp, 0, True, frontier_marker=False))
-        except (grammar.Unprintable, IndexError, StopIteration):
+            b = lang.print_node(build_node(hyp, lang, 0, True, frontier_marker=False))
+        except (Unprintable, IndexError, StopIteration):
             return a
         b = b[: b.index(_SENT)] if _SENT in b else b
         k = 0
@@ -288,28 +258,28 @@ def committed_text(hyp: Hyp) -> str | None:
 
 def typed_state(hyp: Hyp, prefix: Prefix) -> tuple[int, int | None]:
     """prefix.check_at on the hypothesis's committed text ((CONSISTENT, None) when it does not print)."""
-    text = committed_text(hyp)
+    text = committed_text(hyp, prefix.lang)
     if text is None:
         return CONSISTENT, None
     pi = hyp.pi
-    open_value = pi >= 0 and bool(hyp.parts[pi]) and grammar.kind_of(hyp.types[pi]) == "valued"
+    open_value = pi >= 0 and bool(hyp.parts[pi]) and prefix.lang.kind_of(hyp.types[pi]) == "valued"
     return prefix.check_at(text, open_value)
 
 
 @lru_cache(maxsize=4096)
-def leading_text(t: str) -> str | None:
+def leading_text(t: str, lang: Language) -> str | None:
     """What a node of type `t` prints before its first child or value ("" for values and for types
     that begin with a child: calls, operators); None when it does not print."""
-    kind = grammar.kind_of(t)
+    kind = lang.kind_of(t)
     if kind == "valued":
         return ""
-    node = grammar.Node(t)
+    node = Node(t)
     if kind == "nonterminal":
-        node.children = [_sentinel_for(t, k) for k in range(max(_min_children(t), 1))]
-        _fields(node)
+        node.children = [lang.sentinel(t, k, _SENT) for k in range(max(lang.min_children(t), 1))]
+        lang.set_fields(node)
     try:
-        text = grammar.print_node(node)
-    except (grammar.Unprintable, IndexError, StopIteration):
+        text = lang.print_node(node)
+    except (Unprintable, IndexError, StopIteration):
         return None
     return text[: text.index(_SENT)] if _SENT in text else text
 
@@ -318,13 +288,15 @@ def leading_text(t: str) -> str | None:
 
 
 class Decoder:
-    def __init__(self, backend: Backend, vocab: Vocab, table=None, *, max_paths: int = 200,
+    def __init__(self, backend: Backend, vocab: Vocab, table=None, *, lang: Language, max_paths: int = 200,
                  max_length: int = 24, context_once: bool = False, file_tokens: int = 0):
-        """`context_once`: decode a context_once model (SLMConfig): the context paths stay at p and are
+        """`lang`: the language of the model (its types, values, printer and allowed roots).
+        `context_once`: decode a context_once model (SLMConfig): the context paths stay at p and are
         contextualized once per request (`Backend.contextualize`), the chain states down the hole
         hold only the root path, and each step contextualizes its generated paths alone.
         `file_tokens`: the model's SLMConfig.file_tokens (the file's identifiers copied whole)."""
         self.backend = backend
+        self.lang = lang
         self.context_once = context_once
         self.file_tokens = file_tokens
         # file tokens' encodings by value: a document's change little between requests, files share many
@@ -337,10 +309,10 @@ class Decoder:
         self.T = T
         self.eos_node = vocab.type_id[EOS_NODE]
         self.eos_tok = vocab.sub_id[EOS_TOK]
-        self.kind = [grammar.kind_of(t) for t in vocab.node_types]
+        self.kind = [lang.kind_of(t) for t in vocab.node_types]
         self.generable = np.array([not t.startswith("<") for t in vocab.node_types])
         self.terminal = np.array([k != "nonterminal" for k in self.kind]) & self.generable
-        self.root_ok = np.array([target_root_type(t) for t in vocab.node_types]) & self.generable
+        self.root_ok = np.array([lang.target_root_type(t) for t in vocab.node_types]) & self.generable
         self._child_masks: dict[tuple[str, int], np.ndarray] = {}
         self._value_masks: dict[tuple[str, bool], np.ndarray] = {}
         self._value_ok_cache: dict[tuple[str, str, bool], bool] = {}
@@ -376,7 +348,7 @@ class Decoder:
             key = (ctx.p_type, ctx.hole_index, True)
         else:
             t = hy.types[pi]
-            if grammar.kind_of(t) == "valued":
+            if self.lang.kind_of(t) == "valued":
                 return None
             key = (t, len(hy.kids[pi]), False)
         if key in self._only:
@@ -402,7 +374,7 @@ class Decoder:
         return self.table.eos_allowed(parent_type, n_children)
 
     def _value_ok(self, type_key: str, symbol: str, later: bool) -> bool:
-        k = (grammar.base_type(type_key), symbol, later)
+        k = (self.lang.base_type(type_key), symbol, later)
         v = self._value_ok_cache.get(k)
         if v is None:
             if symbol.startswith("<") and symbol.endswith(">"):
@@ -410,7 +382,7 @@ class Decoder:
             elif self.table is None:
                 v = True
             else:
-                v = self.table.value_ok(type_key, symbol, 1 if later else 0)
+                v = self.table.value_ok(type_key, symbol, 1 if later else 0, self.lang)
             if len(self._value_ok_cache) < 500_000:
                 self._value_ok_cache[k] = v
         return v
@@ -418,7 +390,7 @@ class Decoder:
     def value_mask(self, ctx: Context, type_key: str, later: bool) -> np.ndarray:
         """Which of the request's symbols (the vocabulary's, then its own) may be a part of a
         `type_key` value; shared, so copy it before changing it."""
-        base = grammar.base_type(type_key)
+        base = self.lang.base_type(type_key)
         mask = ctx.extra_masks.get((base, later))
         if mask is None:
             vm = self._value_masks.get((base, later))
@@ -645,7 +617,7 @@ class Decoder:
             pi = hy.pi
             if pi < 0:
                 child[b] = ctx.hole_index
-            elif grammar.kind_of(hy.types[pi]) == "valued":
+            elif self.lang.kind_of(hy.types[pi]) == "valued":
                 child[b] = len(hy.parts[pi])
             else:
                 child[b] = len(hy.kids[pi])
@@ -660,14 +632,14 @@ class Decoder:
 
     def _leaf_value(self, ctx: Context, hy: Hyp, leaf: int) -> tuple[tuple[int, ...], np.ndarray]:
         t = hy.types[leaf]
-        parts = tuple(hy.parts[leaf] or ()) if grammar.kind_of(t) == "valued" else ()
+        parts = tuple(hy.parts[leaf] or ()) if self.lang.kind_of(t) == "valued" else ()
         key = (t, parts)
         v = ctx.leaf_info.get(key)
         if v is None:
-            subs = value_subtokens(t, list(parts)) if grammar.kind_of(t) == "valued" else [EMPTY]
+            subs = value_subtokens(self.lang, t, list(parts)) if self.lang.kind_of(t) == "valued" else [EMPTY]
             ids = value_ids(self.vocab, subs)
             ids = tuple(ids + [0] * (MAX_VALUE_SUBTOKENS - len(ids)))
-            token, csubs = generated_leaf_value(t, list(parts))
+            token, csubs = generated_leaf_value(self.lang, t, list(parts))
             v = ctx.leaf_info[key] = (ids, np.array(copy_row(ctx.features.symbols, token, csubs), np.int64))
         return v
 
@@ -688,7 +660,7 @@ class Decoder:
         n.nsteps += 1
         pi = hy.pi
         vocab = self.vocab
-        if pi >= 0 and grammar.kind_of(hy.types[pi]) == "valued":
+        if pi >= 0 and self.lang.kind_of(hy.types[pi]) == "valued":
             if label == EOS_TOK:
                 n.stack.pop()
                 n.suffix = n.suffix[:-1]
@@ -713,7 +685,7 @@ class Decoder:
             n.kids[pi] = n.kids[pi] + [i]
         n.keys.append(_key(vocab.type_of(label), n.cindex[i]))
         n.kids.append([])
-        kind = grammar.kind_of(label)
+        kind = self.lang.kind_of(label)
         n.parts.append([] if kind == "valued" else None)
         if kind == "nonterminal" or kind == "valued":
             n.stack.append(i)
@@ -738,7 +710,7 @@ class Decoder:
         return cost
 
     def _node_closing_cost(self, t: str, k: int) -> int:
-        if grammar.kind_of(t) == "valued":
+        if self.lang.kind_of(t) == "valued":
             return 1
         need = 0
         if self.table is not None and self.table.known(t):
@@ -754,12 +726,12 @@ class Decoder:
         if got is not False:
             return got
         self._first[t] = frozenset()           # a cycle (`a.b` begins with an attribute) adds nothing
-        lead = leading_text(t)
+        lead = leading_text(t, self.lang)
         if lead is None:
             out = None
         elif lead.strip():
-            out = frozenset({("text", grammar.tokens(lead)[0].text)})
-        elif grammar.kind_of(t) == "valued":
+            out = frozenset({("text", self.lang.tokens(lead)[0].text)})
+        elif self.lang.kind_of(t) == "valued":
             out = frozenset({("value", t)})
         elif self.table is None or not self.table.known(t):
             out = None
@@ -786,7 +758,7 @@ class Decoder:
             while todo:
                 x = todo.pop()
                 kinds.add(prefix.kind(x))
-                if leading_text(x) == "" and self.table is not None and grammar.kind_of(x) == "nonterminal":
+                if leading_text(x, self.lang) == "" and self.table is not None and self.lang.kind_of(x) == "nonterminal":
                     for c in self.table.allowed_children(x, 0):
                         if c not in seen:
                             seen.add(c)
@@ -802,7 +774,7 @@ class Decoder:
         chain = [i]
         while n.parent[chain[-1]] >= 0:
             q = n.parent[chain[-1]]
-            if n.cindex[chain[-1]] != 0 or leading_text(n.types[q]) != "":
+            if n.cindex[chain[-1]] != 0 or leading_text(n.types[q], self.lang) != "":
                 return True                 # the new node is not at the start: nothing to ask
             chain.append(q)
         if any(prefix.kind(n.types[q]) == prefix.anchor for q in chain[1:]):
@@ -815,7 +787,7 @@ class Decoder:
         search candidates with the expanded hypothesis; value parts are masked by `_typed_symbols`
         already, every other step is checked on the text it commits."""
         pi = hy.pi
-        spelling = pi >= 0 and grammar.kind_of(hy.types[pi]) == "valued"
+        spelling = pi >= 0 and self.lang.kind_of(hy.types[pi]) == "valued"
         k = min(max_tries, int(np.count_nonzero(lp > NEG_INF)))
         if k == 0:
             return []
@@ -832,7 +804,7 @@ class Decoder:
                     continue
                 state, at = typed_state(n, prefix)
                 if state == INCONSISTENT or (n.done and state != COVERED) or (
-                        state == CONSISTENT and at is not None and opened and leading_text(label) == ""
+                        state == CONSISTENT and at is not None and opened and leading_text(label, self.lang) == ""
                         and not prefix.starts(at, self.first_tokens(label))):
                     ctx.stats["pruned_typed"] += 1
                     continue
@@ -849,15 +821,15 @@ class Decoder:
         t = hy.types[pi]
         tmp = hy.copy()
         tmp.parts[pi] = []
-        before = committed_text(tmp)
+        before = committed_text(tmp, self.lang)
         if before is None:
             return None
-        index = len(grammar.typed_tokens(before)[0])
+        index = len(self.lang.typed_tokens(before)[0])
         if index >= len(prefix.tokens):
             return None
         typed = prefix.tokens[index]
         parts = hy.parts[pi] or []
-        so_far = grammar.join_value(t, parts) if parts else ""
+        so_far = self.lang.join_value(t, parts) if parts else ""
         partial = prefix.partial and index == len(prefix.tokens) - 1
         if partial and len(so_far) >= len(typed):
             return None
@@ -880,7 +852,7 @@ class Decoder:
             heads.add(rest[1])          # the joiner may put the underscore between subtokens
         for c in heads:
             for i in first.get(c, ()):
-                mask[i] = bool(prefix.value_fits(index, grammar.join_value(t, parts + [symbols.string(i)])))
+                mask[i] = bool(prefix.value_fits(index, self.lang.join_value(t, parts + [symbols.string(i)])))
         return mask
 
     # ------------------------------------------------------------ beam search
@@ -909,7 +881,7 @@ class Decoder:
         gen: dict = {}
         stats = ctx.stats
         stats.update(steps=0, expansions=0, pruned_typed=0)
-        prefix = typed if isinstance(typed, Prefix) else Prefix(typed)
+        prefix = typed if isinstance(typed, Prefix) else Prefix(typed, lang=self.lang)
         closing_from = None
         for step in range(max_steps):
             if check is not None:
@@ -959,7 +931,7 @@ class Decoder:
                 pi = hy.pi
                 forced = closing_from is not None or hy.nsteps >= soft_steps or \
                     hy.nsteps + self._closing_cost(hy) + 2 >= max_steps
-                if pi >= 0 and grammar.kind_of(hy.types[pi]) == "valued":
+                if pi >= 0 and self.lang.kind_of(hy.types[pi]) == "valued":
                     j = len(hy.parts[pi])
                     if j >= MAX_VALUE_PARTS or (forced and j > 0):
                         allowed = np.zeros(nsym, bool)

@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from anycode import grammars
+
 ROOT = Path(__file__).resolve().parent.parent
 UNTRAINED_SOFT_STEPS = 8        # random trees are steered closed early: the test targets' median is 11-14 steps
 UNTRAINED_MAX_DEPTH = 4         # random trees dive; deep ones take far longer to close
@@ -65,7 +67,7 @@ def hole_files(args) -> tuple[list[Path], str]:
     return sorted((ROOT / "tests" / "data").glob("*.py")), "tests/data (no corpus test split here)"
 
 
-def collect_holes(files: list[Path], n: int, seed: int = 0, lines: tuple[int, int] | None = None):
+def collect_holes(files: list[Path], n: int, seed: int = 0, lines: tuple[int, int] | None = None, *, lang):
     """[(path, source with the target cut out, cursor, target text, flat tree, hole)]; `lines`: only
     functions of that many lines (default: the dataset's, at most MAX_FUNCTION_LINES)."""
     from anycode.model import dataset
@@ -80,7 +82,7 @@ def collect_holes(files: list[Path], n: int, seed: int = 0, lines: tuple[int, in
             source = path.read_bytes()
         except OSError:
             continue
-        for flat, hs, _ in dataset.extract_file(str(path), name=path.name, max_function_lines=longest).functions:
+        for flat, hs, _ in dataset.extract_file(str(path), name=path.name, max_function_lines=longest, lang=lang).functions:
             if lines is not None and source[flat.start_byte[0]:flat.end_byte[0]].count(b"\n") + 1 < lines[0]:
                 continue
             for h in hs:
@@ -90,21 +92,21 @@ def collect_holes(files: list[Path], n: int, seed: int = 0, lines: tuple[int, in
     return found[:n], len(found)
 
 
-def quick_dataset(files: list[Path], out: Path) -> Path:
+def quick_dataset(files: list[Path], out: Path, lang) -> Path:
     """vocab.json and grammar.json from the bench files (when no dataset is around)."""
     from anycode.model import dataset
-    results = [(f.name, dataset.extract_file(str(f), name=f.name)) for f in files]
+    results = [(f.name, dataset.extract_file(str(f), name=f.name, lang=lang)) for f in files]
     (out / "train").mkdir(parents=True, exist_ok=True)
-    dataset.write_shard(out / "train" / "shard-0000-bench.npz", results)
+    dataset.write_shard(out / "train" / "shard-0000-bench.npz", results, lang)
     dataset.build_vocab(out, 1000).save(out / "vocab.json")
     dataset.build_grammar_table(out).save(out / "grammar.json")
     return out
 
 
-def untrained_model(files: list[Path], tmp: Path, data_dir: Path | None) -> Path:
+def untrained_model(files: list[Path], tmp: Path, data_dir: Path | None, lang) -> Path:
     from anycode.model.checkpoint import load_model
     from anycode.model.export import export, write_untrained_checkpoint
-    data = data_dir if data_dir and (data_dir / "vocab.json").exists() else quick_dataset(files, tmp / "ds")
+    data = data_dir if data_dir and (data_dir / "vocab.json").exists() else quick_dataset(files, tmp / "ds", lang)
     ckpt = write_untrained_checkpoint(data, tmp / "ckpt")
     out = tmp / "model"
     export(*load_model(ckpt), out, "fp16", ckpt / "grammar.json")
@@ -277,7 +279,7 @@ def torch_decoder(model_dir: Path, checkpoint: Path | None, threads: int, device
     manifest = json.loads((model_dir / "manifest.json").read_text())
     backend = TorchBackend(model.to(dev), manifest["n_symbols"])
     table = GrammarTable.load(model_dir / "grammar.json") if (model_dir / "grammar.json").exists() else None
-    dec = Decoder(backend, vocab, table, max_paths=manifest["max_paths"], max_length=manifest["max_length"],
+    dec = Decoder(backend, vocab, table, lang=grammars.of_model(model_dir), max_paths=manifest["max_paths"], max_length=manifest["max_length"],
                   context_once=model.cfg.context_once, file_tokens=model.cfg.file_tokens)
     return dec, f"{dev}, {torch.get_num_threads()} threads"
 
@@ -290,7 +292,7 @@ def run_pair(completer, tdec, holes, search: dict) -> dict:
     for path, src, cursor, target, flat, h in holes:
         for name, dec in (("ort", completer.decoder), ("torch", tdec)):
             t = time.perf_counter()
-            hole = holes_mod.find_hole(src, cursor, parser=completer.parser, table=completer.table)
+            hole = holes_mod.find_hole(src, cursor, lang=completer.lang, parser=completer.parser, table=completer.table)
             ctx = dec.prepare(hole.tree, hole.h) if hole is not None else None
             if ctx is not None:
                 dec.search(ctx, 5, hole.typed, **search)
@@ -497,7 +499,9 @@ def main(argv=None) -> int:
         source_desc += f", functions of {lines[0]}-{lines[1]} lines"
     if args.max_paths:
         source_desc += f"; context paths capped at {args.max_paths} per request"
-    holes, found = collect_holes(files, args.holes, lines=lines)
+    # the holes are in the model's language (the shipped model's when none is given)
+    lang = grammars.of_model(args.model) if args.model else grammars.get(grammars.DEFAULT)
+    holes, found = collect_holes(files, args.holes, lines=lines, lang=lang)
     if not holes:
         print("no holes found", file=sys.stderr)
         return 2
@@ -506,7 +510,7 @@ def main(argv=None) -> int:
     checkpoint = args.checkpoint
     if model_dir is None:
         print("no exported model: exporting an untrained SLM of the paper's shape", file=sys.stderr)
-        model_dir = untrained_model(files, tmp, args.data)
+        model_dir = untrained_model(files, tmp, args.data, lang)
         checkpoint = checkpoint or (tmp / "ckpt")
     elif checkpoint is None and (model_dir / "slm.pt").exists():
         checkpoint = model_dir

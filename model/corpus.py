@@ -35,9 +35,9 @@ from typing import Callable, Iterator
 
 from tqdm import tqdm
 
-LANGS = ("python",)
 SPLITS = ("train", "dev", "test")
 CORPORA_DIR = Path(__file__).resolve().parent / "corpora"
+LANGS = tuple(sorted(p.stem for p in CORPORA_DIR.glob("*.tsv")))   # the languages with a pinned project list
 PYPI_JSON = "https://pypi.org/pypi"
 USER_AGENT = "anycode-corpus/0.1"
 

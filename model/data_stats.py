@@ -11,7 +11,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from anycode.grammars import python as grammar
+from anycode import grammars
 from anycode.model.dataset import Shard, list_split_files, shard_paths
 from anycode.model.paths import context_paths, generated_leaves, target_steps
 from anycode.model.vocab import Vocab
@@ -27,8 +27,9 @@ def bucket(n: int, buckets) -> str:
     return "?"
 
 
-def round_trip_file(path: str) -> tuple[int, int, Counter, dict]:
-    parser = grammar.new_parser()
+def round_trip_file(path: str, lang_id: str) -> tuple[int, int, Counter, dict]:
+    lang = grammars.get(lang_id)
+    parser = lang.new_parser()
     try:
         source = Path(path).read_bytes()
         tree = parser.parse(source)
@@ -38,16 +39,16 @@ def round_trip_file(path: str) -> tuple[int, int, Counter, dict]:
         return 0, 0, Counter(), {}
     sys.setrecursionlimit(10000)
     try:
-        root = grammar.convert(tree.root_node)
+        root = lang.convert(tree.root_node)
     except RecursionError:
         return 0, 0, Counter(), {}
     total = ok = 0
     fails: Counter = Counter()
     examples: dict = {}
     for n in root.walk():
-        if grammar.base_type(n.type) in grammar.EXPRESSION_TYPES and n.size() > 1:
+        if lang.base_type(n.type) in lang.EXPRESSION_TYPES and n.size() > 1:
             total += 1
-            if grammar.round_trips(n, parser):
+            if lang.round_trips(n, parser):
                 ok += 1
             else:
                 fails[n.type] += 1
@@ -55,16 +56,16 @@ def round_trip_file(path: str) -> tuple[int, int, Counter, dict]:
     return total, ok, fails, examples
 
 
-def round_trip_rate(corpus: Path, split: str, jobs: int) -> dict:
+def round_trip_rate(corpus: Path, split: str, jobs: int, lang) -> dict:
     from tqdm import tqdm
 
     root = Path(corpus) / split
-    files = [str(root / f) for f in list_split_files(corpus, split)]
+    files = [str(root / f) for f in list_split_files(corpus, split, lang)]
     total = ok = 0
     fails: Counter = Counter()
     examples: dict = {}
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        for t, o, f, e in tqdm(pool.map(round_trip_file, files, chunksize=32), total=len(files),
+        for t, o, f, e in tqdm(pool.map(round_trip_file, files, [lang.id] * len(files), chunksize=32), total=len(files),
                                desc="round trip", unit="file"):
             total, ok = total + t, ok + o
             fails.update(f)
@@ -105,9 +106,9 @@ def example_stats(data_dir: Path, split: str, vocab: Vocab, sample: int, seed: i
         nodes_hist[bucket(n_nodes, NODE_BUCKETS)] += 1
         n_subs = 0
         for n in range(h, tree.end[h]):
-            if grammar.kind_of(tree.types[n]) != "valued":
+            if tree.lang.kind_of(tree.types[n]) != "valued":
                 continue
-            subs = grammar.subtokens(tree.types[n], tree.values[n] or "")
+            subs = tree.lang.subtokens(tree.types[n], tree.values[n] or "")
             n_subs += len(subs)
             target_subs += len(subs)
             target_subs_in_vocab += sum(x in vocab.sub_id for x in subs)
@@ -146,6 +147,7 @@ def example_stats(data_dir: Path, split: str, vocab: Vocab, sample: int, seed: i
 def add_parser(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--data", type=Path, default=Path("data/dataset/python"))
     ap.add_argument("--corpus", type=Path, default=Path("data/corpus/python"))
+    ap.add_argument("--lang", default=grammars.DEFAULT, choices=grammars.ids(), help="the corpus's language")
     ap.add_argument("--splits", default="train,dev,test")
     ap.add_argument("--sample", type=int, default=20000, help="examples sampled per split")
     ap.add_argument("--round-trip", action="store_true", help="also print+parse every expression of the train corpus")
@@ -162,7 +164,8 @@ def run_stats(args) -> int:
         print(f"{split}: sampling examples", file=sys.stderr)
         out[split] = example_stats(data, split, vocab, args.sample)
     if args.round_trip:
-        out["round_trip"] = round_trip_rate(Path(args.corpus), "train", args.jobs)
+        out["round_trip"] = round_trip_rate(Path(args.corpus), "train", args.jobs,
+                                            grammars.get(getattr(args, "lang", None) or grammars.DEFAULT))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=1))
     print(json.dumps(out, indent=1))

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from anycode.grammars import python as grammar
+from anycode import grammars
+from anycode.grammars import Language, Node
 from anycode.model.grammar_table import GrammarTable
 from anycode.model.paths import FlatTree
 from anycode.model.vocab import Vocab
@@ -44,17 +45,17 @@ def normalize(text: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
-def ast_size(node: grammar.Node) -> int:
-    if grammar.base_type(node.type) in grammar.ATOM_TYPES:
+def ast_size(node: Node, lang: Language) -> int:
+    if lang.base_type(node.type) in lang.ATOM_TYPES:
         return 1
-    return 1 + sum(ast_size(c) for c in node.children)
+    return 1 + sum(ast_size(c, lang) for c in node.children)
 
 
-def is_hole_position(node: grammar.Node, parent: grammar.Node) -> bool:
-    ptype = grammar.base_type(parent.type)
-    if ptype == "expression_statement":
+def is_hole_position(node: Node, parent: Node, lang: Language) -> bool:
+    ptype = lang.base_type(parent.type)
+    if ptype == lang.STATEMENT:
         return False  # a whole statement, not a hole inside one
-    return (ptype, node.field) not in grammar.HOLE_FORBIDDEN and (ptype, "") not in grammar.HOLE_FORBIDDEN
+    return (ptype, node.field) not in lang.HOLE_FORBIDDEN and (ptype, "") not in lang.HOLE_FORBIDDEN
 
 
 # ---------------------------------------------------------------- extraction
@@ -64,18 +65,18 @@ def is_hole_position(node: grammar.Node, parent: grammar.Node) -> bool:
 class FileResult:
     functions: list[tuple[FlatTree, list[int], int]]   # tree, hole node indices, first line
     skipped: Counter
-    identifiers: list[tuple[str, int]] = field(default_factory=list)   # the file's, grammar.identifier_counts
+    identifiers: list[tuple[str, int]] = field(default_factory=list)   # the file's, Language.identifier_counts
 
 
-def targets_in_function(fn: grammar.Node, source: bytes) -> list[grammar.Node]:
+def targets_in_function(fn: Node, source: bytes, lang: Language) -> list[Node]:
     out = []
     stack = [(fn, None)]
     while stack:
         node, parent = stack.pop()
         stack.extend((c, node) for c in node.children)
-        if parent is None or grammar.base_type(node.type) not in grammar.EXPRESSION_TYPES:
+        if parent is None or not lang.target_root_type(node.type):
             continue
-        if ast_size(node) < 2 or not is_hole_position(node, parent):
+        if ast_size(node, lang) < 2 or not is_hole_position(node, parent, lang):
             continue
         raw = source[node.start_byte: node.end_byte]
         if b"\n" in raw:
@@ -91,8 +92,8 @@ def targets_in_function(fn: grammar.Node, source: bytes) -> list[grammar.Node]:
 
 
 def extract_file(path: str, parser=None, name: str | None = None,
-                 max_function_lines: int = MAX_FUNCTION_LINES) -> FileResult:
-    """Examples of one file; `name` (the path inside the corpus) is what the "test" rule reads;
+                 max_function_lines: int = MAX_FUNCTION_LINES, *, lang: Language) -> FileResult:
+    """Examples of one file of language `lang`; `name` (the path inside the corpus) is what the "test" rule reads;
     functions longer than `max_function_lines` are skipped (the dataset's protocol: 20)."""
     skipped: Counter = Counter()
     try:
@@ -114,18 +115,18 @@ def extract_file(path: str, parser=None, name: str | None = None,
     if "test" in (name if name is not None else path).lower():
         skipped["test file"] += 1
         return FileResult([], skipped)
-    parser = parser or grammar.new_parser()
+    parser = parser or lang.new_parser()
     tree = parser.parse(source)
     if tree.root_node.has_error:
         skipped["does not parse"] += 1
         return FileResult([], skipped)
     functions = []
-    identifiers = grammar.identifier_counts(tree.root_node)
+    identifiers = lang.identifier_counts(tree.root_node)
     stack = [tree.root_node]
     while stack:
         n = stack.pop()
         stack.extend(n.children)
-        if n.type not in grammar.FUNCTION_TYPES:
+        if n.type not in lang.FUNCTION_TYPES:
             continue
         if n.end_point[0] - n.start_point[0] + 1 > max_function_lines:
             skipped["long function"] += 1
@@ -133,12 +134,12 @@ def extract_file(path: str, parser=None, name: str | None = None,
         if "test" in n.text.decode("utf8", "replace").lower():
             skipped["test function"] += 1
             continue
-        fn = grammar.convert(n)
-        targets = targets_in_function(fn, source)
+        fn = lang.convert(n)
+        targets = targets_in_function(fn, source, lang)
         if not targets:
             skipped["function without targets"] += 1
             continue
-        flat = FlatTree.from_node(fn)
+        flat = FlatTree.from_node(fn, lang)
         flat.file_identifiers = identifiers
         index = {(s, e, t): i for i, (s, e, t) in enumerate(zip(flat.start_byte, flat.end_byte, flat.types))}
         holes = sorted(index[(t.start_byte, t.end_byte, t.type)] for t in targets)
@@ -166,7 +167,7 @@ class StringTable:
         return np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), off
 
 
-def write_shard(path: Path, results: list[tuple[str, FileResult]]) -> dict:
+def write_shard(path: Path, results: list[tuple[str, FileResult]], lang: Language) -> dict:
     strings = StringTable()
     n_type, n_idx, n_parent, n_end, n_depth, n_value = [], [], [], [], [], []
     f_start, f_file, f_line, e_func, e_hole = [0], [], [], [], []
@@ -202,7 +203,7 @@ def write_shard(path: Path, results: list[tuple[str, FileResult]]) -> dict:
             table.add_tree(flat)
             for t, v in zip(flat.types, flat.values):
                 if v is not None:
-                    sub_counts.update(grammar.subtokens(t, v))
+                    sub_counts.update(lang.subtokens(t, v))
     blob, off = strings.arrays()
     tmp = path.with_suffix(".tmp.npz")
     np.savez_compressed(
@@ -216,7 +217,7 @@ def write_shard(path: Path, results: list[tuple[str, FileResult]]) -> dict:
         i_start=np.array(i_start, np.int64), i_str=np.array(i_str, np.int32), i_count=np.array(i_count, np.int32),
     )
     os.replace(tmp, path)
-    meta = {"version": SHARD_VERSION, "files": files, "functions": len(f_file), "examples": len(e_func),
+    meta = {"version": SHARD_VERSION, "language": lang.id, "files": files, "functions": len(f_file), "examples": len(e_func),
             "skipped": dict(skipped), "type_counts": dict(type_counts), "subtoken_counts": dict(sub_counts),
             "grammar": table.to_dict()}
     path.with_suffix(".json").write_text(json.dumps(meta))
@@ -247,6 +248,7 @@ class Shard:
         except (OSError, ValueError) as e:
             raise ShardError(f"error: {Path(path).with_suffix('.json')} is missing or corrupt ({e}); unpack or "
                              f"build the shard again") from e
+        self.lang = grammars.of_config(self.meta)   # shards from before the field are of the default language
 
     def __len__(self) -> int:
         return len(self.arrays["e_func"])
@@ -269,6 +271,7 @@ class Shard:
             end=a["n_end"][lo:hi].tolist(),
             values=[None if i < 0 else s[i] for i in a["n_value"][lo:hi]],
             file_identifiers=[(s[i], int(n)) for i, n in zip(a["i_str"][ilo:ihi], a["i_count"][ilo:ihi])],
+            lang=self.lang,
         )
 
     def example(self, i: int) -> tuple[FlatTree, int]:
@@ -282,24 +285,37 @@ def shard_paths(data_dir: Path, split: str) -> list[Path]:
     return sorted((Path(data_dir) / split).glob("shard-*.npz"))
 
 
+def data_language(data_dir: Path) -> Language:
+    """The language of a dataset: as its first shard records it (the default for older shards or none)."""
+    for split in ("train", "dev", "test"):
+        for p in shard_paths(data_dir, split):
+            try:
+                return grammars.of_config(json.loads(p.with_suffix(".json").read_text()))
+            except (OSError, ValueError):
+                continue
+    return grammars.get(grammars.DEFAULT)
+
+
 # ---------------------------------------------------------------- build
 
 
-def _extract_many(root: str, names: list[str]) -> list[tuple[str, FileResult]]:
-    parser = grammar.new_parser()
+def _extract_many(root: str, names: list[str], lang_id: str) -> list[tuple[str, FileResult]]:
+    lang = grammars.get(lang_id)
+    parser = lang.new_parser()
     sys.setrecursionlimit(10000)
-    return [(n, extract_file(os.path.join(root, n), parser, n)) for n in names]
+    return [(n, extract_file(os.path.join(root, n), parser, n, lang=lang)) for n in names]
 
 
-def list_split_files(corpus_dir: Path, split: str) -> list[str]:
+def list_split_files(corpus_dir: Path, split: str, lang: Language) -> list[str]:
     root = Path(corpus_dir) / split
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if p.is_file())
+    suffix = lang.extensions[0]       # the language's source files (its first suffix: not stubs)
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*" + suffix) if p.is_file())
 
 
-def build_split(corpus_dir: Path, out_dir: Path, split: str, jobs: int) -> list[dict]:
+def build_split(corpus_dir: Path, out_dir: Path, split: str, jobs: int, lang: Language) -> list[dict]:
     from tqdm import tqdm
 
-    files = list_split_files(corpus_dir, split)
+    files = list_split_files(corpus_dir, split, lang)
     out = Path(out_dir) / split
     out.mkdir(parents=True, exist_ok=True)
     chunks = [files[i: i + FILES_PER_SHARD] for i in range(0, len(files), FILES_PER_SHARD)]
@@ -312,7 +328,7 @@ def build_split(corpus_dir: Path, out_dir: Path, split: str, jobs: int) -> list[
         expected |= {path, path.with_suffix(".json")}
         meta_path = path.with_suffix(".json")
         meta = json.loads(meta_path.read_text()) if path.exists() and meta_path.exists() else None
-        if meta is not None and meta.get("version") == SHARD_VERSION:
+        if meta is not None and meta.get("version") == SHARD_VERSION and grammars.of_config(meta) is lang:
             metas.append(meta)
         else:
             todo.append((path, chunk))
@@ -326,9 +342,9 @@ def build_split(corpus_dir: Path, out_dir: Path, split: str, jobs: int) -> list[
         for path, chunk in todo:
             parts = [chunk[i::jobs] for i in range(jobs)]
             root = str(Path(corpus_dir) / split)
-            results = [r for part in pool.map(_extract_many, [root] * jobs, parts) for r in part]
+            results = [r for part in pool.map(_extract_many, [root] * jobs, parts, [lang.id] * jobs) for r in part]
             results.sort(key=lambda r: r[0])
-            metas.append(write_shard(path, results))
+            metas.append(write_shard(path, results, lang))
             bar.update(1)
     return metas
 
@@ -352,21 +368,23 @@ def build_vocab(data_dir: Path, size: int = 1000) -> Vocab:
 
 def add_parser(ap: argparse.ArgumentParser) -> None:
     """`anycode dataset build`'s arguments (model/dataset_cli.py puts build and stats together)."""
-    ap.add_argument("--lang", default="python", choices=["python"])
-    ap.add_argument("--corpus", type=Path, default=Path("data/corpus/python"))
-    ap.add_argument("--out", type=Path, default=Path("data/dataset/python"))
+    ap.add_argument("--lang", default=grammars.DEFAULT, choices=grammars.ids())
+    ap.add_argument("--corpus", type=Path, help="default: data/corpus/LANG")
+    ap.add_argument("--out", type=Path, help="default: data/dataset/LANG")
     ap.add_argument("--splits", default="train,dev,test")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--vocab-size", type=int, default=1000)
 
 
 def run(args) -> int:
+    args.corpus = args.corpus or Path("data/corpus") / args.lang
+    args.out = args.out or Path("data/dataset") / args.lang
     if not Path(args.corpus).is_dir():
-        print(f"error: no corpus at {args.corpus}; run `anycode corpus fetch --lang python` first", file=sys.stderr)
+        print(f"error: no corpus at {args.corpus}; run `anycode corpus fetch --lang {args.lang}` first", file=sys.stderr)
         return 2
     totals = {}
     for split in args.splits.split(","):
-        metas = build_split(args.corpus, args.out, split, args.jobs)
+        metas = build_split(args.corpus, args.out, split, args.jobs, grammars.get(args.lang))
         skipped: Counter = Counter()
         for m in metas:
             skipped.update(m["skipped"])

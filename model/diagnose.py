@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from anycode.grammars import python as grammar
+from anycode import grammars
 from anycode.model import evaluate as E
 from anycode.model.dataset import shard_paths
 from anycode.model.features import context_features
@@ -82,7 +82,7 @@ def reachability(data: Path, corpus: Path, split: str, limit: int, max_paths=200
             in_file = Counter()
         # the file on disk still holds the target: only occurrences beyond the target's own count
         in_target = Counter(tree.values[k] for k in range(h, tree.end[h])
-                            if tree.values[k] is not None and grammar.base_type(tree.types[k]) == "identifier")
+                            if tree.values[k] is not None and tree.lang.base_type(tree.types[k]) == tree.lang.IDENTIFIER)
         elsewhere = {w for w, n in in_file.items() if n > in_target[w]}
         cf = context_features(tree, h, vocab, max_paths, max_length)
         out["examples"] += 1
@@ -95,23 +95,23 @@ def reachability(data: Path, corpus: Path, split: str, limit: int, max_paths=200
         if not unreachable_values(tree, h, context_features(tree, h, vocab, max_paths, max_length, FILE_TOKENS)):
             out["fixed"][f"file tokens ({FILE_TOKENS}, as the model reads them)"] += 1
         for s in bad:
-            base = grammar.base_type(tree.types[s.parent])
+            base = tree.lang.base_type(tree.types[s.parent])
             out["values"][base] += 1
-            copyable = base == "identifier" and (tree.values[s.parent] or "") in elsewhere
+            copyable = base == tree.lang.IDENTIFIER and (tree.values[s.parent] or "") in elsewhere
             for name, fix in fixes.items():
                 ok[name] &= fix(copyable, rank.get(s.label, 1 << 30))
         out["fixed"].update(k for k, v in ok.items() if v)
     return out
 
 
-def diagnose(model, vocab, table, items, max_paths=200, max_length=24, beam=5) -> list[dict]:
-    dec = torch_decoder(model, vocab, table, max_paths, max_length)
+def diagnose(model, vocab, table, items, max_paths=200, max_length=24, beam=5, *, lang) -> list[dict]:
+    dec = torch_decoder(model, vocab, table, max_paths, max_length, lang=lang)
     rows = []
     for tree, h in items:
         ctx = dec.prepare(tree, h)
         if ctx is None:
             continue            # no context leaf: the search is not asked
-        cands = E.candidates(dec.search(ctx, beam, keep=beam), beam)
+        cands = E.candidates(dec.search(ctx, beam, keep=beam), beam, lang=lang)
         steps, lps = dec.score_target(ctx, tree, h)
         truth = E.truth_code(tree, h)
         top = cands[0] if cands else None
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     table = GrammarTable.load(args.data / "grammar.json") if (args.data / "grammar.json").exists() else None
     t0 = time.time()
     rows = diagnose(model, vocab, table, sample(args.data, args.split, args.limit),
-                    feat.get("max_paths", 200), feat.get("max_length", 24))
+                    feat.get("max_paths", 200), feat.get("max_length", 24), lang=grammars.of_config(conf))
     s = summary(rows)
     n = s["examples"]
     print(f"{n} {args.split} examples, model {args.model}, {time.time() - t0:.0f} s")

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anycode.grammars import python as grammar
+from anycode import grammars
+from anycode.grammars import Language, Node, Unprintable
 from anycode.model.beam import SOFT_STEPS, Decoder, Finished, build_node
 from anycode.model.grammar_table import GrammarTable
 from anycode.model.paths import FlatTree
@@ -46,23 +47,17 @@ PAPER_JAVA = {"acc@1": 18.04, "acc@5": 24.83, "tree@1": 39.10, "tree@5": 55.32,
 # ---------------------------------------------------------------- trees and text
 
 
-def with_fields(node: grammar.Node) -> grammar.Node:
-    """Field names the printer needs and flat trees do not keep: a for_in_clause is
-    `for <left> in <right>, ...`."""
-    if grammar.base_type(node.type) == "for_in_clause":
-        for j, c in enumerate(node.children):
-            c.field = "left" if j == 0 else "right"
+def subtree_node(tree: FlatTree, i: int) -> Node:
+    """Node i of `tree` and its subtree, with the field names the printer needs and flat trees do not keep."""
+    node = Node(tree.types[i], [subtree_node(tree, c) for c in tree.children(i)], tree.values[i])
+    tree.lang.set_fields(node)
     return node
 
 
-def subtree_node(tree: FlatTree, i: int) -> grammar.Node:
-    return with_fields(grammar.Node(tree.types[i], [subtree_node(tree, c) for c in tree.children(i)], tree.values[i]))
-
-
-def print_or_none(node: grammar.Node) -> str | None:
+def print_or_none(node: Node, lang: Language) -> str | None:
     try:
-        return grammar.print_node(node)
-    except (grammar.Unprintable, IndexError, StopIteration):
+        return lang.print_node(node)
+    except (Unprintable, IndexError, StopIteration):
         return None
 
 
@@ -78,14 +73,14 @@ def same_code(a: str | None, b: str | None) -> bool:
 
 
 def truth_code(tree: FlatTree, h: int) -> str | None:
-    return print_or_none(subtree_node(tree, h))
+    return print_or_none(subtree_node(tree, h), tree.lang)
 
 
-def leaf_subtokens(node: grammar.Node) -> list[list[str]]:
+def leaf_subtokens(node: Node, lang: Language) -> list[list[str]]:
     out = []
     for n in node.walk():
         if not n.children:
-            out.append(grammar.subtokens(n.type, n.value) if n.value is not None else [])
+            out.append(lang.subtokens(n.type, n.value) if n.value is not None else [])
     return out
 
 
@@ -98,11 +93,11 @@ def _edit(a: list[str], b: list[str]) -> int:
     return d[-1]
 
 
-def subtoken_diff(a: grammar.Node, b: grammar.Node) -> int | None:
+def subtoken_diff(a: Node, b: Node, lang: Language) -> int | None:
     """Subtoken edits between two trees of one shape; None when the shapes differ."""
     if a.shape() != b.shape():
         return None
-    return sum(_edit(x, y) for x, y in zip(leaf_subtokens(a), leaf_subtokens(b)))
+    return sum(_edit(x, y) for x, y in zip(leaf_subtokens(a, lang), leaf_subtokens(b, lang)))
 
 
 # ---------------------------------------------------------------- decoding
@@ -112,11 +107,11 @@ def subtoken_diff(a: grammar.Node, b: grammar.Node) -> int | None:
 class Candidate:
     code: str | None          # printed; None when the tree does not print
     logp: float
-    tree: grammar.Node        # as generated
-    parsed: grammar.Node | None  # the printed code parsed back; None when it does not parse
+    tree: Node                # as generated
+    parsed: Node | None       # the printed code parsed back; None when it does not parse
 
 
-def candidates(finished: list[Finished], k: int, drop_forced: bool = True) -> list[Candidate]:
+def candidates(finished: list[Finished], k: int, drop_forced: bool = True, *, lang: Language) -> list[Candidate]:
     """The first `k` distinct printed texts of the search's finished hypotheses (best first), as the
     runtime takes them: with `drop_forced`, none that closed only because the search steered it closed
     (past beam.SOFT_STEPS)."""
@@ -127,13 +122,13 @@ def candidates(finished: list[Finished], k: int, drop_forced: bool = True) -> li
             break
         if drop_forced and f.hyp.nsteps > SOFT_STEPS:
             continue
-        node = build_node(f.hyp)
-        code = print_or_none(node)
+        node = build_node(f.hyp, lang)
+        code = print_or_none(node, lang)
         if code is not None:
             if code in seen:
                 continue
             seen.add(code)
-        parsed = grammar.parse_expression(code) if code is not None else None
+        parsed = lang.parse_expression(code) if code is not None else None
         out.append(Candidate(code, f.logp, node, parsed))
     return out
 
@@ -143,15 +138,15 @@ def search(dec: Decoder, tree: FlatTree, h: int, beam: int = 5, drop_forced: boo
     ctx = dec.prepare(tree, h)
     if ctx is None:             # no context leaf: the runtime answers nothing
         return []
-    return candidates(dec.search(ctx, beam, keep=beam), beam, drop_forced)
+    return candidates(dec.search(ctx, beam, keep=beam), beam, drop_forced, lang=dec.lang)
 
 
 @torch.no_grad()
 def decode(model, vocab, items, beam=5, table=None, max_paths=200, max_length=24, parse_only: bool = True,
-           drop_forced: bool = True) -> list[list[Candidate]]:
+           drop_forced: bool = True, *, lang: Language) -> list[list[Candidate]]:
     """Top-`beam` candidates of every example, best first; by default only those that re-parse.
     The model runs on its own device."""
-    dec = torch_decoder(model, vocab, table, max_paths, max_length)
+    dec = torch_decoder(model, vocab, table, max_paths, max_length, lang=lang)
     out = []
     for tree, h in items:
         cs = search(dec, tree, h, beam, drop_forced)
@@ -177,14 +172,15 @@ class Scored:
 
 
 def score(cands: list[Candidate], tree: FlatTree, h: int) -> Scored:
+    lang = tree.lang
     truth = subtree_node(tree, h)
-    tcode = print_or_none(truth)
-    tparsed = grammar.parse_expression(tcode) if tcode is not None else None
+    tcode = print_or_none(truth, lang)
+    tparsed = lang.parse_expression(tcode) if tcode is not None else None
     tnode = tparsed or truth
     acc = first_rank(cands, lambda c: same_code(c.code, tcode))
     tr = first_rank(cands, lambda c: c.parsed is not None and c.parsed.shape() == tnode.shape())
-    sub = first_rank(cands, lambda c: c.parsed is not None and (subtoken_diff(c.parsed, tnode) or 0) <= 1
-                     and subtoken_diff(c.parsed, tnode) is not None)
+    sub = first_rank(cands, lambda c: c.parsed is not None and (subtoken_diff(c.parsed, tnode, lang) or 0) <= 1
+                     and subtoken_diff(c.parsed, tnode, lang) is not None)
     return Scored(acc, tr, sub)
 
 
@@ -198,20 +194,23 @@ def summarize(scored: list[Scored]) -> dict:
 # ---------------------------------------------------------------- baselines
 
 
-def _template(node: grammar.Node, keep: set[str]) -> tuple:
+def _template(node: Node, keep: set[str], lang: Language) -> tuple:
     """A tree with identifiers outside `keep` replaced by slots."""
-    if grammar.base_type(node.type) == "identifier" and node.value not in keep:
+    if lang.base_type(node.type) == lang.IDENTIFIER and node.value not in keep:
         return ("<slot>",)
-    return (node.type, node.value if not node.children else None, tuple(_template(c, keep) for c in node.children))
+    return (node.type, node.value if not node.children else None,
+            tuple(_template(c, keep, lang) for c in node.children))
 
 
-def _fill(t: tuple, names: list[str]) -> grammar.Node:
+def _fill(t: tuple, names: list[str], lang: Language) -> Node:
     it = iter(names)
 
     def go(x):
         if x[0] == "<slot>":
-            return grammar.Node("identifier", [], next(it))
-        return grammar.Node(x[0], [go(c) for c in x[2]], x[1])
+            return Node(lang.IDENTIFIER, [], next(it))
+        node = Node(x[0], [go(c) for c in x[2]], x[1])
+        lang.set_fields(node)
+        return node
 
     return go(t)
 
@@ -247,16 +246,16 @@ class Baselines:
                     cur_f, tree = f, shard.tree(f)
                 h = int(a["e_hole"][i])
                 node = subtree_node(tree, h)
-                code = print_or_none(node)
+                code = print_or_none(node, tree.lang)
                 if code is None:
                     continue
                 pos = (tree.types[tree.parent[h]], tree.child_index[h])
                 by_pos[pos][code] += 1
                 by_root[node.type][code] += 1
                 for x in node.walk():
-                    if grammar.base_type(x.type) == "identifier":
+                    if tree.lang.base_type(x.type) == tree.lang.IDENTIFIER:
                         names[x.value] += 1
-                items.append((pos, node))
+                items.append((pos, node, tree.lang))
                 n += 1
                 if n >= limit:
                     break
@@ -264,8 +263,8 @@ class Baselines:
                 break
         self.keep = {s for s, _ in names.most_common(keep_names)}
         self.templates: dict[tuple, Counter] = defaultdict(Counter)
-        for pos, node in items:
-            self.templates[pos][_template(node, self.keep)] += 1
+        for pos, node, lang in items:
+            self.templates[pos][_template(node, self.keep, lang)] += 1
         self.by_pos = {k: [c for c, _ in v.most_common(5)] for k, v in by_pos.items()}
         self.by_root = {k: [c for c, _ in v.most_common(5)] for k, v in by_root.items()}
         total: Counter = Counter()
@@ -283,7 +282,8 @@ class Baselines:
 
     def copy(self, tree: FlatTree, h: int) -> list[str]:
         ctx_names = Counter(v for i, (t, v) in enumerate(zip(tree.types, tree.values))
-                            if grammar.base_type(t) == "identifier" and not tree.in_subtree(i, h) and v is not None)
+                            if tree.lang.base_type(t) == tree.lang.IDENTIFIER and not tree.in_subtree(i, h)
+                            and v is not None)
         top = [s for s, _ in ctx_names.most_common(4)]
         tot = sum(ctx_names.values()) or 1
         pos = (tree.types[tree.parent[h]], tree.child_index[h])
@@ -293,7 +293,7 @@ class Baselines:
             fills = [()] if k == 0 else [f for f in product(top, repeat=k) if len(set(f)) == k] if k <= 3 else []
             for f in fills:
                 s = math.log(cnt) + sum(math.log(ctx_names[x] / tot) for x in f)
-                code = print_or_none(_fill(t, list(f)))
+                code = print_or_none(_fill(t, list(f), tree.lang), tree.lang)
                 if code is not None:
                     scored.append((s, code))
         scored.sort(key=lambda x: -x[0])
@@ -310,7 +310,7 @@ class Baselines:
 def score_texts(texts: list[str], tree: FlatTree, h: int) -> Scored:
     cands = []
     for t in texts:
-        parsed = grammar.parse_expression(t)
+        parsed = tree.lang.parse_expression(t)
         if parsed is not None:
             cands.append(Candidate(t, 0.0, parsed, parsed))
     return score(cands, tree, h)
@@ -331,8 +331,7 @@ def context_excerpt(tree: FlatTree, h: int, width: int = 28) -> str:
     leaves = [i for i in range(len(tree)) if tree.is_leaf(i) and not tree.in_subtree(i, h)]
     before = [i for i in leaves if i < h][-width:]
     after = [i for i in leaves if i >= tree.end[h]][:width // 2]
-    show = lambda i: tree.values[i] if tree.values[i] is not None else grammar._FIXED_TEXT.get(
-        grammar.base_type(tree.types[i]), grammar.base_type(tree.types[i]))
+    show = lambda i: tree.values[i] if tree.values[i] is not None else tree.lang.fixed_text(tree.types[i])
     return " ".join([show(i) for i in before] + ["⟨?⟩"] + [show(i) for i in after])
 
 
@@ -415,7 +414,8 @@ def run(args) -> int:
           f"{'yes' if table is not None else 'no'}", file=sys.stderr)
 
     t1 = time.time()
-    raw = decode(model, vocab, items, args.beam, table, max_paths, max_length, parse_only=False)
+    raw = decode(model, vocab, items, args.beam, table, max_paths, max_length, parse_only=False,
+                 lang=grammars.of_config(conf))
     t_dec = time.time() - t1
     parses_top1 = 100.0 * sum(1 for cs in raw if cs and cs[0].parsed is not None) / max(len(raw), 1)
     preds = [[c for c in cs if c.parsed is not None] for cs in raw]

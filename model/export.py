@@ -68,6 +68,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from anycode import grammars
 from anycode.model.checkpoint import load_model
 from anycode.model.features import MAX_VALUE_SUBTOKENS
 from anycode.model.runtime import graphs_of, sha256
@@ -313,9 +314,10 @@ def write_untrained_checkpoint(data_dir: Path, out: Path, seed: int = 0, **overr
     vocab.save(out / "vocab.json")
     if (data_dir / "grammar.json").exists():
         shutil.copy(data_dir / "grammar.json", out / "grammar.json")
+    from anycode.model.dataset import data_language
     (out / "config.json").write_text(json.dumps(
-        {"model": model.config_dict(), "features": {"max_paths": 200, "max_length": 24},
-         "untrained": True}, indent=1))
+        {"language": data_language(data_dir).id, "model": model.config_dict(),
+         "features": {"max_paths": 200, "max_length": 24}, "untrained": True}, indent=1))
     torch.save({k: v.half() for k, v in model.state_dict().items()}, out / "slm.pt")
     return out
 
@@ -426,7 +428,8 @@ def export(model: SLM, vocab: Vocab, conf: dict, out: Path, precision: str = "fp
             shutil.copy(grammar_json, out / "grammar.json")
         files.append("grammar.json")
     manifest = {
-        "format": FORMAT_VERSION, "precision": precision, "opset": OPSET, "torch": torch.__version__,
+        "format": FORMAT_VERSION, "language": grammars.of_config(conf).id, "precision": precision, "opset": OPSET,
+        "torch": torch.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "model": model.config_dict(), "max_paths": max_paths, "max_length": max_length,
         "max_value_subtokens": MAX_VALUE_SUBTOKENS, "copy_columns": COPY_COLUMNS, "n_symbols": n_sym,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from anycode.grammars import python as grammar
+from anycode.grammars import Language
 from anycode.model.paths import ContextPaths, FlatTree, context_paths
 from anycode.model.vocab import EMPTY, Vocab
 
@@ -65,13 +65,13 @@ def _token_cache(vocab: Vocab) -> dict:
     return cache
 
 
-def token_subtokens(vocab: Vocab, type_key: str, value: str | None) -> tuple[list[str], list[int]]:
+def token_subtokens(lang: Language, vocab: Vocab, type_key: str, value: str | None) -> tuple[list[str], list[int]]:
     """(subtokens, value ids) of a leaf's value, as `FlatTree.leaf_value` and `value_ids` give them."""
     cache = _token_cache(vocab)
     key = (type_key, value)
     hit = cache.get(key)
     if hit is None:
-        subs = grammar.subtokens(type_key, value) if value is not None else [EMPTY]
+        subs = lang.subtokens(type_key, value) if value is not None else [EMPTY]
         hit = cache[key] = (subs, value_ids(vocab, subs))
     return hit
 
@@ -116,7 +116,7 @@ def outside_identifiers(tree: FlatTree, limit: int, exclude=frozenset()) -> list
     ranked = tree.__dict__.get("_outside_ranked")     # the same for every hole of the tree
     if ranked is None:
         inside = Counter(v for t, v in zip(tree.types, tree.values)
-                         if v is not None and grammar.base_type(t) == "identifier")
+                         if v is not None and tree.lang.base_type(t) == tree.lang.IDENTIFIER)
         ranked = [(n - inside[s], s) for s, n in tree.file_identifiers if n > inside[s]]
         ranked.sort(key=lambda x: -x[0])
         ranked = tree.__dict__["_outside_ranked"] = [s for _, s in ranked]
@@ -150,7 +150,7 @@ def context_features(tree: FlatTree, h: int, vocab: Vocab, max_paths: int = 200,
     subs_of = []
     type_ids, child_index = _node_arrays(tree, vocab)
     for k, (leaf, prefix) in enumerate(zip(ctx.leaves, ctx.prefixes)):
-        subs, ids = token_subtokens(vocab, tree.types[leaf], tree.values[leaf])
+        subs, ids = token_subtokens(tree.lang, vocab, tree.types[leaf], tree.values[leaf])
         subs_of.append(subs)
         leaf_values[k, : len(ids)] = ids
         prefix_len[k] = len(prefix)
@@ -171,7 +171,7 @@ def context_features(tree: FlatTree, h: int, vocab: Vocab, max_paths: int = 200,
     outside = outside_identifiers(tree, file_tokens, whole)
     file_values = np.zeros((len(outside), MAX_VALUE_SUBTOKENS), np.int64)
     for k, tok in enumerate(outside):
-        ids = token_subtokens(vocab, "identifier", tok)[1]
+        ids = token_subtokens(tree.lang, vocab, tree.lang.IDENTIFIER, tok)[1]
         file_values[k, : len(ids)] = ids
     file_symbols = np.array([symbols.add(tok) for tok in outside], np.int64)
     return ContextFeatures(
@@ -181,9 +181,9 @@ def context_features(tree: FlatTree, h: int, vocab: Vocab, max_paths: int = 200,
         outside, file_values, file_symbols)
 
 
-def generated_leaf_value(type_key: str, parts: list[str]) -> tuple[str | None, list[str]]:
+def generated_leaf_value(lang: Language, type_key: str, parts: list[str]) -> tuple[str | None, list[str]]:
     """(token, subtokens) of a leaf generated inside the hole from its value parts."""
-    if grammar.kind_of(type_key) != "valued" or not parts:
+    if lang.kind_of(type_key) != "valued" or not parts:
         return None, [EMPTY]
-    token = grammar.join_value(type_key, parts)
-    return token, grammar.subtokens(type_key, token)
+    token = lang.join_value(type_key, parts)
+    return token, lang.subtokens(type_key, token)

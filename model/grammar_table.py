@@ -8,20 +8,12 @@ impossible trees; the runtime's re-parse of every candidate is the final check.
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from pathlib import Path
 
-from anycode.grammars import python as grammar
+from anycode.grammars import Language, base_type
 from anycode.model.paths import FlatTree
 from anycode.model.vocab import EOS_TOK, MAX_CHILD_INDEX
-
-_VALUE_SHAPES = {
-    "identifier": re.compile(r"[^\W\d]\w*|\d+|_+|\w+", re.UNICODE),
-    "integer": re.compile(r"(0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+|\d[\d_]*)[lLjJ]?"),
-    "float": re.compile(r"(\d[\d_]*)?\.?\d*([eE][+-]?\d+)?[jJ]?"),
-    "string": re.compile(r"(?s)[rRbBuUfF]{0,2}('''.*'''|\"\"\".*\"\"\"|'.*'|\".*\")"),
-}
 
 
 class GrammarTable:
@@ -37,7 +29,7 @@ class GrammarTable:
 
     def add_tree(self, tree: FlatTree) -> None:
         for i in range(len(tree)):
-            if grammar.kind_of(tree.types[i]) != "nonterminal":
+            if tree.lang.kind_of(tree.types[i]) != "nonterminal":
                 continue
             kids = tree.children(i)
             slots = self.children.setdefault(tree.types[i], [])
@@ -71,16 +63,18 @@ class GrammarTable:
     def eos_allowed(self, parent_type: str, n_children: int) -> bool:
         return min(n_children, MAX_CHILD_INDEX) in self.arities.get(parent_type, ())
 
-    def value_ok(self, type_key: str, symbol: str, position: int = 0) -> bool:
-        """May `symbol` be part `position` of a `type_key` terminal's value?"""
+    def value_ok(self, type_key: str, symbol: str, position: int, lang: Language) -> bool:
+        """May `symbol` be part `position` of a `type_key` terminal's value (the shapes of values are
+        the language's `VALUE_SHAPES`; only names are spelled in several parts)?"""
         if symbol == EOS_TOK:
             return position > 0
         if symbol.startswith("<"):
             return False                  # padding, unknown, empty
-        shape = _VALUE_SHAPES.get(grammar.base_type(type_key))
+        base = base_type(type_key)
+        shape = lang.VALUE_SHAPES.get(base)
         if shape is None:
             return True
-        if grammar.base_type(type_key) == "identifier":
+        if base == lang.IDENTIFIER:
             return shape.fullmatch(symbol) is not None
         return position == 0 and shape.fullmatch(symbol) is not None
 

@@ -28,7 +28,10 @@
    of its own (the dataset has no statement-level targets), or no parse.
 
 Buffers over `MAX_PARSE_BYTES` are not parsed whole: the top-level block around
-the cursor (column-0 lines delimit it), at most `WINDOW_BYTES` each side, is.
+the cursor (`Language.starts_block` delimits it), at most `WINDOW_BYTES` each side, is.
+
+Everything language-specific (node types, name positions, repairs, which types may be a hole's
+root, typed tokens) comes from the `Language` given as `lang`.
 
 The tree carries the buffer's identifier counts (`FlatTree.file_identifiers`), the
 copy source of models with file tokens; `IdentifierCounts` recounts only the part
@@ -36,8 +39,8 @@ inside the context while the rest of the buffer stays as it was.
 
 `Hole.verify(text)` re-parses the top-level statement around the hole with a candidate in
 it (incremental, from that statement's tree, parsed once per hole) and says whether it
-parses there as the tree that was generated.  Python's top-level statements parse alone
-as they do in their module, and re-parsing the whole buffer cost up to 90 ms a candidate
+parses there as the tree that was generated.  Top-level statements parse alone (where the
+language's do, as Python's) as they do in their module, and re-parsing the whole buffer cost up to 90 ms a candidate
 in long files (thousands of top-level statements: every one is revisited).
 """
 from __future__ import annotations
@@ -48,7 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tree_sitter as ts
 
-from anycode.grammars import python as grammar
+from anycode.grammars import Language, Node
 from anycode.model.paths import FlatTree
 
 PLACEHOLDER = b"__anycode_hole__"
@@ -59,22 +62,7 @@ WINDOW_BYTES = 200_000
 MAX_TREE_DEPTH = 400
 
 _WORD = re.compile(rb"\w")
-_STOP_TYPES = frozenset({"module", "block", "function_definition", "class_definition", "decorated_definition",
-                         "ERROR", "expression_statement"})
-_OPEN = {"(": ")", "[": "]", "{": "}"}
-# positions that hold names, not expressions (used when there is no grammar table)
-_NAME_POSITIONS = frozenset({
-    ("function_definition", "name"), ("class_definition", "name"), ("attribute", "attribute"),
-    ("default_parameter", "name"), ("typed_parameter", ""), ("typed_default_parameter", "name"),
-    ("parameters", ""), ("lambda_parameters", ""), ("dotted_name", ""), ("aliased_import", ""),
-    ("import_statement", ""), ("import_from_statement", ""), ("keyword_argument", "name"),
-})
-
-
-def target_root_type(t: str) -> bool:
-    """Can a hole's root be of this type?  The dataset's targets: expressions of two nodes or more."""
-    b = grammar.base_type(t)
-    return b in grammar.EXPRESSION_TYPES and b != "concatenated_string"
+ERROR = "ERROR"                # tree-sitter's node for what does not parse, in every grammar
 
 
 @dataclass
@@ -99,9 +87,10 @@ class Hole:
     lead: str = ""                       # typed text before the hole's own start that the answer repeats
     closers: str = ""                    # what closes `lead`: the answer adds it (the range covers those present)
     typed_type: str = ""                 # the type of the expression `typed` starts, as its parse has it
+    lang: Language | None = field(default=None, repr=False)   # the buffer's language
     _window_tree: ts.Tree | None = field(default=None, repr=False)
 
-    def verify(self, text: str, node: grammar.Node | None, parser: ts.Parser) -> bool:
+    def verify(self, text: str, node: Node | None, parser: ts.Parser) -> bool:
         """Does the buffer parse with `text` in the hole, as `node` (when given) at the hole's position?"""
         w0, w1 = self.window or (0, len(self.ph_source))
         src = self.ph_source[w0:w1]
@@ -117,17 +106,17 @@ class Hole:
         # the nodes spanning exactly the text, innermost first: the expression is one of them, and
         # wrappers of the same span may sit above it (`with fn():` has a with_item and a with_clause)
         spans = []
-        while n is not None and n.start_byte == a and n.end_byte == a + len(data) and n.type not in _STOP_TYPES:
+        while n is not None and n.start_byte == a and n.end_byte == a + len(data) and n.type not in self.lang.STOP_TYPES:
             spans.append(n)
             n = n.parent
         return any(self._is_hole_node(n, node) for n in spans)
 
-    def _is_hole_node(self, n: ts.Node, node: grammar.Node | None) -> bool:
+    def _is_hole_node(self, n: ts.Node, node: Node | None) -> bool:
         if n.has_error or not n.is_named:
             return False
         up, q = [], n.parent
         while q is not None and len(up) < len(self.parent_types):
-            if q.type == "ERROR":
+            if q.type == ERROR:
                 return False
             up.append(q.type)
             q = q.parent
@@ -136,7 +125,7 @@ class Hole:
         if node is None:
             return True
         try:
-            return grammar.convert(n).shape() == node.shape()
+            return self.lang.convert(n).shape() == node.shape()
         except RecursionError:
             return False
 
@@ -186,21 +175,16 @@ def parse(src: bytes, parser: ts.Parser, prev: tuple[bytes, ts.Tree] | None) -> 
     return parser.parse(src, t), True
 
 
-def _starts_block(source: bytes, at: int) -> bool:
-    """Does the line at `at` begin a top-level statement (code at column 0 that continues none)?"""
-    c = source[at: at + 1]
-    return (c.isalpha() or c in (b"@", b"_")) and not source.startswith((b"else", b"elif", b"except", b"finally"), at)
-
-
-def window(source: bytes, cursor: int, limit: int = WINDOW_BYTES) -> tuple[int, int]:
-    """The top-level block around the cursor: from the last column-0 code line at or before the
-    cursor's line to the next one after it, at most `limit` bytes each side."""
+def window(source: bytes, cursor: int, lang: Language, limit: int = WINDOW_BYTES) -> tuple[int, int]:
+    """The top-level block around the cursor: from the last line at or before the cursor's line that
+    starts a top-level statement (`lang.starts_block`) to the next one after it, at most `limit` bytes
+    each side."""
     lo_bound = max(0, cursor - limit)
     hi_bound = min(len(source), cursor + limit)
     line_start = source.rfind(b"\n", 0, cursor) + 1
     lo = line_start
     while lo > lo_bound:
-        if _starts_block(source, lo):
+        if lang.starts_block(source, lo):
             break
         lo = source.rfind(b"\n", 0, max(lo - 1, 0)) + 1
         if lo == 0:
@@ -209,7 +193,7 @@ def window(source: bytes, cursor: int, limit: int = WINDOW_BYTES) -> tuple[int, 
     hi = source.find(b"\n", cursor)
     hi = len(source) if hi < 0 else hi + 1
     while hi < hi_bound:
-        if _starts_block(source, hi):
+        if lang.starts_block(source, hi):
             break
         nxt = source.find(b"\n", hi)
         hi = hi_bound if nxt < 0 else nxt + 1
@@ -219,38 +203,38 @@ def window(source: bytes, cursor: int, limit: int = WINDOW_BYTES) -> tuple[int, 
 # ---------------------------------------------------------------- the hole
 
 
-def _named_index(node: ts.Node) -> tuple[int, str]:
+def _named_index(node: ts.Node, lang: Language) -> tuple[int, str]:
     """(index among the parent's children the model sees, field name)."""
     parent = node.parent
     k = 0
     for i, c in enumerate(parent.children):
         if c.id == node.id:
             return k, parent.field_name_for_child(i) or ""
-        if c.is_named and c.type not in grammar.DROPPED:
+        if c.is_named and c.type not in lang.DROPPED:
             k += 1
     return k, ""
 
 
-def expression_position(node: ts.Node, table=None) -> bool:
+def expression_position(node: ts.Node, table, lang: Language) -> bool:
     """May an expression (a dataset target) stand where `node` is?"""
     parent = node.parent
     if parent is None:
         return False
     ptype = parent.type
-    if ptype == "expression_statement" or ptype == "ERROR":
+    if ptype == lang.STATEMENT or ptype == ERROR:
         return False
-    index, fld = _named_index(node)
-    if (ptype, fld) in grammar.HOLE_FORBIDDEN or (ptype, "") in grammar.HOLE_FORBIDDEN:
+    index, fld = _named_index(node, lang)
+    if (ptype, fld) in lang.HOLE_FORBIDDEN or (ptype, "") in lang.HOLE_FORBIDDEN:
         return False
     if table is not None:
-        key = grammar.type_key(parent)
+        key = lang.type_key(parent)
         if not table.known(key):
             return False
-        return any(target_root_type(t) for t in table.allowed_children(key, index))
-    return (ptype, fld) not in _NAME_POSITIONS and (ptype, "") not in _NAME_POSITIONS
+        return any(lang.target_root_type(t) for t in table.allowed_children(key, index))
+    return (ptype, fld) not in lang.NAME_POSITIONS and (ptype, "") not in lang.NAME_POSITIONS
 
 
-def _open_brackets(root: ts.Node, lo: int, hi: int) -> str:
+def _open_brackets(root: ts.Node, lo: int, hi: int, lang: Language) -> str:
     """Closers for the brackets left open among the tokens in [lo, hi)."""
     stack: list[str] = []
     todo = [root]
@@ -260,19 +244,19 @@ def _open_brackets(root: ts.Node, lo: int, hi: int) -> str:
             continue
         if n.child_count == 0:
             t = n.type
-            if t in _OPEN:
-                stack.append(_OPEN[t])
-            elif t in (")", "]", "}") and stack and stack[-1] == t:
+            if t in lang.OPEN_CLOSE:
+                stack.append(lang.OPEN_CLOSE[t])
+            elif stack and stack[-1] == t:
                 stack.pop()
             continue
         todo.extend(reversed(n.children))
     return "".join(reversed(stack))
 
 
-def _placeholder_node(tree: ts.Tree, at: int) -> ts.Node | None:
+def _placeholder_node(tree: ts.Tree, at: int, lang: Language) -> ts.Node | None:
     """The identifier holding the placeholder at byte `at`, or None (comment, string, garbage)."""
     n = tree.root_node.descendant_for_byte_range(at, at + len(PLACEHOLDER))
-    if n is None or n.type != "identifier":
+    if n is None or n.type != lang.IDENTIFIER:
         return None
     return n
 
@@ -280,27 +264,27 @@ def _placeholder_node(tree: ts.Tree, at: int) -> ts.Node | None:
 def _under_error(n: ts.Node) -> ts.Node | None:
     q = n.parent
     while q is not None:
-        if q.type == "ERROR":
+        if q.type == ERROR:
             return q
         q = q.parent
     return None
 
 
 class IdentifierCounts:
-    """grammar.identifier_counts of a whole buffer, with the counts outside the context kept
+    """Language.identifier_counts of a whole buffer, with the counts outside the context kept
     for the next request of the same document (typing inside a function leaves them as they are)."""
 
     def __init__(self):
         self.key = None
         self.outside: tuple[list, list] = ([], [])
 
-    def __call__(self, tree: ts.Tree, source: bytes, lo: int, hi: int) -> list[tuple[str, int]]:
+    def __call__(self, tree: ts.Tree, source: bytes, lo: int, hi: int, lang: Language) -> list[tuple[str, int]]:
         key = (lo, len(source) - hi, hash(source[:lo]), hash(source[hi:]))
         if key != self.key:
             root = tree.root_node
-            self.outside = (grammar.identifier_counts(root, 0, lo), grammar.identifier_counts(root, hi, len(source)))
+            self.outside = (lang.identifier_counts(root, 0, lo), lang.identifier_counts(root, hi, len(source)))
             self.key = key
-        inside = grammar.identifier_counts(tree.root_node, lo, hi)
+        inside = lang.identifier_counts(tree.root_node, lo, hi)
         merged: dict[str, int] = {}
         for part in (self.outside[0], inside, self.outside[1]):
             for name, n in part:
@@ -308,9 +292,10 @@ class IdentifierCounts:
         return list(merged.items())
 
 
-def find_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = None, table=None,
+def find_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Parser | None = None, table=None,
               prev: tuple[bytes, ts.Tree] | None = None, identifiers: IdentifierCounts | None = None) -> Hole | None:
-    """The hole at `cursor` (a byte offset) in `source`, or None where no expression can go.
+    """The hole at `cursor` (a byte offset) in `source`, a buffer of language `lang`, or None where no
+    expression can go.
 
     `table`: a GrammarTable (expression positions); `prev`: (ph_source, ph_tree) of an
     earlier hole of the same document, to parse incrementally; `identifiers`: the document's
@@ -320,20 +305,20 @@ def find_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = None, ta
     if not 0 <= cursor <= len(source):
         raise ValueError(f"cursor {cursor} is outside the buffer of {len(source)} bytes")
     source = bytes(source)
-    parser = parser or grammar.new_parser()
+    parser = parser or lang.new_parser()
     if len(source) > MAX_PARSE_BYTES:
-        lo, hi = window(source, cursor)
-        hole = find_hole(source[lo:hi], cursor - lo, parser=parser, table=table, identifiers=identifiers)
+        lo, hi = window(source, cursor, lang)
+        hole = find_hole(source[lo:hi], cursor - lo, lang=lang, parser=parser, table=table, identifiers=identifiers)
         if hole is not None:
             hole.offset = lo
             hole.start += lo
             hole.end += lo
             hole.cursor += lo
         return hole
-    loc = _placeholder_parse(source, cursor, parser, prev)
+    loc = next(_placeholder_parses(source, cursor, parser, prev, lang), None)
     if loc is None:
         return None
-    return _hole_at(source, cursor, loc, table, identifiers)
+    return _hole_at(source, cursor, loc, table, identifiers, lang)
 
 
 @dataclass
@@ -347,11 +332,7 @@ class _Located:
     incremental: bool
 
 
-def _placeholder_parse(source: bytes, cursor: int, parser: ts.Parser, prev) -> _Located | None:
-    return next(_placeholder_parses(source, cursor, parser, prev), None)
-
-
-def _placeholder_parses(source: bytes, cursor: int, parser: ts.Parser, prev):
+def _placeholder_parses(source: bytes, cursor: int, parser: ts.Parser, prev, lang: Language):
     """The buffer with the placeholder at the cursor, parsed; where the placeholder lands in an error,
     each repair (closers appended after it) that takes it out of the error, likeliest first."""
     # typed word characters before the cursor merge with the placeholder; after it, they are replaced
@@ -360,28 +341,28 @@ def _placeholder_parses(source: bytes, cursor: int, parser: ts.Parser, prev):
         end += 1
     base = source[:cursor] + PLACEHOLDER + source[end:]
     tree, incremental = parse(base, parser, prev)
-    ph = _placeholder_node(tree, cursor)
+    ph = _placeholder_node(tree, cursor, lang)
     if ph is None:
         return
     err = _under_error(ph)
     if err is None:
         yield _Located(end, base, tree, ph, "", incremental)
         return
-    closers = _open_brackets(err, err.start_byte, cursor)
+    closers = _open_brackets(err, err.start_byte, cursor, lang)
     # the error may span brackets the buffer closes later: fewer closers first, then all of them
     tries = [closers[:k] for k in range(len(closers) + 1)]
-    tries = [c + x for x in ("",) + grammar.REPAIRS for c in tries]
+    tries = [c + x for x in ("",) + lang.REPAIRS for c in tries]
     for extra in dict.fromkeys(tries):
         if not extra:
             continue
         cand = base[: cursor + len(PLACEHOLDER)] + extra.encode() + base[cursor + len(PLACEHOLDER):]
         t2, _ = parse(cand, parser, (base, tree))
-        ph2 = _placeholder_node(t2, cursor)
+        ph2 = _placeholder_node(t2, cursor, lang)
         if ph2 is not None and _under_error(ph2) is None:
             yield _Located(end, cand, t2, ph2, extra, incremental)
 
 
-def _hole_at(source: bytes, cursor: int, loc: _Located, table, identifiers) -> Hole | None:
+def _hole_at(source: bytes, cursor: int, loc: _Located, table, identifiers, lang: Language) -> Hole | None:
     """The hole find_hole returns, from the placeholder's parse."""
     end, ph_source, tree, ph, repaired, incremental = (loc.end, loc.ph_source, loc.tree, loc.ph, loc.repaired,
                                                          loc.incremental)
@@ -390,10 +371,10 @@ def _hole_at(source: bytes, cursor: int, loc: _Located, table, identifiers) -> H
     # the innermost expression ending at the placeholder, on the cursor's line, at an expression position
     best = None
     n = ph
-    while n is not None and n.end_byte == ph_end and n.type not in _STOP_TYPES:
+    while n is not None and n.end_byte == ph_end and n.type not in lang.STOP_TYPES:
         if n.start_byte >= line_start and cursor - n.start_byte <= MAX_TYPED_CHARS and n.is_named and (
-                n.type == "identifier" or grammar.base_type(grammar.type_key(n)) in grammar.EXPRESSION_TYPES) \
-                and expression_position(n, table):
+                n.type == lang.IDENTIFIER or lang.base_type(lang.type_key(n)) in lang.EXPRESSION_TYPES) \
+                and expression_position(n, table, lang):
             best = n
             break
         n = n.parent
@@ -402,18 +383,18 @@ def _hole_at(source: bytes, cursor: int, loc: _Located, table, identifiers) -> H
     # inside a literal (an f-string's braces): the model's tree has no node there
     q = best.parent
     while q is not None:
-        if q.type in grammar.VALUED or q.type in grammar.FIXED:
+        if q.type in lang.VALUED or q.type in lang.FIXED:
             return None
         q = q.parent
     # the context: the enclosing function, else the top-level statement; capped
     chain = []
     q = best.parent
-    while q is not None and q.type != "module":
+    while q is not None and q.type != lang.ROOT:
         chain.append(q)
         q = q.parent
     if not chain:
         return None
-    ctx = next((c for c in chain if c.type in grammar.FUNCTION_TYPES), chain[-1])
+    ctx = next((c for c in chain if c.type in lang.FUNCTION_TYPES), chain[-1])
     if ctx.end_byte - ctx.start_byte > MAX_CONTEXT_BYTES:
         fitting = [c for c in chain[: chain.index(ctx) + 1] if c.end_byte - c.start_byte <= MAX_CONTEXT_BYTES]
         if not fitting:
@@ -424,12 +405,12 @@ def _hole_at(source: bytes, cursor: int, loc: _Located, table, identifiers) -> H
     address = []
     q = best
     while q.id != ctx.id:
-        address.append(_named_index(q)[0])
+        address.append(_named_index(q, lang)[0])
         q = q.parent
     if len(address) > MAX_TREE_DEPTH:
         return None
     try:
-        flat = FlatTree.from_node(grammar.convert(ctx))
+        flat = FlatTree.from_node(lang.convert(ctx), lang)
     except RecursionError:
         return None
     h = 0
@@ -440,9 +421,9 @@ def _hole_at(source: bytes, cursor: int, loc: _Located, table, identifiers) -> H
         h = kids[k]
     if flat.start_byte[h] != best.start_byte or flat.end_byte[h] != best.end_byte:
         return None
-    flat.file_identifiers = (identifiers or IdentifierCounts())(tree, ph_source, ctx.start_byte, ctx.end_byte)
+    flat.file_identifiers = (identifiers or IdentifierCounts())(tree, ph_source, ctx.start_byte, ctx.end_byte, lang)
     top = best
-    while top.parent is not None and top.parent.type != "module":
+    while top.parent is not None and top.parent.type != lang.ROOT:
         top = top.parent
     start = best.start_byte
     return Hole(
@@ -450,7 +431,7 @@ def _hole_at(source: bytes, cursor: int, loc: _Located, table, identifiers) -> H
         typed=source[start:cursor].decode("utf8", "replace"),
         ph_source=ph_source, ph_tree=tree, hole_range=(start, ph_end), parent_types=parent_types,
         context_range=(ctx.start_byte, ctx.end_byte), repaired=repaired, incremental=incremental,
-        window=(top.start_byte, top.end_byte))
+        window=(top.start_byte, top.end_byte), lang=lang)
 
 
 # ---------------------------------------------------------------- the hole of a typed expression
@@ -458,7 +439,7 @@ def _hole_at(source: bytes, cursor: int, loc: _Located, table, identifiers) -> H
 _CLOSER_BYTES = frozenset(b")]}\"' \t")
 
 
-def find_typed_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = None, table=None,
+def find_typed_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Parser | None = None, table=None,
                     prev: tuple[bytes, ts.Tree] | None = None,
                     identifiers: IdentifierCounts | None = None) -> Hole | None:
     """The hole of the expression the user is typing at `cursor`: like find_hole, but the hole starts
@@ -478,10 +459,11 @@ def find_typed_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = No
     if not 0 <= cursor <= len(source):
         raise ValueError(f"cursor {cursor} is outside the buffer of {len(source)} bytes")
     source = bytes(source)
-    parser = parser or grammar.new_parser()
+    parser = parser or lang.new_parser()
     if len(source) > MAX_PARSE_BYTES:
-        lo, hi = window(source, cursor)
-        hole = find_typed_hole(source[lo:hi], cursor - lo, parser=parser, table=table, identifiers=identifiers)
+        lo, hi = window(source, cursor, lang)
+        hole = find_typed_hole(source[lo:hi], cursor - lo, lang=lang, parser=parser, table=table,
+                               identifiers=identifiers)
         if hole is not None:
             hole.offset += lo
             hole.start += lo
@@ -491,12 +473,12 @@ def find_typed_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = No
     line_start = source.rfind(b"\n", 0, cursor) + 1
     line = source[line_start:cursor].decode("utf8", "replace")
     start, typed_type, first, loc = None, "", None, None
-    for how in _placements(line):
-        at, located = _place(source, cursor, line_start, line, how)
-        for loc in _placeholder_parses(located, at, parser, prev):
+    for how in _placements(line, lang):
+        at, located = _place(source, cursor, line_start, line, how, lang)
+        for loc in _placeholder_parses(located, at, parser, prev, lang):
             if how == "cursor" and first is None:
                 first = loc
-            start, typed_type = _typed_start(loc, at, line_start, table)
+            start, typed_type = _typed_start(loc, at, line_start, table, lang)
             if start is not None and start < cursor:
                 break
         else:
@@ -504,22 +486,22 @@ def find_typed_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = No
         break
     if start is None or start >= cursor:
         # nothing typed (or nothing that starts an expression): the hole at the cursor, as find_hole has it
-        return None if first is None else _hole_at(source, cursor, first, table, identifiers)
+        return None if first is None else _hole_at(source, cursor, first, table, identifiers, lang)
     typed = source[start:cursor].decode("utf8", "replace")
-    if grammar.lone_number(typed):
+    if lang.lone_number(typed):
         return None
     after = loc.end if located is source else cursor
-    closers = grammar.closers(typed)
-    if located is source and loc.ph.start_byte == cursor and expression_position(loc.ph, table):
+    closers = lang.closers(typed)
+    if located is source and loc.ph.start_byte == cursor and expression_position(loc.ph, table, lang):
         # nothing typed of the operand at the cursor (`f(a, |`, `x and |`, `res[|`): the model fills
         # that operand's own hole, and the answer repeats the typed text and closes it.  Not where
         # one operand does not finish the expression (`a if |` needs its `else`, `x not |` its `in`):
         # there the typed text constrains the search of the whole expression, as below
-        if grammar.parse_expression(typed + OPERAND + closers, parser) is not None:
-            return _operand_hole(source, cursor, start, after, loc, closers, parser, table, prev, identifiers)
+        if lang.parse_expression(typed + lang.OPERAND + closers, parser) is not None:
+            return _operand_hole(source, cursor, start, after, loc, closers, parser, table, prev, identifiers, lang)
     found = None
     for k, clean in _cleaned(source, start, after, closers):
-        hole = find_hole(clean, start, parser=parser, table=table, prev=prev, identifiers=identifiers)
+        hole = find_hole(clean, start, lang=lang, parser=parser, table=table, prev=prev, identifiers=identifiers)
         if hole is None or hole.start != start or hole.typed:
             continue
         hole.end += after + k - start
@@ -528,9 +510,6 @@ def find_typed_hole(source: bytes, cursor: int, *, parser: ts.Parser | None = No
             return hole          # the buffer's brackets are whole with it: the editor closed k of them
         found = found or hole
     return found
-
-
-OPERAND = " x"  # stands for the operand the model fills, to ask whether the typed text then is whole
 
 
 def _whole(hole: Hole) -> bool:
@@ -552,15 +531,15 @@ def _cleaned(source: bytes, start: int, after: int, closers: str):
 
 
 def _operand_hole(source: bytes, cursor: int, start: int, after: int, loc: _Located, closers: str,
-                  parser: ts.Parser, table, prev, identifiers) -> Hole | None:
+                  parser: ts.Parser, table, prev, identifiers, lang: Language) -> Hole | None:
     """The empty operand's hole at `cursor`, its answers written from `start`: the typed text, the
     operand, and the closers of the typed text (replacing those the editor already put after it)."""
-    hole = _hole_at(source, cursor, loc, table, identifiers)
+    hole = _hole_at(source, cursor, loc, table, identifiers, lang)
     if hole is None:
         return None
     k = 0
     for k, clean in _cleaned(source, start, after, closers):
-        check = find_hole(clean, start, parser=parser, table=table, prev=prev, identifiers=identifiers)
+        check = find_hole(clean, start, lang=lang, parser=parser, table=table, prev=prev, identifiers=identifiers)
         if check is not None and _whole(check):
             break                # with k of the closers taken out, the brackets around are whole
     hole.lead = source[start:cursor].decode("utf8", "replace")
@@ -569,21 +548,21 @@ def _operand_hole(source: bytes, cursor: int, start: int, after: int, loc: _Loca
     return hole
 
 
-def _placements(line: str) -> list[str]:
+def _placements(line: str, lang: Language) -> list[str]:
     """Where the placeholder may go for the text typed on the line, the likeliest first."""
-    if grammar.partial_literal_start(line) is not None:
+    if lang.partial_literal_start(line) is not None:
         return ["literal"]          # a number or string being typed cannot hold it: before the literal
-    if grammar.ends_in_keyword(line):
+    if lang.ends_in_keyword(line):
         return ["after", "cursor"]  # `x in|`: after the keyword, else as the start of a name (`x.in|dex`)
     return ["cursor"]
 
 
-def _place(source: bytes, cursor: int, line_start: int, line: str, how: str) -> tuple[int, bytes]:
+def _place(source: bytes, cursor: int, line_start: int, line: str, how: str, lang: Language) -> tuple[int, bytes]:
     """(where the placeholder goes, the buffer it goes in) for a placement of `_placements`."""
     if how == "literal":
-        lit = grammar.partial_literal_start(line)
+        lit = lang.partial_literal_start(line)
         at = line_start + len(line[:lit].encode())
-        quote = grammar.closers(line[lit:]).encode()
+        quote = lang.closers(line[lit:]).encode()
         skip = len(quote) if quote and source.startswith(quote, cursor) else 0
         return at, source[:at] + source[cursor + skip:]
     if how == "after":
@@ -591,7 +570,7 @@ def _place(source: bytes, cursor: int, line_start: int, line: str, how: str) -> 
     return cursor, source
 
 
-def _typed_start(loc: _Located, at: int, line_start: int, table) -> tuple[int | None, str]:
+def _typed_start(loc: _Located, at: int, line_start: int, table, lang: Language) -> tuple[int | None, str]:
     """Where the expression being typed starts (see find_typed_hole), in the located buffer, and its
     type ("" for a name or literal)."""
     ph_end = at + len(PLACEHOLDER)
@@ -600,14 +579,14 @@ def _typed_start(loc: _Located, at: int, line_start: int, table) -> tuple[int | 
     while limit < len(src) and src[limit] in _CLOSER_BYTES:
         limit += 1
     n = loc.ph
-    while n is not None and n.type not in _STOP_TYPES:
+    while n is not None and n.type not in lang.STOP_TYPES:
         if n.end_byte > limit or n.start_byte < line_start or at - n.start_byte > MAX_TYPED_CHARS:
             break
         # a name being typed is the expression itself (`f(a, lim|`), an empty one is not (`f(a, |`)
-        typed_name = n.type == "identifier" and n.start_byte < at
-        if n.is_named and (typed_name or grammar.base_type(grammar.type_key(n)) in grammar.EXPRESSION_TYPES) \
-                and expression_position(n, table):
-            return n.start_byte, ("" if typed_name else grammar.type_key(n))
+        typed_name = n.type == lang.IDENTIFIER and n.start_byte < at
+        if n.is_named and (typed_name or lang.base_type(lang.type_key(n)) in lang.EXPRESSION_TYPES) \
+                and expression_position(n, table, lang):
+            return n.start_byte, ("" if typed_name else lang.type_key(n))
         n = n.parent
     start = loc.ph.start_byte
-    return (start if start >= line_start and expression_position(loc.ph, table) else None), ""
+    return (start if start >= line_start and expression_position(loc.ph, table, lang) else None), ""

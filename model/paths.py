@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from anycode.grammars import python as grammar
+from anycode.grammars import Language, Node
 from anycode.model.vocab import EMPTY, EOS_NODE, EOS_TOK, MAX_CHILD_INDEX
 
 
@@ -61,12 +61,14 @@ class FlatTree:
     # the identifiers of the whole file (or buffer) this tree was cut from, with their counts, in order of
     # first occurrence: those outside the tree are a copy source (features.outside_identifiers)
     file_identifiers: list[tuple[str, int]] = field(default_factory=list)
+    # the language of the tree: how its types are kinds and its values subtokens
+    lang: Language | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_node(cls, root: grammar.Node) -> "FlatTree":
-        t = cls([], [], [], [], [], [], [], [])
+    def from_node(cls, root: Node, lang: Language) -> "FlatTree":
+        t = cls([], [], [], [], [], [], [], [], lang=lang)
 
-        def add(node: grammar.Node, parent: int, index: int, depth: int):
+        def add(node: Node, parent: int, index: int, depth: int):
             i = len(t.types)
             t.types.append(node.type)
             t.child_index.append(min(index, MAX_CHILD_INDEX))
@@ -113,7 +115,7 @@ class FlatTree:
 
     def leaf_value(self, i: int) -> list[str]:
         v = self.values[i]
-        return grammar.subtokens(self.types[i], v) if v is not None else [EMPTY]
+        return self.lang.subtokens(self.types[i], v) if v is not None else [EMPTY]
 
 
 # ---------------------------------------------------------------- generation steps
@@ -136,10 +138,10 @@ def target_steps(tree: FlatTree, h: int, whole_tokens: set[str] | frozenset = fr
     steps: list[Step] = []
 
     def expand(n: int):
-        kind = grammar.kind_of(tree.types[n])
+        kind = tree.lang.kind_of(tree.types[n])
         if kind == "valued":
             v = tree.values[n] or ""
-            parts = [v] if v in whole_tokens else grammar.subtokens(tree.types[n], v)
+            parts = [v] if v in whole_tokens else tree.lang.subtokens(tree.types[n], v)
             for j, s in enumerate(parts):
                 steps.append(Step(n, min(j, MAX_CHILD_INDEX), s, True))
             steps.append(Step(n, min(len(parts), MAX_CHILD_INDEX), EOS_TOK, True))
@@ -213,7 +215,7 @@ def generated_leaves(tree: FlatTree, h: int, steps: list[Step], t: int) -> dict[
     for s in steps[:t]:
         if s.creates >= 0:
             has_child.add(s.parent)
-            if grammar.kind_of(tree.types[s.creates]) != "nonterminal":
+            if tree.lang.kind_of(tree.types[s.creates]) != "nonterminal":
                 made[s.creates] = []
         elif s.is_value:
             if s.label != EOS_TOK:
@@ -234,14 +236,15 @@ def step_paths(tree: FlatTree, h: int, steps: list[Step], t: int, ctx: ContextPa
     for leaf, prefix in zip(ctx.leaves, ctx.prefixes):
         paths.append((tree.leaf_value(leaf), [tree.node(n) for n in prefix + suffix]))
     for leaf, parts in generated_leaves(tree, h, steps, t).items():
-        value = value_subtokens(tree.types[leaf], parts) if grammar.kind_of(tree.types[leaf]) == "valued" else [EMPTY]
+        value = (value_subtokens(tree.lang, tree.types[leaf], parts) if tree.lang.kind_of(tree.types[leaf]) == "valued"
+                 else [EMPTY])
         paths.append((value, [tree.node(n) for n in tree.path(leaf, pi)]))
     root = [tree.node(n) for n in ctx.root_prefix + suffix]
     return StepPaths(paths, root, step.child_index)
 
 
-def value_subtokens(type_key: str, parts: list[str]) -> list[str]:
+def value_subtokens(lang: Language, type_key: str, parts: list[str]) -> list[str]:
     """The subtokens of a value generated as `parts` (whole tokens or subtokens)."""
     if not parts:
         return [EMPTY]
-    return grammar.subtokens(type_key, grammar.join_value(type_key, parts))
+    return lang.subtokens(type_key, lang.join_value(type_key, parts))

@@ -4,8 +4,8 @@ The user has typed the first tokens of the expression at the hole (`self.items[`
 `res["er`); only trees whose printed tokens begin with those tokens are kept.  Tokens compare
 whole, whitespace apart, except two that may still grow: the last typed one (a name, keyword,
 number, operator or string being typed, unless a space follows it) and the last printed one of a
-partial tree when its frontier is a value being spelled.  The grammar adapter tokenizes
-(`grammar.typed_tokens`); this module only compares token lists.
+partial tree when its frontier is a value being spelled.  The language tokenizes
+(`Language.typed_tokens`); this module only compares token lists.
 
 `Decoder.search` asks `check` after each step that prints something new, and `value_fits` for the
 parts of the value at the frontier, so that the beam only ever holds trees that agree with the
@@ -14,7 +14,7 @@ typed text.  `respell` writes an answer with the user's own typed characters in 
 """
 from __future__ import annotations
 
-from anycode.grammars import python as grammar
+from anycode.grammars import Language
 
 INCONSISTENT, CONSISTENT, COVERED = -1, 0, 1
 
@@ -32,13 +32,14 @@ def _agree(c: str, c_partial: bool, t: str, t_partial: bool) -> bool:
 class Prefix:
     """The typed text of an expression, tokenized once per request."""
 
-    def __init__(self, typed: str, typed_type: str = ""):
+    def __init__(self, typed: str, typed_type: str = "", *, lang: Language):
         """`typed_type`: the type of the node the typed text starts, as its own parse has it (the
         expression's root or a node down its left edge: `a.b +` starts a binary operator)."""
         self.typed = typed
-        self.tokens, self.partial = grammar.typed_tokens(typed)
+        self.lang = lang
+        self.tokens, self.partial = lang.typed_tokens(typed)
         last = self.tokens[-1] if self.tokens else ""
-        self.kind = (lambda t: grammar.typed_kind(t, last, self.partial))  # noqa: E731
+        self.kind = (lambda t: lang.typed_kind(t, last, self.partial))  # noqa: E731
         self.anchor = self.kind(typed_type) if typed_type and self.tokens else ""
 
     def __bool__(self) -> bool:
@@ -52,7 +53,7 @@ class Prefix:
         """Does a tree whose printed text so far is `text` agree with the typed tokens?  `open_value`:
         the last printed token is a value still being spelled.  COVERED: every typed token is matched,
         nothing later can disagree."""
-        toks, _ = grammar.typed_tokens(text)
+        toks, _ = self.lang.typed_tokens(text)
         typed, n, m = self.tokens, len(self.tokens), len(toks)
         whole = m - 1 if open_value else m
         for i in range(min(m, n)):
@@ -73,7 +74,7 @@ class Prefix:
             if kind == "text":
                 if x == t or (partial and x.startswith(t)):
                     return True
-            elif grammar.value_starts(x, t, partial):
+            elif self.lang.value_starts(x, t, partial):
                 return True
         return False
 
@@ -89,14 +90,14 @@ class Prefix:
         """Does the finished `text` agree with the typed tokens and add something to them?"""
         if self.check(text) != COVERED:
             return False
-        toks, _ = grammar.typed_tokens(text)
+        toks, _ = self.lang.typed_tokens(text)
         return toks != self.tokens
 
     def respell(self, text: str) -> str:
         """`text` (which agrees with the typed tokens) with its start written as the user typed it."""
         if not self.tokens:
             return text
-        toks = grammar.tokens(text)
+        toks = self.lang.tokens(text)
         n = len(self.tokens)
         if len(toks) < n:
             return text
@@ -108,6 +109,6 @@ class Prefix:
         return self.typed + rest
 
 
-def continues(text: str, typed: str) -> bool:
+def continues(text: str, typed: str, lang: Language) -> bool:
     """Is `text` (a whole answer) still an answer once `typed` is typed: it agrees with it and adds to it."""
-    return Prefix(typed).adds(text)
+    return Prefix(typed, lang=lang).adds(text)

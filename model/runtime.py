@@ -40,7 +40,8 @@ from typing import Callable
 
 import numpy as np
 
-from anycode.grammars import python as grammar
+from anycode import grammars
+from anycode.grammars import Unprintable
 from anycode.model import holes
 from anycode.model.beam import ContextCache, Decoder, LeafCache, ScoreMemo, Stopped, build_node
 from anycode.model.cuda_graphs import GraphRunner
@@ -279,6 +280,10 @@ class Completer:
                  verify_files: bool = True, float_graphs: bool | None = None, cuda_graphs: bool = True):
         self.model_dir = Path(model_dir) if model_dir is not None else SHIPPED
         self.manifest = load_manifest(self.model_dir, verify_files)
+        try:   # the language the model was trained on, as its directory records it
+            self.lang = grammars.of_model(self.model_dir)
+        except KeyError as e:
+            raise ModelError(f"{self.model_dir}: {e.args[0]}") from e
         try:
             self.vocab = Vocab.load(self.model_dir / "vocab.json")
         except (OSError, ValueError, KeyError) as e:
@@ -296,10 +301,10 @@ class Completer:
                                   cuda_graphs)
         self.device = self.backend.device
         self.provider = self.backend.provider
-        self.decoder = Decoder(self.backend, self.vocab, self.table, max_paths=m["max_paths"],
+        self.decoder = Decoder(self.backend, self.vocab, self.table, lang=self.lang, max_paths=m["max_paths"],
                                max_length=m["max_length"], context_once=context_once,
                                file_tokens=int(m.get("model", {}).get("file_tokens", 0)))
-        self.parser = grammar.new_parser()
+        self.parser = self.lang.new_parser()
         self.leaf_cache = LeafCache()
         self.score_memo = ScoreMemo()      # the last context's network outputs by hypothesis
         self._docs: OrderedDict[str, _Document] = OrderedDict()
@@ -385,9 +390,9 @@ class Completer:
         if not check_safe():
             return []
         doc = self._document(uri)
-        hole = holes.find_typed_hole(source, cursor, parser=self.parser, table=self.table,
-                               prev=prior or (doc.prev if doc is not None else None),
-                               identifiers=doc.identifiers if doc is not None else None)
+        hole = holes.find_typed_hole(source, cursor, lang=self.lang, parser=self.parser, table=self.table,
+                                     prev=prior or (doc.prev if doc is not None else None),
+                                     identifiers=doc.identifiers if doc is not None else None)
         last["hole_ms"] = (time.perf_counter() - t0) * 1e3
         if hole is None:
             self.stats["no_hole"] += 1
@@ -406,7 +411,7 @@ class Completer:
             return []
         self.stats["context_hits" if ctx.stats["context_hit"] else "context_misses"] += 1
         t1 = time.perf_counter()
-        prefix = Prefix(hole.typed, hole.typed_type)
+        prefix = Prefix(hole.typed, hole.typed_type, lang=self.lang)
         finished = self.decoder.search(ctx, beam_size, prefix, max_steps=self.max_steps,
                                        soft_steps=self.soft_steps, max_depth=self.max_depth, check=check,
                                        keep=max(beam_size, max_items),
@@ -424,10 +429,10 @@ class Completer:
                 # none was right in 54 such candidates of 150 test holes (docs/bench.md)
                 self.stats["dropped_forced"] += 1
                 continue
-            node = build_node(f.hyp)
+            node = build_node(f.hyp, self.lang)
             try:
-                text = grammar.print_node(node)
-            except (grammar.Unprintable, IndexError, StopIteration):
+                text = self.lang.print_node(node)
+            except (Unprintable, IndexError, StopIteration):
                 self.stats["dropped_unparsable"] += 1
                 continue
             if text in seen:

@@ -71,9 +71,11 @@ class TorchBackend:
         return self._np(self.model.contextualize(self._t(paths), self._t(mask)))[0]
 
 
-def torch_decoder(model: SLM, vocab, table=None, max_paths: int = 200, max_length: int = 24) -> Decoder:
-    """`beam.Decoder` over `model` (in eval mode, on its device), configured as the model was trained."""
+def torch_decoder(model: SLM, vocab, table=None, max_paths: int = 200, max_length: int = 24, *,
+                  lang) -> Decoder:
+    """`beam.Decoder` over `model` (in eval mode, on its device), configured as the model was trained;
+    `lang`: the model's language (anycode.grammars)."""
     cfg = model.cfg
     backend = TorchBackend(model, max_symbols(cfg, max_paths))
-    return Decoder(backend, vocab, table, max_paths=max_paths, max_length=max_length,
+    return Decoder(backend, vocab, table, lang=lang, max_paths=max_paths, max_length=max_length,
                    context_once=cfg.context_once, file_tokens=cfg.file_tokens)

@@ -35,7 +35,7 @@ import torch
 
 from anycode.model import batching, evaluate
 from anycode.model.checkpoint import load_checkpoint, load_model, pick_device
-from anycode.model.dataset import Shard, shard_paths
+from anycode.model.dataset import Shard, data_language, shard_paths
 from anycode.model.slm import SLM, SLMConfig
 from anycode.model.vocab import Vocab
 
@@ -251,8 +251,8 @@ def save_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def run_config(cfg: TrainConfig, mcfg: SLMConfig) -> dict:
-    return {"model": asdict(mcfg), "features": {"max_paths": cfg.max_paths, "max_length": cfg.max_length},
+def run_config(cfg: TrainConfig, mcfg: SLMConfig, language: str) -> dict:
+    return {"language": language, "model": asdict(mcfg), "features": {"max_paths": cfg.max_paths, "max_length": cfg.max_length},
             "train": asdict(cfg)}
 
 
@@ -356,7 +356,7 @@ def loss_fn(b):
 def dev_accuracy(model, vocab, dev_examples, cfg: TrainConfig, grammar_table) -> float:
     model.eval()
     preds = evaluate.decode(model, vocab, dev_examples, beam=1, table=grammar_table,
-                            max_paths=cfg.max_paths, max_length=cfg.max_length)
+                            max_paths=cfg.max_paths, max_length=cfg.max_length, lang=dev_examples[0][0].lang)
     model.train()
     ok = sum(evaluate.same_code(p[0].code, evaluate.truth_code(t, h)) if p else False
              for p, (t, h) in zip(preds, dev_examples))
@@ -429,7 +429,7 @@ def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None,
         vocab.save(out / "vocab.json")
         if (data / "grammar.json").exists():
             shutil.copy(data / "grammar.json", out / "grammar.json")
-    save_json(out / "config.json", run_config(cfg, mcfg))
+    save_json(out / "config.json", run_config(cfg, mcfg, data_language(data).id))
     log(f"model: {model.num_parameters() / 1e6:.2f}M parameters on {dev}; config {asdict(cfg)}")
 
     amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if dev.type == "cuda" else \

@@ -50,12 +50,14 @@ def default_files() -> list[Path]:
 
 def holes_of(paths: list[Path], n: int, seed: int) -> list[tuple[str, str, int]]:
     """(uri, text with the target cut out, cursor index) for up to n holes."""
+    from anycode import grammars
     from anycode.model import dataset
+    lang = grammars.get(grammars.DEFAULT)     # the bench sends its files as documents of this language
     found = []
     for path in paths:
         source = path.read_bytes()
         try:
-            functions = dataset.extract_file(str(path), name=path.name).functions
+            functions = dataset.extract_file(str(path), name=path.name, lang=lang).functions
         except Exception:  # noqa: BLE001 - a file the extractor cannot take
             continue
         for flat, hs, _ in functions:

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import tree_sitter as ts
 
-from anycode.grammars import python as grammar
+from anycode import grammars
+from anycode.grammars import Language
 from anycode.model import holes
 
 WHOLE_PARSE_BYTES = holes.MAX_PARSE_BYTES   # larger documents are parsed a top-level block at a time
@@ -79,9 +80,11 @@ class Document:
     uri: str
     text: bytes
     version: int
-    language_id: str = "python"
+    language_id: str = ""
 
     def __post_init__(self):
+        # the document's language: by its languageId, else its file suffix; None: no language anycode knows
+        self.lang: Language | None = grammars.for_language_id(self.language_id, self.uri)
         self.line_starts = _line_starts(self.text)
         self._tree: ts.Tree | None = None
         self._tree_version: int | None = None
@@ -91,7 +94,7 @@ class Document:
         self.closed = False
 
     @classmethod
-    def from_text(cls, uri: str, text: str, version: int, language_id: str = "python"):
+    def from_text(cls, uri: str, text: str, version: int, language_id: str = ""):
         return cls(uri, encode(text), version, language_id)
 
     def is_stale(self, version: int) -> bool:
@@ -208,7 +211,7 @@ class Document:
         """The bytes parsed for a request at `offset`: all of them, or the top-level block."""
         if self.parsed_whole:
             return 0, len(self.text)
-        return holes.window(self.text, offset)
+        return holes.window(self.text, offset, self.lang)
 
     def region_tree(self, parser: ts.Parser, offset: int) -> tuple[int, ts.Tree]:
         """(where it starts, the tree of `region(offset)` parsed alone); the last one is kept."""
@@ -228,7 +231,7 @@ class Document:
             return False
         lo, tree = self.region_tree(parser, offset)
         node = tree.root_node.descendant_for_byte_range(offset - 1 - lo, offset - lo)
-        return node is not None and node.type == "comment" and node.start_byte + lo < offset
+        return node is not None and node.type == self.lang.COMMENT and node.start_byte + lo < offset
 
 
 def position_in(text: bytes, offset: int, encoding: str = UTF16,
@@ -276,6 +279,3 @@ def _newlines(data: bytes) -> np.ndarray:
 def _line_starts(text: bytes) -> np.ndarray:
     return np.concatenate([np.zeros(1, np.int64), _newlines(text) + 1])
 
-
-def new_parser() -> ts.Parser:
-    return grammar.new_parser()

@@ -22,7 +22,8 @@ answers empty lists.
 
 Also: UTF-8 positions when the client offers them (else UTF-16, or UTF-32 when
 that is all it offers); a cursor inside a comment, outside the document, in a
-document that is not Python or over MAX_DOCUMENT_BYTES gets [] without the model; the custom
+document in a language the model was not trained on (its languageId, else its file suffix:
+anycode.grammars) or over MAX_DOCUMENT_BYTES gets [] without the model; the custom
 request `anycode/stats` returns counters, the settings in force and the open
 documents (tests, benchmarks, the Neovim probe); `anycode serve --completer
 MODULE:FACTORY` (hidden) swaps the completer for debugging.
@@ -50,8 +51,8 @@ from pygls.protocol.language_server import lsp_method
 from anycode import __version__
 from anycode.server import settings as settings_mod
 from anycode.server.jsonrpc import SafeProtocol
-from anycode.server.documents import (ENCODINGS, UTF8, UTF16, Document, decode, encode, new_parser,
-                                      position_in)
+from anycode.grammars import Language
+from anycode.server.documents import ENCODINGS, UTF8, UTF16, Document, decode, encode, position_in
 from anycode.server.settings import Settings
 from anycode.server.typealong import Cand, TypeAlongCache
 
@@ -194,6 +195,13 @@ class ModelHost:
     def device(self) -> str:
         return str(getattr(self.completer, "device", "") or "")
 
+    def serves(self, lang: Language) -> bool:
+        """May the completer answer for documents of `lang`: it was trained on `lang` (its model
+        directory records its language), or it names none (the testing hook's)?  While no model is
+        loaded, yes: the request waits for the model and asks again."""
+        theirs = getattr(self.completer, "lang", None)
+        return theirs is None or theirs is lang
+
     async def wait_ready(self, deadline: float) -> bool:
         if self.state == "loading":
             try:
@@ -226,7 +234,7 @@ class AnycodeServer(LanguageServer):
         super().__init__("anycode", __version__, protocol_cls=AnycodeProtocol,
                          text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
         self.docs: dict[str, Document] = {}
-        self.parser = new_parser()
+        self.parsers: dict[Language, Any] = {}   # a tree-sitter parser per language seen
         self.defaults = defaults or {}   # from the command line; the client's settings override them
         self.settings, _ = settings_mod.parse(self.defaults)
         self.init_options: Any = None
@@ -400,6 +408,12 @@ class AnycodeServer(LanguageServer):
 
     # ------------------------------------------------------------ documents
 
+    def parser_for(self, lang: Language):
+        parser = self.parsers.get(lang)
+        if parser is None:
+            parser = self.parsers[lang] = lang.new_parser()
+        return parser
+
     def did_open(self, params: types.DidOpenTextDocumentParams) -> None:
         td = params.text_document
         self._forget(td.uri)
@@ -466,7 +480,7 @@ class AnycodeServer(LanguageServer):
         if doc is None:
             log.info("completion for a document that is not open: %s", snap.uri)
             return snap, []
-        if snap.cursor is None or not _is_python(doc):
+        if snap.cursor is None or doc.lang is None or not self.model.serves(doc.lang):
             return snap, []
         if doc.is_stale(snap.version):
             self.stats.cancelled += 1
@@ -478,7 +492,8 @@ class AnycodeServer(LanguageServer):
                                  f"{MAX_DOCUMENT_BYTES} byte limit: no completions",
                                  types.MessageType.Warning)
             return snap, []
-        if doc.in_comment(self.parser, snap.cursor):
+        parser = self.parser_for(doc.lang)
+        if doc.in_comment(parser, snap.cursor):
             return snap, []
         s = self.settings
         hit = self.cache.lookup(snap.uri, snap.source, snap.cursor)
@@ -494,7 +509,7 @@ class AnycodeServer(LanguageServer):
                 job.cancelled = True
                 self.stats.superseded += 1
             # the completer starts from the server's tree where the document is parsed whole
-            tree = doc.tree(self.parser).copy() if doc.parsed_whole else None
+            tree = doc.tree(parser).copy() if doc.parsed_whole else None
             job = Job(doc, snap.version, snap.source, snap.cursor, s, snap.t0 + s.timeBudgetMs / 1000, tree)
             self.jobs[snap.uri] = job
             job.task = asyncio.ensure_future(self._run(job))
@@ -517,7 +532,7 @@ class AnycodeServer(LanguageServer):
 
     async def _run(self, job: Job) -> list[Cand]:
         try:
-            if not await self.model.wait_ready(job.deadline):
+            if not await self.model.wait_ready(job.deadline) or not self.model.serves(job.doc.lang):
                 return []
             if job.is_cancelled():
                 raise JobCancelled
@@ -609,12 +624,6 @@ def _trim_heap() -> None:
 
 
 _malloc_trim: Any = None
-
-
-def _is_python(doc: Document) -> bool:
-    """The model knows Python only: other languages an editor may send get nothing."""
-    lang = (doc.language_id or "").lower()
-    return lang in ("", "python", "py", "python3") or doc.uri.lower().endswith((".py", ".pyi", ".pyw"))
 
 
 def _plain(value: Any) -> Any:

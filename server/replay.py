@@ -39,7 +39,8 @@ from typing import Any
 
 import tree_sitter as ts
 
-from anycode.grammars import python as grammar
+from anycode import grammars
+from anycode.grammars import Language
 
 CANCELLED_CODES = (-32800, -32802)  # RequestCancelled, ServerCancelled
 DETAIL = re.compile(r"^anycode \d{1,3}\.\d%$")
@@ -284,7 +285,7 @@ def error_nodes(node: ts.Node, lo: int, hi: int, out: list) -> list:
 
 def check_answer(where: str, method: str, text: str, encoding: str, pos: dict, answer: dict,
                  ms: float, settings: dict, may_cancel: bool, hole_start: int | None, slack_ms: float,
-                 parser: ts.Parser, report: Report) -> None:
+                 parser: ts.Parser, lang: Language, report: Report) -> None:
     """Check one answer to a completion or inline completion request made at `pos`
     on document `text` (the editor's copy when the request was sent); `hole_start`:
     where the expression being typed starts, when the file around it parses."""
@@ -346,13 +347,13 @@ def check_answer(where: str, method: str, text: str, encoding: str, pos: dict, a
             ft = it.get("filterText")
             if not isinstance(ft, str) or not ft.startswith(typed):
                 problems.append(f"{w}: filterText {ft!r} does not start with the typed {typed!r}")
-        problem = parse_problem(text, a, b, new_text, hole_start, parser)
+        problem = parse_problem(text, a, b, new_text, hole_start, parser, lang)
         if problem:
             problems.append(f"{w}: {new_text!r} {problem}")
 
 
 def parse_problem(text: str, a: int, b: int, new_text: str, hole_start: int | None,
-                  parser: ts.Parser) -> str | None:
+                  parser: ts.Parser, lang: Language) -> str | None:
     """Why `new_text` put over text[a:b] does not parse, or None.
 
     Every candidate must be an expression that parses on its own.  When it
@@ -361,8 +362,7 @@ def parse_problem(text: str, a: int, b: int, new_text: str, hole_start: int | No
     without an error anywhere.  (While a user is half way through typing, say
     after an opening bracket that the candidate's range does not include, the
     buffer cannot parse whatever goes in the hole.)"""
-    alone = parser.parse(b"(" + new_text.encode("utf-8", "surrogatepass") + b"\n)\n")
-    if alone.root_node.has_error:
+    if lang.parse_expression(new_text, parser) is None:
         return "is not an expression"
     if hole_start is None or a != hole_start:
         return None
@@ -389,7 +389,8 @@ def play(path: Path, slack_ms: float = 400.0, cmd: list[str] | None = None,
     assert meta.get("kind") == "meta", f"{path}: no meta line first"
     settings = meta.get("settings", {})
     report = Report()
-    parser = grammar.new_parser()
+    lang = grammars.get(meta.get("language") or grammars.DEFAULT)   # sessions from before the field: the default
+    parser = lang.new_parser()
     server_settings = {**settings, **(extra_settings or {})}
     lsp = LspProcess(cmd or server_command(), config={"anycode": server_settings}, stderr=stderr)
     try:
@@ -424,29 +425,30 @@ def play(path: Path, slack_ms: float = 400.0, cmd: list[str] | None = None,
                 hole = rec.get("hole") if meta.get("clean") else None
                 pending.append((msg, t, doc.text if doc else "", rec.get("wait", True), n, hole))
                 if rec.get("wait", True):  # a waited request: its answer, and all before it
-                    _settle(lsp, pending, server_settings, encoding, meta, slack_ms, parser, report)
+                    _settle(lsp, pending, server_settings, encoding, meta, slack_ms, parser, lang, report)
                     pending = []
-        _settle(lsp, pending, server_settings, encoding, meta, slack_ms, parser, report)
+        _settle(lsp, pending, server_settings, encoding, meta, slack_ms, parser, lang, report)
     finally:
         lsp.close()
     return report
 
 
-def _settle(lsp, entries, settings, encoding, meta, slack_ms, parser, report) -> None:
+def _settle(lsp, entries, settings, encoding, meta, slack_ms, parser, lang, report) -> None:
     for msg, t, text, wait, n, hole in entries:
         answer, t_ans = lsp.wait_answer(msg["id"])
         if msg["method"] not in ("textDocument/completion", "textDocument/inlineCompletion"):
             continue
         where = f"request {n} ({msg['method'].split('/')[-1]} at {msg['params']['position']})"
         check_answer(where, msg["method"], text, encoding, msg["params"]["position"], answer,
-                     (t_ans - t) * 1000, settings, not wait, hole, slack_ms, parser, report)
+                     (t_ans - t) * 1000, settings, not wait, hole, slack_ms, parser, lang, report)
 
 
 # ---------------------------------------------------------------- record
 
 
-def find_holes(source: bytes, parser: ts.Parser) -> list[tuple[int, int]]:
-    """Byte ranges of single-line expressions at hole positions (as holebench picks them)."""
+def find_holes(source: bytes, parser: ts.Parser, lang: Language) -> list[tuple[int, int]]:
+    """Byte ranges of single-line expressions at hole positions (as holebench picks them for Python;
+    the positions it skips are Python's)."""
     tree = parser.parse(source)
     out = []
     stack = [tree.root_node]
@@ -454,15 +456,15 @@ def find_holes(source: bytes, parser: ts.Parser) -> list[tuple[int, int]]:
         node = stack.pop()
         stack.extend(reversed(node.children))
         parent = node.parent
-        if parent is None or node.type not in grammar.EXPRESSION_TYPES | {"identifier"}:
+        if parent is None or node.type not in lang.EXPRESSION_TYPES | {lang.IDENTIFIER}:
             continue
-        if parent.type in ("expression_statement", "decorator") or node.start_point[0] != node.end_point[0]:
+        if parent.type in (lang.STATEMENT, "decorator") or node.start_point[0] != node.end_point[0]:
             continue
         i = next(k for k, c in enumerate(parent.children) if c.id == node.id)
         f = parent.field_name_for_child(i) or ""
-        if (parent.type, f) in grammar.HOLE_FORBIDDEN or (parent.type, "") in grammar.HOLE_FORBIDDEN:
+        if (parent.type, f) in lang.HOLE_FORBIDDEN or (parent.type, "") in lang.HOLE_FORBIDDEN:
             continue
-        if node.type == "identifier" and parent.type not in ("return_statement", "argument_list",
+        if node.type == lang.IDENTIFIER and parent.type not in ("return_statement", "argument_list",
                                                              "assignment", "comparison_operator"):
             continue
         if parent.type in ("attribute", "call") and f in ("attribute", "function", "object"):
@@ -482,8 +484,8 @@ def find_holes(source: bytes, parser: ts.Parser) -> list[tuple[int, int]]:
 class Recorder:
     """Plays the user: edits the document, asks for completions, takes candidates."""
 
-    def __init__(self, lsp: LspProcess, out, encoding: str):
-        self.lsp, self.out, self.encoding = lsp, out, encoding
+    def __init__(self, lsp: LspProcess, out, encoding: str, lang: Language):
+        self.lsp, self.out, self.encoding, self.lang = lsp, out, encoding, lang
         self.version = 0
         self.uri = ""
         self.doc: EditorText | None = None
@@ -507,7 +509,7 @@ class Recorder:
         self.uri, self.version = uri, 1
         self.doc = EditorText(text, self.encoding)
         self.send({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": {
-            "uri": uri, "languageId": "python", "version": 1, "text": text}}})
+            "uri": uri, "languageId": self.lang.id, "version": 1, "text": text}}})
 
     def change(self, start: int, end: int, new: str) -> None:
         self.version += 1
@@ -605,11 +607,12 @@ def record(src: Path, out_path: Path, holes: int, seed: int, utf8: bool, setting
     """Record a session on `src` with `holes` holes (`non_ascii` of them on lines
     with non-ASCII text).  `extra_settings` reach the server but not the file."""
     text = src.read_text(encoding="utf-8")
-    parser = grammar.new_parser()
+    lang = grammars.for_language_id("", src.name) or grammars.get(grammars.DEFAULT)
+    parser = lang.new_parser()
     source = text.encode("utf-8")
     clean = not parser.parse(source).root_node.has_error
     rnd = random.Random(seed)
-    all_holes = find_holes(source, parser)
+    all_holes = find_holes(source, parser, lang)
     def wide(h):
         line_start = source.rfind(b"\n", 0, h[0]) + 1
         line_end = source.find(b"\n", h[1])
@@ -627,10 +630,10 @@ def record(src: Path, out_path: Path, holes: int, seed: int, utf8: bool, setting
         lsp.notify("initialized", {})
         lsp.wait_notification("anycode/status", lambda p: p.get("state") in ("ready", "error"), 60)
         with open(out_path, "w", encoding="utf-8") as out:
-            meta = {"kind": "meta", "source": src.name, "encoding": encoding, "settings": settings,
+            meta = {"kind": "meta", "source": src.name, "language": lang.id, "encoding": encoding, "settings": settings,
                     "clean": clean, "holes": len(chosen), "seed": seed,
                     "recorded_with": f"python {sys.version.split()[0]}"}
-            rec = Recorder(lsp, out, encoding)
+            rec = Recorder(lsp, out, encoding, lang)
             rec.write(meta)
             rec.open(uri or f"file:///work/{src.name}", text)
             # each hole ends with the original text back, so the offsets hold (bytes -> str indices)

@@ -21,7 +21,7 @@ def module_file(name: str) -> str:
 
 
 def extract(names):
-    return [(f"{n}.py", dataset.extract_file(module_file(n), name=f"{n}.py")) for n in names]
+    return [(f"{n}.py", dataset.extract_file(module_file(n), name=f"{n}.py", lang=g.PYTHON)) for n in names]
 
 
 @functools.lru_cache(maxsize=1)
@@ -48,7 +48,7 @@ def tiny_dataset(root: Path, vocab_size: int = 300) -> Path:
     root = Path(root)
     for split, names in (("train", TRAIN_MODULES), ("dev", DEV_MODULES), ("test", TEST_MODULES)):
         (root / split).mkdir(parents=True, exist_ok=True)
-        dataset.write_shard(root / split / "shard-0000-test.npz", extract(names))
+        dataset.write_shard(root / split / "shard-0000-test.npz", extract(names), g.PYTHON)
     dataset.build_vocab(root, vocab_size).save(root / "vocab.json")
     dataset.build_grammar_table(root).save(root / "grammar.json")
     return root

@@ -27,7 +27,7 @@ def scale(values, factor):
 def targets_of(tmp_path, source: bytes, name="mod.py"):
     path = tmp_path / name
     path.write_bytes(source)
-    res = dataset.extract_file(str(path), name=name)
+    res = dataset.extract_file(str(path), name=name, lang=g.PYTHON)
     out = []
     for flat, holes, _ in res.functions:
         src = path.read_bytes()
@@ -110,7 +110,7 @@ def test_shards_read_back_the_same_trees(tmp_path):
     name, line = shard.source_of(int(shard.arrays["e_func"][0]))
     source = (tmp_path / "corpus" / "train" / name).read_bytes()
     fn = next(n for n in g.parse(source).root_node.children if n.start_point[0] + 1 == line)
-    expected = FlatTree.from_node(g.convert(fn))
+    expected = FlatTree.from_node(g.convert(fn), g.PYTHON)
     tree, hole = shard.example(0)
     assert tree.types == expected.types and tree.values == expected.values
     assert tree.parent == expected.parent and tree.end == expected.end

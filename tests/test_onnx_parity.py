@@ -78,7 +78,7 @@ def exported(checkpoint, torch_model, tmp_path_factory):
 def examples():
     out = []
     for f in sorted(DATA.glob("*.py")):
-        for flat, hs, _ in dataset.extract_file(str(f), name=f.name).functions:
+        for flat, hs, _ in dataset.extract_file(str(f), name=f.name, lang=grammar.PYTHON).functions:
             out += [(flat, h) for h in hs]
     rng = random.Random(0)
     rng.shuffle(out)
@@ -93,8 +93,8 @@ def decoders(torch_model, model_dir, checkpoint):
     ort_backend = OrtBackend(model_dir, "cpu", threads=2)
     torch_backend = TorchBackend(model, ort_backend_n_symbols(model_dir))
     ft = model.cfg.file_tokens
-    return (Decoder(ort_backend, vocab, table, max_paths=mp, max_length=ml, file_tokens=ft),
-            Decoder(torch_backend, vocab, table, max_paths=mp, max_length=ml, file_tokens=ft))
+    return (Decoder(ort_backend, vocab, table, lang=grammar.PYTHON, max_paths=mp, max_length=ml, file_tokens=ft),
+            Decoder(torch_backend, vocab, table, lang=grammar.PYTHON, max_paths=mp, max_length=ml, file_tokens=ft))
 
 
 def ort_backend_n_symbols(model_dir) -> int:
@@ -122,7 +122,7 @@ def reference_logprobs(model, vocab, tree, h, max_paths=200, max_length=24) -> n
         if s.is_value:
             gen = generated_leaves(tree, h, steps, t)
             rows = [list(r) for r in f.leaf_copy] + [
-                copy_row(f.symbols, *generated_leaf_value(tree.types[leaf], parts)) for leaf, parts in gen.items()]
+                copy_row(f.symbols, *generated_leaf_value(grammar.PYTHON, tree.types[leaf], parts)) for leaf, parts in gen.items()]
             lp = model.value_logits(hh, paths, torch.tensor([rows]), len(f.symbols), files, file_symbols)[0]
             sid = f.symbols.id(s.label)
             out.append(float(lp[1 if sid is None else sid]))
@@ -201,7 +201,7 @@ def test_teacher_forced_steps_match_the_reference(torch_model, exported, checkpo
 
 def _top(dec, ctx, k=5):
     fin = dec.search(ctx, beam_size=5, max_steps=40, soft_steps=8)
-    return [(build_node(f.hyp).key(), f.logp) for f in fin[:k]]
+    return [(build_node(f.hyp, grammar.PYTHON).key(), f.logp) for f in fin[:k]]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
@@ -233,7 +233,7 @@ def test_eval_search_is_the_search_the_server_runs(torch_model, exported, checkp
     from anycode.model.torch_backend import torch_decoder
     model, vocab, _ = torch_model
     ort_dec, _ = decoders(torch_model, exported("fp32"), checkpoint)
-    torch_dec = torch_decoder(model, vocab, ort_dec.table, ort_dec.max_paths, ort_dec.max_length)
+    torch_dec = torch_decoder(model, vocab, ort_dec.table, ort_dec.max_paths, ort_dec.max_length, lang=grammar.PYTHON)
     for tree, h in small(examples, 2):
         _same_ranking(evaluate.search(ort_dec, tree, h, drop_forced=False),
                       evaluate.search(torch_dec, tree, h, drop_forced=False), 1e-3)
@@ -245,7 +245,7 @@ def test_typed_search_same_on_both_backends(torch_model, exported, checkpoint, e
     tree, h = small(examples, 1)[0]
     from anycode.model import evaluate
     typed = (evaluate.truth_code(tree, h) or "")[:1]
-    a, b = ([(build_node(f.hyp).key(), f.logp) for f in dec.search(dec.prepare(tree, h), 5, typed)[:5]]
+    a, b = ([(build_node(f.hyp, grammar.PYTHON).key(), f.logp) for f in dec.search(dec.prepare(tree, h), 5, typed)[:5]]
             for dec in (ort_dec, torch_dec))
     assert len(a) == len(b) > 0
     for (ka, la), (kb, lb) in zip(a, b):
@@ -262,7 +262,7 @@ def test_shipped_graphs_search_as_the_torch_model_does(torch_model, checkpoint, 
     from anycode.model.torch_backend import torch_decoder
     model, vocab, _ = torch_model
     ort_dec, _ = decoders(torch_model, SHIPPED, checkpoint)
-    torch_dec = torch_decoder(model, vocab, ort_dec.table, ort_dec.max_paths, ort_dec.max_length)
+    torch_dec = torch_decoder(model, vocab, ort_dec.table, ort_dec.max_paths, ort_dec.max_length, lang=grammar.PYTHON)
     shared = total = 0
     for tree, h in examples[:4]:
         a, b = evaluate.search(ort_dec, tree, h), evaluate.search(torch_dec, tree, h)
@@ -308,7 +308,7 @@ def test_int8_graphs_as_float_graphs_for_the_gpu(torch_model, exported, checkpoi
     backend = OrtBackend(model_dir, "cpu", float_graphs=True)
     assert backend.float_graphs
     table = GrammarTable.load(checkpoint / "grammar.json") if (checkpoint / "grammar.json").exists() else None
-    dec = Decoder(backend, vocab, table, file_tokens=model.cfg.file_tokens)
+    dec = Decoder(backend, vocab, table, lang=grammar.PYTHON, file_tokens=model.cfg.file_tokens)
     d = errors_against_the_reference(dec, torch_model, examples)
     assert d.mean() < 0.05 and d.max() < 0.5, (d.mean(), d.max())
 
@@ -341,7 +341,7 @@ def test_grammar_module_round_trip_of_generated_trees(torch_model, exported, che
     printed = 0
     for f in fin:
         try:
-            grammar.print_node(build_node(f.hyp))
+            grammar.print_node(build_node(f.hyp, grammar.PYTHON))
             printed += 1
         except (grammar.Unprintable, IndexError, StopIteration):
             pass
@@ -361,7 +361,7 @@ def context_once(torch_model, checkpoint, tmp_path_factory):
     manifest = export(once, vocab, conf, out, "fp32", checkpoint / "grammar.json")
     assert "contextualize.onnx" in manifest["files"] and manifest["model"]["context_once"]
     table = GrammarTable.load(checkpoint / "grammar.json") if (checkpoint / "grammar.json").exists() else None
-    decs = [Decoder(b, vocab, table, context_once=True, file_tokens=once.cfg.file_tokens)
+    decs = [Decoder(b, vocab, table, lang=grammar.PYTHON, context_once=True, file_tokens=once.cfg.file_tokens)
             for b in (OrtBackend(out, "cpu", threads=2, graphs=graphs_of(True)), TorchBackend(once, manifest["n_symbols"]))]
     return once, vocab, decs, out
 
@@ -398,7 +398,7 @@ def test_context_once_completer_answers_with_candidates_that_parse(context_once,
     answered = 0
     for f in sorted(DATA.glob("*.py"))[:2]:
         source = f.read_bytes()
-        flat, hs, _ = dataset.extract_file(str(f), name=f.name).functions[0]
+        flat, hs, _ = dataset.extract_file(str(f), name=f.name, lang=grammar.PYTHON).functions[0]
         a, b = flat.start_byte[hs[0]], flat.end_byte[hs[0]]
         cut = source[:a] + source[b:]
         items = completer.complete(cut, a, uri=f.as_uri())
@@ -426,7 +426,7 @@ def file_tokens(torch_model, checkpoint, tmp_path_factory):
     manifest = export(m, vocab, conf, out, "fp32", checkpoint / "grammar.json")
     assert manifest["model"]["file_tokens"] == 64
     table = GrammarTable.load(checkpoint / "grammar.json") if (checkpoint / "grammar.json").exists() else None
-    decs = [Decoder(b, vocab, table, file_tokens=64)
+    decs = [Decoder(b, vocab, table, lang=grammar.PYTHON, file_tokens=64)
             for b in (OrtBackend(out, "cpu", threads=2), TorchBackend(m, manifest["n_symbols"]))]
     return m, vocab, decs, out
 
@@ -460,10 +460,10 @@ def test_file_tokens_completer_reads_the_buffer_as_the_dataset_reads_the_file(fi
     compared = answered = 0
     for f in sorted(DATA.glob("*.py"))[:3]:
         source = f.read_bytes()
-        for flat, hs, _ in dataset.extract_file(str(f), name=f.name).functions[:3]:
+        for flat, hs, _ in dataset.extract_file(str(f), name=f.name, lang=grammar.PYTHON).functions[:3]:
             a, b = flat.start_byte[hs[0]], flat.end_byte[hs[0]]
             cut = source[:a] + source[b:]
-            hole = find_hole(cut, a)
+            hole = find_hole(cut, a, lang=grammar.PYTHON)
             if hole is None or hole.tree.types[0] != flat.types[0]:
                 continue
             # as sets: where an identifier occurs first inside the target, the buffer without the target

@@ -8,7 +8,7 @@ FIG2 = b"def f(x):\n    if x > 1:\n        pass\n"
 
 def flat(src: bytes) -> FlatTree:
     tree = g.parse(src)
-    return FlatTree.from_node(g.convert(tree.root_node.named_children[0]))
+    return FlatTree.from_node(g.convert(tree.root_node.named_children[0]), g.PYTHON)
 
 
 def test_figure2_tree_in_preorder():

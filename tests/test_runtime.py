@@ -58,7 +58,7 @@ def holes_of(path: Path, n: int, seed: int = 0):
     """(source with the target cut out, cursor, target text) for n real holes of a file."""
     source = path.read_bytes()
     found = []
-    for flat, hs, _ in dataset.extract_file(str(path), name=path.name).functions:
+    for flat, hs, _ in dataset.extract_file(str(path), name=path.name, lang=grammar.PYTHON).functions:
         for h in hs:
             a, b = flat.start_byte[h], flat.end_byte[h]
             found.append((source[:a] + source[b:], a, source[a:b].decode()))
@@ -445,7 +445,7 @@ def test_verify_accepts_the_expression_under_wrappers_of_its_span(src, good, bad
     cursor = src.index(b"|")
     src = src[:cursor] + src[cursor + 1:]
     parser = grammar.new_parser()
-    hole = holes.find_hole(src, cursor, parser=parser)
+    hole = holes.find_hole(src, cursor, lang=grammar.PYTHON, parser=parser)
     assert hole is not None
     assert hole.verify(good, grammar.parse_expression(good), parser)
     assert hole.verify(good, None, parser)
@@ -463,7 +463,7 @@ def test_buffer_identifier_counts_follow_edits_inside_and_outside_the_function()
     cursor = src.index(b"return ") + len(b"return ")
 
     def check(buf, cur, present, absent):
-        hole = find_hole(buf, cur, identifiers=counts)
+        hole = find_hole(buf, cur, lang=grammar.PYTHON, identifiers=counts)
         fresh = grammar.identifier_counts(grammar.parse(hole.ph_source).root_node)
         assert hole.tree.file_identifiers == fresh
         names = outside_identifiers(hole.tree, 256)
@@ -490,12 +490,12 @@ def test_verify_in_the_top_level_statement_agrees_with_the_whole_buffer():
     checked = disagree = accepted = 0
     for f in sorted(DATA.glob("*.py")):
         source = f.read_bytes()
-        for flat, hs, _ in dataset.extract_file(str(f), name=f.name).functions[:6]:
+        for flat, hs, _ in dataset.extract_file(str(f), name=f.name, lang=grammar.PYTHON).functions[:6]:
             for h in hs[:3]:
                 a, b = flat.start_byte[h], flat.end_byte[h]
                 truth = source[a:b].decode()
                 cut = source[:a] + source[b:]
-                hole = find_hole(cut, a, parser=parser)
+                hole = find_hole(cut, a, lang=grammar.PYTHON, parser=parser)
                 if hole is None:
                     continue
                 assert hole.window is not None and hole.window[1] - hole.window[0] < len(hole.ph_source)

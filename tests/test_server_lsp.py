@@ -128,7 +128,7 @@ async def test_holes_in_real_files(client, trained, path):
     that parse in place, from completion and from inline completion."""
     text = path.read_text(encoding="utf-8")
     source = text.encode()
-    holes = find_holes(source, PARSER)
+    holes = find_holes(source, PARSER, grammar.PYTHON)
     step = max(1, len(holes) // 6)
     answered = 0
     for a, b in holes[::step][:6]:

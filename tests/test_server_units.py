@@ -9,11 +9,12 @@ import pytest
 from lsprotocol import types
 
 from anycode.server import settings
-from anycode.server.documents import UTF8, UTF16, UTF32, Document, new_parser
+from anycode import grammars
+from anycode.server.documents import UTF8, UTF16, UTF32, Document
 from anycode.server.lsp import AnycodeServer, Snapshot, completion_items, percent
 from anycode.server.typealong import Cand, TypeAlongCache
 
-PARSER = new_parser()
+PARSER = grammars.get("python").new_parser()
 
 
 def width(ch: str, enc: str) -> int:
@@ -92,7 +93,7 @@ def test_parsed_once_per_version():
 
 def test_in_comment():
     src = "x = 1  # note\ny = f(a, )\n"
-    d = Document.from_text("u", src, 1)
+    d = Document.from_text("u", src, 1, "python")
     at = lambda s: src.index(s) + len(s)  # noqa: E731
     assert d.in_comment(PARSER, at("# no")) and d.in_comment(PARSER, at("# note"))
     assert not d.in_comment(PARSER, at("x = 1 ")) and not d.in_comment(PARSER, at("f(a, "))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from anycode import grammars
 from anycode.model import batching, evaluate, train
 from anycode.model.checkpoint import load_model
 from anycode.model.dataset import Shard, shard_paths
@@ -129,7 +130,7 @@ def test_decoding_reads_the_same_steps_as_training(data, context_once, file_toke
                                          vocab)).eval()
     shard = Shard(shard_paths(data, "dev")[0])
     items = [shard.example(i) for i in range(0, len(shard), max(1, len(shard) // 8))][:8]
-    dec = torch_decoder(model, vocab)
+    dec = torch_decoder(model, vocab, lang=grammars.get("python"))
     with torch.no_grad():
         b = batching.make_batch(items, vocab, context_once=context_once, file_tokens=file_tokens).to("cpu")
         if file_tokens:
@@ -149,7 +150,8 @@ def test_beam_search_returns_ranked_trees_that_parse(data, trained):
     items = [shard.example(i) for i in range(6)]
     from anycode.model.grammar_table import GrammarTable
     table = GrammarTable.load(data / "grammar.json")
-    res = evaluate.decode(model, vocab, items, beam=5, table=table, parse_only=False, drop_forced=False)
+    res = evaluate.decode(model, vocab, items, beam=5, table=table, parse_only=False, drop_forced=False,
+                          lang=grammars.get("python"))
     assert len(res) == 6
     for cands in res:
         assert 1 <= len(cands) <= 5
@@ -157,7 +159,7 @@ def test_beam_search_returns_ranked_trees_that_parse(data, trained):
         assert lps == sorted(lps, reverse=True) and all(lp <= 0 for lp in lps)
         for c in cands:
             if c.parsed is not None:
-                assert evaluate.same_code(evaluate.print_or_none(c.parsed), c.code)
+                assert evaluate.same_code(evaluate.print_or_none(c.parsed, grammars.get("python")), c.code)
 
 
 def test_metrics_count_exact_tree_and_subtoken_matches(data):
@@ -169,8 +171,8 @@ def test_metrics_count_exact_tree_and_subtoken_matches(data):
     exact = evaluate.Candidate(truth, -0.1, node, node)
     sc = evaluate.score([exact], tree, h)
     assert (sc.acc, sc.tree, sc.sub) == (0, 0, 0)
-    assert evaluate.subtoken_diff(g.parse_expression("a.get_x(b)"), g.parse_expression("a.set_x(b)")) == 1
-    assert evaluate.subtoken_diff(g.parse_expression("a.get_x(b)"), g.parse_expression("a.get_x(b, c)")) is None
+    assert evaluate.subtoken_diff(g.parse_expression("a.get_x(b)"), g.parse_expression("a.set_x(b)"), g.PYTHON) == 1
+    assert evaluate.subtoken_diff(g.parse_expression("a.get_x(b)"), g.parse_expression("a.get_x(b, c)"), g.PYTHON) is None
     m = evaluate.summarize([evaluate.Scored(0, 0, 0), evaluate.Scored(None, 3, 2)])
     assert m["acc@1"] == 50 and m["acc@5"] == 50 and m["tree@5"] == 100 and m["subtoken@1"] == 50
 
@@ -181,6 +183,6 @@ def test_comprehension_targets_print_from_flat_trees():
     from anycode.model.paths import FlatTree
     src = b"def f(xs):\n    return [x * 2 for x in xs if x]\n"
     fn = g.convert(g.parse(src).root_node.named_children[0])
-    t = FlatTree.from_node(fn)
+    t = FlatTree.from_node(fn, g.PYTHON)
     h = next(i for i, ty in enumerate(t.types) if ty == "list_comprehension")
     assert evaluate.truth_code(t, h) == "[x * 2 for x in xs if x]"
