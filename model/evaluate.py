@@ -104,18 +104,19 @@ def subtoken_diff(a: Node, b: Node, lang: Language) -> int | None:
 
 
 @dataclass
-class Candidate:
+class Prediction:
+    """A candidate as evaluation scores it (the server's answers are model/completer.py's `Candidate`)."""
     code: str | None          # printed; None when the tree does not print
     logp: float
     tree: Node                # as generated
     parsed: Node | None       # the printed code parsed back; None when it does not parse
 
 
-def candidates(finished: list[Finished], k: int, drop_forced: bool = True, *, lang: Language) -> list[Candidate]:
+def candidates(finished: list[Finished], k: int, drop_forced: bool = True, *, lang: Language) -> list[Prediction]:
     """The first `k` distinct printed texts of the search's finished hypotheses (best first), as the
     runtime takes them: with `drop_forced`, none that closed only because the search steered it closed
     (past beam.SOFT_STEPS)."""
-    out: list[Candidate] = []
+    out: list[Prediction] = []
     seen: set = set()
     for f in finished:
         if len(out) >= k:
@@ -129,11 +130,11 @@ def candidates(finished: list[Finished], k: int, drop_forced: bool = True, *, la
                 continue
             seen.add(code)
         parsed = lang.parse_expression(code) if code is not None else None
-        out.append(Candidate(code, f.logp, node, parsed))
+        out.append(Prediction(code, f.logp, node, parsed))
     return out
 
 
-def search(dec: Decoder, tree: FlatTree, h: int, beam: int = 5, drop_forced: bool = True) -> list[Candidate]:
+def search(dec: Decoder, tree: FlatTree, h: int, beam: int = 5, drop_forced: bool = True) -> list[Prediction]:
     """The shipped search (`beam.Decoder.search`, no typed start) on hole h of `tree`."""
     ctx = dec.prepare(tree, h)
     if ctx is None:             # no context leaf: the runtime answers nothing
@@ -143,7 +144,7 @@ def search(dec: Decoder, tree: FlatTree, h: int, beam: int = 5, drop_forced: boo
 
 @torch.no_grad()
 def decode(model, vocab, items, beam=5, table=None, max_paths=200, max_length=24, parse_only: bool = True,
-           drop_forced: bool = True, *, lang: Language) -> list[list[Candidate]]:
+           drop_forced: bool = True, *, lang: Language) -> list[list[Prediction]]:
     """Top-`beam` candidates of every example, best first; by default only those that re-parse.
     The model runs on its own device."""
     dec = torch_decoder(model, vocab, table, max_paths, max_length, lang=lang)
@@ -157,7 +158,7 @@ def decode(model, vocab, items, beam=5, table=None, max_paths=200, max_length=24
 # ---------------------------------------------------------------- metrics
 
 
-def first_rank(cands: list[Candidate], ok) -> int | None:
+def first_rank(cands: list[Prediction], ok) -> int | None:
     for r, c in enumerate(cands):
         if ok(c):
             return r
@@ -171,7 +172,7 @@ class Scored:
     sub: int | None
 
 
-def score(cands: list[Candidate], tree: FlatTree, h: int) -> Scored:
+def score(cands: list[Prediction], tree: FlatTree, h: int) -> Scored:
     lang = tree.lang
     truth = subtree_node(tree, h)
     tcode = print_or_none(truth, lang)
@@ -312,7 +313,7 @@ def score_texts(texts: list[str], tree: FlatTree, h: int) -> Scored:
     for t in texts:
         parsed = tree.lang.parse_expression(t)
         if parsed is not None:
-            cands.append(Candidate(t, 0.0, parsed, parsed))
+            cands.append(Prediction(t, 0.0, parsed, parsed))
     return score(cands, tree, h)
 
 

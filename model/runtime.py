@@ -44,6 +44,7 @@ from anycode import grammars
 from anycode.grammars import Unprintable
 from anycode.model import holes
 from anycode.model.beam import ContextCache, Decoder, LeafCache, ScoreMemo, Stopped, build_node
+from anycode.model.completer import Candidate
 from anycode.model.cuda_graphs import GraphRunner
 from anycode.model.float_graphs import cached as float_graphs_cached
 from anycode.model.prefix import Prefix
@@ -65,18 +66,6 @@ class ModelError(RuntimeError):
 
 class Cancelled(Exception):
     """The request's `cancelled()` callback said so."""
-
-
-@dataclass(frozen=True)
-class Candidate:
-    text: str
-    logprob: float
-    start: int          # byte offsets in the request's source of the range `text` replaces
-    end: int
-
-    @property
-    def probability(self) -> float:
-        return float(np.exp(self.logprob))
 
 
 # ---------------------------------------------------------------- ONNX Runtime
@@ -340,6 +329,17 @@ class Completer:
                 self._docs.popitem(last=False)
         self._docs.move_to_end(uri)
         return doc
+
+    @property
+    def note(self) -> str:
+        """How the model runs, when the user should know (the backend's warning), else ""."""
+        return self.backend.note
+
+    def counters(self) -> dict:
+        """The search's memo and the leaf cache: hits, misses and sizes (anycode/stats)."""
+        m, c = self.score_memo, self.leaf_cache
+        return {"scoreMemo": {"hits": m.hits, "misses": m.misses},
+                "leafCache": {"entries": len(c.data), "max": c.max_entries}}
 
     @property
     def leaf_hit_rate(self) -> float:

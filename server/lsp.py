@@ -1,18 +1,20 @@
 """The anycode language server (pygls 2.x).
 
 Requests are answered on the asyncio event loop; the model runs in one worker
-thread (the completer is not thread safe), one job at a time:
+thread of the model host (host.py; the completer is not thread safe), one job at a
+time:
 
 * a request is pinned, when it arrives, to the document version and the byte
   offset of its cursor (`AnycodeProtocol._handle_request`), so later edits can
   never shift it;
-* one job per document: a new request supersedes the running one (which stops
-  between beam steps through the completer's `cancelled` callback and is
-  answered RequestCancelled), a second request at the same version and cursor
-  (completion and inline completion together) shares it, a newer document
-  version or $/cancelRequest cancels it;
+* one job per document (jobs.py): a new request supersedes the running one, a
+  second one at the same place shares it, a newer version or $/cancelRequest
+  cancels it;
 * the typing-along cache (typealong.py) answers keystrokes that agree with a
   shown candidate without the model.
+
+The completer is what model/completer.py's `Completer` protocol describes
+(runtime.Completer), and answers `Candidate`s.
 
 The model loads lazily in the background after `initialized`, with $/progress
 and `anycode/status` notifications ({device, lastLatencyMs, state, message});
@@ -39,9 +41,7 @@ import sys
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcRequestCancelled
@@ -49,12 +49,14 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol.language_server import lsp_method
 
 from anycode import __version__
-from anycode.server import settings as settings_mod
-from anycode.server.jsonrpc import SafeProtocol
 from anycode.grammars import Language
+from anycode.model.completer import Candidate
+from anycode.server import settings as settings_mod
 from anycode.server.documents import ENCODINGS, UTF8, UTF16, Document, decode, encode, position_in
-from anycode.server.settings import Settings
-from anycode.server.typealong import Cand, TypeAlongCache
+from anycode.server.host import Factory, ModelHost, runtime_completer
+from anycode.server.jobs import Job, JobCancelled, Scheduler, Snapshot, Stats
+from anycode.server.jsonrpc import SafeProtocol
+from anycode.server.typealong import TypeAlongCache
 
 log = logging.getLogger("anycode.server")
 
@@ -66,58 +68,6 @@ TRIM_AFTER_BYTES = 1 << 20      # closing a document this large hands freed memo
 MAX_PINNED = 256               # snapshots of requests that have not run yet (each holds its buffer)
 CLIENT_REPLY_TIMEOUT = 10.0    # seconds to wait for the client's answer to our own requests
 TRIGGER_CHARACTERS = [".", "(", "[", ","]
-
-
-class JobCancelled(Exception):
-    """The job was superseded, its document changed, or every requester went away."""
-
-
-@dataclass
-class Snapshot:
-    """What a completion request refers to, taken the moment it arrives."""
-    uri: str
-    t0: float
-    doc: Document | None = None
-    version: int = 0
-    source: bytes = b""
-    cursor: int | None = None
-    lines: Any = None             # the document's line index at that version
-
-
-@dataclass
-class Job:
-    doc: Document
-    version: int
-    source: bytes
-    cursor: int
-    settings: Settings
-    deadline: float
-    tree: Any = None              # a copy of the document's tree at this version (the hole's parse starts there)
-    cancelled: bool = False
-    waiters: int = 0
-    task: asyncio.Task | None = None
-
-    def is_cancelled(self) -> bool:
-        # Read from the worker thread between beam steps: plain attribute reads only.
-        return self.cancelled or self.doc.version != self.version or self.doc.closed
-
-    def same_place(self, snap: Snapshot, settings: Settings) -> bool:
-        return (not self.is_cancelled() and snap.version == self.version
-                and snap.cursor == self.cursor and settings == self.settings)
-
-
-@dataclass
-class Stats:
-    requests: int = 0
-    cache_hits: int = 0
-    shared: int = 0
-    superseded: int = 0
-    cancelled: int = 0
-    model_runs: int = 0           # completer.complete calls started
-    model_runs_cancelled: int = 0
-    model_busy: bool = False
-    loads: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
 
 
 class AnycodeProtocol(SafeProtocol):
@@ -172,64 +122,8 @@ class _QuietCancel(logging.Filter):
         return not record.getMessage().startswith("Cancel notification for unknown message id")
 
 
-class ModelHost:
-    """The completer, its loading and its one worker thread."""
-
-    def __init__(self, factory: Callable[[Settings], Any] | None = None):
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="anycode-model")
-        # loads while the interim completer serves from the worker
-        self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="anycode-load")
-        self.factory = factory or _runtime_completer
-        # a quick completer to serve while the factory's loads (None: wait for it); a factory from
-        # the testing hook may carry its own as `factory.interim`
-        self.interim = getattr(factory, "interim", None) if factory else _runtime_interim
-        self.completer: Any = None
-        self.state = "loading"
-        self.message = ""
-        self.key: tuple | None = None
-        self.generation = 0
-        self.interim_serving = False  # "ready" on the interim completer; the full one still loads
-        self.ready = asyncio.Event()  # set when state is no longer "loading"
-
-    @property
-    def device(self) -> str:
-        return str(getattr(self.completer, "device", "") or "")
-
-    def serves(self, lang: Language) -> bool:
-        """May the completer answer for documents of `lang`: it was trained on `lang` (its model
-        directory records its language), or it names none (the testing hook's)?  While no model is
-        loaded, yes: the request waits for the model and asks again."""
-        theirs = getattr(self.completer, "lang", None)
-        return theirs is None or theirs is lang
-
-    async def wait_ready(self, deadline: float) -> bool:
-        if self.state == "loading":
-            try:
-                await asyncio.wait_for(self.ready.wait(), max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                return False
-        return self.state == "ready" and self.completer is not None
-
-
-def _runtime_completer(s: Settings):
-    from anycode.model import runtime  # onnxruntime comes in here, in the worker thread
-    return runtime.Completer(model_dir=s.modelPath or None, device=s.device, threads=s.threads)
-
-
-def _runtime_interim(s: Settings):
-    """Where the model will load on the GPU (seconds: float graphs, CUDA graphs captured), the CPU
-    one to answer with meanwhile (a fraction of a second); None where the CPU is all there is."""
-    if s.device == "cpu":
-        return None
-    import onnxruntime as ort
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return None
-    from anycode.model import runtime
-    return runtime.Completer(model_dir=s.modelPath or None, device="cpu", threads=s.threads)
-
-
 class AnycodeServer(LanguageServer):
-    def __init__(self, completer_factory: Callable[[Settings], Any] | None = None,
+    def __init__(self, completer_factory: Factory | None = None,
                  defaults: dict[str, Any] | None = None):
         super().__init__("anycode", __version__, protocol_cls=AnycodeProtocol,
                          text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
@@ -240,9 +134,9 @@ class AnycodeServer(LanguageServer):
         self.init_options: Any = None
         self.model = ModelHost(completer_factory)
         self.cache = TypeAlongCache()
-        self.jobs: dict[str, Job] = {}
         self.pinned: dict[Any, Snapshot] = {}
         self.stats = Stats()
+        self.scheduler = Scheduler(self.model, self.stats, self._answered, self._failed)
         self.last_latency_ms: float | None = None
         self._status_sent = 0.0
         self._status_due = False
@@ -367,7 +261,7 @@ class AnycodeServer(LanguageServer):
         else:
             if gen != host.generation:
                 return
-            if interim is not None and getattr(completer, "device", None) == "cpu":
+            if interim is not None and completer.device == "cpu":
                 # ONNX Runtime has a CUDA provider but fell back to the CPU (no usable GPU): the
                 # interim completer is the one made for the CPU (int8 graphs as shipped), keep it
                 completer = interim
@@ -378,9 +272,8 @@ class AnycodeServer(LanguageServer):
             self.log_message(f"model loaded on {host.device or s.device} in {ms:.0f} ms "
                              f"({s.modelPath or 'shipped model'}, threads {s.threads or 'auto'})",
                              types.MessageType.Info)
-            note = getattr(getattr(completer, "backend", None), "note", "")
-            if note:
-                self.log_message(f"anycode: {note}", types.MessageType.Warning)
+            if completer.note:
+                self.log_message(f"anycode: {completer.note}", types.MessageType.Warning)
         finally:
             if gen == host.generation:
                 host.interim_serving = False
@@ -443,10 +336,9 @@ class AnycodeServer(LanguageServer):
             doc.closed = True
             if len(doc.text) >= TRIM_AFTER_BYTES:   # once the requests still holding it are done
                 asyncio.get_running_loop().call_later(1.0, _trim_heap)
-            close = getattr(self.model.completer, "close_document", None)
-            if close is not None:  # its per-document caches; in the worker, behind any run
+            if self.model.completer is not None:  # its per-document caches; in the worker, behind any run
                 try:
-                    self.model.executor.submit(close, uri)
+                    self.model.executor.submit(self.model.completer.close_document, uri)
                 except RuntimeError:  # shut down
                     pass
         self.cache.drop(uri)
@@ -470,7 +362,7 @@ class AnycodeServer(LanguageServer):
                 del self.pinned[key]
         self.pinned[msg_id] = snap
 
-    async def candidates(self, params: Any) -> tuple[Snapshot, list[Cand]]:
+    async def candidates(self, params: Any) -> tuple[Snapshot, list[Candidate]]:
         self.stats.requests += 1
         snap = self.pinned.pop(self.protocol.msg_id, None)
         if snap is None:  # not pinned (cannot happen through the protocol): pin now
@@ -501,90 +393,27 @@ class AnycodeServer(LanguageServer):
             self.stats.cache_hits += 1
             return snap, hit[:s.maxItems]
 
-        job = self.jobs.get(snap.uri)
-        if job is not None and job.same_place(snap, s):
-            self.stats.shared += 1
-        else:
-            if job is not None and not job.cancelled:
-                job.cancelled = True
-                self.stats.superseded += 1
-            # the completer starts from the server's tree where the document is parsed whole
-            tree = doc.tree(parser).copy() if doc.parsed_whole else None
-            job = Job(doc, snap.version, snap.source, snap.cursor, s, snap.t0 + s.timeBudgetMs / 1000, tree)
-            self.jobs[snap.uri] = job
-            job.task = asyncio.ensure_future(self._run(job))
-            # its outcome may be nobody's (all requesters cancelled): retrieve it anyway
-            job.task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        job.waiters += 1
+        # the completer starts from the server's tree where the document is parsed whole
+        tree = doc.tree(parser).copy() if doc.parsed_whole else None
         try:
-            cands = await asyncio.shield(job.task)
-        except asyncio.CancelledError:  # $/cancelRequest (or shutdown)
-            self.stats.cancelled += 1
-            job.waiters -= 1
-            if job.waiters == 0:
-                job.cancelled = True
-            raise
+            return snap, await self.scheduler.answer(snap, s, tree)
         except JobCancelled:
-            self.stats.cancelled += 1
             raise JsonRpcRequestCancelled("superseded by a newer request or edit") from None
-        job.waiters -= 1
-        return snap, cands
 
-    async def _run(self, job: Job) -> list[Cand]:
-        try:
-            if not await self.model.wait_ready(job.deadline) or not self.model.serves(job.doc.lang):
-                return []
-            if job.is_cancelled():
-                raise JobCancelled
-            completer = self.model.completer
-            t0 = time.monotonic()
-            try:
-                raw = await asyncio.get_running_loop().run_in_executor(
-                    self.model.executor, self._complete_in_worker, completer, job)
-            except Exception as exc:
-                if isinstance(exc, JobCancelled) or job.is_cancelled():
-                    raise JobCancelled from None  # runtime.Cancelled, or a failure nobody waits for
-                self.log_message(f"completion failed: {exc!r}\n{traceback.format_exc()}",
-                                 types.MessageType.Error)
-                return []
-            ms = (time.monotonic() - t0) * 1000
-            cands = [Cand(c.text, float(c.logprob), int(c.start), int(c.end)) for c in raw]
-            self.last_latency_ms = ms
-            self.stats.latencies_ms.append(ms)
-            del self.stats.latencies_ms[:-1000]
-            line, col = job.doc.point_at(job.cursor)
-            self.log_message(f"completion {job.doc.uri}:{line + 1}:{col + 1} v{job.version}: "
-                             f"{len(cands)} items in {ms:.1f} ms (beam {job.settings.beamSize})")
-            self.send_status(force=False)
-            self.cache.store(job.doc.uri, job.source, job.cursor, cands)
-            if job.is_cancelled():  # the answer is for a version that is gone
-                raise JobCancelled
-            return cands
-        finally:
-            if self.jobs.get(job.doc.uri) is job:
-                del self.jobs[job.doc.uri]
+    def _answered(self, job: Job, cands: list[Candidate], ms: float) -> None:
+        self.last_latency_ms = ms
+        line, col = job.doc.point_at(job.cursor)
+        self.log_message(f"completion {job.doc.uri}:{line + 1}:{col + 1} v{job.version}: "
+                         f"{len(cands)} items in {ms:.1f} ms (beam {job.settings.beamSize})")
+        self.send_status(force=False)
+        self.cache.store(job.doc.uri, job.source, job.cursor, cands)
 
-    def _complete_in_worker(self, completer: Any, job: Job) -> list:
-        if job.is_cancelled():  # superseded while it waited for the worker
-            raise JobCancelled
-        self.stats.model_runs += 1
-        self.stats.model_busy = True
-        try:
-            s = job.settings
-            return completer.complete(job.source, job.cursor, uri=job.doc.uri, version=job.version,
-                                      beam_size=s.beamSize, max_items=s.maxItems,
-                                      deadline=job.deadline, cancelled=job.is_cancelled,
-                                      prior=None if job.tree is None else (job.source, job.tree))
-        except BaseException:
-            if job.is_cancelled():
-                self.stats.model_runs_cancelled += 1
-            raise
-        finally:
-            self.stats.model_busy = False
+    def _failed(self, exc: BaseException) -> None:
+        self.log_message(f"completion failed: {exc!r}\n{traceback.format_exc()}", types.MessageType.Error)
 
     # ------------------------------------------------------------ answers
 
-    def edit_for(self, snap: Snapshot, cand: Cand) -> tuple[types.Range, str, str] | None:
+    def edit_for(self, snap: Snapshot, cand: Candidate) -> tuple[types.Range, str, str] | None:
         """(range, new text, typed text in range) for a candidate.  LSP wants the
         range on the cursor's line: a typed part that began on an earlier line is
         kept as is when the candidate repeats it, else the candidate is dropped."""
@@ -641,7 +470,7 @@ def percent(logprob: float) -> str:
     return f"anycode {100 * math.exp(min(logprob, 0.0)):.1f}%"
 
 
-def completion_items(server: AnycodeServer, snap: Snapshot, cands: list[Cand]) -> list[types.CompletionItem]:
+def completion_items(server: AnycodeServer, snap: Snapshot, cands: list[Candidate]) -> list[types.CompletionItem]:
     items = []
     for cand in cands:
         edit = server.edit_for(snap, cand)
@@ -661,7 +490,7 @@ def completion_items(server: AnycodeServer, snap: Snapshot, cands: list[Cand]) -
     return items
 
 
-def inline_items(server: AnycodeServer, snap: Snapshot, cands: list[Cand]) -> list[types.InlineCompletionItem]:
+def inline_items(server: AnycodeServer, snap: Snapshot, cands: list[Candidate]) -> list[types.InlineCompletionItem]:
     items = []
     for cand in cands:
         edit = server.edit_for(snap, cand)
@@ -674,7 +503,7 @@ def inline_items(server: AnycodeServer, snap: Snapshot, cands: list[Cand]) -> li
 # ---------------------------------------------------------------- the server
 
 
-def make_server(completer_factory: Callable[[Settings], Any] | None = None,
+def make_server(completer_factory: Factory | None = None,
                 defaults: dict[str, Any] | None = None) -> AnycodeServer:
     ls = AnycodeServer(completer_factory, defaults)
     filt = _QuietCancel()
@@ -684,7 +513,7 @@ def make_server(completer_factory: Callable[[Settings], Any] | None = None,
     def initialize(ls: AnycodeServer, params: types.InitializeParams):
         ls.init_options = _plain(params.initialization_options)
         ls.settings, _ = settings_mod.parse(ls.defaults, ls.init_options)  # warnings are shown once initialized
-        if ls.model.factory is _runtime_completer:  # import onnxruntime while the client settles in
+        if ls.model.factory is runtime_completer:  # import onnxruntime while the client settles in
             ls.model.executor.submit(importlib.import_module, "anycode.model.runtime")
 
     @ls.feature(types.INITIALIZED)
@@ -717,7 +546,7 @@ def make_server(completer_factory: Callable[[Settings], Any] | None = None,
             "requests": st.requests, "cacheHits": st.cache_hits, "shared": st.shared,
             "superseded": st.superseded, "cancelled": st.cancelled,
             "modelRuns": st.model_runs, "modelRunsCancelled": st.model_runs_cancelled,
-            "modelBusy": st.model_busy, "jobs": len(ls.jobs), "loads": st.loads,
+            "modelBusy": st.model_busy, "jobs": len(ls.scheduler.jobs), "loads": st.loads,
             "pinned": len(ls.pinned), "futures": len(ls.protocol._request_futures),
             "state": ls.model.state, "device": ls.model.device, "encoding": ls.encoding,
             "settings": dataclasses.asdict(ls.settings),
@@ -726,33 +555,20 @@ def make_server(completer_factory: Callable[[Settings], Any] | None = None,
                            "parsedMax": d.parsed_max}
                           for u, d in ls.docs.items()],
             "torchLoaded": "torch" in sys.modules,
-            "scoreMemo": _memo_counts(ls.model.completer),
-            "leafCache": _cache_size(getattr(ls.model.completer, "leaf_cache", None)),
+            **(ls.model.completer.counters() if ls.model.completer is not None else
+               {"scoreMemo": None, "leafCache": None}),
             "threads": threading.active_count(),
         }
 
     @ls.feature(types.SHUTDOWN)
     def shutdown(ls: AnycodeServer, params: Any = None):
-        for job in ls.jobs.values():
-            job.cancelled = True
-        ls.model.executor.shutdown(wait=False, cancel_futures=True)
-        ls.model.loader.shutdown(wait=False, cancel_futures=True)
+        ls.scheduler.cancel_all()
+        ls.model.shutdown()
 
     return ls
 
 
-def _memo_counts(completer: Any) -> dict | None:
-    memo = getattr(completer, "score_memo", None)
-    return None if memo is None else {"hits": memo.hits, "misses": memo.misses}
-
-
-def _cache_size(cache: Any) -> dict | None:
-    """Entries of one of the completer's bounded caches, and its bound."""
-    data = getattr(cache, "data", None)
-    return None if data is None else {"entries": len(data), "max": getattr(cache, "max_entries", None)}
-
-
-def load_factory(spec: str) -> Callable[[Settings], Any]:
+def load_factory(spec: str) -> Factory:
     """`module:attr` -> a completer factory taking Settings (a debugging hook)."""
     module, _, attr = spec.partition(":")
     return getattr(importlib.import_module(module), attr or "make_completer")

@@ -12,28 +12,22 @@ none is left, the model runs again.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
-
-class Cand(NamedTuple):
-    text: str
-    logprob: float
-    start: int     # byte offsets of the range the text replaces
-    end: int
+from anycode.model.completer import Candidate
 
 
 @dataclass
 class _Entry:
     source: bytes
     cursor: int
-    cands: list[Cand]
+    cands: list[Candidate]
 
 
 class TypeAlongCache:
     def __init__(self):
         self._entries: dict[str, _Entry] = {}
 
-    def store(self, uri: str, source: bytes, cursor: int, cands: list[Cand]) -> None:
+    def store(self, uri: str, source: bytes, cursor: int, cands: list[Candidate]) -> None:
         # Candidates that replace exactly [start, cursor) can be carried along; those that also
         # replace text after the cursor (a bracket the editor closed) answer the same request again.
         keep = [c for c in cands if c.start <= cursor <= c.end]
@@ -45,7 +39,7 @@ class TypeAlongCache:
     def drop(self, uri: str) -> None:
         self._entries.pop(uri, None)
 
-    def lookup(self, uri: str, source: bytes, cursor: int) -> list[Cand] | None:
+    def lookup(self, uri: str, source: bytes, cursor: int) -> list[Candidate] | None:
         """Candidates still valid at `cursor` in `source`, or None (run the model)."""
         e = self._entries.get(uri)
         if e is None:
@@ -65,5 +59,5 @@ class TypeAlongCache:
             typed = source[c.start:cursor]
             text = c.text.encode("utf-8", "surrogatepass")
             if len(text) > len(typed) and text.startswith(typed):
-                out.append(Cand(c.text, c.logprob, c.start, cursor))
+                out.append(Candidate(c.text, c.logprob, c.start, cursor))
         return out or None

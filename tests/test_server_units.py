@@ -12,7 +12,8 @@ from anycode.server import settings
 from anycode import grammars
 from anycode.server.documents import UTF8, UTF16, UTF32, Document
 from anycode.server.lsp import AnycodeServer, Snapshot, completion_items, percent
-from anycode.server.typealong import Cand, TypeAlongCache
+from anycode.model.completer import Candidate
+from anycode.server.typealong import TypeAlongCache
 
 PARSER = grammars.get("python").new_parser()
 
@@ -103,7 +104,7 @@ def test_typealong_cache():
     cache = TypeAlongCache()
     src = b"y = \nz = 1\n"
     cur = 4
-    cache.store("u", src, cur, [Cand("foo(1)", -0.5, 4, 4), Cand("fob", -1.0, 4, 4), Cand("bar", -2, 4, 4)])
+    cache.store("u", src, cur, [Candidate("foo(1)", -0.5, 4, 4), Candidate("fob", -1.0, 4, 4), Candidate("bar", -2, 4, 4)])
     assert [c.text for c in cache.lookup("u", src, cur)] == ["foo(1)", "fob", "bar"]  # asked again
     typed = b"y = fo\nz = 1\n"
     hit = cache.lookup("u", typed, 6)
@@ -117,7 +118,7 @@ def test_typealong_cache():
     assert cache.lookup("u", src, cur) is None
     # an answer that also replaces the bracket after the cursor: the same request again, not typing on
     src = b"y = res[]\n"
-    cache.store("u", src, 8, [Cand("res[key]", -0.5, 4, 9), Cand("res[0]", -1.0, 4, 9)])
+    cache.store("u", src, 8, [Candidate("res[key]", -0.5, 4, 9), Candidate("res[0]", -1.0, 4, 9)])
     assert [(c.text, c.start, c.end) for c in cache.lookup("u", src, 8)] == [("res[key]", 4, 9), ("res[0]", 4, 9)]
     assert cache.lookup("u", b"y = res[k]\n", 9) is None
 
@@ -141,8 +142,8 @@ def test_completion_items_for_candidates():
     cursor = src.index("params.it)") + len("params.it")
     start = src.index("params.it)")
     snap = Snapshot("u", 0.0, doc, 1, doc.text, cursor)
-    items = completion_items(server, snap, [Cand("params.items()", -0.1, start, cursor),
-                                            Cand("params.iter", -2.5, start, cursor)])
+    items = completion_items(server, snap, [Candidate("params.items()", -0.1, start, cursor),
+                                            Candidate("params.iter", -2.5, start, cursor)])
     assert [i.sort_text for i in items] == ["0000", "0001"]
     assert items[0].detail == percent(-0.1) == "anycode 90.5%"
     assert items[0].text_edit.range == types.Range(types.Position(1, 18), types.Position(1, 27))
@@ -152,8 +153,8 @@ def test_completion_items_for_candidates():
     doc2 = Document.from_text("u", src2, 1)
     snap2 = Snapshot("u", 0.0, doc2, 1, doc2.text, len(src2))
     start2 = src2.index("a +")
-    items2 = completion_items(server, snap2, [Cand("a +\n     bc", -1, start2, len(src2)),
-                                              Cand("z", -1, start2, len(src2))])
+    items2 = completion_items(server, snap2, [Candidate("a +\n     bc", -1, start2, len(src2)),
+                                              Candidate("z", -1, start2, len(src2))])
     assert len(items2) == 1
     assert items2[0].text_edit.range.start == types.Position(1, 0)
     assert items2[0].text_edit.new_text == "     bc"

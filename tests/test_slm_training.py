@@ -168,7 +168,7 @@ def test_metrics_count_exact_tree_and_subtoken_matches(data):
     tree, h = shard.example(0)
     truth = evaluate.truth_code(tree, h)
     node = g.parse_expression(truth)
-    exact = evaluate.Candidate(truth, -0.1, node, node)
+    exact = evaluate.Prediction(truth, -0.1, node, node)
     sc = evaluate.score([exact], tree, h)
     assert (sc.acc, sc.tree, sc.sub) == (0, 0, 0)
     assert evaluate.subtoken_diff(g.parse_expression("a.get_x(b)"), g.parse_expression("a.set_x(b)"), g.PYTHON) == 1
