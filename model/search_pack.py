@@ -1,0 +1,183 @@
+"""`anycode search-data pack`: the code-search pairs as the fixed arrays the encoders read.
+
+Vocabularies come from the train split's counts (`search_data` wrote the features with each split's
+own strings): subtokens (code, query words and path ends share one table), node types, whole paths
+(each stored once as its node types and directions, so a context is three small ids) and path ends
+(each stored once as its subtokens).  Ids 0 and 1 are padding and unknown in every table.
+
+Written to OUT (a folder that can travel to a machine without tree-sitter):
+
+- `vocab.json`: the tables as strings, and the limits the arrays were cut at;
+- `tables.npz`: `path_types` [P, L] and `path_dirs` [P, L] (1 up, 2 top, 3 down, 0 padding),
+  `end_subs` [E, S];
+- `{split}.npz` for train, dev, test and the CoSQA sets: `query` [N, Q], `code` [N, C],
+  `ctx` [N, K, 3] (start end, path, end end), padded with 0; CoSQA sets also `label` [N] (-1 where
+  unknown) and `code_id` [N] (the same id for the same function text).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+PAD, UNK = 0, 1
+MAX_QUERY = 32
+MAX_CODE = 200
+MAX_CONTEXTS = 32
+MAX_PATH_NODES = 9
+MAX_END_SUBTOKENS = 3
+COSQA_SETS = {"cosqa_dev": "cosqa-dev.json", "cosqa_test": "test_webquery.json"}
+_FLATTENED_INDENT = re.compile(r" ((?:    )+)(?=\S)")
+
+
+def table(counts: Counter, size: int, min_count: int) -> list[str]:
+    """The `size` most frequent strings seen at least `min_count` times, after <pad> and <unk>."""
+    return ["<pad>", "<unk>"] + [s for s, n in counts.most_common(size - 2) if n >= min_count]
+
+
+def train_tables(feats, sizes: dict) -> dict:
+    """Subtoken, node type, path and path-end tables from the train split's features."""
+    subs, types, paths, ends = Counter(), Counter(), Counter(), Counter()
+    for i in range(len(feats)):
+        subs.update(feats.tokens("query", i))
+        subs.update(feats.tokens("code", i))
+        for a, p, b in feats.contexts(i):
+            paths[p] += 1
+            ends[a] += 1
+            ends[b] += 1
+    for p, n in paths.items():
+        for t in p.split(" "):
+            types[t.lstrip("^")] += n
+    for e, n in ends.items():
+        for s in e.split(" "):
+            subs[s] += n
+    return {"subtokens": table(subs, sizes["subtokens"], 3), "node_types": table(types, 10_000, 1),
+            "paths": table(paths, sizes["paths"], 2), "ends": table(ends, sizes["ends"], 2)}
+
+
+def table_arrays(vocab: dict) -> dict[str, np.ndarray]:
+    """Paths as node type ids and directions, path ends as subtoken ids."""
+    type_id = {t: i for i, t in enumerate(vocab["node_types"])}
+    sub_id = {s: i for i, s in enumerate(vocab["subtokens"])}
+    n = len(vocab["paths"])
+    path_types = np.zeros((n, MAX_PATH_NODES), np.int32)
+    path_dirs = np.zeros((n, MAX_PATH_NODES), np.int8)
+    for i, p in enumerate(vocab["paths"][2:], start=2):
+        nodes = p.split(" ")[:MAX_PATH_NODES]
+        top = next(k for k, t in enumerate(nodes) if t.startswith("^"))
+        for k, t in enumerate(nodes):
+            path_types[i, k] = type_id.get(t.lstrip("^"), UNK)
+            path_dirs[i, k] = 1 if k < top else 2 if k == top else 3
+    end_subs = np.zeros((len(vocab["ends"]), MAX_END_SUBTOKENS), np.int32)
+    for i, e in enumerate(vocab["ends"][2:], start=2):
+        for k, s in enumerate(e.split(" ")[:MAX_END_SUBTOKENS]):
+            end_subs[i, k] = sub_id.get(s, UNK)
+    return {"path_types": path_types, "path_dirs": path_dirs, "end_subs": end_subs}
+
+
+class Encoder:
+    """Strings to the packed ids of one vocabulary."""
+
+    def __init__(self, vocab: dict):
+        self.sub = {s: i for i, s in enumerate(vocab["subtokens"])}
+        self.path = {s: i for i, s in enumerate(vocab["paths"])}
+        self.end = {s: i for i, s in enumerate(vocab["ends"])}
+
+    def row(self, query: list[str], code: list[str], contexts: list[tuple[str, str, str]]):
+        q = [self.sub.get(w, UNK) for w in query[:MAX_QUERY]]
+        c = [self.sub.get(w, UNK) for w in code[:MAX_CODE]]
+        x = [(self.end.get(a, UNK), self.path.get(p, UNK), self.end.get(b, UNK)) for a, p, b in contexts[:MAX_CONTEXTS]]
+        return q, c, x
+
+
+def dtype_for(n: int):
+    return np.uint16 if n <= 65535 else np.int32
+
+
+def to_arrays(rows: list, vocab: dict) -> dict[str, np.ndarray]:
+    """Padded arrays of encoded rows (lists of ids as `Encoder.row` gives them)."""
+    n = len(rows)
+    sub_t, ctx_t = dtype_for(len(vocab["subtokens"])), dtype_for(max(len(vocab["paths"]), len(vocab["ends"])))
+    query = np.zeros((n, MAX_QUERY), sub_t)
+    code = np.zeros((n, MAX_CODE), sub_t)
+    ctx = np.zeros((n, MAX_CONTEXTS, 3), ctx_t)
+    for i, (q, c, x) in enumerate(rows):
+        query[i, : len(q)] = q
+        code[i, : len(c)] = c
+        if x:
+            ctx[i, : len(x)] = x
+    return {"query": query, "code": code, "ctx": ctx}
+
+
+def restore_newlines(code: str) -> str:
+    """CoSQA's WebQueryTest functions come with newlines turned into spaces: a space followed by a
+    multiple of four spaces before a token was a newline and an indentation."""
+    return _FLATTENED_INDENT.sub(lambda m: "\n" + m.group(1), code)
+
+
+def cosqa_rows(path: Path, enc: Encoder) -> tuple[list, dict[str, np.ndarray], Counter]:
+    """Encoded rows, labels and function ids of a CoSQA file; functions that do not parse (even with
+    their newlines restored) keep their words and no path-contexts."""
+    from anycode.grammars import python as grammar
+    from anycode.model import search_data as sd
+
+    parser = grammar.new_parser()
+    records = json.loads(Path(path).read_text())
+    answers = {}
+    answers_file = Path(path).parent / "webquery_answers.txt"
+    if "label" not in records[0] and answers_file.exists():
+        answers = dict(line.split("\t") for line in answers_file.read_text().split("\n") if "\t" in line)
+    rows, labels, code_ids, seen, counts = [], [], [], {}, Counter()
+    for r in records:
+        feats = sd.source_features(r["code"], parser) or sd.source_features(restore_newlines(r["code"]), parser)
+        counts["parsed" if feats else "words only"] += 1
+        if feats is None:
+            feats = sd.Features(sd.words(r["code"])[: sd.MAX_CODE_SUBTOKENS], [])
+        rows.append(enc.row(sd.words(r["doc"]), feats.code, feats.contexts))
+        label = r.get("label", answers.get(r["idx"]))
+        labels.append(-1 if label is None else int(label))
+        code_ids.append(seen.setdefault(r["code"], len(seen)))
+    return rows, {"label": np.array(labels, np.int8), "code_id": np.array(code_ids, np.int32)}, counts
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--data", type=Path, default=Path("data/search/python"), help="what `search-data build` wrote")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--cosqa", type=Path, default=Path("../shared/data/cosqa"))
+    ap.add_argument("--subtokens", type=int, default=20_000)
+    ap.add_argument("--paths", type=int, default=60_000)
+    ap.add_argument("--ends", type=int, default=60_000)
+
+
+def run(args) -> int:
+    from anycode.model.search_data import SplitFeatures
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    train = SplitFeatures(args.data / "train.feat.npz")
+    vocab = train_tables(train, {"subtokens": args.subtokens, "paths": args.paths, "ends": args.ends})
+    vocab["limits"] = {"query": MAX_QUERY, "code": MAX_CODE, "contexts": MAX_CONTEXTS,
+                       "path_nodes": MAX_PATH_NODES, "end_subtokens": MAX_END_SUBTOKENS}
+    (args.out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    np.savez_compressed(args.out / "tables.npz", **table_arrays(vocab))
+    enc = Encoder(vocab)
+    summary = {}
+    for split in ("train", "dev", "test"):
+        feats = train if split == "train" else SplitFeatures(args.data / f"{split}.feat.npz")
+        rows = [enc.row(feats.tokens("query", i), feats.tokens("code", i), feats.contexts(i)) for i in range(len(feats))]
+        np.savez_compressed(args.out / f"{split}.npz", **to_arrays(rows, vocab))
+        summary[split] = len(rows)
+    for name, file in COSQA_SETS.items():
+        if (args.cosqa / file).exists():
+            rows, extra, counts = cosqa_rows(args.cosqa / file, enc)
+            np.savez_compressed(args.out / f"{name}.npz", **to_arrays(rows, vocab), **extra)
+            summary[name] = {"pairs": len(rows), **counts}
+    summary["sizes"] = {k: len(v) for k, v in vocab.items() if isinstance(v, list)}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    total = sum(p.stat().st_size for p in args.out.iterdir())
+    print(json.dumps(summary), f"{total / 2**20:.1f} MiB in {args.out}", file=sys.stderr)
+    return 0

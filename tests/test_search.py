@@ -1,0 +1,261 @@
+"""Code search (issue 23): pairs from a corpus, packing, the metrics, and the encoders trained on CPU."""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from anycode.grammars import python as grammar
+from anycode.model import search_data as sd
+from anycode.model import search_eval, search_pack
+
+TOPICS = [("read", "file", "path"), ("parse", "json", "text"), ("sort", "list", "items"),
+          ("send", "request", "url"), ("compute", "mean", "values"), ("open", "socket", "port"),
+          ("write", "csv", "rows"), ("resize", "image", "size")]
+
+
+def function_source(verb: str, noun: str, arg: str, k: int) -> str:
+    return (f"def {verb}_{noun}_{k}({arg}, option=None):\n"
+            f'    """{verb.capitalize()} the {noun} given by {arg} number {k}.\n\n'
+            f"    More words that are not the query.\n"
+            f'    """\n'
+            f"    {noun}_value = load_{noun}({arg})\n"
+            f"    if option is not None:\n"
+            f"        {noun}_value = {verb}({noun}_value, option, {k})\n"
+            f"    return {noun}_value\n")
+
+
+def make_corpus(root: Path, per_split: dict[str, int]) -> Path:
+    """A corpus folder as `anycode corpus fetch` lays it out, one project per split."""
+    corpus = root / "corpus"
+    projects = {}
+    rnd = random.Random(0)
+    for split, n in per_split.items():
+        name = f"proj_{split}"
+        projects[name] = {"split": split}
+        folder = corpus / split / name
+        folder.mkdir(parents=True)
+        for f in range(max(1, n // 10)):
+            body = []
+            for k in range(f * 10, min(n, f * 10 + 10)):
+                verb, noun, arg = rnd.choice(TOPICS)
+                body.append(function_source(verb, noun, arg, k + 1000 * list(per_split).index(split)))
+            (folder / f"mod{f}.py").write_text("\n\n".join(body))
+    (corpus / "manifest.json").write_text(json.dumps({"projects": projects}))
+    return corpus
+
+
+# ---------------------------------------------------------------- pairs
+
+
+def parse_function(src: str):
+    root = grammar.parse(src.encode()).root_node
+    return src.encode(), [n for n in root.named_children if n.type == "function_definition"][0]
+
+
+def test_pair_is_first_paragraph_and_code_without_docstring():
+    src = function_source("read", "file", "path", 7)
+    source, fn = parse_function(src)
+    pair = sd.function_pair(source, fn, sd.docstring_node(fn), "m.py", __import__("collections").Counter())
+    assert pair["query"] == "Read the file given by path number 7."
+    assert '"""' not in pair["code"] and "More words" not in pair["code"]
+    assert pair["code"].startswith("def read_file_7(path, option=None):\n    file_value = load_file(path)")
+    assert pair["f_query"][:3] == ["read", "the", "file"]
+    assert pair["f_code"][:4] == ["read", "file", "7", "path"]
+    for start, path, end in pair["f_ctx"]:
+        nodes = path.split(" ")
+        assert len(nodes) <= sd.MAX_PATH_NODES and sum(t.startswith("^") for t in nodes) == 1
+        assert start and end
+    assert 0 < len(pair["f_ctx"]) <= sd.MAX_CONTEXTS
+
+
+@pytest.mark.parametrize("src, reason", [
+    ('def test_it(x):\n    """Check that it works well."""\n    a = x\n    b = a\n    return b\n', "test or dunder"),
+    ('def __str__(self):\n    """The string of this thing."""\n    a = 1\n    b = a\n    return b\n', "test or dunder"),
+    ('def f(x):\n    """Add one to x."""\n    return x + 1\n', "short function"),
+    ('def f(x):\n    """Add."""\n    a = x\n    b = a\n    return b\n', "short query"),
+])
+def test_pair_filters(src, reason, tmp_path):
+    (tmp_path / "m.py").write_text(src)
+    pairs, skipped = sd.file_pairs(tmp_path / "m.py", "m.py")
+    assert pairs == [] and skipped[reason] == 1
+
+
+def test_methods_get_qualified_names(tmp_path):
+    body = function_source("sort", "list", "items", 1).replace("\n", "\n    ")
+    (tmp_path / "m.py").write_text("class Sorter:\n    " + body)
+    pairs, _ = sd.file_pairs(tmp_path / "m.py", "m.py")
+    assert [(p["name"], p["line"]) for p in pairs] == [("Sorter.sort_list_1", 2)]
+    assert pairs[0]["code"].startswith("def sort_list_1(items")
+
+
+def test_build_dedups_across_splits_and_round_trips(tmp_path):
+    corpus = make_corpus(tmp_path, {"train": 30, "dev": 10, "test": 10})
+    dup = function_source("read", "file", "path", 999)
+    (corpus / "dev" / "proj_dev" / "dup.py").write_text(dup)
+    (corpus / "train" / "proj_train" / "dup.py").write_text(dup)
+    out = tmp_path / "search"
+    assert sd.run(argparse.Namespace(action="build", corpus=corpus, out=out, jobs=1)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["train"]["pairs"] == 31 and summary["dev"]["pairs"] == 10
+    assert summary["dev"]["skipped"]["duplicate"] == 1
+    pairs = list(sd.read_pairs(out, "dev"))
+    feats = sd.SplitFeatures(out / "dev.feat.npz")
+    assert len(pairs) == len(feats) == 10
+    assert feats.tokens("query", 3) == sd.words(pairs[3]["query"])
+    assert all(p["project"] == "proj_dev" for p in pairs)
+
+
+# ---------------------------------------------------------------- packing
+
+
+def test_flattened_cosqa_function_parses_once_restored():
+    flat = ('def get_file_string(filepath):     """Get string from file."""     with open(filepath) as f:'
+            '         return f.read()')
+    assert grammar.parse(flat.encode()).root_node.has_error
+    feats = sd.source_features(search_pack.restore_newlines(flat))
+    assert feats is not None and feats.code[:3] == ["get", "file", "string"] and feats.contexts
+
+
+def packed(tmp_path: Path) -> Path:
+    corpus = make_corpus(tmp_path, {"train": 200, "dev": 40, "test": 40})
+    assert sd.run(argparse.Namespace(action="build", corpus=corpus, out=tmp_path / "search", jobs=1)) == 0
+    cosqa = tmp_path / "cosqa"
+    cosqa.mkdir()
+    recs = [{"idx": f"d{i}", "doc": f"{v} {n}", "code": function_source(v, n, a, i), "label": i % 2}
+            for i, (v, n, a) in enumerate(TOPICS * 3)]
+    (cosqa / "cosqa-dev.json").write_text(json.dumps(recs))
+    test = [{"idx": f"webquery-test-{i + 1}", "doc": r["doc"], "code": r["code"].replace("\n", " ")} for i, r in enumerate(recs)]
+    (cosqa / "test_webquery.json").write_text(json.dumps(test))
+    (cosqa / "webquery_answers.txt").write_text("webquery-test-1\t1\nwebquery-test-2\t0\n")
+    args = argparse.Namespace(data=tmp_path / "search", out=tmp_path / "packed", cosqa=cosqa,
+                              subtokens=500, paths=500, ends=500)
+    assert search_pack.run(args) == 0
+    return tmp_path / "packed"
+
+
+def test_pack_arrays(tmp_path):
+    out = packed(tmp_path)
+    vocab = json.loads((out / "vocab.json").read_text())
+    train = np.load(out / "train.npz")
+    assert train["query"].shape == (200, search_pack.MAX_QUERY)
+    assert train["ctx"].shape == (200, search_pack.MAX_CONTEXTS, 3)
+    assert (train["ctx"][:, 0, 1] >= 2).all()          # every function has a known first path
+    tables = np.load(out / "tables.npz")
+    assert tables["path_types"].shape == (len(vocab["paths"]), search_pack.MAX_PATH_NODES)
+    assert set(np.unique(tables["path_dirs"][2:])) <= {0, 1, 2, 3}
+    assert ((tables["path_dirs"][2:] == 2).sum(1) == 1).all()
+    test = np.load(out / "cosqa_test.npz")
+    assert list(test["label"][:3]) == [1, 0, -1]
+    assert test["code_id"].max() + 1 == len(set(r["code"] for r in json.loads((tmp_path / "cosqa/test_webquery.json").read_text())))
+    assert json.loads((out / "summary.json").read_text())["cosqa_test"]["parsed"] == 24
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_ranks_count_ties_against():
+    scores = np.array([[1.0, 1.0, 0.0], [0.0, 2.0, 3.0], [5.0, 0.0, 4.0]])
+    assert list(search_eval.ranks(scores, np.array([0, 1, 2]))) == [2, 2, 2]
+    got = search_eval.csn_mrr(3, lambda idx: np.eye(len(idx)))
+    assert got["mrr"] == 1.0 and got["queries"] == 3
+    chunks = search_eval.csn_chunks(2500, seed=0)
+    assert [len(c) for c in chunks] == [1000, 1000] and len(np.unique(np.concatenate(chunks))) == 2000
+
+
+def test_threshold_and_cross_validated_accuracy():
+    scores = np.array([0.1, 0.2, 0.3, 0.8, 0.9, 1.0])
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    assert search_eval.best_threshold(scores, labels) == pytest.approx(0.55)
+    assert search_eval.cross_validated_accuracy(scores, labels, folds=3) == 1.0
+    assert search_eval.accuracy(scores, 1 - labels, 0.8) == 0.0
+
+
+# ---------------------------------------------------------------- encoders
+
+
+@pytest.fixture(scope="module")
+def packed_dir(tmp_path_factory):
+    return packed(tmp_path_factory.mktemp("search"))
+
+
+@pytest.mark.parametrize("fusion", ["concat", "sum", "attention", "structural", "semantic"])
+def test_each_fusion_encodes_and_backpropagates(packed_dir, fusion):
+    import torch
+    from anycode.model import search_train as st
+
+    data = st.load_packed(packed_dir)
+    cfg, _ = st.make_config(data, "tiny", fusion, {})
+    model = st.SearchModel(cfg, {k: torch.from_numpy(v) for k, v in data["tables"].items()})
+    batch = st.tensors({k: v[:8] for k, v in data["train"].items()}, "cpu")
+    loss = model(batch["query"], batch["code"], batch["ctx"])
+    loss.backward()
+    assert torch.isfinite(loss)
+    width = 2 * cfg.d if fusion == "concat" else cfg.d
+    assert model.encode_code(batch["code"], batch["ctx"]).shape == (8, width)
+    grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert any(n.startswith("query.") for n in grads)
+    assert any(n.startswith("structural.") for n in grads) == (fusion != "semantic")
+    assert any(n.startswith("semantic.") for n in grads) == (fusion != "structural")
+    # an empty function (no subtokens, no contexts) still gets a finite vector
+    empty = model.encode_code(torch.zeros_like(batch["code"][:1]), torch.zeros_like(batch["ctx"][:1]))
+    assert torch.isfinite(empty).all()
+
+
+def test_training_learns_resumes_and_exports(packed_dir, tmp_path):
+    from anycode.model import search_train as st
+
+    run, export = tmp_path / "run", tmp_path / "export"
+    args = ["--data", str(packed_dir), "--out", str(run), "--variants", "concat", "--config", "tiny",
+            "--device", "cpu", "--export", str(export), "--set", "eval_every=4"]
+    assert st.main(args + ["--minutes", "0.6"]) == 0
+    state = __import__("torch").load(run / "concat" / "ckpt.pt", weights_only=False)["state"]
+    first_steps = state["step"]
+    assert first_steps > 20
+    history = state["history"]
+    chance = float(np.mean(1.0 / np.arange(1, 41)))          # 40 dev pairs in one chunk
+    assert max(m for _, _, m in history) > 2 * chance
+    res = json.loads((export / "search_eval.json").read_text())["concat"]
+    assert res["dev_csn"]["queries"] == 40 and res["test_csn"]["mrr"] > chance
+    assert res["cosqa"]["test_accuracy_labelled"]["pairs"] == 2
+    assert (export / "search_concat.pt").exists()
+    assert st.main(args + ["--minutes", "0.3"]) == 0          # resumes: more steps on the same run
+    state = __import__("torch").load(run / "concat" / "ckpt.pt", weights_only=False)["state"]
+    assert state["step"] > first_steps and state["planned_s"] < 40
+
+
+# ---------------------------------------------------------------- BM25
+
+
+def test_bm25_ranks_word_overlap_first():
+    from anycode.model.search_bm25 import score_matrix
+
+    docs = [sd.words("def sort_list(items): return sorted(items)"),
+            sd.words("def read_file(path): return open(path).read()"), []]
+    s = score_matrix([sd.words("read a file"), [], sd.words("zebra")], docs)
+    assert s.shape == (3, 3) and s[0].argmax() == 1 and s[0, 0] == 0
+    assert (s[1] == 0).all() and (s[2] == 0).all()
+
+
+def test_bm25_report_on_built_pairs(packed_dir):
+    from anycode.model import search_bm25
+
+    search = packed_dir.parent / "search"
+    got = search_bm25.csn_test(search, "test")
+    assert got["queries"] == 40 and got["mrr"] > 2 * float(np.mean(1.0 / np.arange(1, 41)))
+    scores, code_id, labels = search_bm25.cosqa_set(packed_dir.parent / "cosqa" / "test_webquery.json")
+    assert scores.shape == (24, 24) and list(labels[:3]) == [1, 0, -1]
+
+
+def test_training_side_needs_no_tree_sitter():
+    """tools/device/train_search.sh runs where tree-sitter is not installed."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['tree_sitter'] = None\n"
+            "import anycode.model.search_train, anycode.model.search_eval\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
