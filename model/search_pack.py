@@ -5,19 +5,22 @@ own strings): subtokens (code, query words and path ends share one table), node 
 (each stored once as its node types and directions, so a context is three small ids) and path ends
 (each stored once as its subtokens).  Ids 0 and 1 are padding and unknown in every table.
 
-Written to OUT (a folder that can travel to a machine without tree-sitter):
+Written to OUT (a folder that can travel to a machine without tree-sitter), each array file an
+uncompressed .npz inside xz (`save_arrays`: a third smaller than deflate's .npz):
 
-- `vocab.json`: the tables as strings, and the limits the arrays were cut at;
-- `tables.npz`: `path_types` [P, L] and `path_dirs` [P, L] (1 up, 2 top, 3 down, 0 padding),
+- `vocab.json.xz`: the tables as strings; `meta.json`: their sizes and the limits the arrays were cut at;
+- `tables.npz.xz`: `path_types` [P, L] and `path_dirs` [P, L] (1 up, 2 top, 3 down, 0 padding),
   `end_subs` [E, S];
-- `{split}.npz` for train, dev, test and the CoSQA sets: `query` [N, Q], `code` [N, C],
+- `{split}.npz.xz` for train, dev, test and the CoSQA sets: `query` [N, Q], `code` [N, C],
   `ctx` [N, K, 3] (start end, path, end end), padded with 0; CoSQA sets also `label` [N] (-1 where
   unknown) and `code_id` [N] (the same id for the same function text).
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import lzma
 import re
 import sys
 from collections import Counter
@@ -33,6 +36,21 @@ MAX_PATH_NODES = 9
 MAX_END_SUBTOKENS = 3
 COSQA_SETS = {"cosqa_dev": "cosqa-dev.json", "cosqa_test": "test_webquery.json"}
 _FLATTENED_INDENT = re.compile(r" ((?:    )+)(?=\S)")
+
+
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    Path(path).write_bytes(lzma.compress(buf.getvalue(), preset=6))
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(lzma.decompress(Path(path).read_bytes()))) as z:
+        return {k: z[k] for k in z.files}
+
+
+def load_vocab(folder: Path) -> dict:
+    return json.loads(lzma.decompress((Path(folder) / "vocab.json.xz").read_bytes()))
 
 
 def table(counts: Counter, size: int, min_count: int) -> list[str]:
@@ -160,23 +178,25 @@ def run(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     train = SplitFeatures(args.data / "train.feat.npz")
     vocab = train_tables(train, {"subtokens": args.subtokens, "paths": args.paths, "ends": args.ends})
-    vocab["limits"] = {"query": MAX_QUERY, "code": MAX_CODE, "contexts": MAX_CONTEXTS,
-                       "path_nodes": MAX_PATH_NODES, "end_subtokens": MAX_END_SUBTOKENS}
-    (args.out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    np.savez_compressed(args.out / "tables.npz", **table_arrays(vocab))
+    meta = {"sizes": {k: len(v) for k, v in vocab.items()},
+            "limits": {"query": MAX_QUERY, "code": MAX_CODE, "contexts": MAX_CONTEXTS,
+                       "path_nodes": MAX_PATH_NODES, "end_subtokens": MAX_END_SUBTOKENS}}
+    (args.out / "meta.json").write_text(json.dumps(meta))
+    (args.out / "vocab.json.xz").write_bytes(lzma.compress(json.dumps(vocab, ensure_ascii=False).encode()))
+    save_arrays(args.out / "tables.npz.xz", table_arrays(vocab))
     enc = Encoder(vocab)
     summary = {}
     for split in ("train", "dev", "test"):
         feats = train if split == "train" else SplitFeatures(args.data / f"{split}.feat.npz")
         rows = [enc.row(feats.tokens("query", i), feats.tokens("code", i), feats.contexts(i)) for i in range(len(feats))]
-        np.savez_compressed(args.out / f"{split}.npz", **to_arrays(rows, vocab))
+        save_arrays(args.out / f"{split}.npz.xz", to_arrays(rows, vocab))
         summary[split] = len(rows)
     for name, file in COSQA_SETS.items():
         if (args.cosqa / file).exists():
             rows, extra, counts = cosqa_rows(args.cosqa / file, enc)
-            np.savez_compressed(args.out / f"{name}.npz", **to_arrays(rows, vocab), **extra)
+            save_arrays(args.out / f"{name}.npz.xz", {**to_arrays(rows, vocab), **extra})
             summary[name] = {"pairs": len(rows), **counts}
-    summary["sizes"] = {k: len(v) for k, v in vocab.items() if isinstance(v, list)}
+    summary["sizes"] = meta["sizes"]
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     total = sum(p.stat().st_size for p in args.out.iterdir())
     print(json.dumps(summary), f"{total / 2**20:.1f} MiB in {args.out}", file=sys.stderr)

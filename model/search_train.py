@@ -25,24 +25,23 @@ import numpy as np
 import torch
 
 from anycode.model import search_eval
+from anycode.model.search_pack import load_arrays
 from anycode.model.search_model import FUSIONS, SearchConfig, SearchModel
 
 CONFIGS = {
     "tiny": dict(d=32, heads=2, code_layers=1, query_layers=1, batch=16, lr=3e-3, warmup=5, eval_every=5.0),
-    "base": dict(d=192, heads=4, code_layers=2, query_layers=2, batch=512, lr=1e-3, warmup=300, eval_every=60.0),
+    "base": dict(d=192, heads=4, code_layers=2, query_layers=2, batch=512, lr=1e-3, warmup=300, eval_every=20.0),
 }
 TRAIN_KEYS = ("batch", "lr", "warmup", "eval_every", "weight_decay")
 
 
 def load_packed(folder: Path) -> dict:
-    """The packed splits (numpy arrays), tables and vocabulary sizes of a `search-data pack` folder."""
+    """The packed splits (numpy arrays), tables, vocabulary sizes and limits of a `search-data pack` folder."""
     folder = Path(folder)
-    vocab = json.loads((folder / "vocab.json").read_text())
-    out = {"tables": {k: v for k, v in np.load(folder / "tables.npz").items()},
-           "sizes": {k: len(v) for k, v in vocab.items() if isinstance(v, list)}, "limits": vocab["limits"]}
+    out = {**json.loads((folder / "meta.json").read_text()), "tables": load_arrays(folder / "tables.npz.xz")}
     for name in ("train", "dev", "test", "cosqa_dev", "cosqa_test"):
-        if (folder / f"{name}.npz").exists():
-            out[name] = {k: v for k, v in np.load(folder / f"{name}.npz").items()}
+        if (folder / f"{name}.npz.xz").exists():
+            out[name] = load_arrays(folder / f"{name}.npz.xz")
     return out
 
 

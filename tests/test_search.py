@@ -140,16 +140,16 @@ def packed(tmp_path: Path) -> Path:
 
 def test_pack_arrays(tmp_path):
     out = packed(tmp_path)
-    vocab = json.loads((out / "vocab.json").read_text())
-    train = np.load(out / "train.npz")
+    vocab = search_pack.load_vocab(out)
+    train = search_pack.load_arrays(out / "train.npz.xz")
     assert train["query"].shape == (200, search_pack.MAX_QUERY)
     assert train["ctx"].shape == (200, search_pack.MAX_CONTEXTS, 3)
     assert (train["ctx"][:, 0, 1] >= 2).all()          # every function has a known first path
-    tables = np.load(out / "tables.npz")
+    tables = search_pack.load_arrays(out / "tables.npz.xz")
     assert tables["path_types"].shape == (len(vocab["paths"]), search_pack.MAX_PATH_NODES)
     assert set(np.unique(tables["path_dirs"][2:])) <= {0, 1, 2, 3}
     assert ((tables["path_dirs"][2:] == 2).sum(1) == 1).all()
-    test = np.load(out / "cosqa_test.npz")
+    test = search_pack.load_arrays(out / "cosqa_test.npz.xz")
     assert list(test["label"][:3]) == [1, 0, -1]
     assert test["code_id"].max() + 1 == len(set(r["code"] for r in json.loads((tmp_path / "cosqa/test_webquery.json").read_text())))
     assert json.loads((out / "summary.json").read_text())["cosqa_test"]["parsed"] == 24
@@ -257,5 +257,6 @@ def test_training_side_needs_no_tree_sitter():
     import sys
 
     code = ("import sys; sys.modules['tree_sitter'] = None\n"
-            "import anycode.model.search_train, anycode.model.search_eval\n")
+            "import anycode.model.search_train, anycode.model.search_eval, anycode.model.search_pack\n"
+            "assert 'anycode.grammars.python' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
