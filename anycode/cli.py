@@ -16,7 +16,7 @@ COMMANDS = {
     "train": "anycode.model.train",
     "eval": "anycode.model.evaluate",
     "export": "anycode.model.export",
-    "search-data": "anycode.model.search_data",
+    "search-data": "anycode.model.search_cli",
 }
 
 

@@ -17,7 +17,9 @@ server use, so that none of them names a language:
   (`set_fields`);
 * typed text (typing along, model/prefix.py, model/holes.py): `tokens`, `typed_tokens`,
   `closers`, `typed_kind`, `value_starts`, `partial_literal_start`, `lone_number`,
-  `ends_in_keyword`, `space_triggers`.
+  `ends_in_keyword`, `space_triggers`;
+* code search (model/search_data.py): a function's documentation (`docstring`), the definitions
+  whose names qualify a function's (`SCOPE_TYPES`, `definition_name`), string literals (`STRING`).
 
 Languages are registered by id in `anycode.grammars` (the registry); a model directory records
 the id of its language in config.json and manifest.json.  `Node` and `Unprintable` are the same
@@ -84,6 +86,8 @@ class Language:
     ATOM_TYPES: frozenset[str] = frozenset()  # types that count as one node when sizing a target
     FUNCTION_TYPES: frozenset[str] = frozenset()     # the context of a hole: the enclosing one of these
     IDENTIFIER: str = "identifier"            # the type of a name (the placeholder parses as one)
+    STRING: str = "string"                    # the type of a string literal (its words count in code search)
+    SCOPE_TYPES: frozenset[str] = frozenset()  # definitions (classes) whose names qualify a function's
     COMMENT: str = "comment"
     ROOT: str = "module"                      # the type of a whole file's tree
     STATEMENT: str = "expression_statement"   # an expression standing as a statement (no hole there)
@@ -200,3 +204,20 @@ class Language:
 
     def space_triggers(self, before: str) -> bool:
         return False
+
+    # ---------------------------------------------------------------- code search
+    def docstring(self, fn):
+        """The tree-sitter node documenting function `fn` (a statement of its body), or None: code
+        search pairs it with the function (as CodeSearchNet does); a language without one gives none."""
+        return None
+
+    def docstring_text(self, doc) -> str:
+        """The text of `docstring`'s node, without its quotes or comment markers."""
+        return doc.text.decode("utf8", "replace")
+
+    def definition_name(self, node) -> str | None:
+        """The name a function or `SCOPE_TYPES` node defines (its "name" field), else None."""
+        if node.type not in self.FUNCTION_TYPES and node.type not in self.SCOPE_TYPES:
+            return None
+        name = node.child_by_field_name("name")
+        return None if name is None else name.text.decode("utf8", "replace")

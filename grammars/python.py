@@ -599,6 +599,8 @@ VALUE_SHAPES = {
 
 # ------------------------------------------------------------------ the language
 
+_STRING_OPENING = re.compile(r"[rRuUbBfF]*('''|\"\"\"|'|\")")
+
 
 class Python(Language):
     """Python, on tree-sitter-python: this module's functions as a `Language`."""
@@ -644,6 +646,28 @@ class Python(Language):
     def fixed_text(self, type_key: str) -> str:
         base = base_type(type_key)
         return _FIXED_TEXT.get(base, base)
+
+    SCOPE_TYPES = frozenset({"class_definition"})
+
+    def docstring(self, fn):
+        """A string literal standing as the first statement of the function's body."""
+        body = fn.child_by_field_name("body")
+        if body is None or body.named_child_count == 0:
+            return None
+        first = body.named_children[0]
+        if first.type == "expression_statement" and first.named_child_count == 1 \
+                and first.named_children[0].type == "string":
+            return first
+        return None
+
+    def docstring_text(self, doc) -> str:
+        """The literal's source without its prefix and quotes (escapes are left as they are)."""
+        raw = doc.named_children[0].text.decode("utf8", "replace")
+        m = _STRING_OPENING.match(raw)
+        if not m:
+            return raw
+        body = raw[m.end():]
+        return body[: -len(m.group(1))] if body.endswith(m.group(1)) else body
 
 
 PYTHON = Python()

@@ -1,4 +1,4 @@
-"""`anycode search-data build`: (query, function) pairs for code search, as CodeSearchNet builds them.
+"""`anycode search-data build` (model/search_cli.py): (query, function) pairs for code search, as CodeSearchNet builds them.
 
 From every function of the corpus split that has a docstring: the query is the docstring's first
 paragraph (at least 3 words), the code is the function's text without its docstring (at least 3
@@ -18,7 +18,7 @@ Each pair is featurized here, where tree-sitter is, for encoders that run where 
   leading "^";
 - `query`: the query's words, split and lowercased like code subtokens.
 
-Written per split under OUT (default data/search/python): `{split}.pairs.jsonl.xz` (project, path,
+Written per split under OUT (default data/search/LANG): `{split}.pairs.jsonl.xz` (project, path,
 line, qualified name, query, code) and `{split}.feat.npz` (the features as ids into the split's own
 string table, ragged with offsets), and `summary.json` with the counts.  `search_pack` turns them
 into fixed vocabularies and the arrays the encoders read.
@@ -41,7 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from anycode.grammars import python as grammar
+from anycode import grammars
+from anycode.grammars import Language, Node
 from anycode.model.corpus import SPLITS, iter_files
 from anycode.model.paths import FlatTree, path_between
 
@@ -59,7 +60,6 @@ FILES_PER_TASK = 64
 
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")   # words, and the parts of identifiers
 _SPACE = re.compile(r"\s+")
-_STRING_PREFIX = re.compile(r"^[rRuUbBfF]*('''|\"\"\"|'|\")")
 
 
 # ---------------------------------------------------------------- words and subtokens
@@ -71,36 +71,26 @@ def words(text: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(text)]
 
 
-def leaf_subtokens(type_key: str, value: str | None) -> list[str]:
+def leaf_subtokens(lang: Language, type_key: str, value: str | None) -> list[str]:
     """What a leaf contributes to the function's subtokens: an identifier's parts, a string's first
     words, a number; a valueless leaf (None, True, pass...) nothing."""
     if value is None:
         return []
-    base = grammar.base_type(type_key)
-    if base == "identifier":
+    base = lang.base_type(type_key)
+    if base == lang.IDENTIFIER:
         return words(value)
-    if base == "string":
+    if base == lang.STRING:
         return words(value)[:MAX_STRING_WORDS]
     return [value.lower()] if len(value) <= 12 else []
 
 
-def leaf_token(type_key: str, value: str | None) -> str:
+def leaf_token(lang: Language, type_key: str, value: str | None) -> str:
     """A path end as the encoders read it: its subtokens joined by spaces, or its type."""
-    subs = leaf_subtokens(type_key, value)[:3]
-    return " ".join(subs) if subs else "<" + grammar.base_type(type_key) + ">"
+    subs = leaf_subtokens(lang, type_key, value)[:3]
+    return " ".join(subs) if subs else "<" + lang.base_type(type_key) + ">"
 
 
 # ---------------------------------------------------------------- docstrings and functions
-
-
-def docstring_text(raw: str) -> str:
-    """The text of a string literal's source, prefix and quotes removed (escapes left as they are)."""
-    m = _STRING_PREFIX.match(raw)
-    if not m:
-        return raw
-    q = m.group(1)
-    body = raw[m.end():]
-    return body[: -len(q)] if body.endswith(q) else body
 
 
 def first_paragraph(doc: str) -> str:
@@ -115,27 +105,14 @@ def first_paragraph(doc: str) -> str:
     return _SPACE.sub(" ", " ".join(para)).strip()[:MAX_QUERY_CHARS]
 
 
-def docstring_node(fn):
-    """The docstring statement of a tree-sitter function node, or None."""
-    body = fn.child_by_field_name("body")
-    if body is None or body.named_child_count == 0:
-        return None
-    first = body.named_children[0]
-    if first.type == "expression_statement" and first.named_child_count == 1 \
-            and first.named_children[0].type == "string":
-        return first
-    return None
-
-
-def qualified_name(fn) -> str:
-    """Outer classes' and functions' names, dotted, down to `fn`'s own."""
+def qualified_name(lang: Language, fn) -> str:
+    """The names of the definitions around a tree-sitter function node, and its own, dotted."""
     names = []
     n = fn
     while n is not None:
-        if n.type in ("function_definition", "class_definition"):
-            name = n.child_by_field_name("name")
-            if name is not None:
-                names.append(name.text.decode("utf8", "replace"))
+        name = lang.definition_name(n)
+        if name is not None:
+            names.append(name)
         n = n.parent
     return ".".join(reversed(names))
 
@@ -149,11 +126,10 @@ def code_without_docstring(source: bytes, fn, doc) -> str:
     return textwrap.dedent(text.decode("utf8", "replace")).rstrip() + "\n"
 
 
-def strip_docstring(node: grammar.Node, doc_start: int) -> grammar.Node:
-    """The converted function without the statement starting at `doc_start` in its body."""
-    for child in node.children:
-        if child.field == "body":
-            child.children = [c for c in child.children if c.start_byte != doc_start]
+def strip_docstring(node: Node, doc) -> Node:
+    """The converted function without the converted docstring statement (found by its bytes)."""
+    for n in node.walk():
+        n.children = [c for c in n.children if (c.start_byte, c.end_byte) != (doc.start_byte, doc.end_byte)]
     return node
 
 
@@ -175,13 +151,13 @@ def path_string(tree: FlatTree, nodes: list[int]) -> str:
     return " ".join(("^" if k == top else "") + tree.types[n].replace(" ", "_") for k, n in enumerate(nodes))
 
 
-def function_features(node: grammar.Node) -> Features:
+def function_features(node: Node, lang: Language) -> Features:
     """Subtokens and path-contexts of a converted function tree (its docstring already removed)."""
-    tree = FlatTree.from_node(node)
+    tree = FlatTree.from_node(node, lang)
     leaves = [i for i in range(len(tree)) if tree.is_leaf(i)]
     code: list[str] = []
     for i in leaves:
-        code.extend(leaf_subtokens(tree.types[i], tree.values[i]))
+        code.extend(leaf_subtokens(lang, tree.types[i], tree.values[i]))
     pairs = [(a, b) for k, a in enumerate(leaves) for b in leaves[k + 1: k + 1 + WINDOW]]
     seed = zlib.crc32(" ".join(code).encode())
     if len(pairs) > 4 * MAX_CONTEXTS:
@@ -191,25 +167,27 @@ def function_features(node: grammar.Node) -> Features:
     for a, b in pairs:
         nodes = path_between(tree.parent, a, b)
         if len(nodes) <= MAX_PATH_NODES:
-            contexts.append((leaf_token(tree.types[a], tree.values[a]), path_string(tree, nodes),
-                             leaf_token(tree.types[b], tree.values[b])))
+            contexts.append((leaf_token(lang, tree.types[a], tree.values[a]), path_string(tree, nodes),
+                             leaf_token(lang, tree.types[b], tree.values[b])))
     if len(contexts) > MAX_CONTEXTS:
         rng = np.random.default_rng(seed + 1)
         contexts = [contexts[i] for i in sorted(rng.choice(len(contexts), MAX_CONTEXTS, replace=False))]
     return Features(code[:MAX_CODE_SUBTOKENS], contexts)
 
 
-def source_features(code: str, parser=None) -> Features | None:
-    """Features of a function given as source text (CoSQA's, a search index's), or None when it does
-    not parse as one function."""
-    parser = parser or grammar.new_parser()
-    tree = parser.parse(code.encode("utf8"))
-    fns = [n.child_by_field_name("definition") if n.type == "decorated_definition" else n
-           for n in tree.root_node.named_children]
-    fns = [n for n in fns if n is not None and n.type in grammar.FUNCTION_TYPES]
-    if tree.root_node.has_error or not fns:
+def source_features(code: str, lang: Language, parser=None) -> Features | None:
+    """Features of a function given as source text (CoSQA's, a search index's): its first function,
+    or None when the text does not parse or holds none."""
+    root = lang.parse(code.encode("utf8"), parser).root_node
+    if root.has_error:
         return None
-    return function_features(grammar.convert(fns[0]))
+    stack = [root]
+    while stack:
+        n = stack.pop()
+        if n.type in lang.FUNCTION_TYPES:
+            return function_features(lang.convert(n), lang)
+        stack.extend(reversed(n.named_children))
+    return None
 
 
 # ---------------------------------------------------------------- pairs of a file
@@ -221,7 +199,7 @@ def keep_function(name: str) -> bool:
     return "test" not in short.lower() and not (short.startswith("__") and short.endswith("__"))
 
 
-def file_pairs(path: Path, rel: str, parser=None) -> tuple[list[dict], Counter]:
+def file_pairs(path: Path, rel: str, lang: Language, parser=None) -> tuple[list[dict], Counter]:
     """Pairs (with features) of one file, and what was skipped, by reason."""
     skipped: Counter = Counter()
     try:
@@ -232,34 +210,34 @@ def file_pairs(path: Path, rel: str, parser=None) -> tuple[list[dict], Counter]:
     if len(source) > MAX_FILE_BYTES or b"\0" in source:
         skipped["huge or binary file"] += 1
         return [], skipped
-    parser = parser or grammar.new_parser()
-    root = parser.parse(source).root_node
+    root = lang.parse(source, parser).root_node
     out = []
     stack = [root]
     while stack:
         n = stack.pop()
         stack.extend(reversed(n.named_children))
-        if n.type not in grammar.FUNCTION_TYPES:
+        if n.type not in lang.FUNCTION_TYPES:
             continue
-        doc = docstring_node(n)
+        doc = lang.docstring(n)
         if doc is None:
             skipped["no docstring"] += 1
             continue
-        pair = function_pair(source, n, doc, rel, skipped)
+        pair = function_pair(source, n, doc, rel, lang, skipped)
         if pair is not None:
             out.append(pair)
     return out, skipped
 
 
-def function_pair(source: bytes, fn, doc, rel: str, skipped: Counter) -> dict | None:
-    name = qualified_name(fn)
+def function_pair(source: bytes, fn, doc, rel: str, lang: Language, skipped: Counter) -> dict | None:
+    """The pair of a documented tree-sitter function node, or None (the reason counted in `skipped`)."""
+    name = qualified_name(lang, fn)
     if not keep_function(name):
         skipped["test or dunder"] += 1
         return None
     if fn.has_error or doc.start_point[0] == fn.start_point[0]:
         skipped["error or one-line docstring"] += 1
         return None
-    query = first_paragraph(docstring_text(doc.named_children[0].text.decode("utf8", "replace")))
+    query = first_paragraph(lang.docstring_text(doc))
     qwords = words(query)
     if len(query.split()) < MIN_QUERY_WORDS or len(qwords) < MIN_QUERY_WORDS:
         skipped["short query"] += 1
@@ -268,18 +246,19 @@ def function_pair(source: bytes, fn, doc, rel: str, skipped: Counter) -> dict | 
     if sum(1 for line in code.splitlines() if line.strip()) < MIN_CODE_LINES:
         skipped["short function"] += 1
         return None
-    feats = function_features(strip_docstring(grammar.convert(fn), doc.start_byte))
+    feats = function_features(strip_docstring(lang.convert(fn), doc), lang)
     return {"path": rel, "line": fn.start_point[0] + 1, "name": name, "query": query, "code": code,
             "f_code": feats.code, "f_ctx": feats.contexts, "f_query": qwords[:MAX_QUERY_WORDS]}
 
 
-def _pairs_of_files(root: str, rels: list[str]) -> tuple[list[dict], Counter]:
-    parser = grammar.new_parser()
+def _pairs_of_files(lang_id: str, root: str, rels: list[str]) -> tuple[list[dict], Counter]:
+    lang = grammars.get(lang_id)
+    parser = lang.new_parser()
     sys.setrecursionlimit(10000)
     out, skipped = [], Counter()
     for rel in rels:
         try:
-            got, sk = file_pairs(Path(root) / rel, rel, parser)
+            got, sk = file_pairs(Path(root) / rel, rel, lang, parser)
         except RecursionError:
             got, sk = [], Counter({"too deep": 1})
         out.extend(got)
@@ -386,7 +365,7 @@ def read_pairs(out: Path, split: str):
 # ---------------------------------------------------------------- build
 
 
-def build_split(corpus: Path, split: str, jobs: int, seen: set[bytes]) -> tuple[list[dict], Counter]:
+def build_split(corpus: Path, split: str, jobs: int, seen: set[bytes], lang_id: str) -> tuple[list[dict], Counter]:
     """The split's pairs in corpus order, without codes in `seen` (which they are added to)."""
     files: list[tuple[str, str]] = []
     for project, path in iter_files(corpus, split):
@@ -395,7 +374,7 @@ def build_split(corpus: Path, split: str, jobs: int, seen: set[bytes]) -> tuple[
     tasks = [files[i: i + FILES_PER_TASK] for i in range(0, len(files), FILES_PER_TASK)]
     pairs, skipped = [], Counter()
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        for task, (got, sk) in zip(tasks, pool.map(_pairs_of_files, [root] * len(tasks),
+        for task, (got, sk) in zip(tasks, pool.map(_pairs_of_files, [lang_id] * len(tasks), [root] * len(tasks),
                                                     [[rel for _, rel in t] for t in tasks])):
             skipped.update(sk)
             project_of = dict((rel, project) for project, rel in task)
@@ -412,21 +391,17 @@ def build_split(corpus: Path, split: str, jobs: int, seen: set[bytes]) -> tuple[
     return pairs, skipped
 
 
-def add_parser(ap: argparse.ArgumentParser) -> None:
-    sub = ap.add_subparsers(dest="action", required=True)
-    b = sub.add_parser("build", help="pairs and features of the corpus splits")
-    b.add_argument("--corpus", type=Path, default=Path("data/corpus/python"))
-    b.add_argument("--out", type=Path, default=Path("data/search/python"))
+def add_arguments(b: argparse.ArgumentParser) -> None:
+    """`anycode search-data build`'s arguments (model/search_cli.py)."""
+    b.add_argument("--lang", default=grammars.DEFAULT, choices=grammars.ids())
+    b.add_argument("--corpus", type=Path, help="default data/corpus/LANG")
+    b.add_argument("--out", type=Path, help="default data/search/LANG")
     b.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    p = sub.add_parser("pack", help="vocabularies and fixed arrays for training (model/search_pack.py)")
-    from anycode.model import search_pack
-    search_pack.add_arguments(p)
 
 
 def run(args) -> int:
-    if args.action == "pack":
-        from anycode.model import search_pack
-        return search_pack.run(args)
+    args.corpus = args.corpus or Path("data/corpus") / args.lang
+    args.out = args.out or Path("data/search") / args.lang
     if not (args.corpus / "manifest.json").exists():
         print(f"error: no corpus at {args.corpus}; run `anycode corpus fetch` first", file=sys.stderr)
         return 2
@@ -434,10 +409,11 @@ def run(args) -> int:
     seen: set[bytes] = set()
     summary = {}
     for split in SPLITS:
-        pairs, skipped = build_split(args.corpus, split, args.jobs, seen)
+        pairs, skipped = build_split(args.corpus, split, args.jobs, seen, args.lang)
         write_split(args.out, split, pairs)
         summary[split] = {"pairs": len(pairs), "projects": len({p["project"] for p in pairs}),
                           "skipped": dict(skipped.most_common())}
         print(f"{split}: {summary[split]}", file=sys.stderr)
+    summary["language"] = args.lang
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     return 0

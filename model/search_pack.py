@@ -138,13 +138,12 @@ def restore_newlines(code: str) -> str:
     return _FLATTENED_INDENT.sub(lambda m: "\n" + m.group(1), code)
 
 
-def cosqa_rows(path: Path, enc: Encoder) -> tuple[list, dict[str, np.ndarray], Counter]:
-    """Encoded rows, labels and function ids of a CoSQA file; functions that do not parse (even with
-    their newlines restored) keep their words and no path-contexts."""
-    from anycode.grammars import python as grammar
+def cosqa_rows(path: Path, enc: Encoder, lang) -> tuple[list, dict[str, np.ndarray], Counter]:
+    """Encoded rows, labels and function ids of a CoSQA file (functions of language `lang`); functions
+    that do not parse (even with their newlines restored) keep their words and no path-contexts."""
     from anycode.model import search_data as sd
 
-    parser = grammar.new_parser()
+    parser = lang.new_parser()
     records = json.loads(Path(path).read_text())
     answers = {}
     answers_file = Path(path).parent / "webquery_answers.txt"
@@ -152,7 +151,7 @@ def cosqa_rows(path: Path, enc: Encoder) -> tuple[list, dict[str, np.ndarray], C
         answers = dict(line.split("\t") for line in answers_file.read_text().split("\n") if "\t" in line)
     rows, labels, code_ids, seen, counts = [], [], [], {}, Counter()
     for r in records:
-        feats = sd.source_features(r["code"], parser) or sd.source_features(restore_newlines(r["code"]), parser)
+        feats = sd.source_features(r["code"], lang, parser) or sd.source_features(restore_newlines(r["code"]), lang, parser)
         counts["parsed" if feats else "words only"] += 1
         if feats is None:
             feats = sd.Features(sd.words(r["code"])[: sd.MAX_CODE_SUBTOKENS], [])
@@ -164,7 +163,7 @@ def cosqa_rows(path: Path, enc: Encoder) -> tuple[list, dict[str, np.ndarray], C
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--data", type=Path, default=Path("data/search/python"), help="what `search-data build` wrote")
+    ap.add_argument("--data", type=Path, required=True, help="what `search-data build` wrote (data/search/LANG)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--cosqa", type=Path, default=Path("../shared/data/cosqa"))
     ap.add_argument("--subtokens", type=int, default=20_000)
@@ -173,12 +172,15 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from anycode import grammars
     from anycode.model.search_data import SplitFeatures
 
     args.out.mkdir(parents=True, exist_ok=True)
+    built = json.loads((args.data / "summary.json").read_text())
+    lang = grammars.get(built.get("language", grammars.DEFAULT))
     train = SplitFeatures(args.data / "train.feat.npz")
     vocab = train_tables(train, {"subtokens": args.subtokens, "paths": args.paths, "ends": args.ends})
-    meta = {"sizes": {k: len(v) for k, v in vocab.items()},
+    meta = {"language": lang.id, "sizes": {k: len(v) for k, v in vocab.items()},
             "limits": {"query": MAX_QUERY, "code": MAX_CODE, "contexts": MAX_CONTEXTS,
                        "path_nodes": MAX_PATH_NODES, "end_subtokens": MAX_END_SUBTOKENS}}
     (args.out / "meta.json").write_text(json.dumps(meta))
@@ -193,7 +195,7 @@ def run(args) -> int:
         summary[split] = len(rows)
     for name, file in COSQA_SETS.items():
         if (args.cosqa / file).exists():
-            rows, extra, counts = cosqa_rows(args.cosqa / file, enc)
+            rows, extra, counts = cosqa_rows(args.cosqa / file, enc, lang)
             save_arrays(args.out / f"{name}.npz.xz", {**to_arrays(rows, vocab), **extra})
             summary[name] = {"pairs": len(rows), **counts}
     summary["sizes"] = meta["sizes"]

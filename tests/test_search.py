@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anycode.grammars import python as grammar
+from anycode import grammars
 from anycode.model import search_data as sd
 from anycode.model import search_eval, search_pack
 
@@ -52,15 +52,18 @@ def make_corpus(root: Path, per_split: dict[str, int]) -> Path:
 # ---------------------------------------------------------------- pairs
 
 
+PY = grammars.get("python")
+
+
 def parse_function(src: str):
-    root = grammar.parse(src.encode()).root_node
+    root = PY.parse(src.encode()).root_node
     return src.encode(), [n for n in root.named_children if n.type == "function_definition"][0]
 
 
 def test_pair_is_first_paragraph_and_code_without_docstring():
     src = function_source("read", "file", "path", 7)
     source, fn = parse_function(src)
-    pair = sd.function_pair(source, fn, sd.docstring_node(fn), "m.py", __import__("collections").Counter())
+    pair = sd.function_pair(source, fn, PY.docstring(fn), "m.py", PY, __import__("collections").Counter())
     assert pair["query"] == "Read the file given by path number 7."
     assert '"""' not in pair["code"] and "More words" not in pair["code"]
     assert pair["code"].startswith("def read_file_7(path, option=None):\n    file_value = load_file(path)")
@@ -81,14 +84,14 @@ def test_pair_is_first_paragraph_and_code_without_docstring():
 ])
 def test_pair_filters(src, reason, tmp_path):
     (tmp_path / "m.py").write_text(src)
-    pairs, skipped = sd.file_pairs(tmp_path / "m.py", "m.py")
+    pairs, skipped = sd.file_pairs(tmp_path / "m.py", "m.py", PY)
     assert pairs == [] and skipped[reason] == 1
 
 
 def test_methods_get_qualified_names(tmp_path):
     body = function_source("sort", "list", "items", 1).replace("\n", "\n    ")
     (tmp_path / "m.py").write_text("class Sorter:\n    " + body)
-    pairs, _ = sd.file_pairs(tmp_path / "m.py", "m.py")
+    pairs, _ = sd.file_pairs(tmp_path / "m.py", "m.py", PY)
     assert [(p["name"], p["line"]) for p in pairs] == [("Sorter.sort_list_1", 2)]
     assert pairs[0]["code"].startswith("def sort_list_1(items")
 
@@ -99,7 +102,7 @@ def test_build_dedups_across_splits_and_round_trips(tmp_path):
     (corpus / "dev" / "proj_dev" / "dup.py").write_text(dup)
     (corpus / "train" / "proj_train" / "dup.py").write_text(dup)
     out = tmp_path / "search"
-    assert sd.run(argparse.Namespace(action="build", corpus=corpus, out=out, jobs=1)) == 0
+    assert sd.run(argparse.Namespace(action="build", corpus=corpus, out=out, jobs=1, lang="python")) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["train"]["pairs"] == 31 and summary["dev"]["pairs"] == 10
     assert summary["dev"]["skipped"]["duplicate"] == 1
@@ -116,14 +119,14 @@ def test_build_dedups_across_splits_and_round_trips(tmp_path):
 def test_flattened_cosqa_function_parses_once_restored():
     flat = ('def get_file_string(filepath):     """Get string from file."""     with open(filepath) as f:'
             '         return f.read()')
-    assert grammar.parse(flat.encode()).root_node.has_error
-    feats = sd.source_features(search_pack.restore_newlines(flat))
+    assert PY.parse(flat.encode()).root_node.has_error
+    feats = sd.source_features(search_pack.restore_newlines(flat), PY)
     assert feats is not None and feats.code[:3] == ["get", "file", "string"] and feats.contexts
 
 
 def packed(tmp_path: Path) -> Path:
     corpus = make_corpus(tmp_path, {"train": 200, "dev": 40, "test": 40})
-    assert sd.run(argparse.Namespace(action="build", corpus=corpus, out=tmp_path / "search", jobs=1)) == 0
+    assert sd.run(argparse.Namespace(action="build", corpus=corpus, out=tmp_path / "search", jobs=1, lang="python")) == 0
     cosqa = tmp_path / "cosqa"
     cosqa.mkdir()
     recs = [{"idx": f"d{i}", "doc": f"{v} {n}", "code": function_source(v, n, a, i), "label": i % 2}
