@@ -71,7 +71,8 @@ class Node:
 class Language:
     """The interface; a language subclasses it and fills in every attribute and method.
 
-    Instances are compared and hashed by identity (one per registered id), so they may key caches."""
+    Languages compare and hash by id: a copy (a tree's language unpickled in a worker process) is the
+    same language as the registry's instance, and either may key a cache."""
 
     id: str = ""                              # the registry's key, as model directories record it
     language_ids: frozenset[str] = frozenset()  # LSP languageIds of its documents
@@ -103,10 +104,10 @@ class Language:
         return f"<Language {self.id}>"
 
     def __hash__(self) -> int:
-        return id(self)
+        return hash(self.id)
 
     def __eq__(self, other) -> bool:
-        return self is other
+        return isinstance(other, Language) and other.id == self.id
 
     # ---------------------------------------------------------------- parsing and the tree
     def new_parser(self):

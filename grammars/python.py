@@ -15,6 +15,9 @@ copy it whole from the context or generate it when it is frequent ('' or
 
 `print_node` prints an expression subtree back to source text.  Node types it
 does not know raise `Unprintable`; the data pipeline counts them.
+
+`PYTHON` (class `Python`) is all of this as a `Language` (grammars/language.py), the registry's
+"python"; model/ and server/ reach it only through the registry.
 """
 from __future__ import annotations
 

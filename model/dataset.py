@@ -328,7 +328,7 @@ def build_split(corpus_dir: Path, out_dir: Path, split: str, jobs: int, lang: La
         expected |= {path, path.with_suffix(".json")}
         meta_path = path.with_suffix(".json")
         meta = json.loads(meta_path.read_text()) if path.exists() and meta_path.exists() else None
-        if meta is not None and meta.get("version") == SHARD_VERSION and grammars.of_config(meta) is lang:
+        if meta is not None and meta.get("version") == SHARD_VERSION and grammars.of_config(meta) == lang:
             metas.append(meta)
         else:
             todo.append((path, chunk))

@@ -44,7 +44,7 @@ class ModelHost:
     def serves(self, lang: Language) -> bool:
         """May the completer answer for documents of `lang` (the language its model directory
         records)?  While no model is loaded, yes: the request waits for the model and asks again."""
-        return self.completer is None or self.completer.lang is lang
+        return self.completer is None or self.completer.lang == lang
 
     async def wait_ready(self, deadline: float) -> bool:
         if self.state == "loading":
