@@ -17,6 +17,7 @@ COMMANDS = {
     "eval": "anycode.model.evaluate",
     "export": "anycode.model.export",
     "search-data": "anycode.model.search_cli",
+    "search": "anycode.model.search_index",
 }
 
 

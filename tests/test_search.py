@@ -235,6 +235,7 @@ def test_training_learns_resumes_and_exports(packed_dir, tmp_path):
 
 
 def test_bm25_ranks_word_overlap_first():
+    pytest.importorskip("bm25s", reason="the train extra (bm25s) is not installed")
     from anycode.model.search_bm25 import score_matrix
 
     docs = [sd.words("def sort_list(items): return sorted(items)"),
@@ -245,6 +246,7 @@ def test_bm25_ranks_word_overlap_first():
 
 
 def test_bm25_report_on_built_pairs(packed_dir):
+    pytest.importorskip("bm25s", reason="the train extra (bm25s) is not installed")
     from anycode.model import search_bm25
 
     search = packed_dir.parent / "search"
@@ -263,3 +265,41 @@ def test_training_side_needs_no_tree_sitter():
             "import anycode.model.search_train, anycode.model.search_eval, anycode.model.search_pack\n"
             "assert 'anycode.grammars.python' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------- anycode search (BM25)
+
+
+def run_search(args: list[str], cwd: Path, cache: Path):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "anycode", "search", *args, "--cache", str(cache)],
+                          cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_search_cli_indexes_queries_and_follows_edits(tmp_path):
+    pytest.importorskip("bm25s", reason="the search extra (bm25s) is not installed")
+    proj, cache = tmp_path / "proj", tmp_path / "cache"
+    (proj / "pkg").mkdir(parents=True)
+    (proj / "pkg" / "io.py").write_text(function_source("read", "file", "path", 1) + "\n\n"
+                                        + function_source("write", "csv", "rows", 2))
+    (proj / "pkg" / "net.py").write_text("class Client:\n    " + function_source("send", "request", "url", 3).replace("\n", "\n    "))
+    (proj / "broken.py").write_text("def f(:\n")
+    (proj / "blob.py").write_bytes(b"\0\1\2")
+    r = run_search(["send a request to a url", "."], proj, cache)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("pkg/net.py:2: Client.send_request_3 ") and float(lines[0].split()[-1]) > 0
+    assert "skipped" in r.stderr and "broken.py: does not parse" in r.stderr and "blob.py: binary" in r.stderr
+    assert "bm25 over 3 functions of 4 files (4 re-read)" in r.stderr
+    r = run_search(["write csv rows", ".", "-n", "1"], proj, cache)
+    assert r.stdout.splitlines() == [r.stdout.splitlines()[0]] and "pkg/io.py:" in r.stdout and "(0 re-read)" in r.stderr
+    (proj / "pkg" / "io.py").write_text(function_source("resize", "image", "size", 9))
+    r = run_search(["write csv rows", "."], proj, cache)
+    assert "(1 re-read)" in r.stderr and "write_csv" not in r.stdout
+    assert run_search(["", "."], proj, cache).stdout == ""
+    for index in cache.glob("index-*.json.gz"):
+        index.write_bytes(b"not gzip")
+    r = run_search(["resize image", "."], proj, cache)
+    assert r.returncode == 0 and "rebuilt" in r.stderr and "resize_image_9" in r.stdout
