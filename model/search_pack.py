@@ -117,10 +117,11 @@ def dtype_for(n: int):
     return np.uint16 if n <= 65535 else np.int32
 
 
-def to_arrays(rows: list, vocab: dict) -> dict[str, np.ndarray]:
-    """Padded arrays of encoded rows (lists of ids as `Encoder.row` gives them)."""
+def to_arrays(rows: list, sizes: dict[str, int]) -> dict[str, np.ndarray]:
+    """Padded arrays of encoded rows (lists of ids as `Encoder.row` gives them); `sizes`, the
+    vocabularies' lengths, choose the narrowest integer type."""
     n = len(rows)
-    sub_t, ctx_t = dtype_for(len(vocab["subtokens"])), dtype_for(max(len(vocab["paths"]), len(vocab["ends"])))
+    sub_t, ctx_t = dtype_for(sizes["subtokens"]), dtype_for(max(sizes["paths"], sizes["ends"]))
     query = np.zeros((n, MAX_QUERY), sub_t)
     code = np.zeros((n, MAX_CODE), sub_t)
     ctx = np.zeros((n, MAX_CONTEXTS, 3), ctx_t)
@@ -191,12 +192,12 @@ def run(args) -> int:
     for split in ("train", "dev", "test"):
         feats = train if split == "train" else SplitFeatures(args.data / f"{split}.feat.npz")
         rows = [enc.row(feats.tokens("query", i), feats.tokens("code", i), feats.contexts(i)) for i in range(len(feats))]
-        save_arrays(args.out / f"{split}.npz.xz", to_arrays(rows, vocab))
+        save_arrays(args.out / f"{split}.npz.xz", to_arrays(rows, meta["sizes"]))
         summary[split] = len(rows)
     for name, file in COSQA_SETS.items():
         if (args.cosqa / file).exists():
             rows, extra, counts = cosqa_rows(args.cosqa / file, enc, lang)
-            save_arrays(args.out / f"{name}.npz.xz", {**to_arrays(rows, vocab), **extra})
+            save_arrays(args.out / f"{name}.npz.xz", {**to_arrays(rows, meta["sizes"]), **extra})
             summary[name] = {"pairs": len(rows), **counts}
     summary["sizes"] = meta["sizes"]
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))

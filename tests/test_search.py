@@ -303,3 +303,57 @@ def test_search_cli_indexes_queries_and_follows_edits(tmp_path):
         index.write_bytes(b"not gzip")
     r = run_search(["resize image", "."], proj, cache)
     assert r.returncode == 0 and "rebuilt" in r.stderr and "resize_image_9" in r.stdout
+
+
+# ---------------------------------------------------------------- export and runtime
+
+
+def test_exported_encoders_match_torch_and_featurize_source_as_training_did(packed_dir, tmp_path):
+    """ONNX Runtime's vectors equal torch's (the same half-precision weights) for packed rows, and the
+    runtime's own featurization of a function's source gives the packed row's vector."""
+    import torch
+    from anycode.model import search_train as st
+    from anycode.model.search_export import export
+    from anycode.model.search_runtime import SearchEncoders
+
+    data = st.load_packed(packed_dir)
+    cfg, _ = st.make_config(data, "tiny", "attention", {})
+    torch.manual_seed(1)
+    model = st.SearchModel(cfg, {k: torch.from_numpy(v) for k, v in data["tables"].items()})
+    st.save_best(tmp_path / "w.pt", model, data["tables"], {"step": 0, "dev_mrr": 0.0})
+    out = export(tmp_path / "w.pt", packed_dir, tmp_path / "onnx")
+    enc = SearchEncoders(out)
+    ref = st.load_model(tmp_path / "w.pt")
+    dev = st.tensors({k: v[:5] for k, v in data["dev"].items()}, "cpu")
+    with torch.no_grad():
+        want_q = ref.encode_query(dev["query"]).numpy()
+        want_c = ref.encode_code(dev["code"], dev["ctx"]).numpy()
+    pairs = list(sd.read_pairs(packed_dir.parent / "search", "dev"))[:5]
+    got_q = enc.queries([p["query"] for p in pairs])
+    got_c = enc.functions([sd.source_features(p["code"], PY) for p in pairs])
+    assert got_q.shape == want_q.shape == (5, cfg.d)
+    np.testing.assert_allclose(got_q, want_q, atol=1e-4, rtol=1e-3)
+    np.testing.assert_allclose(got_c, want_c, atol=1e-4, rtol=1e-3)
+    assert enc.queries([]).shape == (0, cfg.d)
+    assert json.loads((out / "config.json").read_text())["fusion"] == "attention"
+
+    # `anycode search --model`: every function, ranked by the inner product of the runtime's vectors
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "m.py").write_text("\n\n".join(p["code"] for p in pairs))
+    r = run_search(["read the file", ".", "--model", str(out), "-n", "3"], proj, tmp_path / "cache")
+    assert r.returncode == 0 and "# encoders" in r.stderr, r.stderr
+    feats = [sd.source_features(p["code"], PY) for p in pairs]
+    scores = enc.functions(feats).astype(np.float16).astype(np.float32) @ enc.queries(["read the file"])[0]
+    want = [f"m.py:{1 + sum(p['code'].count(chr(10)) + 2 for p in pairs[:i])}: {pairs[i]['name'].split('.')[-1]} "
+            f"{scores[i]:.2f}" for i in np.argsort(-scores)[:3]]
+    assert r.stdout.splitlines() == want
+
+
+def test_search_runtime_and_command_need_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import anycode.model.search_runtime, anycode.model.search_index, anycode.model.search_data\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
