@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-train demo test bench clean
+.PHONY: install install-train demo test test-fast bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: $(BIN)/.installed
 test: $(BIN)/.installed-train
 	command -v nvim >/dev/null || (apt-get update -qq && apt-get install -y -qq neovim >/dev/null)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# the suite without its slow end-to-end runs (pyproject.toml's `slow` marker)
+test-fast: $(BIN)/.installed-train
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not soak"
 
 # completion latency, memory, start-up: the measured sections of docs/bench.md, in process
 # (model/bench.py), then through LSP with holebench on the same test split (server/bench.py), then

@@ -33,6 +33,7 @@ def test_the_sessions():
     assert encodings == {"utf-8", "utf-16"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", SESSIONS, ids=lambda p: p.stem)
 def test_replay(path, model_settings):
     extra = dict(model_settings)

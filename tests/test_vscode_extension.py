@@ -9,6 +9,7 @@ import pytest
 EXT = Path(__file__).resolve().parent.parent / "vscode-extension"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not installed")
 def test_extension_builds_and_packages():
     done = subprocess.run(["bash", str(EXT / "build.sh")], capture_output=True, text=True, timeout=900)
