@@ -116,7 +116,7 @@ class ContextCache(LRUCache):
 class ScoreMemo:
     """The network's outputs for the hypotheses scored in one context, kept for the next request in
     the same context: typing along at a hole leaves the context as it was, and most hypotheses of
-    the search come back (57% of the score rows of the bench's typing-along requests)."""
+    the search come back (docs/bench.md counts how many of the typing-along requests' score rows)."""
 
     def __init__(self, max_rows: int = 2048):
         self.max_rows = max_rows

@@ -45,12 +45,10 @@ nothing.
 The out directory receives the graphs, config.json, vocab.json, grammar.json and
 manifest.json (sizes and sha256 of every file, checked at load).
 
-`int8` (the default of the command, what ships since 2026-12-01) quantizes the MatMul weights of
-every graph dynamically (the LSTM graphs too since 2026-12-02 evening: 10% faster completions, the
-same targets found on 600 holes; the embedding tables stay fp32).  On the AVX-512 VNNI development
-CPU the score graph is about 2x faster than fp32 arithmetic, and holebench's accuracy on 200 holes
-moved by one tree@1 hole (docs/bench.md); on the CUDA provider the runtime turns the int8 graphs
-back into float graphs at load (model/float_graphs.py).  The torch
+`int8` (the default of the command, what ships) quantizes the MatMul weights of every graph
+dynamically, the LSTM graphs included; the embedding tables stay fp32.  docs/bench.md has what it
+gains in speed and costs in accuracy.  On the CUDA provider the runtime turns the int8 graphs back
+into float graphs at load (model/float_graphs.py).  The torch
 reference the parity tests hold these graphs to is model/torch_backend.py.
 """
 from __future__ import annotations

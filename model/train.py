@@ -57,7 +57,7 @@ class TrainConfig:
     dropout: float = 0.25          # transformer
     lstm_dropout: float = 0.5      # LSTM inputs
     context_once: bool = False     # the speed experiment of SLMConfig.context_once
-    file_tokens: int = 256         # SLMConfig.file_tokens: the file's identifiers copied whole (run 5); 0: the paper's
+    file_tokens: int = 256         # SLMConfig.file_tokens: the file's identifiers copied whole; 0: the paper's
     # features
     max_paths: int = 200
     max_length: int = 24
