@@ -19,6 +19,7 @@ import json
 import math
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -223,13 +224,19 @@ def main(argv: list[str] | None = None) -> int:
     for k, fusion in enumerate(variants):
         left = args.minutes * 60 - (time.time() - t_start)
         args.seconds = max(1.0, left / (len(variants) - k) - 20.0)   # what evaluation takes, roughly
-        results[fusion] = train_variant(data, args.out / fusion, fusion, args)
+        try:
+            results[fusion] = train_variant(data, args.out / fusion, fusion, args)
+        except Exception as e:  # noqa: BLE001 - one variant's failure must not cost the others their time
+            traceback.print_exc()
+            results[fusion] = {"fusion": fusion, "error": repr(e)}
         print(json.dumps(results[fusion]), file=sys.stderr, flush=True)
         if args.export:
             args.export.mkdir(parents=True, exist_ok=True)
-            (args.export / f"search_{fusion}.pt").write_bytes((args.out / fusion / "best.pt").read_bytes())
+            best = args.out / fusion / "best.pt"
+            if best.exists():
+                (args.export / f"search_{fusion}.pt").write_bytes(best.read_bytes())
             (args.export / "search_eval.json").write_text(json.dumps(results, indent=1))
-    return 0
+    return 1 if any("error" in r for r in results.values()) else 0
 
 
 if __name__ == "__main__":

@@ -357,3 +357,13 @@ def test_search_runtime_and_command_need_no_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
             "import anycode.model.search_runtime, anycode.model.search_index, anycode.model.search_data\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_failing_variant_leaves_the_others_their_run(packed_dir, tmp_path):
+    from anycode.model import search_train as st
+
+    code = st.main(["--data", str(packed_dir), "--out", str(tmp_path / "run"), "--variants", "nosuch,semantic",
+                    "--config", "tiny", "--device", "cpu", "--export", str(tmp_path / "x"), "--minutes", "0.2"])
+    res = json.loads((tmp_path / "x" / "search_eval.json").read_text())
+    assert code == 1 and "fusion must be one of" in res["nosuch"]["error"]
+    assert res["semantic"]["test_csn"]["queries"] == 40 and (tmp_path / "x" / "search_semantic.pt").exists()
