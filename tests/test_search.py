@@ -367,3 +367,16 @@ def test_a_failing_variant_leaves_the_others_their_run(packed_dir, tmp_path):
     res = json.loads((tmp_path / "x" / "search_eval.json").read_text())
     assert code == 1 and "fusion must be one of" in res["nosuch"]["error"]
     assert res["semantic"]["test_csn"]["queries"] == 40 and (tmp_path / "x" / "search_semantic.pt").exists()
+
+
+def test_table_rows_from_search_eval():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("search_table", Path(__file__).parent.parent / "tools/search_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    got = mod.rows({"sum": {"dev_csn": {"mrr": 0.5}, "test_csn": {"mrr": 0.25},
+                            "cosqa": {"dev_mrr_answered": {"mrr": 0.1}, "dev_accuracy_5fold": 0.6,
+                                      "test_mrr_all_pairs": {"mrr": 0.2}}},
+                    "attention": {"fusion": "attention", "error": "OOM"}})
+    assert got == ["| weighted sum | 0.500 | 0.250 | 0.100 | 0.600 | 0.200 |", "| attention | failed: OOM | | | | |"]
