@@ -58,6 +58,8 @@ def graphs_of(context_once: bool) -> tuple[str, ...]:
     """The graphs model/export.py writes and the runtime loads; context_once models have one more."""
     return GRAPHS + ("contextualize",) if context_once else GRAPHS
 MAX_DOCUMENTS = 32
+# a typed start whose search found nothing is searched again this many times as wide
+WIDEN = 4
 
 
 class ModelError(RuntimeError):
@@ -310,7 +312,7 @@ class Completer:
         self.overshoot = 0.1
         self.stats = {"requests": 0, "no_hole": 0, "completions": 0, "cancelled": 0, "deadline": 0, "closing": 0,
                       "incremental_parses": 0, "context_hits": 0, "context_misses": 0,
-                      "dropped_unparsable": 0, "dropped_typed": 0, "dropped_forced": 0}
+                      "dropped_unparsable": 0, "dropped_typed": 0, "dropped_forced": 0, "widened": 0}
         self.last: dict = {}
 
     # ------------------------------------------------------------ documents
@@ -412,6 +414,26 @@ class Completer:
         self.stats["context_hits" if ctx.stats["context_hit"] else "context_misses"] += 1
         t1 = time.perf_counter()
         prefix = Prefix(hole.typed, hole.typed_type, lang=self.lang)
+        timing = {"search_ms": 0.0, "verify_ms": 0.0}
+
+        def answers(width: int) -> list[Candidate]:
+            return self._answers(ctx, hole, prefix, width, max_items, check, deadline, closing, timing)
+
+        out = answers(beam_size)
+        if not out and prefix and (deadline is None or time.monotonic() < deadline):
+            # every tree of the beam lost: under a typed start, longer chains that agree with it
+            # (`op.get().strip().strip()...`) can push the short answer (`op.get_bind`) out of a
+            # narrow beam early; a wider one keeps it
+            self.stats["widened"] += 1
+            out = answers(beam_size * WIDEN)
+        self.stats["completions"] += 1
+        last.update(ctx.stats, **timing, total_ms=(time.perf_counter() - t0) * 1e3, candidates=len(out))
+        return out
+
+    def _answers(self, ctx, hole, prefix, beam_size, max_items, check, deadline, closing, timing) -> list[Candidate]:
+        """The search's finished trees at one beam width, as candidates: printed, checked against the
+        typed text and in the buffer, best first."""
+        t1 = time.perf_counter()
         finished = self.decoder.search(ctx, beam_size, prefix, max_steps=self.max_steps,
                                        soft_steps=self.soft_steps, max_depth=self.max_depth, check=check,
                                        keep=max(beam_size, max_items),
@@ -425,8 +447,7 @@ class Completer:
                 break
             if self.drop_forced and f.hyp.nsteps > self.soft_steps:
                 # closed only because the search steered it closed: a chain the model was lost in
-                # (seen after typed starts it cannot produce, `base64.now().strip().strip()...`);
-                # none was right in 54 such candidates of 150 test holes (docs/bench.md)
+                # (seen after typed starts it cannot produce, `base64.now().strip().strip()...`)
                 self.stats["dropped_forced"] += 1
                 continue
             node = build_node(f.hyp, self.lang)
@@ -446,9 +467,8 @@ class Completer:
                 continue
             # as the user typed its start; after a typed `f(a, ` the whole call, closed
             out.append(Candidate(hole.lead + prefix.respell(text) + hole.closers, f.logp, hole.start, hole.end))
-        self.stats["completions"] += 1
-        last.update(ctx.stats, search_ms=(t2 - t1) * 1e3, verify_ms=(time.perf_counter() - t2) * 1e3,
-                    total_ms=(time.perf_counter() - t0) * 1e3, candidates=len(out))
+        timing["search_ms"] += (t2 - t1) * 1e3
+        timing["verify_ms"] += (time.perf_counter() - t2) * 1e3
         return out
 
 
