@@ -182,6 +182,20 @@ def test_operand_that_does_not_finish_the_expression(completer, typed):
         assert parses(src[: c.start] + c.text.encode() + src[c.end:]), c.text
 
 
+def test_typed_start_lost_by_a_narrow_beam_is_searched_wider(completer):
+    """`inspect(op.|())`: attribute chains that agree with `op.` fill a beam of 5 and the short
+    answers never finish; the search runs again wider and answers."""
+    src = (DATA / "dagster_alembic_005.py").read_bytes()
+    at = src.index(b"op.get_bind()")
+    buf = src[:at] + b"op." + src[at + len(b"op.get_bind"):]
+    if completer.manifest.get("untrained"):
+        pytest.skip("needs the trained model")
+    items = completer.complete(buf, at + 3)
+    assert items and all(c.text.startswith("op.") and (c.start, c.end) == (at, at + 3) for c in items)
+    for c in items:
+        assert parses(buf[: c.start] + c.text.encode() + buf[c.end:]), c.text
+
+
 def test_cancellation(completer):
     src, cursor, _ = holes_of(DATA / "string.py", 1)[0]
     with pytest.raises(Cancelled):
