@@ -2,7 +2,7 @@
 
     python -m anycode.model.search_export WEIGHTS PACKED OUT
 
-WEIGHTS is a `search_train` best-weights file (search_VARIANT.pt), PACKED the `search-data pack`
+WEIGHTS is a `search_train` weights file (a run's best.pt, or search_best.pt from a device call), PACKED the `search-data pack`
 folder it was trained from (its vocabularies).  OUT gets `search_query.onnx` (query ids [B, Q] ->
 vectors [B, W]), `search_code.onnx` (code ids [B, C] and path-contexts [B, K, 3] -> vectors [B, W]),
 both with their weights stored in half precision, `vocab.json.xz` and `config.json` (the fusion,
@@ -44,7 +44,7 @@ class CodeGraph(nn.Module):
 def export(weights: Path, packed: Path, out: Path) -> Path:
     """The ONNX encoders of `weights` with the vocabularies of `packed`, in `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    model = load_model(weights)
+    model = load_model(weights, packed=packed)
     meta = json.loads((packed / "meta.json").read_text())
     lim = meta["limits"]
     q = torch.ones(2, lim["query"], dtype=torch.long)

@@ -9,8 +9,9 @@ seconds the dev MRR (CodeSearchNet's protocol) is measured and the best weights 
 resumable: OUT/VARIANT/ckpt.pt holds the weights, the optimizer, the step and the time trained, and
 a second call continues where it stopped (the planned time is the first call's).  At the end each
 variant's best weights are measured on dev, test and CoSQA, written to OUT/VARIANT/eval.json and,
-with `--export DIR`, as DIR/search_VARIANT.pt (half precision, with the path and end tables) and
-DIR/search_eval.json.  numpy and torch only: it runs where tree-sitter is not installed.
+with `--export DIR`, DIR/search_eval.json (every variant's figures, and which is best by dev MRR)
+and DIR/search_best.pt, the best variant's weights (half precision, without the path and end
+tables, which the packed folder holds: small enough to come back from a device call).  numpy and torch only: it runs where tree-sitter is not installed.
 """
 from __future__ import annotations
 
@@ -110,16 +111,28 @@ def batch_indices(n: int, batch: int, step: int, seed: int) -> torch.Tensor:
 
 
 def save_best(path: Path, model: SearchModel, tables: dict, info: dict) -> None:
-    """Half-precision weights, config, tables and how they scored: what an export or eval reads."""
-    state = {k: v.detach().to(torch.float16).cpu() for k, v in model.state_dict().items()}
-    torch.save({"config": model.cfg.to_dict(), "state": state, "info": info,
-                "tables": {k: torch.from_numpy(v.astype(np.int32)) for k, v in tables.items()}}, path)
+    """Half-precision weights, config, tables and how they scored: what an export or eval reads.
+    A tensor shared under several names (the subtoken embeddings) is stored once."""
+    state, done = {}, {}
+    for k, v in model.state_dict().items():
+        key = (v.data_ptr(), v.shape)
+        if key not in done:
+            done[key] = v.detach().to(torch.float16).cpu()
+        state[k] = done[key]
+    small = {k: torch.from_numpy(v.astype(np.int16 if v.max(initial=0) < 2 ** 15 else np.int32)) for k, v in tables.items()}
+    torch.save({"config": model.cfg.to_dict(), "state": state, "info": info, "tables": small}, path)
 
 
-def load_model(path: Path, device: str = "cpu") -> SearchModel:
-    """A model from `save_best`'s file, in float32, in eval mode."""
+def load_model(path: Path, device: str = "cpu", packed: Path | None = None) -> SearchModel:
+    """A model from `save_best`'s file, in float32, in eval mode.  A file brought back from the
+    device lacks the path and end tables: they come from the `packed` folder it was trained on."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    model = SearchModel(SearchConfig(**blob["config"]), blob["tables"])
+    tables = blob.get("tables")
+    if tables is None:
+        if packed is None:
+            raise ValueError(f"{path} holds no tables: give the packed folder it was trained on")
+        tables = {k: torch.from_numpy(v) for k, v in load_arrays(Path(packed) / "tables.npz.xz").items()}
+    model = SearchModel(SearchConfig(**blob["config"]), tables)
     model.load_state_dict({k: v.float() for k, v in blob["state"].items()})
     return model.to(device).eval()
 
@@ -231,12 +244,20 @@ def main(argv: list[str] | None = None) -> int:
             results[fusion] = {"fusion": fusion, "error": repr(e)}
         print(json.dumps(results[fusion]), file=sys.stderr, flush=True)
         if args.export:
-            args.export.mkdir(parents=True, exist_ok=True)
-            best = args.out / fusion / "best.pt"
-            if best.exists():
-                (args.export / f"search_{fusion}.pt").write_bytes(best.read_bytes())
-            (args.export / "search_eval.json").write_text(json.dumps(results, indent=1))
+            export_results(args.export, args.out, results)
     return 1 if any("error" in r for r in results.values()) else 0
+
+
+def export_results(folder: Path, runs: Path, results: dict) -> None:
+    """search_eval.json, and the best variant's weights so far as search_best.pt (without tables)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    done = {f: r for f, r in results.items() if "error" not in r}
+    best = max(done, key=lambda f: done[f]["dev_csn"]["mrr"]) if done else None
+    if best is not None:
+        blob = torch.load(runs / best / "best.pt", map_location="cpu", weights_only=True)
+        blob.pop("tables", None)
+        torch.save(blob, folder / "search_best.pt")
+    (folder / "search_eval.json").write_text(json.dumps({"best": best, **results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -222,10 +222,15 @@ def test_training_learns_resumes_and_exports(packed_dir, tmp_path):
     history = state["history"]
     chance = float(np.mean(1.0 / np.arange(1, 41)))          # 40 dev pairs in one chunk
     assert max(m for _, _, m in history) > 2 * chance
-    res = json.loads((export / "search_eval.json").read_text())["concat"]
+    res = json.loads((export / "search_eval.json").read_text())
+    assert res["best"] == "concat"
+    res = res["concat"]
     assert res["dev_csn"]["queries"] == 40 and res["test_csn"]["mrr"] > chance
     assert res["cosqa"]["test_accuracy_labelled"]["pairs"] == 2
-    assert (export / "search_concat.pt").exists()
+    with pytest.raises(ValueError, match="no tables"):
+        st.load_model(export / "search_best.pt")
+    model = st.load_model(export / "search_best.pt", packed=packed_dir)
+    assert model.cfg.fusion == "concat" and model.emb.weight.data_ptr() == model.query.emb.weight.data_ptr()
     assert st.main(args + ["--minutes", "0.3"]) == 0          # resumes: more steps on the same run
     state = __import__("torch").load(run / "concat" / "ckpt.pt", weights_only=False)["state"]
     assert state["step"] > first_steps and state["planned_s"] < 40
@@ -366,7 +371,8 @@ def test_a_failing_variant_leaves_the_others_their_run(packed_dir, tmp_path):
                     "--config", "tiny", "--device", "cpu", "--export", str(tmp_path / "x"), "--minutes", "0.2"])
     res = json.loads((tmp_path / "x" / "search_eval.json").read_text())
     assert code == 1 and "fusion must be one of" in res["nosuch"]["error"]
-    assert res["semantic"]["test_csn"]["queries"] == 40 and (tmp_path / "x" / "search_semantic.pt").exists()
+    assert res["semantic"]["test_csn"]["queries"] == 40 and res["best"] == "semantic"
+    assert (tmp_path / "x" / "search_best.pt").exists()
 
 
 def test_table_rows_from_search_eval():
