@@ -6,7 +6,7 @@ own strings): subtokens (code, query words and path ends share one table), node 
 (each stored once as its subtokens).  Ids 0 and 1 are padding and unknown in every table.
 
 Written to OUT (a folder that can travel to a machine without tree-sitter), each array file an
-uncompressed .npz inside xz (`save_arrays`: a third smaller than deflate's .npz):
+uncompressed .npz inside xz (`save_arrays`: xz finds more to share in raw ids than deflate does):
 
 - `vocab.json.xz`: the tables as strings; `meta.json`: their sizes and the limits the arrays were cut at;
 - `tables.npz.xz`: `path_types` [P, L] and `path_dirs` [P, L] (1 up, 2 top, 3 down, 0 padding),
