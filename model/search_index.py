@@ -8,9 +8,10 @@ vectors instead, the function featurized without its docstring as in training.
 
 The index of the functions lives under the user's cache directory ($XDG_CACHE_HOME or ~/.cache,
 then anycode/search/), one file per set of PATHS: for every source file its size, modification time
-and functions (line, qualified name, words).  A later search re-reads only files that changed; files
+and functions (first and last line, qualified name, words).  A later search re-reads only files that changed; files
 that are huge, binary, not UTF-8 or do not parse are skipped with a line on stderr; an index that
-cannot be read is rebuilt.
+cannot be read is rebuilt.  The server (server/search.py) keeps a workspace's index with the same
+functions (`index_file_for`, `refresh_file`, `ranker`), so both read and rank one way.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +30,40 @@ import numpy as np
 from anycode import grammars
 from anycode.model.search_data import Features, function_features, qualified_name, strip_docstring, words
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 MAX_FILE_BYTES = 1_000_000
 SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", "build", "dist"}
+BM25 = "bm25"
+INSTALL_HINT = 'pip install "anycode[search]"'
+
+
+def _stderr(message: str) -> None:
+    print(f"anycode search: {message}", file=sys.stderr)
 
 
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "anycode" / "search"
+
+
+def index_file_for(paths: list[Path], ranking: str = BM25, version: str = "", cache: Path | None = None) -> Path:
+    """The index file of a set of paths and a ranking: the command and the server share it, so a
+    folder searched from the command line and opened in an editor is read once."""
+    key = "\n".join([ranking, version] + sorted(str(Path(p).resolve()) for p in paths))
+    return (cache or cache_dir()) / f"index-{hashlib.sha1(key.encode()).hexdigest()[:16]}.json.gz"
+
+
+def have_bm25() -> bool:
+    """Whether BM25 ranking can run (the search extra is installed); indexing does not need it."""
+    try:
+        import bm25s  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def is_source(path: Path) -> bool:
+    return grammars.for_language_id(None, path.name) is not None
 
 
 def source_files(paths: list[Path]) -> list[Path]:
@@ -48,25 +76,33 @@ def source_files(paths: list[Path]) -> list[Path]:
         for root, dirs, files in os.walk(p):
             dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
             out.extend(Path(root, f).resolve() for f in sorted(files))
-    return [f for f in dict.fromkeys(out) if grammars.for_language_id(None, f.name) is not None]
+    return [f for f in dict.fromkeys(out) if is_source(f)]
 
 
-def file_functions(path: Path, parsers: dict, encoders=None) -> tuple[list[list], str | None]:
-    """[line, qualified name, words] of each function of a file (and its vector, base64 of float16,
-    with `encoders`), or why the file is skipped."""
-    lang = grammars.for_language_id(None, path.name)
+def _readable(path: Path) -> tuple[bytes, str | None]:
+    """The file's bytes, or why it is not searched (unreadable, huge, binary, not UTF-8)."""
     try:
         source = path.read_bytes()
     except OSError as e:
-        return [], f"unreadable ({e.strerror})"
+        return b"", f"unreadable ({e.strerror})"
     if len(source) > MAX_FILE_BYTES:
-        return [], f"huge ({len(source)} bytes)"
+        return b"", f"huge ({len(source)} bytes)"
     if b"\0" in source:
-        return [], "binary"
+        return b"", "binary"
     try:
         source.decode("utf8")
     except UnicodeDecodeError:
-        return [], "not UTF-8"
+        return b"", "not UTF-8"
+    return source, None
+
+
+def file_functions(path: Path, parsers: dict, encoders=None) -> tuple[list[list], str | None]:
+    """[first line, last line, qualified name, words] of each function of a file (and its vector,
+    base64 of float16, with `encoders`), or why the file is skipped."""
+    lang = grammars.for_language_id(None, path.name)
+    source, skipped = _readable(path)
+    if skipped:
+        return [], skipped
     parser = parsers.setdefault(lang.id, lang.new_parser())
     root = lang.parse(source, parser).root_node
     if root.has_error:
@@ -78,7 +114,7 @@ def file_functions(path: Path, parsers: dict, encoders=None) -> tuple[list[list]
         if n.type in lang.FUNCTION_TYPES:
             name = qualified_name(lang, n)
             text = source[n.start_byte: n.end_byte].decode("utf8")
-            out.append([n.start_point[0] + 1, name, " ".join(words(name) + words(text))])
+            out.append([n.start_point[0] + 1, n.end_point[0] + 1, name, " ".join(words(name) + words(text))])
             if encoders is not None:
                 feats.append(encoder_features(lang, n))
     if encoders is not None and out:
@@ -94,67 +130,105 @@ def encoder_features(lang, fn) -> Features:
     return function_features(strip_docstring(node, doc) if doc is not None else node, lang)
 
 
-def load_index(path: Path) -> dict:
+def empty_index() -> dict:
+    return {"version": INDEX_VERSION, "files": {}}
+
+
+def load_index(path: Path, log=_stderr) -> dict:
     """The index on disk, or an empty one when it is missing, corrupt or of another version."""
     try:
         with gzip.open(path, "rt", encoding="utf8") as fh:
             index = json.load(fh)
-        if index.get("version") == INDEX_VERSION and isinstance(index.get("files"), dict):
+        if isinstance(index, dict) and index.get("version") == INDEX_VERSION and isinstance(index.get("files"), dict):
             return index
-        print(f"anycode search: index {path} is of another version: rebuilt", file=sys.stderr)
+        log(f"index {path} is of another version: rebuilt")
     except FileNotFoundError:
         pass
     except (OSError, ValueError, EOFError) as e:
-        print(f"anycode search: index {path} cannot be read ({e}): rebuilt", file=sys.stderr)
-    return {"version": INDEX_VERSION, "files": {}}
+        log(f"index {path} cannot be read ({e}): rebuilt")
+    return empty_index()
 
 
-def update_index(paths: list[Path], index_file: Path, encoders=None) -> tuple[dict, int]:
-    """The index of `paths`, files that changed re-read; saved back.  Returns it and the files re-read."""
-    index = load_index(index_file)
-    old, files, parsers, reread = index["files"], {}, {}, 0
-    for f in source_files(paths):
-        try:
-            st = f.stat()
-        except OSError:
-            continue
-        key = str(f)
-        entry = old.get(key)
-        if entry is None or entry["size"] != st.st_size or entry["mtime"] != st.st_mtime_ns:
-            functions, skipped = file_functions(f, parsers, encoders)
-            if skipped:
-                print(f"anycode search: skipped {f}: {skipped}", file=sys.stderr)
-            entry = {"size": st.st_size, "mtime": st.st_mtime_ns, "functions": functions}
-            reread += 1
-        files[key] = entry
-    index["files"] = files
+def save_index(index: dict, index_file: Path) -> None:
+    """Written whole to a file of this process and thread, then renamed over the index: a reader (or
+    another writer: the command and a server) never sees half a file."""
     index_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = index_file.with_suffix(".tmp")
+    tmp = index_file.with_name(f"{index_file.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with gzip.open(tmp, "wt", encoding="utf8") as fh:
         json.dump(index, fh)
     tmp.replace(index_file)
+
+
+def refresh_file(index: dict, path: Path, parsers: dict, encoders=None, log=_stderr) -> bool:
+    """The file's entry re-read if its size or modification time changed (dropped if it is gone or
+    of no known language).  True when the index changed: the file re-read or dropped."""
+    key = str(path)
+    try:
+        st = path.stat()
+        searched = is_source(path) and path.is_file()
+    except OSError:
+        searched = False
+    if not searched:
+        return index["files"].pop(key, None) is not None
+    entry = index["files"].get(key)
+    if entry is not None and entry["size"] == st.st_size and entry["mtime"] == st.st_mtime_ns:
+        return False
+    functions, skipped = file_functions(path, parsers, encoders)
+    if skipped:
+        log(f"skipped {path}: {skipped}")
+    index["files"][key] = {"size": st.st_size, "mtime": st.st_mtime_ns, "functions": functions}
+    return True
+
+
+def update_index(paths: list[Path], index_file: Path, encoders=None, log=_stderr) -> tuple[dict, int]:
+    """The index of `paths`, files that changed re-read; saved back.  Returns it and the files re-read."""
+    index = load_index(index_file, log)
+    files = source_files(paths)
+    parsers: dict = {}
+    reread = sum(refresh_file(index, f, parsers, encoders, log) for f in files)
+    keep = {str(f) for f in files}
+    index["files"] = {k: v for k, v in index["files"].items() if k in keep}
+    save_index(index, index_file)
     return index, reread
 
 
-def search(index: dict, query: str, n: int, encoders=None) -> list[tuple[str, int, str, float]]:
-    """(path, line, qualified name, score) of the n best functions for the query, best first."""
-    q = words(query)
-    rows = [(path, *f) for path, e in index["files"].items() for f in e["functions"]]
-    if not q or not rows:
-        return []
+def ranker(index: dict, encoders=None):
+    """`rank(query, n)` over the index's functions as they are now: (path, first line, last line,
+    qualified name, score) of the n best, best first.  BM25's index is built once here, so a caller
+    that keeps the ranker (the server, between changes) answers each query without rebuilding it.
+    Raises ImportError without bm25s (and no encoders)."""
+    rows = [(path, *f) for path, e in list(index["files"].items()) for f in e["functions"]]
     if encoders is not None:
-        vecs = np.stack([np.frombuffer(base64.b64decode(r[4]), np.float16) for r in rows]).astype(np.float32)
-        scores = vecs @ encoders.queries([query])[0]
-        keep = np.ones(len(rows), bool)
+        vecs = (np.stack([np.frombuffer(base64.b64decode(r[5]), np.float16) for r in rows]).astype(np.float32)
+                if rows else None)
+
+        def scores_of(query: str, q: list[str]):
+            return vecs @ encoders.queries([query])[0], np.ones(len(rows), bool)
     else:
         import bm25s
 
         retriever = bm25s.BM25()
-        retriever.index([r[3].split() or [""] for r in rows], show_progress=False)
-        scores = retriever.get_scores(q)
-        keep = scores > 0
-    best = sorted(np.flatnonzero(keep), key=lambda i: (-scores[i], rows[i][0], rows[i][1]))[:n]
-    return [(rows[i][0], rows[i][1], rows[i][2], float(scores[i])) for i in best]
+        if rows:
+            retriever.index([r[4].split() or [""] for r in rows], show_progress=False)
+
+        def scores_of(query: str, q: list[str]):
+            s = retriever.get_scores(q)
+            return s, s > 0
+
+    def rank(query: str, n: int) -> list[tuple[str, int, int, str, float]]:
+        q = words(query)
+        if not q or not rows or n <= 0:
+            return []
+        scores, keep = scores_of(query, q)
+        best = sorted(np.flatnonzero(keep), key=lambda i: (-scores[i], rows[i][0], rows[i][1]))[:n]
+        return [(rows[i][0], rows[i][1], rows[i][2], rows[i][3], float(scores[i])) for i in best]
+
+    return rank
+
+
+def search(index: dict, query: str, n: int, encoders=None) -> list[tuple[str, int, int, str, float]]:
+    """(path, first line, last line, qualified name, score) of the n best functions, best first."""
+    return ranker(index, encoders)(query, n)
 
 
 def add_parser(ap: argparse.ArgumentParser) -> None:
@@ -171,25 +245,20 @@ def run(args) -> int:
     if args.model:
         from anycode.model.search_runtime import SearchEncoders
         encoders = SearchEncoders(args.model)
-    else:
-        try:
-            import bm25s  # noqa: F401
-        except ImportError:
-            print("anycode search needs bm25s: pip install 'anycode[search]'", file=sys.stderr)
-            return 2
+    elif not have_bm25():
+        print(f"anycode search needs bm25s: {INSTALL_HINT}", file=sys.stderr)
+        return 2
     missing = [p for p in args.paths if not p.exists()]
     if missing:
         print(f"anycode search: no such file or folder: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
-    ranking = "bm25" if encoders is None else f"encoders {args.model.resolve()}"
+    ranking = BM25 if encoders is None else f"encoders {args.model.resolve()}"
     version = "" if encoders is None else str((args.model / "search_code.onnx").stat().st_mtime_ns)
-    key = "\n".join([ranking, version] + sorted(str(p.resolve()) for p in args.paths))
-    name = f"index-{hashlib.sha1(key.encode()).hexdigest()[:16]}.json.gz"
-    index, reread = update_index(args.paths, (args.cache or cache_dir()) / name, encoders)
+    index, reread = update_index(args.paths, index_file_for(args.paths, ranking, version, args.cache), encoders)
     total = sum(len(e["functions"]) for e in index["files"].values())
     print(f"# {ranking} over {total} functions of {len(index['files'])} files ({reread} re-read)", file=sys.stderr)
     cwd = Path.cwd()
-    for path, line, name, score in search(index, args.query, args.n, encoders):
+    for path, line, _end, name, score in search(index, args.query, args.n, encoders):
         p = Path(path)
         shown = p.relative_to(cwd) if p.is_relative_to(cwd) else p
         print(f"{shown}:{line}: {name} {score:.2f}")

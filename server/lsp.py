@@ -29,6 +29,9 @@ anycode.grammars) or over MAX_DOCUMENT_BYTES gets [] without the model; the cust
 request `anycode/stats` returns counters, the settings in force and the open
 documents (tests, benchmarks, the Neovim probe); `anycode serve --completer
 MODULE:FACTORY` (hidden) swaps the completer for debugging.
+
+Code search (search.py): the workspace folders' functions indexed in the background,
+`anycode/search` and `?query` in workspace/symbol.
 """
 from __future__ import annotations
 
@@ -51,6 +54,7 @@ from pygls.protocol.language_server import lsp_method
 from anycode import __version__
 from anycode.grammars import Language
 from anycode.model.completer import Candidate
+from anycode.server import search
 from anycode.server import settings as settings_mod
 from anycode.server.documents import ENCODINGS, UTF8, UTF16, Document, decode, encode, position_in
 from anycode.server.host import Factory, ModelHost, runtime_completer
@@ -142,6 +146,9 @@ class AnycodeServer(LanguageServer):
         self._status_due = False
         self._progress_n = 0
         self._big_logged: set[str] = set()
+        self.search = search.WorkspaceIndex(self.log_line_threadsafe)
+        self.search_roots: list = []
+        self.event_loop: asyncio.AbstractEventLoop | None = None   # set at initialize
 
     # ------------------------------------------------------------ messages out
 
@@ -157,6 +164,14 @@ class AnycodeServer(LanguageServer):
     def log_message(self, message: str, kind: types.MessageType = types.MessageType.Log) -> None:
         log.log(logging.ERROR if kind == types.MessageType.Error else logging.INFO, "%s", message)
         self.window_log_message(types.LogMessageParams(type=kind, message=message))
+
+    def log_line_threadsafe(self, message: str) -> None:
+        """log_message from any thread (the indexing thread's lines)."""
+        loop = self.event_loop
+        if loop is None or loop.is_closed():
+            log.info("%s", message)
+        else:
+            loop.call_soon_threadsafe(self.log_message, message)
 
     def show_message(self, message: str, kind: types.MessageType) -> None:
         self.window_show_message(types.ShowMessageParams(type=kind, message=message))
@@ -281,12 +296,12 @@ class AnycodeServer(LanguageServer):
                 self.send_status()
             await self._progress_end(token, host.message)
 
-    async def _progress_begin(self, title: str, message: str) -> str | None:
+    async def _progress_begin(self, title: str, message: str, kind: str = "load") -> str | None:
         caps = self.client_capabilities.window
         if caps is None or not caps.work_done_progress:
             return None
         self._progress_n += 1
-        token = f"anycode-load-{self._progress_n}"
+        token = f"anycode-{kind}-{self._progress_n}"
         try:
             await asyncio.wait_for(self.work_done_progress.create_async(token), CLIENT_REPLY_TIMEOUT)
         except Exception:
@@ -513,11 +528,14 @@ def make_server(completer_factory: Factory | None = None,
     def initialize(ls: AnycodeServer, params: types.InitializeParams):
         ls.init_options = _plain(params.initialization_options)
         ls.settings, _ = settings_mod.parse(ls.defaults, ls.init_options)  # warnings are shown once initialized
+        ls.search_roots = search.roots_of(params)
+        ls.event_loop = asyncio.get_running_loop()
         if ls.model.factory is runtime_completer:  # import onnxruntime while the client settles in
             ls.model.executor.submit(importlib.import_module, "anycode.model.runtime")
 
     @ls.feature(types.INITIALIZED)
     async def initialized(ls: AnycodeServer, params: types.InitializedParams):
+        asyncio.ensure_future(search.index_workspace(ls, ls.search_roots))
         ls.apply_settings(await ls.pull_settings())
 
     @ls.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
@@ -535,6 +553,23 @@ def make_server(completer_factory: Factory | None = None,
     async def inline_completion(ls: AnycodeServer, params: types.InlineCompletionParams):
         snap, cands = await ls.candidates(params)
         return types.InlineCompletionList(items=inline_items(ls, snap, cands))
+
+    @ls.feature(types.WORKSPACE_SYMBOL)
+    async def workspace_symbol(ls: AnycodeServer, params: types.WorkspaceSymbolParams):
+        return await search.workspace_symbols(ls, params.query)
+
+    @ls.feature(search.SEARCH)
+    async def search_request(ls: AnycodeServer, params: Any = None):
+        """Code search by meaning (not part of LSP): [{uri, range, name, score}] best first."""
+        return await search.search_request(ls, _plain(params))
+
+    @ls.feature(types.TEXT_DOCUMENT_DID_SAVE)
+    def did_save(ls: AnycodeServer, params: types.DidSaveTextDocumentParams):
+        search.did_save(ls, params)
+
+    @ls.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+    def did_change_watched_files(ls: AnycodeServer, params: types.DidChangeWatchedFilesParams):
+        search.did_change_watched_files(ls, params)
 
     @ls.feature(STATS)
     def stats(ls: AnycodeServer, params: Any = None):
@@ -558,12 +593,14 @@ def make_server(completer_factory: Factory | None = None,
             **(ls.model.completer.counters() if ls.model.completer is not None else
                {"scoreMemo": None, "leafCache": None}),
             "threads": threading.active_count(),
+            "searchIndex": ls.search.counts(),
         }
 
     @ls.feature(types.SHUTDOWN)
     def shutdown(ls: AnycodeServer, params: Any = None):
         ls.scheduler.cancel_all()
         ls.model.shutdown()
+        ls.search.shutdown()
 
     return ls
 

@@ -21,6 +21,7 @@ class Settings:
     modelPath: str = ""          # "" = the shipped model
     threads: int = 0             # 0 = automatic
     maxMessageBytes: int = 64 << 20  # larger LSP messages are read through, dropped and answered with an error
+    searchAllSymbols: bool = False   # every workspace/symbol query is a code search (else only `?query`)
 
     def model_key(self) -> tuple[str, str, int]:
         """What a model is loaded with: a change of any of these reloads it."""
@@ -28,6 +29,8 @@ class Settings:
 
 
 DEFAULTS = Settings()
+
+BOOLS = {"searchAllSymbols"}
 
 INT_RANGES = {
     "beamSize": (1, 16),
@@ -74,6 +77,11 @@ def parse(*layers: Any) -> tuple[Settings, list[str]]:
                 values[key] = value.strip().lower()
             else:
                 bad(key, value, "one of " + ", ".join(DEVICES))
+        elif key in BOOLS:
+            if isinstance(value, bool):
+                values[key] = value
+            else:
+                bad(key, value, "true or false")
         elif key == "modelPath":
             if isinstance(value, str):
                 values[key] = os.path.expanduser(value.strip()) if value.strip() else ""

@@ -65,8 +65,10 @@ def model_settings(tmp_path_factory) -> dict:
 
 async def start_server(init_options: dict | None = None, config: dict | None = None, *,
                        utf8: bool = False, capabilities: types.ClientCapabilities | None = None,
-                       wait: bool = True, args: tuple[str, ...] = (), env: dict | None = None) -> LanguageClient:
-    """A server process, initialized; with wait, its model loaded (or failed)."""
+                       wait: bool = True, args: tuple[str, ...] = (), env: dict | None = None,
+                       folders: list | None = None) -> LanguageClient:
+    """A server process, initialized (with `folders`, Paths, as its workspace folders); with wait, its
+    model loaded (or failed)."""
     client = make_test_lsp_client()
     client.statuses = []
     client.feature("anycode/status")(lambda params: client.statuses.append(params))
@@ -76,8 +78,10 @@ async def start_server(init_options: dict | None = None, config: dict | None = N
     caps = capabilities or client_capabilities("visual-studio-code")
     if utf8:
         caps.general = types.GeneralClientCapabilities(position_encodings=["utf-16", "utf-8"])
+    workspace = [types.WorkspaceFolder(uri=f.as_uri(), name=f.name) for f in folders or []]
     client.init_result = await client.initialize_session(types.InitializeParams(
-        capabilities=caps, initialization_options=init_options))
+        capabilities=caps, initialization_options=init_options, workspace_folders=workspace or None,
+        root_uri=workspace[0].uri if workspace else None))
     if wait:
         await wait_status(client, ("ready", "error"))
     return client

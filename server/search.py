@@ -1,0 +1,258 @@
+"""Code search in the server (issue 23): the workspace's functions, searched by what a query means.
+
+When the client opens folders, their functions are indexed in a thread of their own (never the
+model's worker: completion goes on), with $/progress when the client supports it.  The index is
+model/search_index.py's, in the same file `anycode search QUERY FOLDER` uses, so a restart (or the
+command) re-reads only files whose size or modification time changed; a saved file
+(textDocument/didSave) or one the client watched change (workspace/didChangeWatchedFiles) is
+re-read alone.  Ranking is search_index's too (BM25 until trained encoders ship), built once per
+change of the index and kept between queries.
+
+Answers: `anycode/search` {query, limit?} -> [{uri, range, name, score}] best first, and
+workspace/symbol for a query starting with `?` (every query with `anycode.searchAllSymbols`);
+while the index is building they answer from what is indexed so far and the log says so.  The
+ranking's package (bm25s, the search extra) is optional: without it these two requests answer an
+error saying how to install it, and nothing else changes.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcInternalError
+from pygls.uris import from_fs_path, to_fs_path
+
+from anycode.model import search_index
+
+log = logging.getLogger("anycode.server.search")
+
+SEARCH = "anycode/search"
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 500
+MAX_FILES = 50_000          # a workspace larger than this (a home folder opened by mistake) is cut
+PROGRESS_EVERY_S = 0.2
+MISSING = (f"anycode: code search needs the bm25s package, which is not installed: "
+           f"{search_index.INSTALL_HINT}")
+
+
+class WorkspaceIndex:
+    """The index of the workspace folders' functions, kept current by one indexing thread.
+
+    The thread owns the writes; `lock` guards the index while a file's entry changes, while it is
+    saved and while a ranker copies it, so a query sees each file either before or after a change."""
+
+    def __init__(self, log_line: Callable[[str], None]):
+        self.log_line = log_line      # thread-safe: the server sends it from the event loop
+        self.roots: list[Path] = []
+        self.index_file: Path | None = None
+        self.index = search_index.empty_index()
+        self.lock = threading.Lock()
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="anycode-index")
+        self.parsers: dict = {}
+        self.state = "none"           # none (no folder) | building | ready
+        self.done = self.total = self.reread = 0
+        self.generation = 0           # bumped at each change of the index: the ranker is rebuilt
+        self._rank: Any = None
+        self._rank_generation = -1
+
+    def open(self, roots: list[Path], progress: Callable[[int, int], None]) -> Future:
+        """Start indexing `roots` in the indexing thread."""
+        self.roots = [r.resolve() for r in roots]
+        self.index_file = search_index.index_file_for(self.roots)
+        self.state = "building"
+        return self.executor.submit(self._build, progress)
+
+    def _build(self, progress: Callable[[int, int], None]) -> None:
+        try:
+            index = search_index.load_index(self.index_file, self.log_line)
+            with self.lock:
+                self.index = index
+                self.generation += 1
+            files = search_index.source_files(self.roots)
+            if len(files) > MAX_FILES:
+                self.log_line(f"anycode search: {len(files)} files in the workspace: the first {MAX_FILES} indexed")
+                files = files[:MAX_FILES]
+            self.total = len(files)
+            for i, f in enumerate(files):
+                self._refresh(f)
+                self.done = i + 1
+                progress(self.done, self.total)
+                time.sleep(0)   # let the event loop and the model's worker have the interpreter
+            keep = {str(f) for f in files}
+            with self.lock:
+                self.index["files"] = {k: v for k, v in self.index["files"].items() if k in keep}
+                self.generation += 1
+            self._save()
+        except Exception as exc:  # the server goes on; what was indexed stays searchable
+            log.exception("indexing failed")
+            self.log_line(f"anycode search: indexing failed: {exc!r}")
+        finally:
+            self.state = "ready"
+
+    def _refresh(self, path: Path) -> bool:
+        with self.lock:
+            changed = search_index.refresh_file(self.index, path, self.parsers, log=self._skipped)
+            if changed:
+                self.generation += 1
+        self.reread += changed
+        return changed
+
+    def _skipped(self, message: str) -> None:
+        self.log_line(f"anycode search: {message}")
+
+    def _save(self) -> None:
+        if self.index_file is None:
+            return
+        try:
+            with self.lock:
+                search_index.save_index(self.index, self.index_file)
+        except OSError as exc:
+            self.log_line(f"anycode search: cannot save the index {self.index_file}: {exc}")
+
+    def covers(self, path: Path) -> bool:
+        """Whether a file belongs in the index: under a root, outside skipped folders, of a known language."""
+        for root in self.roots:
+            if path.is_relative_to(root):
+                parts = path.relative_to(root).parts[:-1]
+                return (search_index.is_source(path) and
+                        not any(p in search_index.SKIP_DIRS or p.startswith(".") for p in parts))
+        return False
+
+    def changed(self, paths: list[Path]) -> Future | None:
+        """Re-read (or drop) these files in the indexing thread, behind any indexing, then save."""
+        paths = [p for p in paths if self.covers(p)]
+        if not paths or self.state == "none":
+            return None
+
+        def run() -> None:
+            if sum(self._refresh(p) for p in paths):
+                self._save()
+        return self.executor.submit(run)
+
+    def query(self, text: str, limit: int) -> list[tuple[str, int, int, str, float]]:
+        """The best functions, best first (search_index.ranker, rebuilt only after a change).
+        Raises ImportError without bm25s."""
+        with self.lock:
+            if self._rank_generation != self.generation:
+                self._rank, self._rank_generation = search_index.ranker(self.index), self.generation
+            rank = self._rank
+        return rank(text, limit)
+
+    def counts(self) -> dict[str, Any]:
+        with self.lock:
+            files = len(self.index["files"])
+            functions = sum(len(e["functions"]) for e in self.index["files"].values())
+        return {"state": self.state, "files": files, "functions": functions, "done": self.done,
+                "total": self.total, "reread": self.reread, "roots": [str(r) for r in self.roots],
+                "indexFile": str(self.index_file) if self.index_file else None}
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def roots_of(params: types.InitializeParams) -> list[Path]:
+    """The workspace folders' paths (workspaceFolders, else rootUri, else rootPath); file URIs only."""
+    uris = [f.uri for f in params.workspace_folders or []]
+    if not uris and params.root_uri:
+        uris = [params.root_uri]
+    paths = [to_fs_path(u) for u in uris if u.startswith("file:")]
+    if not paths and params.root_path:
+        paths = [params.root_path]
+    return [Path(p) for p in paths if p and Path(p).is_dir()]
+
+
+async def index_workspace(ls: Any, roots: list[Path]) -> None:
+    """Index the folders in the background, reporting $/progress; logs what was indexed."""
+    if not roots:
+        return
+    if not search_index.have_bm25():
+        ls.log_message(MISSING + " (the index is built all the same)", types.MessageType.Warning)
+    token = await ls._progress_begin("anycode", "Indexing the workspace's functions", "index")
+    loop = asyncio.get_running_loop()
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if token is not None and (now - last[0] >= PROGRESS_EVERY_S or done == total):
+            last[0] = now
+            report = types.WorkDoneProgressReport(message=f"{done}/{total} files",
+                                                  percentage=int(100 * done / max(total, 1)))
+            loop.call_soon_threadsafe(ls.work_done_progress.report, token, report)
+
+    t0 = time.monotonic()
+    try:
+        await asyncio.wrap_future(ls.search.open(roots, progress))
+    finally:
+        c = ls.search.counts()
+        message = (f"indexed {c['functions']} functions of {c['files']} files in "
+                   f"{time.monotonic() - t0:.1f} s ({c['reread']} read)")
+        await ls._progress_end(token, message)
+        ls.log_message(f"anycode search: {message}; index {c['indexFile']}", types.MessageType.Info)
+
+
+def file_paths(uris: list[str]) -> list[Path]:
+    return [Path(p) for p in (to_fs_path(u) for u in uris if u.startswith("file:")) if p]
+
+
+async def ranked(ls: Any, query: str, limit: int) -> list[tuple[str, int, int, str, float]]:
+    """The best functions for a query (in a thread: building BM25 may take a moment); an LSP error
+    without bm25s; an empty list for an empty query."""
+    if not query.strip() or limit <= 0:
+        return []
+    wi: WorkspaceIndex = ls.search
+    try:
+        found = await asyncio.to_thread(wi.query, query, limit)
+    except ImportError:
+        raise JsonRpcInternalError(message=MISSING) from None
+    if wi.state == "building":
+        ls.log_message(f"anycode search: the index is still building ({wi.done} of {wi.total} files): "
+                       f"answered from what is indexed so far")
+    return found
+
+
+def lsp_range(first: int, last: int) -> types.Range:
+    """A function's whole lines (1-based first and last line) as an LSP range."""
+    return types.Range(start=types.Position(line=first - 1, character=0), end=types.Position(line=last, character=0))
+
+
+async def search_request(ls: Any, params: Any) -> list[dict[str, Any]]:
+    """anycode/search: {query, limit?} -> [{uri, range, name, score}], best first."""
+    params = params if isinstance(params, dict) else {}
+    query = params.get("query")
+    limit = params.get("limit", DEFAULT_LIMIT)
+    if not isinstance(query, str):
+        return []
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        limit = DEFAULT_LIMIT
+    found = await ranked(ls, query, min(limit, MAX_LIMIT))
+    return [{"uri": from_fs_path(path), "name": name, "score": round(score, 4),
+             "range": {"start": {"line": first - 1, "character": 0}, "end": {"line": last, "character": 0}}}
+            for path, first, last, name, score in found]
+
+
+async def workspace_symbols(ls: Any, query: str) -> list[types.SymbolInformation]:
+    """workspace/symbol: a search for `?query` (or any query with searchAllSymbols); else nothing,
+    since the server offers no symbols by name."""
+    if query.startswith("?"):
+        query = query[1:]
+    elif not ls.settings.searchAllSymbols:
+        return []
+    found = await ranked(ls, query, DEFAULT_LIMIT)
+    return [types.SymbolInformation(name=name, kind=types.SymbolKind.Function,
+                                    location=types.Location(uri=from_fs_path(path), range=lsp_range(first, last)),
+                                    container_name=f"{Path(path).name} {score:.2f}")
+            for path, first, last, name, score in found]
+
+
+def did_save(ls: Any, params: types.DidSaveTextDocumentParams) -> None:
+    ls.search.changed(file_paths([params.text_document.uri]))
+
+
+def did_change_watched_files(ls: Any, params: types.DidChangeWatchedFilesParams) -> None:
+    ls.search.changed(file_paths([c.uri for c in params.changes]))

@@ -1,0 +1,199 @@
+"""Code search through the real server (issue 23): a workspace folder indexed in the background with
+$/progress, `anycode/search` and `?` in workspace/symbol, a saved edit followed, the index persisted
+(a restart re-reads nothing), a corrupt index rebuilt, bad files skipped, and without bm25s an error
+that says how to install it while completion goes on."""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+
+from anycode.model import search_index
+from conftest import Doc, start_server, stats, stop_server
+
+pytestmark = pytest.mark.asyncio
+
+SEARCH = "anycode/search"
+
+
+def function(name: str, doc: str, body: str) -> str:
+    return f'def {name}(path):\n    """{doc}"""\n    {body}\n    return path\n'
+
+
+def make_project(root: Path) -> None:
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "config.py").write_text(
+        function("load_settings", "Parse a configuration file into a dict of options.", "opts = {}") + "\n\n"
+        + function("write_report", "Write the summary report as HTML.", "html = []"))
+    (root / "pkg" / "net.py").write_text(
+        "class Client:\n"
+        + "".join("    " + line + "\n" for line in
+                  function("fetch_page", "Download a web page over HTTP.", "resp = None").splitlines()))
+    (root / "broken.py").write_text("def f(:\n")
+    (root / "blob.py").write_bytes(b"\0\1\2 binary")
+
+
+def cache_env(tmp: Path) -> dict:
+    return {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache")}
+
+
+async def search(client, query: str, limit: int | None = None):
+    params = {"query": query} if limit is None else {"query": query, "limit": limit}
+    return await client.protocol.send_request_async(SEARCH, params)
+
+
+async def wait_indexed(client, timeout: float = 60.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        st = (await stats(client)).searchIndex
+        if st.state == "ready":
+            return st
+        await asyncio.sleep(0.1)
+    raise TimeoutError("the index never became ready")
+
+
+def name_and_file(item) -> tuple[str, str]:
+    return item["name"], Path(item["uri"].removeprefix("file://")).name
+
+
+async def test_index_query_edit_save_and_symbols(tmp_path, model_settings):
+    pytest.importorskip("bm25s")
+    proj = tmp_path / "proj"
+    make_project(proj)
+    client = await start_server(model_settings, folders=[proj], env=cache_env(tmp_path), wait=False)
+    try:
+        doc = Doc(client, (proj / "pkg" / "config.py").as_uri(), (proj / "pkg" / "config.py").read_text())
+        st = await wait_indexed(client)
+        assert st.files == 4 and st.functions == 3, st
+        progress = [v for k, v in client.progress_reports.items() if k.startswith("anycode-index")]
+        assert progress and progress[0][0].kind == "begin" and progress[0][-1].kind == "end"
+        logs = [m.message for m in client.log_messages]
+        assert any("broken.py: does not parse" in m for m in logs) and any("blob.py: binary" in m for m in logs)
+
+        found = await search(client, "parse a config file")
+        assert [name_and_file(i) for i in found][:1] == [("load_settings", "config.py")]
+        assert found[0]["range"] == {"start": {"line": 0, "character": 0}, "end": {"line": 4, "character": 0}}
+        assert all(a["score"] >= b["score"] for a, b in zip(found, found[1:])) and found[0]["score"] > 0
+        top = await search(client, "download a web page", limit=1)
+        assert [name_and_file(i) for i in top] == [("Client.fetch_page", "net.py")]
+        assert top[0]["range"]["start"]["line"] == 1
+        assert await search(client, "") == [] and await search(client, "   ") == []
+
+        symbols = await client.workspace_symbol_async(types.WorkspaceSymbolParams(query="?html summary report"))
+        assert symbols[0].name == "write_report" and symbols[0].kind == types.SymbolKind.Function
+        assert symbols[0].location.uri == doc.uri and symbols[0].location.range.start.line == 6
+        assert await client.workspace_symbol_async(types.WorkspaceSymbolParams(query="html summary report")) == []
+
+        # an edit saved: the new function is found, the old one is gone
+        new = function("resize_image", "Scale an image to the given size.", "img = None")
+        (proj / "pkg" / "config.py").write_text(new)
+        client.text_document_did_save(types.DidSaveTextDocumentParams(types.TextDocumentIdentifier(doc.uri)))
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            found = await search(client, "scale an image")
+            if found:
+                break
+            await asyncio.sleep(0.1)
+        assert [name_and_file(i) for i in found][:1] == [("resize_image", "config.py")]
+        assert all(i["name"] != "load_settings" for i in await search(client, "parse a config file"))
+
+        # a file deleted, as the client's file watcher reports it
+        (proj / "pkg" / "net.py").unlink()
+        client.workspace_did_change_watched_files(types.DidChangeWatchedFilesParams(changes=[types.FileEvent(
+            uri=(proj / "pkg" / "net.py").as_uri(), type=types.FileChangeType.Deleted)]))
+        end = time.monotonic() + 30
+        while await search(client, "download a web page") and time.monotonic() < end:
+            await asyncio.sleep(0.1)
+        assert await search(client, "download a web page") == []
+
+        # completion still answers, and serving never loaded torch
+        doc.edit(0, 0, "x = len(\n")
+        await doc.complete(len("x = len("))
+        assert (await stats(client)).torchLoaded is False
+    finally:
+        await stop_server(client)
+
+
+async def test_search_all_symbols_setting(tmp_path, model_settings):
+    pytest.importorskip("bm25s")
+    proj = tmp_path / "proj"
+    make_project(proj)
+    client = await start_server({**model_settings, "searchAllSymbols": True}, folders=[proj],
+                                env=cache_env(tmp_path), wait=False)
+    try:
+        await wait_indexed(client)
+        symbols = await client.workspace_symbol_async(types.WorkspaceSymbolParams(query="download a web page"))
+        assert [s.name for s in symbols][:1] == ["Client.fetch_page"]
+    finally:
+        await stop_server(client)
+
+
+async def test_restart_rereads_nothing_and_a_corrupt_index_is_rebuilt(tmp_path, model_settings):
+    pytest.importorskip("bm25s")
+    proj = tmp_path / "proj"
+    make_project(proj)
+    env = cache_env(tmp_path)
+    client = await start_server(model_settings, folders=[proj], env=env, wait=False)
+    try:
+        first = await wait_indexed(client)
+        assert first.reread == 4
+    finally:
+        await stop_server(client)
+    index_file = Path(first.indexFile)
+    assert index_file == search_index.index_file_for([proj], cache=tmp_path / "cache" / "anycode" / "search")
+    assert index_file.exists()
+
+    client = await start_server(model_settings, folders=[proj], env=env, wait=False)
+    try:
+        again = await wait_indexed(client)
+        assert again.reread == 0 and again.functions == 3
+        assert [i["name"] for i in await search(client, "parse a config file", 1)] == ["load_settings"]
+    finally:
+        await stop_server(client)
+
+    index_file.write_bytes(b"this is not a gzip file")
+    client = await start_server(model_settings, folders=[proj], env=env, wait=False)
+    try:
+        rebuilt = await wait_indexed(client)
+        assert rebuilt.reread == 4 and rebuilt.functions == 3
+        assert any("rebuilt" in m.message for m in client.log_messages)
+        assert [i["name"] for i in await search(client, "parse a config file", 1)] == ["load_settings"]
+    finally:
+        await stop_server(client)
+    assert len(search_index.load_index(index_file)["files"]) == 4
+
+
+async def test_without_bm25s_search_says_how_to_install_and_completion_works(tmp_path, model_settings):
+    proj = tmp_path / "proj"
+    make_project(proj)
+    hide = tmp_path / "hide" / "bm25s"
+    hide.mkdir(parents=True)
+    (hide / "__init__.py").write_text("raise ImportError('bm25s hidden by the test')\n")
+    env = {**cache_env(tmp_path), "PYTHONPATH": os.pathsep.join([str(hide.parent), os.environ.get("PYTHONPATH", "")])}
+    client = await start_server(model_settings, folders=[proj], env=env)
+    try:
+        await wait_indexed(client)
+        with pytest.raises(JsonRpcException, match=r"anycode\[search\]"):
+            await search(client, "parse a config file")
+        with pytest.raises(JsonRpcException, match="bm25s"):
+            await client.workspace_symbol_async(types.WorkspaceSymbolParams(query="?parse a config file"))
+        doc = Doc(client, (proj / "new.py").as_uri(), "import os\nx = os.path.join(\n")
+        result = await doc.complete(len(doc.text))
+        assert result.items, "completion answered nothing"
+    finally:
+        await stop_server(client)
+
+
+async def test_search_before_any_folder_answers_empty(tmp_path, model_settings):
+    pytest.importorskip("bm25s")
+    client = await start_server(model_settings, env=cache_env(tmp_path), wait=False)
+    try:
+        assert await search(client, "parse a config file") == []
+        assert (await stats(client)).searchIndex.state == "none"
+    finally:
+        await stop_server(client)
