@@ -8,9 +8,9 @@ vectors instead, the function featurized without its docstring as in training.
 
 The index of the functions lives under the user's cache directory ($XDG_CACHE_HOME or ~/.cache,
 then anycode/search/), one file per set of PATHS: for every source file its size, modification time
-and functions (first and last line, qualified name, words).  A later search re-reads only files that changed; files
-that are huge, binary, not UTF-8 or do not parse are skipped with a line on stderr; an index that
-cannot be read is rebuilt.  The server (server/search.py) keeps a workspace's index with the same
+and functions (first and last line, qualified name, words).  A later search re-reads only files
+that changed; files that are huge, binary, not UTF-8 or do not parse are skipped with a line on
+stderr; an index that cannot be read is rebuilt.  The server (server/search.py) keeps a workspace's index with the same
 functions (`index_file_for`, `refresh_file`, `ranker`), so both read and rank one way.
 """
 from __future__ import annotations
