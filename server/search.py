@@ -28,6 +28,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInternalError
 from pygls.uris import from_fs_path, to_fs_path
 
+from anycode import grammars
 from anycode.model import search_index
 
 log = logging.getLogger("anycode.server.search")
@@ -186,14 +187,39 @@ async def index_workspace(ls: Any, roots: list[Path]) -> None:
             loop.call_soon_threadsafe(ls.work_done_progress.report, token, report)
 
     t0 = time.monotonic()
+    building = asyncio.wrap_future(ls.search.open(roots, progress))
+    await watch_files(ls, 10.0)
     try:
-        await asyncio.wrap_future(ls.search.open(roots, progress))
+        await building
     finally:
         c = ls.search.counts()
         message = (f"indexed {c['functions']} functions of {c['files']} files in "
                    f"{time.monotonic() - t0:.1f} s ({c['reread']} read)")
         await ls._progress_end(token, message)
         ls.log_message(f"anycode search: {message}; index {c['indexFile']}", types.MessageType.Info)
+
+
+async def watch_files(ls: Any, timeout: float) -> bool:
+    """Ask the client to report changes of the known languages' files (client/registerCapability),
+    when it can register watchers dynamically: files changed outside the editor (a checkout, a
+    formatter) then reach the index too.  True when the client accepted."""
+    caps = ls.client_capabilities.workspace
+    watched = caps.did_change_watched_files if caps is not None else None
+    if watched is None or not watched.dynamic_registration:
+        return False
+    suffixes = sorted({e.lstrip(".") for i in grammars.ids() for e in grammars.get(i).extensions})
+    if not suffixes:
+        return False
+    glob = f"**/*.{{{','.join(suffixes)}}}" if len(suffixes) > 1 else f"**/*.{suffixes[0]}"
+    options = types.DidChangeWatchedFilesRegistrationOptions(watchers=[types.FileSystemWatcher(glob_pattern=glob)])
+    try:
+        await asyncio.wait_for(ls.client_register_capability_async(types.RegistrationParams(registrations=[
+            types.Registration(id="anycode-search-watch", method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
+                               register_options=options)])), timeout)
+    except Exception as exc:  # the client refused or never answered: saves still reach the index
+        log.info("file watchers not registered: %r", exc)
+        return False
+    return True
 
 
 def file_paths(uris: list[str]) -> list[Path]:

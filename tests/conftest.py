@@ -72,6 +72,8 @@ async def start_server(init_options: dict | None = None, config: dict | None = N
     client = make_test_lsp_client()
     client.statuses = []
     client.feature("anycode/status")(lambda params: client.statuses.append(params))
+    client.registrations = []
+    client.feature(types.CLIENT_REGISTER_CAPABILITY)(lambda params: client.registrations.append(params))
     await client.start_io(*SERVER_CMD, *args, **({"env": env} if env is not None else {}))
     if config is not None:
         client.set_configuration(config, section="anycode")

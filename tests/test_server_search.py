@@ -70,6 +70,9 @@ async def test_index_query_edit_save_and_symbols(tmp_path, model_settings):
         doc = Doc(client, (proj / "pkg" / "config.py").as_uri(), (proj / "pkg" / "config.py").read_text())
         st = await wait_indexed(client)
         assert st.files == 4 and st.functions == 3, st
+        (watch,), = [r.registrations for r in client.registrations]
+        assert watch.method == types.WORKSPACE_DID_CHANGE_WATCHED_FILES
+        assert watch.register_options["watchers"][0]["globPattern"].startswith("**/*.")
         progress = [v for k, v in client.progress_reports.items() if k.startswith("anycode-index")]
         assert progress and progress[0][0].kind == "begin" and progress[0][-1].kind == "end"
         logs = [m.message for m in client.log_messages]
