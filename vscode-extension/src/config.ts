@@ -14,6 +14,7 @@ export interface ServerConfig {
   timeBudgetMs: number;
   modelPath: string;
   threads: number;
+  searchAllSymbols: boolean;
 }
 
 export const DEFAULTS: Readonly<ServerConfig> = Object.freeze({
@@ -23,6 +24,7 @@ export const DEFAULTS: Readonly<ServerConfig> = Object.freeze({
   timeBudgetMs: 300,
   modelPath: '',
   threads: 0,
+  searchAllSymbols: false,
 });
 
 // Integer settings and their allowed ranges (kept in sync with package.json).
@@ -53,6 +55,7 @@ export function toServerConfig(raw: unknown): ServerConfig {
     timeBudgetMs: intIn(s.timeBudgetMs, INT_RANGES.timeBudgetMs, DEFAULTS.timeBudgetMs),
     modelPath: typeof s.modelPath === 'string' ? s.modelPath.trim() : DEFAULTS.modelPath,
     threads: intIn(s.threads, INT_RANGES.threads, DEFAULTS.threads),
+    searchAllSymbols: typeof s.searchAllSymbols === 'boolean' ? s.searchAllSymbols : DEFAULTS.searchAllSymbols,
   };
 }
 
@@ -142,4 +145,40 @@ export function formatStatus(status: Status): StatusView {
     tooltip.push(status.message);
   }
   return { text: parts.join(' '), tooltip: tooltip.join('\n'), warning: status.state === 'error' };
+}
+
+/** One answer of the server's `anycode/search` request. */
+export interface SearchResult {
+  uri: string;
+  name: string;
+  score: number;
+  range: { start: { line: number; character: number }; end: { line: number; character: number } };
+}
+
+export interface SearchPick {
+  label: string;
+  description: string;
+  detail: string;
+  result: SearchResult;
+}
+
+/**
+ * Quick pick items for `anycode/search` results, in the server's order (best first): the function's
+ * name, its file relative to the workspace (`relative` maps a URI to that) and line, and the score.
+ * Malformed entries are dropped.
+ */
+export function searchPicks(results: unknown, relative: (uri: string) => string): SearchPick[] {
+  if (!Array.isArray(results)) {
+    return [];
+  }
+  return results
+    .filter((r): r is SearchResult =>
+      r !== null && typeof r === 'object' && typeof r.uri === 'string' && typeof r.name === 'string' &&
+      typeof r.score === 'number' && typeof r.range?.start?.line === 'number')
+    .map((r) => ({
+      label: `$(symbol-function) ${r.name}`,
+      description: `${relative(r.uri)}:${r.range.start.line + 1}`,
+      detail: `score ${r.score.toFixed(2)}`,
+      result: r,
+    }));
 }

@@ -13,6 +13,7 @@ import {
   chooseInterpreter,
   formatStatus,
   parseStatus,
+  searchPicks,
   toServerConfig,
 } from './config';
 
@@ -40,6 +41,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     statusItem,
     vscode.commands.registerCommand('anycode.restartServer', restart),
     vscode.commands.registerCommand('anycode.showLog', () => output.show(true)),
+    vscode.commands.registerCommand('anycode.searchCode', searchCode),
     vscode.workspace.onDidChangeConfiguration((e) => {
       if (e.affectsConfiguration(`${SECTION}.pythonPath`)) {
         void restart();
@@ -159,6 +161,47 @@ function restart(): Promise<void> {
     .then(start)
     .catch((err) => output.appendLine(`Restart failed: ${String(err)}`));
   return queue;
+}
+
+/** "anycode: Search code by meaning": a query, the server's best functions in a quick pick, the chosen one opened. */
+async function searchCode(): Promise<void> {
+  const c = client;
+  if (!c || !c.isRunning()) {
+    void vscode.window.showWarningMessage('anycode: the server is not running.');
+    return;
+  }
+  const query = await vscode.window.showInputBox({
+    title: 'anycode: Search code by meaning',
+    prompt: 'Describe the function you are looking for',
+    placeHolder: 'parse a config file',
+  });
+  if (!query?.trim()) {
+    return;
+  }
+  let results: unknown;
+  try {
+    results = await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Window, title: 'anycode: searching' },
+      () => c.sendRequest('anycode/search', { query, limit: 50 }),
+    );
+  } catch (err) {
+    void vscode.window.showErrorMessage(`anycode search failed: ${err instanceof Error ? err.message : String(err)}`);
+    return;
+  }
+  const picks = searchPicks(results, (uri) => vscode.workspace.asRelativePath(vscode.Uri.parse(uri)));
+  if (picks.length === 0) {
+    void vscode.window.showInformationMessage(`anycode: no function matches "${query}".`);
+    return;
+  }
+  const chosen = await vscode.window.showQuickPick(picks, { title: `anycode: ${query}`, matchOnDescription: true });
+  if (!chosen) {
+    return;
+  }
+  const { start } = chosen.result.range;
+  const position = new vscode.Position(start.line, start.character);
+  await vscode.window.showTextDocument(vscode.Uri.parse(chosen.result.uri), {
+    selection: new vscode.Range(position, position),
+  });
 }
 
 function showStatus(status: Parameters<typeof formatStatus>[0]): void {

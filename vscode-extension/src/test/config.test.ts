@@ -8,6 +8,7 @@ import {
   chooseInterpreter,
   formatStatus,
   parseStatus,
+  searchPicks,
   toServerConfig,
 } from '../config';
 
@@ -19,14 +20,14 @@ describe('toServerConfig', () => {
   });
 
   it('keeps valid values', () => {
-    const cfg = { device: 'cuda', beamSize: 16, maxItems: 1, timeBudgetMs: 1000, modelPath: '/m/model.onnx', threads: 4 };
+    const cfg = { device: 'cuda', beamSize: 16, maxItems: 1, timeBudgetMs: 1000, modelPath: '/m/model.onnx', threads: 4, searchAllSymbols: true };
     assert.deepEqual(toServerConfig(cfg), cfg);
     assert.equal(toServerConfig({ device: 'cpu' }).device, 'cpu');
   });
 
   it('drops client-only and unknown keys', () => {
     const cfg = toServerConfig({ pythonPath: '/usr/bin/python3', other: 1, device: 'cpu' });
-    assert.deepEqual(Object.keys(cfg).sort(), ['beamSize', 'device', 'maxItems', 'modelPath', 'threads', 'timeBudgetMs']);
+    assert.deepEqual(Object.keys(cfg).sort(), ['beamSize', 'device', 'maxItems', 'modelPath', 'searchAllSymbols', 'threads', 'timeBudgetMs']);
     assert.equal(cfg.device, 'cpu');
   });
 
@@ -185,5 +186,29 @@ describe('formatStatus', () => {
 
   it('omits an empty device', () => {
     assert.equal(formatStatus({ device: '', state: 'error' }).text, 'anycode: error');
+  });
+});
+
+describe('searchPicks', () => {
+  const range = (line: number) => ({ start: { line, character: 0 }, end: { line: line + 3, character: 0 } });
+
+  it('keeps the server order and shows name, place and score', () => {
+    const picks = searchPicks(
+      [
+        { uri: 'file:///w/pkg/a.py', name: 'load_settings', score: 2.5, range: range(9) },
+        { uri: 'file:///w/b.py', name: 'Client.fetch', score: 1, range: range(0) },
+      ],
+      (uri) => uri.replace('file:///w/', ''),
+    );
+    assert.deepEqual(picks.map((p) => [p.label, p.description, p.detail]), [
+      ['$(symbol-function) load_settings', 'pkg/a.py:10', 'score 2.50'],
+      ['$(symbol-function) Client.fetch', 'b.py:1', 'score 1.00'],
+    ]);
+    assert.equal(picks[0].result.range.start.line, 9);
+  });
+
+  it('drops malformed answers', () => {
+    assert.deepEqual(searchPicks(null, (u) => u), []);
+    assert.deepEqual(searchPicks([{ uri: 1 }, { name: 'x', score: 1, uri: 'file:///a.py' }], (u) => u), []);
   });
 });
