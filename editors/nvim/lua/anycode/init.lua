@@ -9,6 +9,9 @@
 --                  modelPath = "", threads = 0 },
 --   })
 --
+-- :AnycodeSearch {query} lists the workspace's functions that best match a
+-- description in the quickfix list (the server's anycode/search).
+--
 -- See docs/editors.md.
 local M = {}
 
@@ -27,7 +30,7 @@ local defaults = {
 }
 
 -- the settings keys the server reads (server/settings.py)
-M.keys = { "device", "beamSize", "maxItems", "timeBudgetMs", "modelPath", "threads" }
+M.keys = { "device", "beamSize", "maxItems", "timeBudgetMs", "modelPath", "threads", "searchAllSymbols" }
 
 M.config = nil
 M.clients = {}  -- root_dir -> client id (Neovim 0.7 only; vim.lsp.start keeps its own)
@@ -97,6 +100,13 @@ local function notify(client, method, params)
     return client:notify(method, params)
   end
   return client.notify(method, params)
+end
+
+local function request(client, method, params, handler, bufnr)
+  if vim.fn.has("nvim-0.11") == 1 then
+    return client:request(method, params, handler, bufnr)
+  end
+  return client.request(method, params, handler, bufnr)
 end
 
 local function on_status(_, result, ctx)
@@ -196,6 +206,50 @@ function M.update_settings(settings)
   end
 end
 
+--- Quickfix items for anycode/search's answers, best first: the function's file, line and name
+--- with its score.
+function M.search_items(results)
+  local items = {}
+  for _, r in ipairs(type(results) == "table" and results or {}) do
+    if type(r) == "table" and type(r.uri) == "string" and type(r.range) == "table" then
+      table.insert(items, {
+        filename = vim.uri_to_fname(r.uri),
+        lnum = r.range.start.line + 1,
+        col = 1,
+        text = string.format("%s  (%.2f)", tostring(r.name), tonumber(r.score) or 0),
+      })
+    end
+  end
+  return items
+end
+
+--- Search the workspace's functions by meaning (the server's anycode/search) into the quickfix list.
+function M.search(query, bufnr)
+  local name = M.config and M.config.name or defaults.name
+  local client = M.client(bufnr or 0) or clients_named(name)[1]
+  if client == nil then
+    vim.notify("anycode: no server running (open a Python file first)", vim.log.levels.WARN)
+    return
+  end
+  if query == nil or query:match("^%s*$") then
+    vim.notify("anycode: :AnycodeSearch {what the function does}", vim.log.levels.WARN)
+    return
+  end
+  request(client, "anycode/search", { query = query, limit = 50 }, function(err, result)
+    if err then
+      vim.notify("anycode search: " .. tostring(err.message or vim.inspect(err)), vim.log.levels.ERROR)
+      return
+    end
+    local items = M.search_items(result)
+    vim.fn.setqflist({}, " ", { title = "anycode: " .. query, items = items })
+    if #items == 0 then
+      print("anycode: no function matches " .. query)
+    else
+      vim.cmd("copen")
+    end
+  end, bufnr)
+end
+
 function M.setup(opts)
   opts = opts or {}
   local cfg = vim.tbl_extend("force", vim.deepcopy(defaults), opts)
@@ -236,6 +290,10 @@ function M.setup(opts)
       st.lastLatencyMs and string.format(", last %.0f ms", st.lastLatencyMs) or "",
       st.message and (" (" .. st.message .. ")") or ""))
   end, { desc = "anycode: the server's state, device and last latency" })
+
+  vim.api.nvim_create_user_command("AnycodeSearch", function(args)
+    M.search(args.args, 0)
+  end, { nargs = "+", desc = "anycode: the workspace's functions that best match a description (quickfix)" })
 end
 
 return M
