@@ -563,6 +563,10 @@ def make_server(completer_factory: Factory | None = None,
         """Code search by meaning (not part of LSP): [{uri, range, name, score}] best first."""
         return await search.search_request(ls, _plain(params))
 
+    @ls.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
+    async def did_change_workspace_folders(ls: AnycodeServer, params: types.DidChangeWorkspaceFoldersParams):
+        await search.folders_changed(ls, params)
+
     @ls.feature(types.TEXT_DOCUMENT_DID_SAVE)
     def did_save(ls: AnycodeServer, params: types.DidSaveTextDocumentParams):
         search.did_save(ls, params)

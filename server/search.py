@@ -61,26 +61,35 @@ class WorkspaceIndex:
         self.generation = 0           # bumped at each change of the index: the ranker is rebuilt
         self._rank: Any = None
         self._rank_generation = -1
+        self.epoch = 0                # bumped at each open(): an indexing of older folders stops
+        self.watching = False         # file watchers registered with the client
 
     def open(self, roots: list[Path], progress: Callable[[int, int], None]) -> Future:
-        """Start indexing `roots` in the indexing thread."""
+        """Start indexing `roots` in the indexing thread (again when the folders change: an indexing
+        of the previous folders still running stops at its next file)."""
+        self.epoch += 1
         self.roots = [r.resolve() for r in roots]
         self.index_file = search_index.index_file_for(self.roots)
         self.state = "building"
-        return self.executor.submit(self._build, progress)
+        self.done = self.total = 0
+        return self.executor.submit(self._build, self.epoch, self.roots, self.index_file, progress)
 
-    def _build(self, progress: Callable[[int, int], None]) -> None:
+    def _build(self, epoch: int, roots: list[Path], index_file: Path, progress: Callable[[int, int], None]) -> None:
         try:
-            index = search_index.load_index(self.index_file, self.log_line)
+            if epoch != self.epoch:
+                return
+            index = search_index.load_index(index_file, self.log_line)
             with self.lock:
                 self.index = index
                 self.generation += 1
-            files = search_index.source_files(self.roots)
+            files = search_index.source_files(roots)
             if len(files) > MAX_FILES:
                 self.log_line(f"anycode search: {len(files)} files in the workspace: the first {MAX_FILES} indexed")
                 files = files[:MAX_FILES]
             self.total = len(files)
             for i, f in enumerate(files):
+                if epoch != self.epoch:   # the folders changed: the next indexing starts over
+                    return
                 self._refresh(f)
                 self.done = i + 1
                 progress(self.done, self.total)
@@ -94,7 +103,8 @@ class WorkspaceIndex:
             log.exception("indexing failed")
             self.log_line(f"anycode search: indexing failed: {exc!r}")
         finally:
-            self.state = "ready"
+            if epoch == self.epoch:
+                self.state = "ready"
 
     def _refresh(self, path: Path) -> bool:
         with self.lock:
@@ -134,7 +144,10 @@ class WorkspaceIndex:
         def run() -> None:
             if sum(self._refresh(p) for p in paths):
                 self._save()
-        return self.executor.submit(run)
+        try:
+            return self.executor.submit(run)
+        except RuntimeError:   # shut down
+            return None
 
     def query(self, text: str, limit: int) -> list[tuple[str, int, int, str, float]]:
         """The best functions, best first (search_index.ranker, rebuilt only after a change).
@@ -152,6 +165,14 @@ class WorkspaceIndex:
         return {"state": self.state, "files": files, "functions": functions, "done": self.done,
                 "total": self.total, "reread": self.reread, "roots": [str(r) for r in self.roots],
                 "indexFile": str(self.index_file) if self.index_file else None}
+
+    def close(self) -> None:
+        """No folder any more: an empty index, searches answer []."""
+        self.epoch += 1
+        with self.lock:
+            self.roots, self.index_file, self.index = [], None, search_index.empty_index()
+            self.generation += 1
+        self.state = "none"
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -188,7 +209,8 @@ async def index_workspace(ls: Any, roots: list[Path]) -> None:
 
     t0 = time.monotonic()
     building = asyncio.wrap_future(ls.search.open(roots, progress))
-    await watch_files(ls, 10.0)
+    if not ls.search.watching:
+        ls.search.watching = await watch_files(ls, 10.0)
     try:
         await building
     finally:
@@ -274,6 +296,17 @@ async def workspace_symbols(ls: Any, query: str) -> list[types.SymbolInformation
                                     location=types.Location(uri=from_fs_path(path), range=lsp_range(first, last)),
                                     container_name=f"{Path(path).name} {score:.2f}")
             for path, first, last, name, score in found]
+
+
+async def folders_changed(ls: Any, params: types.DidChangeWorkspaceFoldersParams) -> None:
+    """workspace/didChangeWorkspaceFolders: the index is of the new set of folders (its own file)."""
+    removed = {Path(p).resolve() for p in file_paths([f.uri for f in params.event.removed])}
+    roots = [r for r in ls.search.roots if r not in removed]
+    roots += [p for p in file_paths([f.uri for f in params.event.added]) if p.is_dir() and p.resolve() not in roots]
+    if roots:
+        await index_workspace(ls, roots)
+    else:
+        ls.search.close()
 
 
 def did_save(ls: Any, params: types.DidSaveTextDocumentParams) -> None:

@@ -200,3 +200,35 @@ async def test_search_before_any_folder_answers_empty(tmp_path, model_settings):
         assert (await stats(client)).searchIndex.state == "none"
     finally:
         await stop_server(client)
+
+
+async def test_workspace_folders_added_and_removed(tmp_path, model_settings):
+    pytest.importorskip("bm25s")
+    first, second = tmp_path / "first", tmp_path / "second"
+    make_project(first)
+    second.mkdir()
+    (second / "mail.py").write_text(function("send_mail", "Send an email message to a recipient.", "msg = None"))
+    client = await start_server(model_settings, folders=[first], env=cache_env(tmp_path), wait=False)
+    try:
+        await wait_indexed(client)
+        assert await search(client, "send an email message") == []
+        assert [i["name"] for i in await search(client, "configuration options")] == ["load_settings"]
+        folder = lambda p: types.WorkspaceFolder(uri=p.as_uri(), name=p.name)  # noqa: E731
+        client.workspace_did_change_workspace_folders(types.DidChangeWorkspaceFoldersParams(
+            event=types.WorkspaceFoldersChangeEvent(added=[folder(second)], removed=[])))
+        end = time.monotonic() + 30
+        while not await search(client, "send an email message") and time.monotonic() < end:
+            await asyncio.sleep(0.1)
+        st = await wait_indexed(client)
+        assert st.files == 5 and st.functions == 4, st
+        assert [name_and_file(i) for i in await search(client, "send an email message")][:1] == [("send_mail", "mail.py")]
+        client.workspace_did_change_workspace_folders(types.DidChangeWorkspaceFoldersParams(
+            event=types.WorkspaceFoldersChangeEvent(added=[], removed=[folder(first)])))
+        end = time.monotonic() + 30
+        while await search(client, "configuration options") and time.monotonic() < end:
+            await asyncio.sleep(0.1)
+        st = await wait_indexed(client)
+        assert st.files == 1 and st.roots == [str(second.resolve())], st
+        assert await search(client, "configuration options") == []
+    finally:
+        await stop_server(client)
