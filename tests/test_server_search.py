@@ -232,3 +232,33 @@ async def test_workspace_folders_added_and_removed(tmp_path, model_settings):
         assert await search(client, "configuration options") == []
     finally:
         await stop_server(client)
+
+
+async def test_a_search_while_indexing_answers_at_once(tmp_path, model_settings):
+    """Asked before the index is ready, anycode/search answers from what is indexed so far (never an
+    error, never a wait for the whole folder), and the log says the index is still building."""
+    pytest.importorskip("bm25s")
+    proj = tmp_path / "big"
+    proj.mkdir()
+    for i in range(400):
+        (proj / f"mod_{i:03d}.py").write_text("\n\n".join(
+            function(f"handler_{i}_{j}", f"Handle event number {j} of module {i}.", "x = 1") for j in range(8)))
+    client = await start_server(model_settings, folders=[proj], env=cache_env(tmp_path), wait=False)
+    try:
+        answers = []
+        while True:
+            st = (await stats(client)).searchIndex
+            found = await search(client, "handle event number", limit=5)
+            answers.append((st.state, st.done, st.total, len(found)))
+            if st.state == "ready":
+                break
+            await asyncio.sleep(0.05)
+        building = [a for a in answers if a[0] == "building"]
+        assert building, f"the index was ready before the first search: {answers}"
+        assert all(n <= 5 for *_, n in answers) and answers[-1][3] == 5
+        partial = [a for a in building if 0 < a[1] < a[2]]
+        if partial:
+            assert any("still building" in m.message for m in client.log_messages)
+        assert (await wait_indexed(client)).functions == 3200
+    finally:
+        await stop_server(client)
