@@ -46,7 +46,8 @@ class WorkspaceIndex:
     """The index of the workspace folders' functions, kept current by one indexing thread.
 
     The thread owns the writes; `lock` guards the index while a file's entry changes, while it is
-    saved and while a ranker copies it, so a query sees each file either before or after a change."""
+    saved and while a query copies its file table (entries are replaced, never changed in place),
+    so a query sees each file either before or after a change and BM25 builds outside the lock."""
 
     def __init__(self, log_line: Callable[[str], None]):
         self.log_line = log_line      # thread-safe: the server sends it from the event loop
@@ -152,10 +153,16 @@ class WorkspaceIndex:
     def query(self, text: str, limit: int) -> list[tuple[str, int, int, str, float]]:
         """The best functions, best first (search_index.ranker, rebuilt only after a change).
         Raises ImportError without bm25s."""
+        snapshot = None
         with self.lock:
-            if self._rank_generation != self.generation:
-                self._rank, self._rank_generation = search_index.ranker(self.index), self.generation
-            rank = self._rank
+            rank, generation = self._rank, self.generation
+            if self._rank_generation != generation:   # a copy of the file table, ranked outside the lock
+                snapshot = {**self.index, "files": dict(self.index["files"])}
+        if snapshot is not None:
+            rank = search_index.ranker(snapshot)
+            with self.lock:
+                if generation >= self._rank_generation:
+                    self._rank, self._rank_generation = rank, generation
         return rank(text, limit)
 
     def counts(self) -> dict[str, Any]:
