@@ -29,7 +29,6 @@ from pygls.exceptions import JsonRpcInternalError
 from pygls.uris import from_fs_path, to_fs_path
 
 from anycode import grammars
-from anycode.model import search_index
 
 log = logging.getLogger("anycode.server.search")
 
@@ -38,8 +37,18 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 500
 MAX_FILES = 50_000          # a workspace larger than this (a home folder opened by mistake) is cut
 PROGRESS_EVERY_S = 0.2
-MISSING = (f"anycode: code search needs the bm25s package, which is not installed: "
-           f"{search_index.INSTALL_HINT}")
+NO_FILES: dict[str, Any] = {"files": {}}   # the index before a folder opens
+
+
+def _si():
+    """model/search_index.py, imported when first needed: it brings numpy and the search's data
+    modules, which the server's start (initialize's answer) need not wait for."""
+    from anycode.model import search_index
+    return search_index
+
+
+def missing() -> str:
+    return f"anycode: code search needs the bm25s package, which is not installed: {_si().INSTALL_HINT}"
 
 
 class WorkspaceIndex:
@@ -53,7 +62,7 @@ class WorkspaceIndex:
         self.log_line = log_line      # thread-safe: the server sends it from the event loop
         self.roots: list[Path] = []
         self.index_file: Path | None = None
-        self.index = search_index.empty_index()
+        self.index = NO_FILES
         self.lock = threading.Lock()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="anycode-index")
         self.parsers: dict = {}
@@ -70,7 +79,7 @@ class WorkspaceIndex:
         of the previous folders still running stops at its next file)."""
         self.epoch += 1
         self.roots = [r.resolve() for r in roots]
-        self.index_file = search_index.index_file_for(self.roots)
+        self.index_file = _si().index_file_for(self.roots)
         self.state = "building"
         self.done = self.total = 0
         return self.executor.submit(self._build, self.epoch, self.roots, self.index_file, progress)
@@ -79,11 +88,11 @@ class WorkspaceIndex:
         try:
             if epoch != self.epoch:
                 return
-            index = search_index.load_index(index_file, self.log_line)
+            index = _si().load_index(index_file, self.log_line)
             with self.lock:
                 self.index = index
                 self.generation += 1
-            files = search_index.source_files(roots)
+            files = _si().source_files(roots)
             if len(files) > MAX_FILES:
                 self.log_line(f"anycode search: {len(files)} files in the workspace: the first {MAX_FILES} indexed")
                 files = files[:MAX_FILES]
@@ -109,7 +118,7 @@ class WorkspaceIndex:
 
     def _refresh(self, path: Path) -> bool:
         with self.lock:
-            changed = search_index.refresh_file(self.index, path, self.parsers, log=self._skipped)
+            changed = _si().refresh_file(self.index, path, self.parsers, log=self._skipped)
             if changed:
                 self.generation += 1
         self.reread += changed
@@ -123,7 +132,7 @@ class WorkspaceIndex:
             return
         try:
             with self.lock:
-                search_index.save_index(self.index, self.index_file)
+                _si().save_index(self.index, self.index_file)
         except OSError as exc:
             self.log_line(f"anycode search: cannot save the index {self.index_file}: {exc}")
 
@@ -132,8 +141,8 @@ class WorkspaceIndex:
         for root in self.roots:
             if path.is_relative_to(root):
                 parts = path.relative_to(root).parts[:-1]
-                return (search_index.is_source(path) and
-                        not any(p in search_index.SKIP_DIRS or p.startswith(".") for p in parts))
+                return (_si().is_source(path) and
+                        not any(p in _si().SKIP_DIRS or p.startswith(".") for p in parts))
         return False
 
     def changed(self, paths: list[Path]) -> Future | None:
@@ -159,7 +168,7 @@ class WorkspaceIndex:
             if self._rank_generation != generation:   # a copy of the file table, ranked outside the lock
                 snapshot = {**self.index, "files": dict(self.index["files"])}
         if snapshot is not None:
-            rank = search_index.ranker(snapshot)
+            rank = _si().ranker(snapshot)
             with self.lock:
                 if generation >= self._rank_generation:
                     self._rank, self._rank_generation = rank, generation
@@ -177,7 +186,7 @@ class WorkspaceIndex:
         """No folder any more: an empty index, searches answer []."""
         self.epoch += 1
         with self.lock:
-            self.roots, self.index_file, self.index = [], None, search_index.empty_index()
+            self.roots, self.index_file, self.index = [], None, NO_FILES
             self.generation += 1
         self.state = "none"
 
@@ -200,8 +209,8 @@ async def index_workspace(ls: Any, roots: list[Path]) -> None:
     """Index the folders in the background, reporting $/progress; logs what was indexed."""
     if not roots:
         return
-    if not search_index.have_bm25():
-        ls.log_message(MISSING + " (the index is built all the same)", types.MessageType.Warning)
+    if not _si().have_bm25():
+        ls.log_message(missing() + " (the index is built all the same)", types.MessageType.Warning)
     token = await ls._progress_begin("anycode", "Indexing the workspace's functions", "index")
     loop = asyncio.get_running_loop()
     last = [0.0]
@@ -264,7 +273,7 @@ async def ranked(ls: Any, query: str, limit: int) -> list[tuple[str, int, int, s
     try:
         found = await asyncio.to_thread(wi.query, query, limit)
     except ImportError:
-        raise JsonRpcInternalError(message=MISSING) from None
+        raise JsonRpcInternalError(message=missing()) from None
     if wi.state == "building":
         ls.log_message(f"anycode search: the index is still building ({wi.done} of {wi.total} files): "
                        f"answered from what is indexed so far")
