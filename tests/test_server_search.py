@@ -36,6 +36,7 @@ def make_project(root: Path) -> None:
                   function("fetch_page", "Download a web page over HTTP.", "resp = None").splitlines()))
     (root / "broken.py").write_text("def f(:\n")
     (root / "blob.py").write_bytes(b"\0\1\2 binary")
+    (root / "huge.py").write_text("def big():\n" + "    x = 1\n" * (search_index.MAX_FILE_BYTES // 10 + 1))
 
 
 def cache_env(tmp: Path) -> dict:
@@ -69,7 +70,7 @@ async def test_index_query_edit_save_and_symbols(tmp_path, model_settings):
     try:
         doc = Doc(client, (proj / "pkg" / "config.py").as_uri(), (proj / "pkg" / "config.py").read_text())
         st = await wait_indexed(client)
-        assert st.files == 4 and st.functions == 3, st
+        assert st.files == 5 and st.functions == 3, st
         (watch,), = [r.registrations for r in client.registrations]
         assert watch.method == types.WORKSPACE_DID_CHANGE_WATCHED_FILES
         assert watch.register_options["watchers"][0]["globPattern"].startswith("**/*.")
@@ -77,6 +78,7 @@ async def test_index_query_edit_save_and_symbols(tmp_path, model_settings):
         assert progress and progress[0][0].kind == "begin" and progress[0][-1].kind == "end"
         logs = [m.message for m in client.log_messages]
         assert any("broken.py: does not parse" in m for m in logs) and any("blob.py: binary" in m for m in logs)
+        assert any("huge.py: huge" in m for m in logs)
 
         found = await search(client, "parse a config file")
         assert [name_and_file(i) for i in found][:1] == [("load_settings", "config.py")]
@@ -144,7 +146,7 @@ async def test_restart_rereads_nothing_and_a_corrupt_index_is_rebuilt(tmp_path, 
     client = await start_server(model_settings, folders=[proj], env=env, wait=False)
     try:
         first = await wait_indexed(client)
-        assert first.reread == 4
+        assert first.reread == 5
     finally:
         await stop_server(client)
     index_file = Path(first.indexFile)
@@ -163,12 +165,12 @@ async def test_restart_rereads_nothing_and_a_corrupt_index_is_rebuilt(tmp_path, 
     client = await start_server(model_settings, folders=[proj], env=env, wait=False)
     try:
         rebuilt = await wait_indexed(client)
-        assert rebuilt.reread == 4 and rebuilt.functions == 3
+        assert rebuilt.reread == 5 and rebuilt.functions == 3
         assert any("rebuilt" in m.message for m in client.log_messages)
         assert [i["name"] for i in await search(client, "parse a config file", 1)] == ["load_settings"]
     finally:
         await stop_server(client)
-    assert len(search_index.load_index(index_file)["files"]) == 4
+    assert len(search_index.load_index(index_file)["files"]) == 5
 
 
 async def test_without_bm25s_search_says_how_to_install_and_completion_works(tmp_path, model_settings):
@@ -220,7 +222,7 @@ async def test_workspace_folders_added_and_removed(tmp_path, model_settings):
         while not await search(client, "send an email message") and time.monotonic() < end:
             await asyncio.sleep(0.1)
         st = await wait_indexed(client)
-        assert st.files == 5 and st.functions == 4, st
+        assert st.files == 6 and st.functions == 4, st
         assert [name_and_file(i) for i in await search(client, "send an email message")][:1] == [("send_mail", "mail.py")]
         client.workspace_did_change_workspace_folders(types.DidChangeWorkspaceFoldersParams(
             event=types.WorkspaceFoldersChangeEvent(added=[], removed=[folder(first)])))
