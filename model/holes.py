@@ -472,13 +472,14 @@ def find_typed_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Pa
         return hole
     line_start = source.rfind(b"\n", 0, cursor) + 1
     line = source[line_start:cursor].decode("utf8", "replace")
-    start, typed_type, first, loc = None, "", None, None
+    start, typed_type, first, loc, starts = None, "", None, None, []
     for how in _placements(line, lang):
         at, located = _place(source, cursor, line_start, line, how, lang)
         for loc in _placeholder_parses(located, at, parser, prev, lang):
             if how == "cursor" and first is None:
                 first = loc
-            start, typed_type = _typed_start(loc, at, line_start, table, lang)
+            starts = _typed_starts(loc, at, line_start, table, lang)
+            start, typed_type = starts[0] if starts else (None, "")
             if start is not None and start < cursor:
                 break
         else:
@@ -488,8 +489,6 @@ def find_typed_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Pa
         # nothing typed (or nothing that starts an expression): the hole at the cursor, as find_hole has it
         return None if first is None else _hole_at(source, cursor, first, table, identifiers, lang)
     typed = source[start:cursor].decode("utf8", "replace")
-    if lang.lone_number(typed):
-        return None
     after = loc.end if located is source else cursor
     closers = lang.closers(typed)
     if located is source and loc.ph.start_byte == cursor and expression_position(loc.ph, table, lang):
@@ -500,7 +499,25 @@ def find_typed_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Pa
         if lang.parse_expression(typed + lang.OPERAND + closers, parser) is not None:
             return _operand_hole(source, cursor, start, after, loc, closers, parser, table, prev, identifiers, lang)
     found = None
-    for k, clean in _cleaned(source, start, after, closers):
+    for i, (start, typed_type) in enumerate(starts):
+        typed = source[start:cursor].decode("utf8", "replace")
+        # an expression around the innermost one only where it opened a bracket the buffer does not
+        # close (`int(raw|`: the answer is `int(raw...)`, not `raw...` inside a call left open)
+        if start >= cursor or lang.lone_number(typed) or (i and not lang.closers(typed)):
+            continue
+        hole = _typed_hole(source, cursor, start, typed, typed_type, after, parser, table, prev, identifiers, lang)
+        if hole is not None and _whole(hole):
+            return hole
+        found = found or hole
+    return found
+
+
+def _typed_hole(source: bytes, cursor: int, start: int, typed: str, typed_type: str, after: int,
+                parser: ts.Parser, table, prev, identifiers, lang: Language) -> Hole | None:
+    """The hole of the expression typed from `start`, in the buffer without the typed text and the
+    most of its closers an editor put after the cursor that leave the buffer whole."""
+    found = None
+    for k, clean in _cleaned(source, start, after, lang.closers(typed)):
         hole = find_hole(clean, start, lang=lang, parser=parser, table=table, prev=prev, identifiers=identifiers)
         if hole is None or hole.start != start or hole.typed:
             continue
@@ -570,14 +587,16 @@ def _place(source: bytes, cursor: int, line_start: int, line: str, how: str, lan
     return cursor, source
 
 
-def _typed_start(loc: _Located, at: int, line_start: int, table, lang: Language) -> tuple[int | None, str]:
-    """Where the expression being typed starts (see find_typed_hole), in the located buffer, and its
-    type ("" for a name or literal)."""
+def _typed_starts(loc: _Located, at: int, line_start: int, table, lang: Language) -> list[tuple[int, str]]:
+    """Where the expressions being typed start (see find_typed_hole), in the located buffer, with their
+    types ("" for a name or literal): the innermost first, then those around it that also start on the
+    line and end at the cursor (`int(raw|` is `raw`, then `int(raw`)."""
     ph_end = at + len(PLACEHOLDER)
     limit = ph_end + len(loc.repaired)
     src = loc.ph_source
     while limit < len(src) and src[limit] in _CLOSER_BYTES:
         limit += 1
+    out = []
     n = loc.ph
     while n is not None and n.type not in lang.STOP_TYPES:
         if n.end_byte > limit or n.start_byte < line_start or at - n.start_byte > MAX_TYPED_CHARS:
@@ -585,8 +604,9 @@ def _typed_start(loc: _Located, at: int, line_start: int, table, lang: Language)
         # a name being typed is the expression itself (`f(a, lim|`), an empty one is not (`f(a, |`)
         typed_name = n.type == lang.IDENTIFIER and n.start_byte < at
         if n.is_named and (typed_name or lang.base_type(lang.type_key(n)) in lang.EXPRESSION_TYPES) \
-                and expression_position(n, table, lang):
-            return n.start_byte, ("" if typed_name else lang.type_key(n))
+                and expression_position(n, table, lang) and (not out or n.start_byte < out[-1][0]):
+            out.append((n.start_byte, "" if typed_name else lang.type_key(n)))
         n = n.parent
-    start = loc.ph.start_byte
-    return (start if start >= line_start and expression_position(loc.ph, table, lang) else None), ""
+    if not out and loc.ph.start_byte >= line_start and expression_position(loc.ph, table, lang):
+        out.append((loc.ph.start_byte, ""))
+    return out

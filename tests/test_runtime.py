@@ -185,7 +185,7 @@ def test_operand_that_does_not_finish_the_expression(completer, typed):
 def test_typed_start_lost_by_a_narrow_beam_is_searched_wider(completer):
     """`inspect(op.|())`: attribute chains that agree with `op.` fill a beam of 5 and the short
     answers never finish; the search runs again wider and answers."""
-    src = (DATA / "dagster_alembic_005.py").read_bytes()
+    src = (DATA / "typed" / "dagster_alembic_005.py").read_bytes()
     at = src.index(b"op.get_bind()")
     buf = src[:at] + b"op." + src[at + len(b"op.get_bind"):]
     if completer.manifest.get("untrained"):
