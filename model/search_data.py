@@ -44,6 +44,7 @@ import numpy as np
 from anycode import grammars
 from anycode.grammars import Language, Node
 from anycode.model.corpus import SPLITS, iter_files
+from anycode.model.dataset import StringTable
 from anycode.model.paths import FlatTree, path_between
 
 MIN_QUERY_WORDS = 3
@@ -274,25 +275,6 @@ def code_key(code: str) -> bytes:
 # ---------------------------------------------------------------- storage
 
 
-class StringTable:
-    """Strings interned to ids, saved as one utf-8 blob with offsets."""
-
-    def __init__(self):
-        self.ids: dict[str, int] = {}
-
-    def id(self, s: str) -> int:
-        i = self.ids.get(s)
-        if i is None:
-            i = self.ids[s] = len(self.ids)
-        return i
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        blobs = [s.encode("utf8") for s in self.ids]
-        off = np.zeros(len(blobs) + 1, np.int64)
-        off[1:] = np.cumsum([len(b) for b in blobs])
-        return np.frombuffer(b"".join(blobs), np.uint8), off
-
-
 def load_strings(blob: np.ndarray, off: np.ndarray) -> list[str]:
     raw = blob.tobytes()
     return [raw[off[i]: off[i + 1]].decode("utf8") for i in range(len(off) - 1)]
@@ -322,9 +304,9 @@ def write_split(out: Path, split: str, pairs: list[dict]) -> None:
         for p in pairs:
             fh.write(json.dumps({k: p[k] for k in ("project", "path", "line", "name", "query", "code")},
                                 ensure_ascii=False) + "\n")
-            query.add([strings.id(w) for w in p["f_query"]])
-            code.add([strings.id(w) for w in p["f_code"]])
-            ctx.add([strings.id(x) for c in p["f_ctx"] for x in c])   # 3 ids a context
+            query.add([strings(w) for w in p["f_query"]])
+            code.add([strings(w) for w in p["f_code"]])
+            ctx.add([strings(x) for c in p["f_ctx"] for x in c])   # 3 ids a context
     arrays: dict = {}
     for name, r in (("query", query), ("code", code), ("ctx", ctx)):
         r.save_into(arrays, name)
