@@ -412,7 +412,6 @@ class Completer:
             self.stats["no_hole"] += 1
             return []
         self.stats["context_hits" if ctx.stats["context_hit"] else "context_misses"] += 1
-        t1 = time.perf_counter()
         prefix = Prefix(hole.typed, hole.typed_type, lang=self.lang)
         timing = {"search_ms": 0.0, "verify_ms": 0.0}
 

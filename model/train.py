@@ -402,12 +402,14 @@ def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None,
     decay = lambda s: min(1.0, (s + 1) / max(cfg.warmup_steps, 1)) * cfg.lr_decay ** (s // cfg.lr_decay_every)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, decay)
     st = {"step": 0, "pos": 0, "train_seconds": 0.0, "targets": 0, "examples": 0, "best_dev_acc": -1.0,
-          "best_step": -1, "history": []}
+          "best_score": -math.inf, "best_step": -1, "history": []}
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optim"])
         sched.load_state_dict(ckpt["sched"])
         st.update(ckpt["state"])
+        if "best_score" not in ckpt["state"] and st["best_dev_acc"] >= 0:  # a checkpoint older than best_score
+            st["best_score"] = st["best_dev_acc"]
         set_rng_state(ckpt["rng"], dev)
         log(f"resumed from {ckpt_path} at step {st['step']} (data position {st['pos']})")
         del ckpt
@@ -499,7 +501,7 @@ def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None,
             fh.write(json.dumps({"dev": rec}) + "\n")
         # the best weights by greedy dev acc@1, or by dev nll where the run checks no accuracy
         score = acc if acc == acc else -dl
-        if score > st.get("best_score", st["best_dev_acc"] if st["best_dev_acc"] >= 0 else -math.inf):
+        if score > st["best_score"]:
             st["best_score"], st["best_step"] = score, st["step"]
             if acc == acc:
                 st["best_dev_acc"] = acc
