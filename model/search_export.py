@@ -45,6 +45,9 @@ def export(weights: Path, packed: Path, out: Path) -> Path:
     """The ONNX encoders of `weights` with the vocabularies of `packed`, in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(weights, packed=packed)
+    for enc in (model.query, model.semantic):
+        if enc is not None:
+            enc.for_export = True
     meta = json.loads((packed / "meta.json").read_text())
     lim = meta["limits"]
     q = torch.ones(2, lim["query"], dtype=torch.long)
@@ -54,7 +57,7 @@ def export(weights: Path, packed: Path, out: Path) -> Path:
               (CodeGraph(model), (code, ctx), "search_code.onnx", ["code", "ctx"])]
     for module, args, name, inputs in graphs:
         torch.onnx.export(module, args, str(out / name), input_names=inputs, output_names=["vector"],
-                          dynamic_axes={**{i: {0: "batch"} for i in inputs}, "vector": {0: "batch"}},
+                          dynamic_axes={**{i: {0: "batch", 1: "length"} for i in inputs}, "vector": {0: "batch"}},
                           opset_version=OPSET, dynamo=False, do_constant_folding=True)
         _store_fp16(out / name)
     shutil.copy(packed / "vocab.json.xz", out / "vocab.json.xz")
@@ -62,7 +65,7 @@ def export(weights: Path, packed: Path, out: Path) -> Path:
     width = model.query_out.out_features
     (out / "config.json").write_text(json.dumps({
         "kind": "code-search encoders", "language": meta.get("language"), "fusion": model.cfg.fusion,
-        "width": width, "limits": lim, "trained": info}, indent=1))
+        "width": width, "limits": lim, "code_cap": model.cfg.max_code, "trained": info}, indent=1))
     return out
 
 

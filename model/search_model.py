@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+NEG_MASK = -1e4
 FUSIONS = ("concat", "sum", "attention", "structural", "semantic")
 
 
@@ -65,13 +66,33 @@ class TextEncoder(nn.Module):
                                            norm_first=True, activation="gelu")
         self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(cfg.d)
+        self.for_export = False        # model/search_export.py: the layers as `layer_for_export` writes them
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = ids[:, : self.pos.shape[0]]          # a text longer than the encoder's cap is read up to it
         mask = ids != 0
         mask = torch.cat([torch.ones_like(mask[:, :1]), mask[:, 1:]], 1)   # an empty text attends to its pad
         x = self.emb(ids) + self.pos[: ids.shape[1]]
-        x = self.layers(x, src_key_padding_mask=~mask)
+        if self.for_export:
+            for layer in self.layers.layers:
+                x = layer_for_export(layer, x, mask)
+        else:
+            x = self.layers(x, src_key_padding_mask=~mask)
         return masked_mean(self.norm(x), mask)
+
+
+def layer_for_export(layer: nn.TransformerEncoderLayer, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`layer` (pre-norm, GELU, eval mode) on x [B, T, d] with `mask` [B, T] true where a token is, written
+    with shapes left to the input: torch's fused attention traced to ONNX keeps the traced length, and
+    the runtime cuts each batch to its longest text."""
+    attn = layer.self_attn
+    b, d, heads = x.shape[0], x.shape[-1], attn.num_heads
+    h = layer.norm1(x)
+    q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).view(b, -1, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
+    scores = (q @ k.transpose(-1, -2)) * (d // heads) ** -0.5 + (~mask)[:, None, None, :].to(x.dtype) * NEG_MASK
+    a = (torch.softmax(scores, -1) @ v).transpose(1, 2).reshape(b, -1, d)
+    x = x + attn.out_proj(a)
+    return x + layer.linear2(F.gelu(layer.linear1(layer.norm2(x))))
 
 
 class PathContextEncoder(nn.Module):

@@ -38,23 +38,40 @@ class SearchEncoders:
         self.code_session = ort.InferenceSession(str(model_dir / "search_code.onnx"), opts,
                                                  providers=["CPUExecutionProvider"])
         self.width = int(self.config["width"])
+        self.code_cap = int(self.config.get("code_cap") or self.config["limits"]["code"])
 
     def _arrays(self, rows: list) -> dict[str, np.ndarray]:
         return {k: v.astype(np.int64) for k, v in search_pack.to_arrays(rows, self.vocab_sizes).items()}
 
     def queries(self, texts: list[str], batch: int = 256) -> np.ndarray:
         """Vectors [N, W] of natural-language queries."""
-        out = [np.zeros((0, self.width), np.float32)]
-        for i in range(0, len(texts), batch):
-            rows = [self.encoder.row(words(t), [], []) for t in texts[i: i + batch]]
-            out.append(self.query_session.run(None, {"query": self._arrays(rows)["query"]})[0])
-        return np.concatenate(out)
+        rows = [self.encoder.row(words(t), [], []) for t in texts]
+        return self._encode(rows, lambda r: len(r[0]), batch, self._run_queries)
 
     def functions(self, features: list[Features], batch: int = 256) -> np.ndarray:
         """Vectors [N, W] of functions, from their features (`search_data.source_features`)."""
-        out = [np.zeros((0, self.width), np.float32)]
-        for i in range(0, len(features), batch):
-            rows = [self.encoder.row([], f.code, f.contexts) for f in features[i: i + batch]]
-            a = self._arrays(rows)
-            out.append(self.code_session.run(None, {"code": a["code"], "ctx": a["ctx"]})[0])
-        return np.concatenate(out)
+        rows = [self.encoder.row([], f.code[: self.code_cap], f.contexts) for f in features]
+        return self._encode(rows, lambda r: len(r[1]), batch, self._run_functions)
+
+    def _run_queries(self, a: dict[str, np.ndarray]) -> np.ndarray:
+        return self.query_session.run(None, {"query": _trim(a["query"])})[0]
+
+    def _run_functions(self, a: dict[str, np.ndarray]) -> np.ndarray:
+        return self.code_session.run(None, {"code": _trim(a["code"]), "ctx": _trim(a["ctx"], a["ctx"][..., 1])})[0]
+
+    def _encode(self, rows: list, length, batch: int, run) -> np.ndarray:
+        """Rows encoded in batches of similar lengths (sorted), each cut to its longest row: padding
+        changes no vector (the encoders mask it), only the time spent on it."""
+        out = np.zeros((len(rows), self.width), np.float32)
+        order = sorted(range(len(rows)), key=lambda i: length(rows[i]))
+        for i in range(0, len(order), batch):
+            idx = order[i: i + batch]
+            out[idx] = run(self._arrays([rows[j] for j in idx]))
+        return out
+
+
+def _trim(a: np.ndarray, used: np.ndarray | None = None) -> np.ndarray:
+    """`a` [B, T, ...] without the padding columns at the end that no row uses (at least one kept)."""
+    used = a if used is None else used
+    nonzero = (used != 0).reshape(len(used), used.shape[1], -1).any(-1).any(0)
+    return a[:, : max(1, int(nonzero.nonzero()[0].max()) + 1 if nonzero.any() else 1)]
