@@ -30,7 +30,7 @@ import numpy as np
 from anycode import grammars
 from anycode.model.search_data import Features, function_features, qualified_name, strip_docstring, words
 
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 MAX_FILE_BYTES = 1_000_000
 SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", "build", "dist"}
 BM25 = "bm25"
@@ -98,7 +98,7 @@ def _readable(path: Path) -> tuple[bytes, str | None]:
 
 def file_functions(path: Path, parsers: dict, encoders=None) -> tuple[list[list], str | None]:
     """[first line, last line, qualified name, words] of each function of a file (and its vector,
-    base64 of float16, with `encoders`), or why the file is skipped."""
+    `pack_vector`'s string, with `encoders`), or why the file is skipped."""
     lang = grammars.for_language_id(None, path.name)
     source, skipped = _readable(path)
     if skipped:
@@ -118,9 +118,41 @@ def file_functions(path: Path, parsers: dict, encoders=None) -> tuple[list[list]
             if encoders is not None:
                 feats.append(encoder_features(lang, n))
     if encoders is not None and out:
-        for row, vec in zip(out, encoders.functions(feats).astype(np.float16)):
-            row.append(base64.b64encode(vec.tobytes()).decode())
+        for row, vec in zip(out, encoders.functions(feats)):
+            row.append(pack_vector(vec))
     return out, None
+
+
+def pack_vector(vec: np.ndarray) -> str:
+    """A function's vector as the index stores it: int8 with a float16 scale, base64 (a quarter of
+    float32: 100,000 functions of width 384 in about 40 MB)."""
+    scale = np.float16(max(float(np.abs(vec).max()), 1e-8) / 127.0)
+    q = np.clip(np.rint(vec / np.float32(scale)), -127, 127).astype(np.int8)
+    return base64.b64encode(scale.tobytes() + q.tobytes()).decode()
+
+
+def unpack_vectors(packed: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The int8 rows [N, W] and float32 scales [N] of `pack_vector`'s strings."""
+    raw = np.frombuffer(b"".join(base64.b64decode(p) for p in packed), np.uint8).reshape(len(packed), -1)
+    return raw[:, 2:].view(np.int8), raw[:, :2].copy().view(np.float16)[:, 0].astype(np.float32)
+
+
+def vector_scores(rows: np.ndarray, scales: np.ndarray, q: np.ndarray, block: int = 16384) -> np.ndarray:
+    """Inner products of the int8 `rows` (times their scales) with the query vector `q`, a block of rows
+    at a time (no float copy of the whole matrix)."""
+    out = np.empty(len(rows), np.float32)
+    q = q.astype(np.float32)
+    for i in range(0, len(rows), block):
+        out[i: i + block] = (rows[i: i + block].astype(np.float32) @ q) * scales[i: i + block]
+    return out
+
+
+def top(scores: np.ndarray, keep: np.ndarray, n: int, tie) -> list[int]:
+    """Indices of the n best scores where `keep`, best first; equal scores ordered by `tie(i)`."""
+    cand = np.flatnonzero(keep)
+    if len(cand) > n:
+        cand = cand[np.argpartition(-scores[cand], n - 1)[:n]]
+    return sorted(cand.tolist(), key=lambda i: (-scores[i], tie(i)))
 
 
 def encoder_features(lang, fn) -> Features:
@@ -199,11 +231,10 @@ def ranker(index: dict, encoders=None):
     Raises ImportError without bm25s (and no encoders)."""
     rows = [(path, *f) for path, e in list(index["files"].items()) for f in e["functions"]]
     if encoders is not None:
-        vecs = (np.stack([np.frombuffer(base64.b64decode(r[5]), np.float16) for r in rows]).astype(np.float32)
-                if rows else None)
+        vecs, scales = unpack_vectors([r[5] for r in rows]) if rows else (None, None)
 
         def scores_of(query: str, q: list[str]):
-            return vecs @ encoders.queries([query])[0], np.ones(len(rows), bool)
+            return vector_scores(vecs, scales, encoders.queries([query])[0]), np.ones(len(rows), bool)
     else:
         import bm25s
 
@@ -220,7 +251,7 @@ def ranker(index: dict, encoders=None):
         if not q or not rows or n <= 0:
             return []
         scores, keep = scores_of(query, q)
-        best = sorted(np.flatnonzero(keep), key=lambda i: (-scores[i], rows[i][0], rows[i][1]))[:n]
+        best = top(scores, keep, n, lambda i: (rows[i][0], rows[i][1]))
         return [(rows[i][0], rows[i][1], rows[i][2], rows[i][3], float(scores[i])) for i in best]
 
     return rank

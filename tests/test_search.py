@@ -349,7 +349,9 @@ def test_exported_encoders_match_torch_and_featurize_source_as_training_did(pack
     r = run_search(["read the file", ".", "--model", str(out), "-n", "3"], proj, tmp_path / "cache")
     assert r.returncode == 0 and "# encoders" in r.stderr, r.stderr
     feats = [sd.source_features(p["code"], PY) for p in pairs]
-    scores = enc.functions(feats).astype(np.float16).astype(np.float32) @ enc.queries(["read the file"])[0]
+    from anycode.model import search_index as si
+    rows, scales = si.unpack_vectors([si.pack_vector(v) for v in enc.functions(feats)])
+    scores = si.vector_scores(rows, scales, enc.queries(["read the file"])[0])
     want = [f"m.py:{1 + sum(p['code'].count(chr(10)) + 2 for p in pairs[:i])}: {pairs[i]['name'].split('.')[-1]} "
             f"{scores[i]:.2f}" for i in np.argsort(-scores)[:3]]
     assert r.stdout.splitlines() == want
@@ -386,3 +388,18 @@ def test_table_rows_from_search_eval():
                                       "test_mrr_all_pairs": {"mrr": 0.2}}},
                     "attention": {"fusion": "attention", "error": "OOM"}})
     assert got == ["| weighted sum | 0.500 | 0.250 | 0.100 | 0.600 | 0.200 |", "| attention | failed: OOM | | | | |"]
+
+
+def test_index_vectors_keep_the_ranking_of_float_vectors():
+    """int8 vectors in the index score within 1% of the float ones' range; the n best come best first,
+    equal scores in the tie order."""
+    from anycode.model import search_index as si
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(300, 64)).astype(np.float32)
+    q = rng.normal(size=64).astype(np.float32)
+    rows, scales = si.unpack_vectors([si.pack_vector(v) for v in vecs])
+    got, want = si.vector_scores(rows, scales, q, block=7), vecs @ q
+    assert np.abs(got - want).max() < 0.01 * np.abs(want).max()
+    assert si.top(want, np.ones(300, bool), 5, lambda i: i) == list(np.argsort(-want)[:5])
+    assert si.top(np.array([1.0, 2.0, 2.0, 0.5]), np.array([True, True, True, False]), 2, lambda i: -i) == [2, 1]
+    assert si.top(np.zeros(3), np.zeros(3, bool), 2, lambda i: i) == []
