@@ -41,6 +41,7 @@ bench: $(BIN)/.installed-train
 	$(BIN)/python -m anycode.server.bench --out docs/bench.md \
 		$$(test -f $(HOLEBENCH) && echo --holebench $(HOLEBENCH)) $$(test -d $(TEST_SPLIT) && echo $(TEST_SPLIT))
 	$(BIN)/python -m anycode.server.soak --out docs/bench.md $(SOAK_FLAGS)
+	test ! -d $(TEST_SPLIT) || $(BIN)/python -m anycode.model.search_bench --out docs/bench.md --corpus $(TEST_SPLIT)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -137,9 +137,9 @@ def unpack_vectors(packed: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return raw[:, 2:].view(np.int8), raw[:, :2].copy().view(np.float16)[:, 0].astype(np.float32)
 
 
-def vector_scores(rows: np.ndarray, scales: np.ndarray, q: np.ndarray, block: int = 16384) -> np.ndarray:
+def vector_scores(rows: np.ndarray, scales: np.ndarray, q: np.ndarray, block: int = 1024) -> np.ndarray:
     """Inner products of the int8 `rows` (times their scales) with the query vector `q`, a block of rows
-    at a time (no float copy of the whole matrix)."""
+    at a time: no float copy of the whole matrix, and a block small enough to stay in cache."""
     out = np.empty(len(rows), np.float32)
     q = q.astype(np.float32)
     for i in range(0, len(rows), block):

@@ -21,6 +21,14 @@ from anycode.model import search_pack
 from anycode.model.search_data import Features, words
 
 
+SHIPPED = Path(__file__).parent / "shipped" / "search"
+
+
+def shipped(threads: int = 1) -> "SearchEncoders | None":
+    """The encoders that ship with the package, or None where they do not (ranking falls back to BM25)."""
+    return SearchEncoders(SHIPPED, threads) if (SHIPPED / "config.json").exists() else None
+
+
 class SearchEncoders:
     def __init__(self, model_dir: str | Path, threads: int = 1):
         import onnxruntime as ort
