@@ -53,6 +53,13 @@ def index_file_for(paths: list[Path], ranking: str = BM25, version: str = "", ca
     return (cache or cache_dir()) / f"index-{hashlib.sha1(key.encode()).hexdigest()[:16]}.json.gz"
 
 
+def ranking_of(encoders) -> tuple[str, str]:
+    """(ranking, version) of `index_file_for`: the index of one set of encoders is not another's."""
+    if encoders is None:
+        return BM25, ""
+    return f"encoders {encoders.model_dir.resolve()}", str((encoders.model_dir / "search_code.onnx").stat().st_mtime_ns)
+
+
 def have_bm25() -> bool:
     """Whether BM25 ranking can run (the search extra is installed); indexing does not need it."""
     try:
@@ -283,8 +290,7 @@ def run(args) -> int:
     if missing:
         print(f"anycode search: no such file or folder: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
-    ranking = BM25 if encoders is None else f"encoders {args.model.resolve()}"
-    version = "" if encoders is None else str((args.model / "search_code.onnx").stat().st_mtime_ns)
+    ranking, version = ranking_of(encoders)
     index, reread = update_index(args.paths, index_file_for(args.paths, ranking, version, args.cache), encoders)
     total = sum(len(e["functions"]) for e in index["files"].values())
     print(f"# {ranking} over {total} functions of {len(index['files'])} files ({reread} re-read)", file=sys.stderr)

@@ -34,6 +34,7 @@ class SearchEncoders:
         import onnxruntime as ort
 
         model_dir = Path(model_dir)
+        self.model_dir = model_dir
         self.config = json.loads((model_dir / "config.json").read_text())
         self.lang = grammars.get(self.config.get("language") or grammars.DEFAULT)
         vocab = json.loads(lzma.decompress((model_dir / "vocab.json.xz").read_bytes()))

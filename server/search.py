@@ -5,14 +5,15 @@ model's worker: completion goes on), with $/progress when the client supports it
 model/search_index.py's, in the same file `anycode search QUERY FOLDER` uses, so a restart (or the
 command) re-reads only files whose size or modification time changed; a saved file
 (textDocument/didSave) or one the client watched change (workspace/didChangeWatchedFiles) is
-re-read alone.  Ranking is search_index's too (BM25 until trained encoders ship), built once per
-change of the index and kept between queries.
+re-read alone.  Ranking is search_index's too: the inner products of the shipped encoders' vectors
+(model/shipped/search), BM25 where none ship; built once per change of the index and kept between
+queries.
 
 Answers: `anycode/search` {query, limit?} -> [{uri, range, name, score}] best first, and
 workspace/symbol for a query starting with `?` (every query with `anycode.searchAllSymbols`);
-while the index is building they answer from what is indexed so far and the log says so.  The
-ranking's package (bm25s, the search extra) is optional: without it these two requests answer an
-error saying how to install it, and nothing else changes.
+while the index is building they answer from what is indexed so far and the log says so.  BM25's
+package (bm25s, the search extra) is optional: where no encoders ship and it is missing, these two
+requests answer an error saying how to install it, and nothing else changes.
 """
 from __future__ import annotations
 
@@ -47,6 +48,22 @@ def _si():
     return search_index
 
 
+_ENCODERS: list = []
+
+
+def encoders():
+    """The shipped search encoders (search_runtime.shipped), loaded once, in the indexing thread; None
+    where none ship, and ranking is BM25's."""
+    if not _ENCODERS:
+        from anycode.model import search_runtime
+        try:
+            _ENCODERS.append(search_runtime.shipped())
+        except Exception as exc:  # unreadable encoders: BM25 ranks, the log says why
+            log.warning("search encoders not loaded: %r", exc)
+            _ENCODERS.append(None)
+    return _ENCODERS[0]
+
+
 def missing() -> str:
     return f"anycode: code search needs the bm25s package, which is not installed: {_si().INSTALL_HINT}"
 
@@ -66,6 +83,7 @@ class WorkspaceIndex:
         self.lock = threading.Lock()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="anycode-index")
         self.parsers: dict = {}
+        self.encoders: Any = None     # the shipped encoders (set by the indexing thread), else BM25 ranks
         self.state = "none"           # none (no folder) | building | ready
         self.done = self.total = self.reread = 0
         self.generation = 0           # bumped at each change of the index: the ranker is rebuilt
@@ -79,18 +97,19 @@ class WorkspaceIndex:
         of the previous folders still running stops at its next file)."""
         self.epoch += 1
         self.roots = [r.resolve() for r in roots]
-        self.index_file = _si().index_file_for(self.roots)
         self.state = "building"
         self.done = self.total = 0
-        return self.executor.submit(self._build, self.epoch, self.roots, self.index_file, progress)
+        return self.executor.submit(self._build, self.epoch, self.roots, progress)
 
-    def _build(self, epoch: int, roots: list[Path], index_file: Path, progress: Callable[[int, int], None]) -> None:
+    def _build(self, epoch: int, roots: list[Path], progress: Callable[[int, int], None]) -> None:
         try:
             if epoch != self.epoch:
                 return
+            self.encoders = encoders()
+            index_file = _si().index_file_for(roots, *_si().ranking_of(self.encoders))
             index = _si().load_index(index_file, self.log_line)
             with self.lock:
-                self.index = index
+                self.index, self.index_file = index, index_file
                 self.generation += 1
             files = _si().source_files(roots)
             if len(files) > MAX_FILES:
@@ -118,7 +137,7 @@ class WorkspaceIndex:
 
     def _refresh(self, path: Path) -> bool:
         with self.lock:
-            changed = _si().refresh_file(self.index, path, self.parsers, log=self._skipped)
+            changed = _si().refresh_file(self.index, path, self.parsers, self.encoders, log=self._skipped)
             if changed:
                 self.generation += 1
         self.reread += changed
@@ -168,7 +187,7 @@ class WorkspaceIndex:
             if self._rank_generation != generation:   # a copy of the file table, ranked outside the lock
                 snapshot = {**self.index, "files": dict(self.index["files"])}
         if snapshot is not None:
-            rank = _si().ranker(snapshot)
+            rank = _si().ranker(snapshot, self.encoders)
             with self.lock:
                 if generation >= self._rank_generation:
                     self._rank, self._rank_generation = rank, generation
@@ -180,7 +199,8 @@ class WorkspaceIndex:
             functions = sum(len(e["functions"]) for e in self.index["files"].values())
         return {"state": self.state, "files": files, "functions": functions, "done": self.done,
                 "total": self.total, "reread": self.reread, "roots": [str(r) for r in self.roots],
-                "indexFile": str(self.index_file) if self.index_file else None}
+                "indexFile": str(self.index_file) if self.index_file else None,
+                "ranking": _si().ranking_of(self.encoders)[0].split()[0] if self.state != "none" else None}
 
     def close(self) -> None:
         """No folder any more: an empty index, searches answer []."""
@@ -205,11 +225,16 @@ def roots_of(params: types.InitializeParams) -> list[Path]:
     return [Path(p) for p in paths if p and Path(p).is_dir()]
 
 
+def _shipped_encoders() -> bool:
+    from anycode.model import search_runtime
+    return (search_runtime.SHIPPED / "config.json").exists()
+
+
 async def index_workspace(ls: Any, roots: list[Path]) -> None:
     """Index the folders in the background, reporting $/progress; logs what was indexed."""
     if not roots:
         return
-    if not _si().have_bm25():
+    if not _si().have_bm25() and not _shipped_encoders():
         ls.log_message(missing() + " (the index is built all the same)", types.MessageType.Warning)
     token = await ls._progress_begin("anycode", "Indexing the workspace's functions", "index")
     loop = asyncio.get_running_loop()
