@@ -213,8 +213,10 @@ def test_training_learns_resumes_and_exports(packed_dir, tmp_path):
     from anycode.model import search_train as st
 
     run, export = tmp_path / "run", tmp_path / "export"
+    # dev checked every second: on 200 pairs the tiny model peaks early, then learns the functions' numbers
+    # by heart and falls back towards chance on dev; a slow machine must still see the peak
     args = ["--data", str(packed_dir), "--out", str(run), "--variants", "concat", "--config", "tiny",
-            "--device", "cpu", "--export", str(export), "--set", "eval_every=4"]
+            "--device", "cpu", "--export", str(export), "--set", "eval_every=1"]
     assert st.main(args + ["--minutes", "0.6"]) == 0
     state = __import__("torch").load(run / "concat" / "ckpt.pt", weights_only=False)["state"]
     first_steps = state["step"]
