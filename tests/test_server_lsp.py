@@ -222,6 +222,43 @@ async def test_typed_open_expression(client, trained, typed, closed):
         assert not PARSER.parse(after.encode()).root_node.has_error, edit.new_text
 
 
+async def test_open_call_searches_the_whole_call_first(client, trained):
+    """`max(|`: the whole call is searched under the typed `max(`, so an answer can take more than
+    the one argument the operand's own hole gives (`max(shape, height)`); a name the model cannot
+    write (`qzxv(|`) finds nothing that way, and the operand's hole answers, the call closed."""
+    if not trained:
+        pytest.skip("needs the trained model")
+    head = "def area(shape, scale):\n    width = shape.width * scale\n    height = shape.height * scale\n    value = "
+    found = {}
+    for typed, closed in [("max(", ""), ("max(", ")"), ("qzxv(", ""), ("qzxv(", ")")]:
+        text = head + typed + closed + "\n    return value\n"
+        start, cursor = len(head), len(head) + len(typed)
+        doc = new_doc(client, text)
+        before = (await stats(client)).typedSearches.fallback
+        result = await doc.complete(cursor)
+        texts = check_completion(doc, cursor, result)
+        assert texts, typed + closed
+        for it in result.items:
+            edit = it.text_edit
+            assert (index_of(doc.text, edit.range.start), index_of(doc.text, edit.range.end)) == \
+                (start, cursor + len(closed))
+            after = doc.text[:start] + edit.new_text + doc.text[cursor + len(closed):]
+            assert not PARSER.parse(after.encode()).root_node.has_error, edit.new_text
+        found[typed + closed] = ((await stats(client)).typedSearches.fallback - before, texts)
+    for key in ("max(", "max()"):
+        fallbacks, texts = found[key]
+        assert fallbacks == 0 and any(_arguments(t) > 1 for t in texts), texts
+    for key in ("qzxv(", "qzxv()"):
+        fallbacks, texts = found[key]
+        assert fallbacks == 1 and all(t.startswith("qzxv(") and _arguments(t) == 1 for t in texts), texts
+
+
+def _arguments(call: str) -> int:
+    """How many arguments the call `call` has."""
+    node = PARSER.parse(call.encode()).root_node.named_children[0].named_children[0]
+    return node.child_by_field_name("arguments").named_child_count
+
+
 async def test_no_hole_is_empty_and_fast(client):
     text = textwrap.dedent("""\
         import os
