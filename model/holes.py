@@ -580,6 +580,18 @@ def _operand_hole(source: bytes, cursor: int, start: int, after: int, loc: _Loca
     return hole
 
 
+def _left_open(n: ts.Node, at: int, src: bytes, lang: Language) -> bool:
+    """Does `n` run past the cursor only because the parser, recovering from the bracket typed
+    before it and never closed, took in the text after the cursor (`row[|,` parsed as `row[|,]`)?
+    Its typed text then starts an expression that one operand and its closers finish; such a node
+    starting at the cursor is the operand's, and those above it may still be typed."""
+    if not n.has_error or n.start_byte >= at:
+        return n.has_error         # the operand's own node (`scope[|:` took in the block as a slice): on up
+    typed = src[n.start_byte:at].decode("utf8", "replace")
+    closers = lang.closers(typed)
+    return bool(closers) and lang.parse_expression(typed + lang.OPERAND + closers) is not None
+
+
 def _placements(line: str, lang: Language) -> list[str]:
     """Where the placeholder may go for the text typed on the line, the likeliest first."""
     if lang.partial_literal_start(line) is not None:
@@ -614,11 +626,14 @@ def _typed_starts(loc: _Located, at: int, line_start: int, table, lang: Language
     out = []
     n = loc.ph
     while n is not None and n.type not in lang.STOP_TYPES:
-        if n.end_byte > limit or n.start_byte < line_start or at - n.start_byte > MAX_TYPED_CHARS:
+        if n.start_byte < line_start or at - n.start_byte > MAX_TYPED_CHARS:
+            break
+        if n.end_byte > limit and not _left_open(n, at, src, lang):
             break
         # a name being typed is the expression itself (`f(a, lim|`), an empty one is not (`f(a, |`)
         typed_name = n.type == lang.IDENTIFIER and n.start_byte < at
         if n.is_named and (typed_name or lang.base_type(lang.type_key(n)) in lang.EXPRESSION_TYPES) \
+                and (n.end_byte <= limit or n.start_byte < at) \
                 and expression_position(n, table, lang) and (not out or n.start_byte < out[-1][0]):
             out.append((n.start_byte, "" if typed_name else lang.type_key(n)))
         n = n.parent

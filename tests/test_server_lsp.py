@@ -259,6 +259,25 @@ def _arguments(call: str) -> int:
     return node.child_by_field_name("arguments").named_child_count
 
 
+async def test_bracket_left_open_before_a_comma(client, trained):
+    """`partition=row[|,` (a bracket typed in a line that goes on): the parser takes the comma into
+    the subscript; the typed `row[` is still the expression, and the answers replace it."""
+    text = "def make(cls, row):\n    return cls(\n        key=row[\"key\"],\n        partition=row[,\n" \
+        "        name=row[\"name\"],\n    )\n"
+    start = text.index("row[,")
+    cursor = start + len("row[")
+    doc = new_doc(client, text)
+    result = await doc.complete(cursor)
+    texts = check_completion(doc, cursor, result)
+    assert texts or not trained
+    for it in result.items:
+        edit = it.text_edit
+        assert (index_of(doc.text, edit.range.start), index_of(doc.text, edit.range.end)) == (start, cursor)
+        assert edit.new_text.startswith("row[") and "]" in edit.new_text, edit.new_text
+        after = doc.text[:start] + edit.new_text + doc.text[cursor:]
+        assert not PARSER.parse(after.encode()).root_node.has_error, edit.new_text
+
+
 async def test_no_hole_is_empty_and_fast(client):
     text = textwrap.dedent("""\
         import os
