@@ -538,10 +538,22 @@ def _typed_hole(source: bytes, cursor: int, start: int, typed: str, typed_type: 
             continue
         hole.end += after + k - start
         hole.cursor, hole.typed, hole.typed_type = cursor, typed, typed_type
+        hole.tree.file_identifiers = _with_typed_names(hole.tree.file_identifiers, typed, parser, lang)
         if _whole(hole):
             return hole          # the buffer's brackets are whole with it: the editor closed k of them
         found = found or hole
     return found
+
+
+def _with_typed_names(counts: list[tuple[str, int]] | None, typed: str, parser: ts.Parser,
+                      lang: Language) -> list[tuple[str, int]]:
+    """The file's identifiers and the names of the typed text: the search's buffer has the typed
+    text taken out, and a name typed nowhere else in the file (`os.getppid|`) is otherwise one the
+    model can neither copy nor, outside its vocabulary, spell."""
+    merged = dict(counts or [])
+    for name, n in lang.identifier_counts(lang.parse(typed.encode("utf8"), parser).root_node):
+        merged[name] = merged.get(name, 0) + n
+    return list(merged.items())
 
 
 def _whole(hole: Hole) -> bool:
