@@ -86,6 +86,7 @@ class Hole:
     window: tuple[int, int] | None = None  # the top-level statement around the hole in ph_source; None: all
     lead: str = ""                       # typed text before the hole's own start that the answer repeats
     closers: str = ""                    # what closes `lead`: the answer adds it (the range covers those present)
+    fallback: Hole | None = None         # searched when this hole's search answers nothing (the operand's hole)
     typed_type: str = ""                 # the type of the expression `typed` starts, as its parse has it
     lang: Language | None = field(default=None, repr=False)   # the buffer's language
     _window_tree: ts.Tree | None = field(default=None, repr=False)
@@ -451,9 +452,11 @@ def find_typed_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Pa
     The expression typed is the innermost one at an expression position that holds the cursor and
     ends there (but for closers), starting on the cursor's line: the name or literal being typed
     (`f(a, lim|`, `retur|n`, `"abc|`), `self.|`.  Where nothing of the operand at the cursor is typed
-    (`self.items[|`, `not x and |`, `foo(a, |`), the model fills that operand's own hole and the answer
-    repeats the typed text before it and closes its brackets (`hole.lead`, `hole.closers`), so that
-    every answer is a whole expression over the typed text."""
+    (`self.items[|`, `not x and |`, `foo(a, |`), the typed text still constrains the search of the
+    whole expression (`foo(` can grow to `foo(a, b)`, which one operand cannot); the hole of that
+    operand alone, its answers repeating the typed text before it and closing its brackets
+    (`hole.lead`, `hole.closers`), is the `fallback` searched when that search answers nothing, or the
+    hole itself where the whole expression has none."""
     if not isinstance(source, (bytes, bytearray)):
         raise TypeError("source must be bytes")
     if not 0 <= cursor <= len(source):
@@ -464,11 +467,12 @@ def find_typed_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Pa
         lo, hi = window(source, cursor, lang)
         hole = find_typed_hole(source[lo:hi], cursor - lo, lang=lang, parser=parser, table=table,
                                identifiers=identifiers)
-        if hole is not None:
-            hole.offset += lo
-            hole.start += lo
-            hole.end += lo
-            hole.cursor += lo
+        for h in (hole, hole and hole.fallback):
+            if h is not None:
+                h.offset += lo
+                h.start += lo
+                h.end += lo
+                h.cursor += lo
         return hole
     line_start = source.rfind(b"\n", 0, cursor) + 1
     line = source[line_start:cursor].decode("utf8", "replace")
@@ -491,13 +495,24 @@ def find_typed_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Pa
     typed = source[start:cursor].decode("utf8", "replace")
     after = loc.end if located is source else cursor
     closers = lang.closers(typed)
+    operand = None
     if located is source and loc.ph.start_byte == cursor and expression_position(loc.ph, table, lang):
-        # nothing typed of the operand at the cursor (`f(a, |`, `x and |`, `res[|`): the model fills
-        # that operand's own hole, and the answer repeats the typed text and closes it.  Not where
-        # one operand does not finish the expression (`a if |` needs its `else`, `x not |` its `in`):
-        # there the typed text constrains the search of the whole expression, as below
+        # nothing typed of the operand at the cursor (`f(a, |`, `x and |`, `res[|`): its own hole is
+        # the fallback.  Not where one operand does not finish the expression (`a if |` needs its
+        # `else`, `x not |` its `in`)
         if lang.parse_expression(typed + lang.OPERAND + closers, parser) is not None:
-            return _operand_hole(source, cursor, start, after, loc, closers, parser, table, prev, identifiers, lang)
+            operand = _operand_hole(source, cursor, start, after, loc, closers, parser, table, prev, identifiers, lang)
+    hole = _expression_hole(source, cursor, starts, after, parser, table, prev, identifiers, lang)
+    if hole is None:
+        return operand
+    hole.fallback = operand
+    return hole
+
+
+def _expression_hole(source: bytes, cursor: int, starts: list[tuple[int, str]], after: int,
+                     parser: ts.Parser, table, prev, identifiers, lang: Language) -> Hole | None:
+    """The hole of the whole expression typed from one of `starts` (innermost first), its typed text
+    the search's constraint: the first that leaves the buffer whole, else the first found."""
     found = None
     for i, (start, typed_type) in enumerate(starts):
         typed = source[start:cursor].decode("utf8", "replace")
@@ -523,10 +538,22 @@ def _typed_hole(source: bytes, cursor: int, start: int, typed: str, typed_type: 
             continue
         hole.end += after + k - start
         hole.cursor, hole.typed, hole.typed_type = cursor, typed, typed_type
+        hole.tree.file_identifiers = _with_typed_names(hole.tree.file_identifiers, typed, parser, lang)
         if _whole(hole):
             return hole          # the buffer's brackets are whole with it: the editor closed k of them
         found = found or hole
     return found
+
+
+def _with_typed_names(counts: list[tuple[str, int]] | None, typed: str, parser: ts.Parser,
+                      lang: Language) -> list[tuple[str, int]]:
+    """The file's identifiers and the names of the typed text: the search's buffer has the typed
+    text taken out, and a name typed nowhere else in the file (`os.getppid|`) is otherwise one the
+    model can neither copy nor, outside its vocabulary, spell."""
+    merged = dict(counts or [])
+    for name, n in lang.identifier_counts(lang.parse(typed.encode("utf8"), parser).root_node):
+        merged[name] = merged.get(name, 0) + n
+    return list(merged.items())
 
 
 def _whole(hole: Hole) -> bool:
@@ -565,6 +592,18 @@ def _operand_hole(source: bytes, cursor: int, start: int, after: int, loc: _Loca
     return hole
 
 
+def _left_open(n: ts.Node, at: int, src: bytes, lang: Language) -> bool:
+    """Does `n` run past the cursor only because the parser, recovering from the bracket typed
+    before it and never closed, took in the text after the cursor (`row[|,` parsed as `row[|,]`)?
+    Its typed text then starts an expression that one operand and its closers finish; such a node
+    starting at the cursor is the operand's, and those above it may still be typed."""
+    if not n.has_error or n.start_byte >= at:
+        return n.has_error         # the operand's own node (`scope[|:` took in the block as a slice): on up
+    typed = src[n.start_byte:at].decode("utf8", "replace")
+    closers = lang.closers(typed)
+    return bool(closers) and lang.parse_expression(typed + lang.OPERAND + closers) is not None
+
+
 def _placements(line: str, lang: Language) -> list[str]:
     """Where the placeholder may go for the text typed on the line, the likeliest first."""
     if lang.partial_literal_start(line) is not None:
@@ -599,11 +638,14 @@ def _typed_starts(loc: _Located, at: int, line_start: int, table, lang: Language
     out = []
     n = loc.ph
     while n is not None and n.type not in lang.STOP_TYPES:
-        if n.end_byte > limit or n.start_byte < line_start or at - n.start_byte > MAX_TYPED_CHARS:
+        if n.start_byte < line_start or at - n.start_byte > MAX_TYPED_CHARS:
+            break
+        if n.end_byte > limit and not _left_open(n, at, src, lang):
             break
         # a name being typed is the expression itself (`f(a, lim|`), an empty one is not (`f(a, |`)
         typed_name = n.type == lang.IDENTIFIER and n.start_byte < at
         if n.is_named and (typed_name or lang.base_type(lang.type_key(n)) in lang.EXPRESSION_TYPES) \
+                and (n.end_byte <= limit or n.start_byte < at) \
                 and expression_position(n, table, lang) and (not out or n.start_byte < out[-1][0]):
             out.append((n.start_byte, "" if typed_name else lang.type_key(n)))
         n = n.parent

@@ -312,7 +312,7 @@ class Completer:
         self.overshoot = 0.1
         self.stats = {"requests": 0, "no_hole": 0, "completions": 0, "cancelled": 0, "deadline": 0, "closing": 0,
                       "incremental_parses": 0, "context_hits": 0, "context_misses": 0,
-                      "dropped_unparsable": 0, "dropped_typed": 0, "dropped_forced": 0, "widened": 0}
+                      "dropped_unparsable": 0, "dropped_typed": 0, "dropped_forced": 0, "widened": 0, "fallback": 0}
         self.last: dict = {}
 
     # ------------------------------------------------------------ documents
@@ -338,10 +338,12 @@ class Completer:
         return self.backend.note
 
     def counters(self) -> dict:
-        """The search's memo and the leaf cache: hits, misses and sizes (anycode/stats)."""
+        """The search's memo and the leaf cache: hits, misses and sizes; the typed starts searched
+        again wider and the operand holes searched after the whole expression's (anycode/stats)."""
         m, c = self.score_memo, self.leaf_cache
         return {"scoreMemo": {"hits": m.hits, "misses": m.misses},
-                "leafCache": {"entries": len(c.data), "max": c.max_entries}}
+                "leafCache": {"entries": len(c.data), "max": c.max_entries},
+                "typedSearches": {"widened": self.stats["widened"], "fallback": self.stats["fallback"]}}
 
     @property
     def leaf_hit_rate(self) -> float:
@@ -403,17 +405,33 @@ class Completer:
             doc.prev = (hole.ph_source, hole.ph_tree)
         self.stats["incremental_parses"] += hole.incremental
         last.update(typed=hole.typed, start=hole.start, end=hole.end, incremental=hole.incremental)
+        timing = {"search_ms": 0.0, "verify_ms": 0.0}
+        out = self._search(hole, doc, beam_size, max_items, check, deadline, closing, timing)
+        if out == [] and hole.fallback is not None:
+            # the whole expression under the typed start answered nothing: the operand's own hole
+            # (holes.find_typed_hole), whose answers repeat the typed text and close it
+            self.stats["fallback"] += 1
+            last.update(fallback=True)
+            out = self._search(hole.fallback, doc, beam_size, max_items, check, deadline, closing, timing)
+        if out is None:
+            return []
+        self.stats["completions"] += 1
+        last.update(**timing, total_ms=(time.perf_counter() - t0) * 1e3, candidates=len(out))
+        return out
+
+    def _search(self, hole, doc, beam_size, max_items, check, deadline, closing, timing) -> list[Candidate] | None:
+        """The candidates of one hole (None: stopped at the deadline before the search): its context
+        encoded, searched under its typed start, and where that answers nothing, once more wider."""
         try:
             ctx = self.decoder.prepare(hole.tree, hole.h, self.leaf_cache,
                                        doc.contexts if doc is not None else None, check)
         except Stopped:
-            return []
+            return None
         if ctx is None:
             self.stats["no_hole"] += 1
             return []
         self.stats["context_hits" if ctx.stats["context_hit"] else "context_misses"] += 1
         prefix = Prefix(hole.typed, hole.typed_type, lang=self.lang)
-        timing = {"search_ms": 0.0, "verify_ms": 0.0}
 
         def answers(width: int) -> list[Candidate]:
             return self._answers(ctx, hole, prefix, width, max_items, check, deadline, closing, timing)
@@ -425,8 +443,7 @@ class Completer:
             # narrow beam early; a wider one keeps it
             self.stats["widened"] += 1
             out = answers(beam_size * WIDEN)
-        self.stats["completions"] += 1
-        last.update(ctx.stats, **timing, total_ms=(time.perf_counter() - t0) * 1e3, candidates=len(out))
+        self.last.update(ctx.stats)
         return out
 
     def _answers(self, ctx, hole, prefix, beam_size, max_items, check, deadline, closing, timing) -> list[Candidate]:

@@ -595,7 +595,7 @@ def make_server(completer_factory: Factory | None = None,
                           for u, d in ls.docs.items()],
             "torchLoaded": "torch" in sys.modules,
             **(ls.model.completer.counters() if ls.model.completer is not None else
-               {"scoreMemo": None, "leafCache": None}),
+               {"scoreMemo": None, "leafCache": None, "typedSearches": None}),
             "threads": threading.active_count(),
             "searchIndex": ls.search.counts(),
         }

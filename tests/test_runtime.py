@@ -171,6 +171,38 @@ def test_operand_after_auto_closed_bracket(completer):
         assert parses(src[: c.start] + c.text.encode() + src[c.end:]), c.text
 
 
+def test_whole_expression_answering_nothing_falls_back_to_the_operand_hole(completer, monkeypatch):
+    """`max(|`: when the search of the whole call under the typed `max(` answers nothing (here every
+    answer is refused as not adding to the typed text), the operand's own hole answers: `max(` + one
+    argument + `)`, replacing the typed text."""
+    from anycode.model.prefix import Prefix
+    monkeypatch.setattr(Prefix, "adds", lambda self, text: False)
+    src = b"def area(shape, scale):\n    width = shape.width * scale\n    value = max(\n    return value\n"
+    start = src.index(b"max(")
+    cursor = start + len(b"max(")
+    items = completer.complete(src, cursor)
+    assert items and completer.last.get("fallback") and completer.stats["fallback"] >= 1
+    for c in items:
+        assert (c.start, c.end) == (start, cursor) and c.text.startswith("max(") and c.text.endswith(")")
+        assert parses(src[: c.start] + c.text.encode() + src[c.end:]), c.text
+
+
+def test_typed_name_found_nowhere_else_is_written(completer):
+    """`os.getppid|`: the typed text is taken out of the search's buffer, and `getppid` is nowhere
+    else in the file nor in the vocabulary; the typed names count among the file's, so the search can
+    write it and answers."""
+    if completer.manifest.get("untrained"):
+        pytest.skip("needs the trained model")
+    src = b"import os\n\n\ndef orphaned(parent_pid):\n    return os.getppid != parent_pid\n"
+    cursor = src.index(b" != ")
+    start = src.index(b"os.getppid")
+    items = completer.complete(src, cursor)
+    assert items
+    for c in items:
+        assert (c.start, c.end) == (start, cursor) and c.text.startswith("os.getppid"), c.text
+        assert parses(src[: c.start] + c.text.encode() + src[c.end:]), c.text
+
+
 @pytest.mark.parametrize("typed", ["i + 2 if ", "ch not ", "a if b else "])
 def test_operand_that_does_not_finish_the_expression(completer, typed):
     """`a if |` needs an `else` and `x not |` an `in`: an answer is still one whole expression."""

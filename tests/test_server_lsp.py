@@ -222,6 +222,62 @@ async def test_typed_open_expression(client, trained, typed, closed):
         assert not PARSER.parse(after.encode()).root_node.has_error, edit.new_text
 
 
+async def test_open_call_searches_the_whole_call_first(client, trained):
+    """`max(|`: the whole call is searched under the typed `max(`, so an answer can take more than
+    the one argument the operand's own hole gives (`max(shape, height)`), with no fallback to that
+    hole; so does a name found nowhere else (`qzxv(|`: the typed names count among the file's)."""
+    if not trained:
+        pytest.skip("needs the trained model")
+    head = "def area(shape, scale):\n    width = shape.width * scale\n    height = shape.height * scale\n    value = "
+    found = {}
+    for typed, closed in [("max(", ""), ("max(", ")"), ("qzxv(", ""), ("qzxv(", ")")]:
+        text = head + typed + closed + "\n    return value\n"
+        start, cursor = len(head), len(head) + len(typed)
+        doc = new_doc(client, text)
+        before = (await stats(client)).typedSearches.fallback
+        result = await doc.complete(cursor)
+        texts = check_completion(doc, cursor, result)
+        assert texts, typed + closed
+        for it in result.items:
+            edit = it.text_edit
+            assert (index_of(doc.text, edit.range.start), index_of(doc.text, edit.range.end)) == \
+                (start, cursor + len(closed))
+            after = doc.text[:start] + edit.new_text + doc.text[cursor + len(closed):]
+            assert not PARSER.parse(after.encode()).root_node.has_error, edit.new_text
+        found[typed + closed] = ((await stats(client)).typedSearches.fallback - before, texts)
+    for key in ("max(", "max()"):
+        fallbacks, texts = found[key]
+        assert fallbacks == 0 and any(_arguments(t) > 1 for t in texts), texts
+    for key in ("qzxv(", "qzxv()"):
+        fallbacks, texts = found[key]
+        assert all(t.startswith("qzxv(") for t in texts), texts
+
+
+def _arguments(call: str) -> int:
+    """How many arguments the call `call` has."""
+    node = PARSER.parse(call.encode()).root_node.named_children[0].named_children[0]
+    return node.child_by_field_name("arguments").named_child_count
+
+
+async def test_bracket_left_open_before_a_comma(client, trained):
+    """`partition=row[|,` (a bracket typed in a line that goes on): the parser takes the comma into
+    the subscript; the typed `row[` is still the expression, and the answers replace it."""
+    text = "def make(cls, row):\n    return cls(\n        key=row[\"key\"],\n        partition=row[,\n" \
+        "        name=row[\"name\"],\n    )\n"
+    start = text.index("row[,")
+    cursor = start + len("row[")
+    doc = new_doc(client, text)
+    result = await doc.complete(cursor)
+    texts = check_completion(doc, cursor, result)
+    assert texts or not trained
+    for it in result.items:
+        edit = it.text_edit
+        assert (index_of(doc.text, edit.range.start), index_of(doc.text, edit.range.end)) == (start, cursor)
+        assert edit.new_text.startswith("row[") and "]" in edit.new_text, edit.new_text
+        after = doc.text[:start] + edit.new_text + doc.text[cursor:]
+        assert not PARSER.parse(after.encode()).root_node.has_error, edit.new_text
+
+
 async def test_no_hole_is_empty_and_fast(client):
     text = textwrap.dedent("""\
         import os
