@@ -76,3 +76,29 @@ def test_paper_loss_trains(setup):
         first = first if first is not None else float(loss)
     assert float(loss) < first
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_training_runs_the_paper_wiring_on_packed_batches_and_resumes_exactly(tmp_path, monkeypatch):
+    from anycode.model import train
+    from slm_fixtures import tiny_dataset
+    calls = []
+    real = steps.paper_log_probs
+    monkeypatch.setattr(steps, "paper_log_probs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    data = tiny_dataset(tmp_path / "data")
+    cfg = replace(train.CONFIGS["tiny"], targets_per_batch=96, log_every=1000, eval_every=1000, eval_examples=2,
+                  dev_loss_examples=16)
+    assert cfg.packed and not cfg.context_once and cfg.file_tokens
+    quiet = lambda *a: None
+    whole = train.train(data, tmp_path / "a", cfg, max_steps=6, device="cpu", log=quiet)["losses"]
+    assert len(calls) >= 6 and (tmp_path / "a" / "features" / "train" / "meta.json").exists()
+    train.train(data, tmp_path / "b", cfg, max_steps=4, device="cpu", log=quiet)
+    rest = train.train(data, tmp_path / "b", cfg, max_steps=6, device="cpu", log=quiet)["losses"]
+    assert rest == pytest.approx(whole[4:], abs=1e-6, rel=0)
+    # the reference path stays selectable, and a checkpoint from before `packed` resumes on its old path
+    assert train.parse_overrides(cfg, ["packed=false"]).packed is False
+    ck = torch.load(tmp_path / "b" / "ckpt.pt", map_location="cpu", weights_only=False)
+    del ck["config"]["packed"]
+    torch.save(ck, tmp_path / "b" / "ckpt.pt")
+    calls.clear()
+    train.train(data, tmp_path / "b", cfg, max_steps=7, device="cpu", log=quiet)
+    assert not calls
