@@ -4,11 +4,12 @@
 workers for every batch of every epoch, that alone caps training far below what a GPU does with the
 arithmetic.  Here every example of a split is featurized once (`build`, in parallel over shards)
 and stored as ragged arrays, one directory of .npy files per shard, memory-mapped by the loader.
-A batch (`collate`) is then a few dozen vectorized gathers, for the `context_once` wiring
-(`SLMConfig.context_once`, docs/model.md says why): each example's context set, its root path to p
-and the chains from p down to every node some step expands, the generated-leaf paths and each step's
-set of them, the labels, and the file tokens (deduplicated across the batch).  `model/steps.py`
-runs the network on such a batch.
+A batch (`collate`) is then a few dozen vectorized gathers: each example's context set, its root
+path to p and the chains from p down to every node some step expands, the generated-leaf paths and
+each step's set of them, the labels, and the file tokens (deduplicated across the batch).  For the
+paper's wiring (`paper=True`, a `PaperBatch`) also the context leaves' paths continued from p down
+the hole (one packed LSTM call, laid out here) and every step's own S_t, steps grouped by set size
+(`paper_buckets`).  `model/steps.py` runs the network on either.
 
 Per example (ragged arrays with offsets `*_off`, one row per example + 1):
   leaf_*   the context leaves: value ids [8], prefix types / child indices [max_length], length,
@@ -286,7 +287,7 @@ class PackedSplit:
     def __len__(self) -> int:
         return len(self.steps)
 
-    def collate(self, ids) -> "FastBatch":
+    def collate(self, ids, paper: bool = False) -> "FastBatch":
         ids = np.asarray(ids, np.int64)
         order = np.lexsort((self.local[ids], self.shard_of[ids]))
         ids = ids[order]
@@ -294,7 +295,7 @@ class PackedSplit:
         for k in np.unique(self.shard_of[ids]):
             loc = self.local[ids[self.shard_of[ids] == k]]
             parts.append(_take(self.shards[k], loc))
-        return collate(_concat(parts), self.ftok)
+        return collate(_concat(parts), self.ftok, paper)
 
 
 # ---------------------------------------------------------------- ragged gathers
@@ -468,8 +469,8 @@ def _within(lens: np.ndarray) -> np.ndarray:
     return np.arange(int(lens.sum())) - np.repeat(np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
 
 
-def collate(x: dict, ftok: np.ndarray) -> FastBatch:
-    """A FastBatch from the ragged arrays of some examples (`_take`)."""
+def collate(x: dict, ftok: np.ndarray, paper: bool = False) -> FastBatch:
+    """A FastBatch from the ragged arrays of some examples (`_take`); with `paper`, a PaperBatch."""
     i64 = lambda a: np.asarray(a, np.int64)
     E = len(x["n_leaf"])
     nl, nst = i64(x["n_leaf"]), i64(x["n_step"])
@@ -514,7 +515,7 @@ def collate(x: dict, ftok: np.ndarray) -> FastBatch:
     file_symbols = _pad_ragged(i64(x["file_symbols"]), nf, -1, F)
 
     gen_copy = np.concatenate([np.full((1, COPY_COLUMNS), -1, np.int64), i64(x["gen_copy"])])
-    return FastBatch(
+    fields_ = dict(
         n_examples=E, n_ctx=N, n_steps=T, n_value_steps=Tv,
         ctx_values=i64(x["leaf_values"]), ctx_types=i64(x["leaf_types"][:, :lp]),
         ctx_index=i64(x["leaf_index"][:, :lp]), ctx_len=i64(x["leaf_len"]), ctx_slot=ctx_slot,
@@ -534,13 +535,180 @@ def collate(x: dict, ftok: np.ndarray) -> FastBatch:
         ftok_values=i64(ftok[uniq]) if len(uniq) else np.zeros((0, MAX_VALUE_SUBTOKENS), np.int64),
         file_rows=file_rows, file_symbols=file_symbols,
     )
+    if not paper:
+        return FastBatch(**fields_)
+    return PaperBatch(**fields_, **paper_fields(x, sg_rows, sg_len))
 
 
-def collate_examples(examples: list[batching.ExampleArrays], max_length: int = 24) -> FastBatch:
-    """A FastBatch straight from featurized examples (no store): the dev set, tests."""
+def collate_examples(examples: list[batching.ExampleArrays], max_length: int = 24, paper: bool = False) -> FastBatch:
+    """A FastBatch (a PaperBatch with `paper`) straight from featurized examples (no store): the dev
+    set, tests."""
     a = pack_examples(examples, max_length)
     a["ftok_map"] = np.arange(len(a["ftok_local"]))
-    return collate(_take(a, np.arange(len(examples))), a["ftok_local"])
+    return collate(_take(a, np.arange(len(examples))), a["ftok_local"], paper)
+
+
+# ---------------------------------------------------------------- the paper's wiring
+
+
+@dataclass
+class PaperBatch(FastBatch):
+    """A FastBatch with every step's own S_t (the paper's wiring, SLMConfig.context_once False).
+
+    The states of the context leaves (and of the root path) at the hole's nodes: from each one's
+    state at p, an LSTM along every *maximal* chain of expanded hole nodes (p's child down to an
+    expanded node none of whose children is expanded); every expanded node lies on one, so the
+    outputs of that call hold each (leaf, node) state once.  The call's packed layout is made here:
+    rows sorted by length (`q_*`, `q_batch_sizes` on the host), inputs time-major.
+
+    The memory the sets read from: [top state at p of every context leaf (R) and root path (E);
+    the chain call's outputs; generated-leaf encodings (G)].  Steps are reordered into buckets of like
+    set size (`buckets`: per bucket its steps, padded width and value steps); every per-step array
+    below is in that order, and `order` gives each one's step in the batch's own order."""
+    q_src: np.ndarray              # [Q] initial state of each chain row (packed order): row of [ctx; root]
+    q_types: np.ndarray            # [sum len] the chain nodes, time-major packed
+    q_index: np.ndarray
+    q_batch_sizes: np.ndarray      # [Dmax] rows still running at each depth (host)
+    order: np.ndarray              # [S] step of the batch at each position of the bucket order
+    p_root: np.ndarray             # [S] memory row of R_t
+    p_child: np.ndarray            # [S]
+    p_label: np.ndarray            # [S]
+    p_node: np.ndarray             # [Sn] positions of node steps
+    p_value: np.ndarray            # [Sv] positions of value steps
+    p_value_slot: np.ndarray       # [Sv] e * Tv + k (k: rank among its example's value steps)
+    p_value_example: np.ndarray    # [Sv]
+    set_memory: np.ndarray         # [sum n_b * W_b] memory rows of every bucket's sets, padded
+    set_valid: np.ndarray          # [sum n_b * W_b] bool
+    set_copy: np.ndarray           # [sum nv_b * W_b, 9] copy symbols of the value steps' set members
+    buckets: tuple = ()            # per bucket: (first position, steps, width, first value step, value steps)
+
+    def lengths(self) -> dict:
+        return dict(super().lengths(), q=self.q_batch_sizes)
+
+
+def bucket_widths(sizes: np.ndarray, ratio: float = 1.25) -> np.ndarray:
+    """The padded width of a set of each size: a ladder of multiples of 8, each about `ratio` times
+    the one before, so that padding stays a small share of the transformer's tokens while the number
+    of distinct shapes (one transformer call each) stays small."""
+    top = max(int(sizes.max()) if len(sizes) else 1, 1)
+    ladder = [8]
+    while ladder[-1] < top:
+        ladder.append(max(ladder[-1] + 8, -(-int(ladder[-1] * ratio) // 8) * 8))
+    ladder = np.array(ladder, np.int64)
+    return ladder[np.searchsorted(ladder, sizes)]
+
+
+def _chain_rows(x: dict, nl: np.ndarray, E: int):
+    """The chain call's layout: maximal chains, one row per (context leaf or root path, chain)."""
+    n_pi = np.asarray(x["n_pi"], np.int64)
+    depth = np.asarray(x["chain_len"], np.int64)
+    K = len(depth)
+    pi_ex = np.repeat(np.arange(E), n_pi)
+    # preorder: an expanded node's first expanded child, if any, comes right after it
+    has_child = np.zeros(K, bool)
+    has_child[:-1] = (pi_ex[1:] == pi_ex[:-1]) & (depth[1:] == depth[:-1] + 1)
+    mx = np.nonzero(~has_child)[0]
+    on_chain = np.minimum.accumulate(np.where(has_child, K, np.arange(K))[::-1])[::-1]   # first maximal >= k
+    m_rank = np.zeros(K, np.int64)
+    m_rank[mx] = np.arange(len(mx))
+    m_ex = pi_ex[mx]
+    per = nl[m_ex] + 1                                         # the example's leaves, then its root path
+    q_base = np.concatenate([[0], np.cumsum(per)[:-1]]).astype(np.int64)
+    q_m = np.repeat(np.arange(len(mx)), per)
+    q_j = _within(per)
+    ctx_off = np.concatenate([[0], np.cumsum(nl)[:-1]])
+    R = int(nl.sum())
+    q_src = np.where(q_j < nl[m_ex[q_m]], ctx_off[m_ex[q_m]] + q_j, R + m_ex[q_m])
+    q_len = depth[mx][q_m]
+    order = np.argsort(-q_len, kind="stable")
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    counts = np.bincount(q_len, minlength=1)
+    batch_sizes = np.cumsum(counts[::-1])[::-1][1:]            # rows longer than t, t = 0 .. Dmax-1
+    cum_bs = np.concatenate([[0], np.cumsum(batch_sizes)]).astype(np.int64)
+    t_of = np.repeat(np.arange(len(batch_sizes)), batch_sizes)
+    q_of = order[_within(batch_sizes)]
+    chain_start = np.concatenate([[0], np.cumsum(depth)]).astype(np.int64)
+    node = chain_start[mx[q_m[q_of]]] + t_of
+    # state of (leaf j or root, expanded node k) -> row of the call's output
+    at = lambda k, j: cum_bs[depth[k] - 1] + rank[q_base[m_rank[on_chain[k]]] + j]
+    return dict(q_src=q_src[order], q_types=np.asarray(x["chain_types"], np.int64)[node],
+                q_index=np.asarray(x["chain_index"], np.int64)[node], q_batch_sizes=batch_sizes.astype(np.int64)), \
+        at, int(cum_bs[-1])
+
+
+def paper_fields(x: dict, sg_rows: np.ndarray, sg_len: np.ndarray, ratio: float = 1.25) -> dict:
+    """The PaperBatch's own fields (see its docstring), from `_take`'s arrays and the steps' generated
+    sets (batch rows of gen_*, laid end to end step after step)."""
+    i64 = lambda a: np.asarray(a, np.int64)
+    nl, nst = i64(x["n_leaf"]), i64(x["n_step"])
+    E, R = len(nl), int(nl.sum())
+    chain, at, n_out = _chain_rows(x, nl, E)
+    ex = np.repeat(np.arange(E), nst)
+    S = len(ex)
+    spi = i64(x["step_pi"])
+    below = spi >= 0
+    k = np.concatenate([[0], np.cumsum(i64(x["n_pi"]))[:-1]]).astype(np.int64)[ex] + np.maximum(spi, 0)
+    ctx_off = np.concatenate([[0], np.cumsum(nl)[:-1]]).astype(np.int64)
+    root = R + ex
+    if below.any():
+        root[below] = R + E + at(k[below], nl[ex[below]])
+
+    # every step's set: its n_e context leaves (at p or at pi_t), then its generated leaves
+    size = nl[ex] + sg_len
+    el_step = np.repeat(np.arange(S), size)
+    el_j = _within(size)
+    el_ex = ex[el_step]
+    rows = np.empty(len(el_step), np.int64)
+    copy = np.empty((len(el_step), COPY_COLUMNS), np.int64)
+    ctx = el_j < nl[el_ex]
+    leaf = ctx_off[el_ex[ctx]] + el_j[ctx]
+    copy[ctx] = x["leaf_copy"][leaf]
+    low = below[el_step[ctx]]
+    rows[np.nonzero(ctx)[0][~low]] = leaf[~low]
+    if low.any():
+        rows[np.nonzero(ctx)[0][low]] = R + E + at(k[el_step[ctx][low]], el_j[ctx][low])
+    g = sg_rows                                                # the gen elements, in the same order
+    rows[~ctx] = R + E + n_out + g
+    copy[~ctx] = i64(x["gen_copy"])[g]
+
+    # buckets of like set size; positions: steps in bucket order
+    width = bucket_widths(size, ratio)
+    order = np.lexsort((np.arange(S), width))
+    pos = np.empty(S, np.int64)
+    pos[order] = np.arange(S)
+    widths, counts = np.unique(width[order], return_counts=True)
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    flat_off = np.concatenate([[0], np.cumsum(counts * widths)]).astype(np.int64)
+    el_pos = pos[el_step]
+    b = np.searchsorted(start, el_pos, side="right") - 1
+    flat = flat_off[b] + (el_pos - start[b]) * widths[b] + el_j
+    set_memory = np.zeros(int(flat_off[-1]), np.int64)
+    set_valid = np.zeros(int(flat_off[-1]), bool)
+    set_memory[flat], set_valid[flat] = rows, True
+
+    is_value = np.asarray(x["step_is_value"], bool)[order]
+    p_value = np.nonzero(is_value)[0]
+    vb = np.searchsorted(start, p_value, side="right") - 1
+    nv = np.bincount(vb, minlength=len(widths)).astype(np.int64)
+    vstart = np.concatenate([[0], np.cumsum(nv)[:-1]]).astype(np.int64)
+    voff = np.concatenate([[0], np.cumsum(nv * widths)]).astype(np.int64)
+    vrank = np.full(S, -1, np.int64)
+    vrank[p_value] = np.arange(len(p_value)) - vstart[vb]
+    el_v = is_value[el_pos]
+    set_copy = np.full((int(voff[-1]), COPY_COLUMNS), -1, np.int64)
+    set_copy[voff[b[el_v]] + vrank[el_pos[el_v]] * widths[b[el_v]] + el_j[el_v]] = copy[el_v]
+
+    ex_v = ex[order][p_value]
+    n_val = np.bincount(ex_v, minlength=E)
+    Tv = max(int(n_val.max()) if E else 0, 1)
+    vr = np.empty(len(ex_v), np.int64)
+    vr[np.argsort(ex_v, kind="stable")] = _within(n_val)
+    buckets = tuple((int(s), int(c), int(w), int(v0), int(n)) for s, c, w, v0, n in zip(start, counts, widths, vstart, nv))
+    return dict(chain, order=order, p_root=root[order], p_child=i64(x["step_child"])[order],
+                p_label=i64(x["step_label"])[order], p_node=np.nonzero(~is_value)[0], p_value=p_value,
+                p_value_slot=ex_v * Tv + vr, p_value_example=ex_v, set_memory=set_memory, set_valid=set_valid,
+                set_copy=set_copy, buckets=buckets)
 
 
 def main(argv=None) -> int:

@@ -53,6 +53,9 @@ def lstm(model, first, types, index, lengths_host, state=None):
 def lstm_states(model, first, types, index, lengths_host):
     """(h, c) of every layer after each path (for continuing from them), from the zero state."""
     x = model.embed_node(types, index)
+    if first is not None:
+        x = torch.cat([first.unsqueeze(1), x], 1)
+        lengths_host = lengths_host + 1
     packed = nn.utils.rnn.pack_padded_sequence(model.lstm_drop(x), lengths_host.clamp(min=1), batch_first=True,
                                                enforce_sorted=False)
     h0, c0 = model.initial_state(x.shape[0], x.device)
@@ -90,6 +93,16 @@ def encodings(model, b):
     return ctx, root, gen, files
 
 
+def r_tilde(model, root: torch.Tensor, child: torch.Tensor) -> torch.Tensor:
+    """r~ = W_r ReLU(C_i R_t) [S, d]: every C_i at once (one matrix product), then the step's own."""
+    d = model.C.shape[-1]
+    S = root.shape[0]
+    allC = root @ model.C.permute(2, 0, 1).reshape(d, -1)                   # [S, 32 * d]
+    pick = child.clamp(0, MAX_CHILD_INDEX)
+    Cr = allC.view(S, -1, d).gather(1, pick.view(S, 1, 1).expand(S, 1, d)).squeeze(1)
+    return model.W_r(F.relu(Cr))
+
+
 def step_log_probs(model, b) -> torch.Tensor:
     """Log-probability of every step's label [S] (see the module's docstring)."""
     with torch.autocast(b.step_label.device.type, enabled=False):
@@ -100,12 +113,7 @@ def step_log_probs(model, b) -> torch.Tensor:
     gen_paths = F.embedding(b.set_rows, gen)                                # [S', Gmax, d]
     z_gen = model.contextualize(gen_paths, b.set_mask)
 
-    # r~ = W_r ReLU(C_i R_t): every C_i at once, then the step's own
-    d = model.C.shape[-1]
-    allC = root @ model.C.permute(2, 0, 1).reshape(d, -1)                   # [S, 32 * d]
-    pick = b.step_child.clamp(0, MAX_CHILD_INDEX)
-    Cr = allC.view(S, -1, d).gather(1, pick.view(S, 1, 1).expand(S, 1, d)).squeeze(1)
-    r = model.W_r(F.relu(Cr))
+    r = r_tilde(model, root, b.step_child)
 
     # attention of r~ over the example's context set and the step's generated set
     r_ex = _per_example(r, b.step_slot, E, T).view(E, T, -1)
@@ -175,12 +183,121 @@ def value_log_probs(model, b, hv, ctx, gen, files) -> torch.Tensor:
     return own.clamp_min(1e-30).log() - total.log()
 
 
+# ---------------------------------------------------------------- the paper's wiring
+
+
+def paper_encodings(model, b):
+    """The memory every set reads from (`packed.PaperBatch`): the top state of every context leaf and
+    root path at p, of each at every expanded hole node (one LSTM call from their states at p along
+    the maximal chains, laid out on the host), and of every generated-leaf path; and the file tokens'
+    encodings [U + 1, d] (row 0: none)."""
+    h, c = lstm_states(model, model.embed_value(b.ctx_values), b.ctx_types, b.ctx_index, b.host["ctx"])
+    hr, cr = lstm_states(model, None, b.root_types, b.root_index, b.host["root"])
+    H, C = torch.cat([h, hr], 1), torch.cat([c, cr], 1)
+    parts = [H[-1]]
+    if b.q_src.shape[0]:
+        x = model.lstm_drop(model.embed_node(b.q_types, b.q_index))
+        weights = [w for cell in model.cells for w in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)]
+        out, _, _ = torch._VF.lstm(x, b.host["q"], (H.index_select(1, b.q_src), C.index_select(1, b.q_src)),
+                                   weights, True, len(model.cells), model.lstm_drop.p, model.training, False)
+        parts.append(out)
+    if b.gen_len.shape[0]:
+        parts.append(lstm(model, model.embed_value(b.gen_values), b.gen_types, b.gen_index, b.host["gen"]))
+    d = H.shape[-1]
+    files = H.new_zeros(1, d)
+    if b.ftok_values.shape[0]:
+        files = torch.cat([files, model.encode_file_tokens(b.ftok_values)])
+    return torch.cat(parts), files
+
+
+def _bucket_sets(b, memory):
+    """Each bucket's sets [n, W, d] (uncontextualized paths) and masks [n, W], from the memory."""
+    off = 0
+    for s0, n, w, v0, nv in b.buckets:
+        rows = b.set_memory.narrow(0, off, n * w).view(n, w)
+        valid = b.set_valid.narrow(0, off, n * w).view(n, w)
+        off += n * w
+        yield F.embedding(rows, memory), valid
+
+
+def paper_log_probs(model, b, ordered: bool = True) -> torch.Tensor:
+    """Log-probability of every step's label [S] for the paper's wiring, the arithmetic of
+    `batching.step_log_probs` on a `packed.PaperBatch`: the transformer once per bucket of like set
+    sizes (the sets padded to the bucket's width), attention and heads batched.  `ordered`: in the
+    batch's step order, else in the bucket order (`b.order` maps it)."""
+    with torch.autocast(b.p_label.device.type, enabled=False):
+        memory, files = paper_encodings(model, b)
+    r = r_tilde(model, memory.index_select(0, b.p_root), b.p_child)
+    zts, sets = [], []
+    for (s0, n, w, v0, nv), (paths, valid) in zip(b.buckets, _bucket_sets(b, memory)):
+        keys = valid.clone()
+        keys[:, 0] = True                # a set of no path (none in real data) attends to padding, not to nothing
+        z = model.transformer(paths, src_key_padding_mask=~keys)
+        att = torch.einsum("bpd,bd->bp", z, r.narrow(0, s0, n).to(z.dtype)).masked_fill(~valid, NEG).softmax(-1)
+        zts.append(torch.einsum("bp,bpd->bd", att.to(z.dtype), z))
+        sets.append(paths)
+    zt = torch.cat(zts)
+    h = model.out_drop(F.relu(model.W_g(torch.cat([zt, r.to(zt.dtype)], -1))))
+    S = b.p_label.shape[0]
+    lp_node = model.node_logits(h.index_select(0, b.p_node)).float()
+    out = torch.zeros(S, device=h.device, dtype=torch.float32).index_copy(
+        0, b.p_node, lp_node.gather(1, b.p_label.index_select(0, b.p_node).unsqueeze(1)).squeeze(1))
+    with torch.autocast(h.device.type, enabled=False):
+        lv = paper_value_log_probs(model, b, h.index_select(0, b.p_value).float(), sets, files)
+    out = out.index_copy(0, b.p_value, lv)
+    return out.new_zeros(S).index_copy(0, b.order, out) if ordered else out
+
+
+def _lse_pair(scores, syms, label):
+    """log-sum-exp of the scores [n, k] whose symbol is valid (>= 0), and of those voting for the label."""
+    tot = torch.logsumexp(scores.masked_fill(syms < 0, NEG), -1)
+    own = torch.logsumexp(scores.masked_fill(syms != label.unsqueeze(1), NEG), -1)
+    return tot, own
+
+
+def paper_value_log_probs(model, b, hv, sets, files) -> torch.Tensor:
+    """log p(label) of every value step [Sv] (bucket order): generation (+) copies of the step's set
+    (per bucket, one batched product) (+) copies of its example's file tokens."""
+    label = b.p_label.index_select(0, b.p_value)
+    V = model.sub_emb.weight.shape[0]
+    score = hv @ model.sub_emb.weight.t()                                    # [Sv, V]
+    score[:, 0] = NEG
+    own = score.gather(1, label.clamp(max=V - 1).unsqueeze(1)).squeeze(1).masked_fill(label >= V, NEG)
+    tots, owns = [torch.logsumexp(score, -1)], [own]
+    proj = torch.einsum("kde,be->bkd", model.W_c, hv)                        # [Sv, K, d]
+    K = proj.shape[1]
+    off, ct, co = 0, [], []
+    for (s0, n, w, v0, nv), paths in zip(b.buckets, sets):
+        local = b.p_value.narrow(0, v0, nv) - s0
+        cc = torch.bmm(paths.index_select(0, local).float(), proj.narrow(0, v0, nv).transpose(1, 2))   # [nv, W, K]
+        sym = b.set_copy.narrow(0, off, nv * w).view(nv, w * K)
+        off += nv * w
+        t, o = _lse_pair(cc.reshape(nv, w * K), sym, label.narrow(0, v0, nv))
+        ct.append(t)
+        co.append(o)
+    tots.append(torch.cat(ct))
+    owns.append(torch.cat(co))
+    if getattr(model, "W_f", None) is not None and b.file_rows.shape[1] and b.ftok_values.shape[0]:
+        E, Tv = b.n_examples, b.n_value_steps
+        fw = _per_example(hv @ model.W_f.t(), b.p_value_slot, E, Tv).view(E, Tv, -1)
+        fe = F.embedding(b.file_rows, files)                                 # [E, F, d]
+        fc = torch.bmm(fw, fe.transpose(1, 2)).view(E * Tv, -1).index_select(0, b.p_value_slot)
+        t, o = _lse_pair(fc, b.file_symbols.index_select(0, b.p_value_example), label)
+        tots.append(t)
+        owns.append(o)
+    return torch.logsumexp(torch.stack(owns), 0) - torch.logsumexp(torch.stack(tots), 0)
+
+
 def batch_loss(model, b) -> tuple[torch.Tensor, dict]:
     """Mean cross entropy over the batch's steps, and per-kind sums as tensors (read them when
-    logging, not every step: reading is a sync)."""
-    lp = step_log_probs(model, b)
+    logging, not every step: reading is a sync).  The model's wiring picks the arithmetic: a
+    paper-wiring model needs a `packed.PaperBatch`."""
+    if model.cfg.context_once:
+        lp, v = step_log_probs(model, b), b.step_is_value.float()
+    else:
+        lp = paper_log_probs(model, b, ordered=False)          # in bucket order: the sums do not care
+        v = lp.new_zeros(lp.shape).index_fill(0, b.p_value, 1.0)
     loss = -lp.mean()
     with torch.no_grad():
-        v = b.step_is_value.float()
         stats = {"nll_sum": -lp.sum(), "value_nll_sum": -(lp * v).sum()}
     return loss, stats

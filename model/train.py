@@ -9,10 +9,11 @@ acc@1, checkpoints to RUN_DIR/ckpt.pt that resume exactly (model, optimizer,
 scheduler, step, RNG states, data position).  Running the same command again
 resumes; a run directory with a log but no checkpoint is an error, not a restart.
 
-Batches: with `context_once` (the `large` config), from features computed once
-per dataset (model/packed.py, in --features, default RUN_DIR/features) and run
-by model/steps.py, every step of the batch at once; the paper's wiring
-featurizes in DataLoader workers (model/batching.py).
+Batches: from features computed once per dataset (model/packed.py, in
+--features, default RUN_DIR/features) and run by model/steps.py, every step of
+the batch at once, for either wiring (`packed`, on by default); with
+`packed=false` the reference path featurizes in DataLoader workers
+(model/batching.py): the same loss, several times slower.
 
 RUN_DIR holds ckpt.pt (everything), best.pt (model weights with the best dev
 acc@1), config.json, vocab.json, grammar.json (when the data has one), log.jsonl.
@@ -57,6 +58,7 @@ class TrainConfig:
     dropout: float = 0.25          # transformer
     lstm_dropout: float = 0.5      # LSTM inputs
     context_once: bool = False     # the speed experiment of SLMConfig.context_once
+    packed: bool = True            # batches from packed features (model/packed.py, steps.py); else batching.py
     file_tokens: int = 256         # SLMConfig.file_tokens: the file's identifiers copied whole; 0: the paper's
     # features
     max_paths: int = 200
@@ -213,7 +215,7 @@ class BatchStream(torch.utils.data.Dataset):
         e, j = self.locate(k)
         ids = self.plan(e)[j]
         if isinstance(self.examples, PackedExamples):
-            return self.examples.store.collate(ids)
+            return self.examples.store.collate(ids, paper=not self.cfg.context_once)
         return batching.make_batch([self.examples.example(int(i)) for i in ids], self.vocab,
                                    self.cfg.max_paths, self.cfg.max_length, self.cfg.context_once,
                                    self.cfg.file_tokens)
@@ -372,7 +374,7 @@ def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None,
 
     `init`: a new run starts from these weights (a run or shipped directory, see `load_model`)
     with a fresh optimizer; ignored when `out` holds a checkpoint to resume.  `features`: where the
-    packed features live (context_once runs; default out/features), built there when missing."""
+    packed features live (packed runs; default out/features), built there when missing."""
     t_start = time.time()
     data, out = Path(data), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -385,7 +387,8 @@ def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None,
                          f"carried, or not joined?); refusing to start over from scratch there. Bring the "
                          f"checkpoint back, or train into a new directory")
     if ckpt is not None:
-        cfg = TrainConfig(**ckpt["config"])        # a resumed run keeps its configuration
+        # a resumed run keeps its configuration; runs older than `packed` used it for context_once only
+        cfg = TrainConfig(**{"packed": ckpt["config"].get("context_once", False), **ckpt["config"]})
     mcfg = model_config(cfg, vocab)
 
     torch.manual_seed(cfg.seed)
@@ -437,7 +440,7 @@ def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None,
     amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if dev.type == "cuda" else \
         (lambda: torch.autocast("cpu", enabled=False))
 
-    if cfg.context_once:
+    if cfg.packed:
         from anycode.model import packed
         feat_dir = Path(features) if features is not None else out / "features"
         t0 = time.time()
@@ -457,12 +460,13 @@ def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None,
         rng = np.random.default_rng(cfg.seed + 1)
         pick = rng.permutation(len(dev_ex))
         loss_ids = pick[: cfg.dev_loss_examples]
-        if cfg.context_once:
+        if cfg.packed:
             from anycode.model import packed
             for k in range(0, len(loss_ids), 256):
                 dev_batches.append(packed.collate_examples(
                     [batching.featurize(*dev_ex.example(int(i)), vocab, cfg.max_paths, cfg.max_length,
-                                        cfg.file_tokens) for i in loss_ids[k: k + 256]], cfg.max_length))
+                                        cfg.file_tokens) for i in loss_ids[k: k + 256]], cfg.max_length,
+                    paper=not cfg.context_once))
         else:
             for k in range(0, len(loss_ids), 32):
                 dev_batches.append(batching.make_batch([dev_ex.example(int(i)) for i in loss_ids[k: k + 32]],
@@ -597,7 +601,7 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
                     help="start a new run from these weights (a run or model directory), with a fresh optimizer")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
     ap.add_argument("--features", type=Path, default=None,
-                    help="the packed features of context_once runs (built there when missing; default RUN/features)")
+                    help="the packed features of packed runs (built there when missing; default RUN/features)")
 
 
 def parse_overrides(cfg: TrainConfig, pairs: list[str]) -> TrainConfig:

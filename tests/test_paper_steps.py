@@ -1,0 +1,104 @@
+"""The paper's wiring on packed batches (model/packed.py PaperBatch, model/steps.py paper_log_probs)
+against the reference batches of model/batching.py (themselves checked against paths.step_paths)."""
+import random
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from anycode.model import batching, packed, steps
+from anycode.model.slm import SLM, SLMConfig
+
+from slm_fixtures import real_examples, vocab_of
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    examples = real_examples()
+    vocab = vocab_of(examples)
+    torch.manual_seed(0)
+    cfg = SLMConfig(n_types=len(vocab.node_types), n_subtokens=len(vocab.subtokens), d_type=24, d_index=8,
+                    d_subtoken=32, d_lstm=16, n_layers=2, n_heads=2, d_ff=32, file_tokens=16)
+    model = SLM(cfg).eval()
+    with torch.no_grad():       # a W_f unlike W_c, so that file copies are told apart from leaf copies
+        model.W_f.normal_()
+    return examples, vocab, model
+
+
+@pytest.mark.parametrize("seed,file_tokens", [(1, 16), (2, 0), (3, 16), (4, 0)])
+def test_paper_loss_equals_the_reference_loss(setup, seed, file_tokens):
+    examples, vocab, model = setup
+    if not file_tokens:
+        model = SLM(replace(model.cfg, file_tokens=0)).eval()
+        model.load_state_dict({k: v for k, v in setup[2].state_dict().items() if k != "W_f"})
+    picked = random.Random(seed).sample(examples, 24)
+    feats = [batching.featurize(t, h, vocab, file_tokens=file_tokens) for t, h in picked]
+    ref = batching.collate(feats).to("cpu")
+    fast = packed.collate_examples(feats, paper=True)
+    assert len(fast.buckets) > 1
+    fast = fast.to("cpu")
+    with torch.no_grad():
+        want = batching.step_log_probs(model, ref)
+        got = steps.paper_log_probs(model, fast)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+    loss, stats = steps.batch_loss(model, fast)
+    ref_loss, ref_stats = batching.batch_loss(model, ref)
+    torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=1e-5)
+    assert abs(float(stats["nll_sum"]) - ref_stats["nll_sum"]) < 1e-3
+    assert abs(float(stats["value_nll_sum"]) - ref_stats["value_nll_sum"]) < 1e-3
+
+
+def test_bucket_widths_are_a_ladder_of_multiples_of_eight():
+    sizes = np.array([1, 8, 9, 40, 41, 200, 0])
+    w = packed.bucket_widths(sizes)
+    assert (w >= sizes).all() and (w % 8 == 0).all()
+    assert (w <= np.maximum(8, np.ceil(sizes * 1.25 / 8) * 8 + 8)).all()
+
+
+def test_paper_loss_trains(setup):
+    examples, vocab, base = setup
+    model = SLM(base.cfg)
+    model.load_state_dict(base.state_dict())
+    model.train()
+    feats = [batching.featurize(t, h, vocab, file_tokens=16) for t, h in examples[:30]]
+    b = packed.collate_examples(feats, paper=True).to("cpu")
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(15):
+        loss, _ = steps.batch_loss(model, b)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = first if first is not None else float(loss)
+    assert float(loss) < first
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_training_runs_the_paper_wiring_on_packed_batches_and_resumes_exactly(tmp_path, monkeypatch):
+    from anycode.model import train
+    from slm_fixtures import tiny_dataset
+    calls = []
+    real = steps.paper_log_probs
+    monkeypatch.setattr(steps, "paper_log_probs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    data = tiny_dataset(tmp_path / "data")
+    cfg = replace(train.CONFIGS["tiny"], targets_per_batch=96, log_every=1000, eval_every=1000, eval_examples=2,
+                  dev_loss_examples=16)
+    assert cfg.packed and not cfg.context_once and cfg.file_tokens
+    quiet = lambda *a: None
+    whole = train.train(data, tmp_path / "a", cfg, max_steps=6, device="cpu", log=quiet)["losses"]
+    assert len(calls) >= 6 and (tmp_path / "a" / "features" / "train" / "meta.json").exists()
+    train.train(data, tmp_path / "b", cfg, max_steps=4, device="cpu", log=quiet)
+    rest = train.train(data, tmp_path / "b", cfg, max_steps=6, device="cpu", log=quiet)["losses"]
+    assert rest == pytest.approx(whole[4:], abs=1e-6, rel=0)
+    # the reference path stays selectable, and a checkpoint from before `packed` resumes on its old path
+    assert train.parse_overrides(cfg, ["packed=false"]).packed is False
+    ck = torch.load(tmp_path / "b" / "ckpt.pt", map_location="cpu", weights_only=False)
+    del ck["config"]["packed"]
+    torch.save(ck, tmp_path / "b" / "ckpt.pt")
+    calls.clear()
+    train.train(data, tmp_path / "b", cfg, max_steps=7, device="cpu", log=quiet)
+    assert not calls
