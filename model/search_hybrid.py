@@ -1,13 +1,14 @@
 """The exported encoders and BM25 together, measured as each alone is (docs/search.md):
 
-    python -m anycode.model.search_hybrid ENCODERS [--data data/search/python] [--cosqa ../shared/data/cosqa]
+    python -m anycode.model.search_hybrid ENCODERS [--data data/search/python] [--cosqa ../shared/data/cosqa] [--write]
 
 A query's scores from each ranking are standardized over the functions it is ranked against (mean 0,
 deviation 1: the two scales have nothing in common) and summed, BM25's weighted by w:
 `z(encoders) + w * z(bm25)`.  w is chosen by the dev split's MRR over a grid (0 is the encoders
 alone), then the test split and CoSQA's WebQueryTest are measured with it.  The encoders read the
 functions as the server does (`search_runtime`, ONNX Runtime, from source); BM25 is
-model/search_bm25.py's.  Prints JSON.
+model/search_bm25.py's.  Prints JSON; with --write, w goes into the encoders' config.json, where
+the search's ranking (search_index.ranker) reads it.
 """
 from __future__ import annotations
 
@@ -19,14 +20,11 @@ import numpy as np
 
 from anycode.model import search_bm25, search_eval
 from anycode.model.search_data import Features, MAX_CODE_SUBTOKENS, read_pairs, source_features, words
+from anycode.model.search_index import zscore
 from anycode.model.search_pack import restore_newlines
 from anycode.model.search_runtime import SearchEncoders
 
 WEIGHTS = (0.0, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
-
-
-def zscore(s: np.ndarray) -> np.ndarray:
-    return (s - s.mean(1, keepdims=True)) / (s.std(1, keepdims=True) + 1e-6)
 
 
 def features_of(code: str, enc: SearchEncoders, parser) -> Features:
@@ -73,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("encoders", type=Path)
     ap.add_argument("--data", type=Path, default=Path("data/search/python"))
     ap.add_argument("--cosqa", type=Path, default=Path("../shared/data/cosqa"))
+    ap.add_argument("--write", action="store_true",
+                    help="store the chosen w in ENCODERS/config.json (bm25_weight): the server's ranking")
     a = ap.parse_args(argv)
     enc = SearchEncoders(a.encoders)
     dev = csn(enc, a.data, "dev")
@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     if (a.cosqa / "test_webquery.json").exists():
         out["webquery_mrr_all_pairs"] = webquery(enc, a.cosqa / "test_webquery.json", best)
     print(json.dumps(out, indent=1))
+    if a.write:
+        config = json.loads((a.encoders / "config.json").read_text())
+        config["bm25_weight"] = best
+        (a.encoders / "config.json").write_text(json.dumps(config, indent=1))
     return 0
 
 

@@ -60,6 +60,14 @@ def ranking_of(encoders) -> tuple[str, str]:
     return f"encoders {encoders.model_dir.resolve()}", str((encoders.model_dir / "search_code.onnx").stat().st_mtime_ns)
 
 
+def ranking_name(encoders) -> str:
+    """What ranks, as the command's header and the server's stats say it: bm25, encoders, or
+    encoders+bm25 (the encoders weigh BM25 in and bm25s is installed)."""
+    if encoders is None:
+        return BM25
+    return "encoders+bm25" if encoders.bm25_weight and have_bm25() else "encoders"
+
+
 def have_bm25() -> bool:
     """Whether BM25 ranking can run (the search extra is installed); indexing does not need it."""
     try:
@@ -233,25 +241,48 @@ def update_index(paths: list[Path], index_file: Path, encoders=None, log=_stderr
 
 def ranker(index: dict, encoders=None):
     """`rank(query, n)` over the index's functions as they are now: (path, first line, last line,
-    qualified name, score) of the n best, best first.  BM25's index is built once here, so a caller
-    that keeps the ranker (the server, between changes) answers each query without rebuilding it.
-    Raises ImportError without bm25s (and no encoders)."""
+    qualified name, score) of the n best, best first.  With encoders the score is the inner product
+    of the vectors, plus BM25 where the encoders give it a weight and bm25s is installed (both
+    standardized: `z(vectors) + w * z(bm25)`, as model/search_hybrid.py measured it); without, BM25
+    alone.  BM25's index is built once here, so a caller that keeps the ranker (the server, between
+    changes) answers each query without rebuilding it.  Raises ImportError without bm25s (and no
+    encoders)."""
     rows = [(path, *f) for path, e in list(index["files"].items()) for f in e["functions"]]
-    if encoders is not None:
-        vecs, scales = unpack_vectors([r[5] for r in rows]) if rows else (None, None)
+    if encoders is None:
+        lexical = bm25_scores(rows)
 
         def scores_of(query: str, q: list[str]):
-            return vector_scores(vecs, scales, encoders.queries([query])[0]), np.ones(len(rows), bool)
-    else:
-        import bm25s
-
-        retriever = bm25s.BM25()
-        if rows:
-            retriever.index([r[4].split() or [""] for r in rows], show_progress=False)
-
-        def scores_of(query: str, q: list[str]):
-            s = retriever.get_scores(q)
+            s = lexical(q)
             return s, s > 0
+        return _rank(rows, scores_of)
+    vecs, scales = unpack_vectors([r[5] for r in rows]) if rows else (None, None)
+    lexical = bm25_scores(rows) if encoders.bm25_weight and have_bm25() else None
+
+    def scores_of(query: str, q: list[str]):
+        s = vector_scores(vecs, scales, encoders.queries([query])[0])
+        if lexical is not None:
+            s = zscore(s) + encoders.bm25_weight * zscore(lexical(q))
+        return s, np.ones(len(rows), bool)
+    return _rank(rows, scores_of)
+
+
+def zscore(s: np.ndarray) -> np.ndarray:
+    """Scores standardized over the functions (mean 0, deviation 1), so that two rankings' scales add."""
+    return (s - s.mean(-1, keepdims=True)) / (s.std(-1, keepdims=True) + 1e-6)
+
+
+def bm25_scores(rows: list):
+    """`scores(query words)` [N] of BM25 over the rows' words, its index built once."""
+    import bm25s
+
+    retriever = bm25s.BM25()
+    if rows:
+        retriever.index([r[4].split() or [""] for r in rows], show_progress=False)
+    return lambda q: np.asarray(retriever.get_scores(q), np.float32)
+
+
+def _rank(rows: list, scores_of):
+    """`rank(query, n)` over rows by `scores_of(query, words) -> (scores, which may answer)`."""
 
     def rank(query: str, n: int) -> list[tuple[str, int, int, str, float]]:
         q = words(query)
@@ -275,15 +306,25 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("paths", nargs="+", type=Path)
     ap.add_argument("-n", type=int, default=10, help="how many functions (default 10)")
     ap.add_argument("--cache", type=Path, help="index folder (default: the user cache dir's anycode/search)")
-    ap.add_argument("--model", type=Path, help="exported encoders (model/search_export.py) instead of BM25")
+    ap.add_argument("--model", type=Path, help="exported encoders (model/search_export.py; default: the shipped ones)")
+    ap.add_argument("--bm25", action="store_true", help="rank by BM25 alone, not by the encoders")
+
+
+def encoders_for(args):
+    """The encoders a search ranks by: --model's, else the shipped ones; None for BM25 (--bm25, or
+    none ship)."""
+    from anycode.model import search_runtime
+
+    if args.bm25:
+        return None
+    if args.model:
+        return search_runtime.SearchEncoders(args.model)
+    return search_runtime.shipped()
 
 
 def run(args) -> int:
-    encoders = None
-    if args.model:
-        from anycode.model.search_runtime import SearchEncoders
-        encoders = SearchEncoders(args.model)
-    elif not have_bm25():
+    encoders = encoders_for(args)
+    if encoders is None and not have_bm25():
         print(f"anycode search needs bm25s: {INSTALL_HINT}", file=sys.stderr)
         return 2
     missing = [p for p in args.paths if not p.exists()]
@@ -293,7 +334,8 @@ def run(args) -> int:
     ranking, version = ranking_of(encoders)
     index, reread = update_index(args.paths, index_file_for(args.paths, ranking, version, args.cache), encoders)
     total = sum(len(e["functions"]) for e in index["files"].values())
-    print(f"# {ranking} over {total} functions of {len(index['files'])} files ({reread} re-read)", file=sys.stderr)
+    where = f" {encoders.model_dir}" if encoders is not None else ""
+    print(f"# {ranking_name(encoders)}{where} over {total} functions of {len(index['files'])} files ({reread} re-read)", file=sys.stderr)
     cwd = Path.cwd()
     for path, line, _end, name, score in search(index, args.query, args.n, encoders):
         p = Path(path)

@@ -48,6 +48,8 @@ class SearchEncoders:
                                                  providers=["CPUExecutionProvider"])
         self.width = int(self.config["width"])
         self.code_cap = int(self.config.get("code_cap") or self.config["limits"]["code"])
+        # BM25's weight beside the vectors (model/search_hybrid.py chose it on dev); 0: the vectors alone
+        self.bm25_weight = float(self.config.get("bm25_weight") or 0.0)
 
     def _arrays(self, rows: list) -> dict[str, np.ndarray]:
         return {k: v.astype(np.int64) for k, v in search_pack.to_arrays(rows, self.vocab_sizes).items()}

@@ -200,7 +200,7 @@ class WorkspaceIndex:
         return {"state": self.state, "files": files, "functions": functions, "done": self.done,
                 "total": self.total, "reread": self.reread, "roots": [str(r) for r in self.roots],
                 "indexFile": str(self.index_file) if self.index_file else None,
-                "ranking": _si().ranking_of(self.encoders)[0].split()[0] if self.state != "none" else None}
+                "ranking": _si().ranking_name(self.encoders) if self.state != "none" else None}
 
     def close(self) -> None:
         """No folder any more: an empty index, searches answer []."""

@@ -294,21 +294,21 @@ def test_search_cli_indexes_queries_and_follows_edits(tmp_path):
     (proj / "pkg" / "net.py").write_text("class Client:\n    " + function_source("send", "request", "url", 3).replace("\n", "\n    "))
     (proj / "broken.py").write_text("def f(:\n")
     (proj / "blob.py").write_bytes(b"\0\1\2")
-    r = run_search(["send a request to a url", "."], proj, cache)
+    r = run_search(["--bm25", "send a request to a url", "."], proj, cache)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].startswith("pkg/net.py:2: Client.send_request_3 ") and float(lines[0].split()[-1]) > 0
     assert "skipped" in r.stderr and "broken.py: does not parse" in r.stderr and "blob.py: binary" in r.stderr
     assert "bm25 over 3 functions of 4 files (4 re-read)" in r.stderr
-    r = run_search(["write csv rows", ".", "-n", "1"], proj, cache)
+    r = run_search(["--bm25", "write csv rows", ".", "-n", "1"], proj, cache)
     assert r.stdout.splitlines() == [r.stdout.splitlines()[0]] and "pkg/io.py:" in r.stdout and "(0 re-read)" in r.stderr
     (proj / "pkg" / "io.py").write_text(function_source("resize", "image", "size", 9))
-    r = run_search(["write csv rows", "."], proj, cache)
+    r = run_search(["--bm25", "write csv rows", "."], proj, cache)
     assert "(1 re-read)" in r.stderr and "write_csv" not in r.stdout
-    assert run_search(["", "."], proj, cache).stdout == ""
+    assert run_search(["--bm25", "", "."], proj, cache).stdout == ""
     for index in cache.glob("index-*.json.gz"):
         index.write_bytes(b"not gzip")
-    r = run_search(["resize image", "."], proj, cache)
+    r = run_search(["--bm25", "resize image", "."], proj, cache)
     assert r.returncode == 0 and "rebuilt" in r.stderr and "resize_image_9" in r.stdout
 
 
@@ -357,6 +357,17 @@ def test_exported_encoders_match_torch_and_featurize_source_as_training_did(pack
     want = [f"m.py:{1 + sum(p['code'].count(chr(10)) + 2 for p in pairs[:i])}: {pairs[i]['name'].split('.')[-1]} "
             f"{scores[i]:.2f}" for i in np.argsort(-scores)[:3]]
     assert r.stdout.splitlines() == want
+
+    # with a BM25 weight in the encoders' config both rank (standardized sums); a weight this large
+    # leaves BM25's order, which --bm25 gives alone
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "bm25_weight": 1000.0}))
+    pytest.importorskip("bm25s", reason="the search extra (bm25s) is not installed")
+    query = pairs[3]["query"]
+    alone = run_search(["--bm25", query, ".", "-n", "1"], proj, tmp_path / "cache")
+    both = run_search([query, ".", "--model", str(out), "-n", "2"], proj, tmp_path / "cache")
+    assert both.returncode == 0 and "# encoders+bm25" in both.stderr, both.stderr
+    assert both.stdout.split()[:2] == alone.stdout.split()[:2]       # the same first function
 
 
 def test_search_runtime_and_command_need_no_torch():
