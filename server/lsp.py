@@ -205,6 +205,8 @@ class AnycodeServer(LanguageServer):
         for w in warnings:
             self.show_message(w, types.MessageType.Warning)
         old, self.settings = self.settings, new
+        if new.searchRanking != old.searchRanking and self.search.roots:   # another ranking, another index
+            asyncio.ensure_future(search.index_workspace(self, list(self.search.roots)))
         if new.model_key() != self.model.key:
             asyncio.ensure_future(self.load_model())
         elif new != old:

@@ -84,6 +84,7 @@ class WorkspaceIndex:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="anycode-index")
         self.parsers: dict = {}
         self.encoders: Any = None     # the shipped encoders (set by the indexing thread), else BM25 ranks
+        self.lexical = False          # BM25 ranks though encoders ship (searchRanking "bm25")
         self.state = "none"           # none (no folder) | building | ready
         self.done = self.total = self.reread = 0
         self.generation = 0           # bumped at each change of the index: the ranker is rebuilt
@@ -92,10 +93,12 @@ class WorkspaceIndex:
         self.epoch = 0                # bumped at each open(): an indexing of older folders stops
         self.watching = False         # file watchers registered with the client
 
-    def open(self, roots: list[Path], progress: Callable[[int, int], None]) -> Future:
-        """Start indexing `roots` in the indexing thread (again when the folders change: an indexing
-        of the previous folders still running stops at its next file)."""
+    def open(self, roots: list[Path], progress: Callable[[int, int], None], lexical: bool = False) -> Future:
+        """Start indexing `roots` in the indexing thread (again when the folders or the ranking change:
+        an indexing of the previous folders still running stops at its next file); `lexical`: BM25
+        ranks even where encoders ship (the setting searchRanking "bm25")."""
         self.epoch += 1
+        self.lexical = lexical
         self.roots = [r.resolve() for r in roots]
         self.state = "building"
         self.done = self.total = 0
@@ -105,7 +108,7 @@ class WorkspaceIndex:
         try:
             if epoch != self.epoch:
                 return
-            self.encoders = encoders()
+            self.encoders = None if self.lexical else encoders()
             index_file = _si().index_file_for(roots, *_si().ranking_of(self.encoders))
             index = _si().load_index(index_file, self.log_line)
             with self.lock:
@@ -234,7 +237,7 @@ async def index_workspace(ls: Any, roots: list[Path]) -> None:
     """Index the folders in the background, reporting $/progress; logs what was indexed."""
     if not roots:
         return
-    if not _si().have_bm25() and not _shipped_encoders():
+    if not _si().have_bm25() and (ls.settings.searchRanking == "bm25" or not _shipped_encoders()):
         ls.log_message(missing() + " (the index is built all the same)", types.MessageType.Warning)
     token = await ls._progress_begin("anycode", "Indexing the workspace's functions", "index")
     loop = asyncio.get_running_loop()
@@ -249,7 +252,7 @@ async def index_workspace(ls: Any, roots: list[Path]) -> None:
             loop.call_soon_threadsafe(ls.work_done_progress.report, token, report)
 
     t0 = time.monotonic()
-    building = asyncio.wrap_future(ls.search.open(roots, progress))
+    building = asyncio.wrap_future(ls.search.open(roots, progress, ls.settings.searchRanking == "bm25"))
     if not ls.search.watching:
         ls.search.watching = await watch_files(ls, 10.0)
     try:

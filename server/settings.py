@@ -10,6 +10,7 @@ from typing import Any
 
 SECTION = "anycode"
 DEVICES = ("auto", "cpu", "cuda")
+RANKINGS = ("auto", "bm25")   # auto: the shipped encoders (BM25 weighed in as they say), BM25 where none ship
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class Settings:
     threads: int = 0             # 0 = automatic
     maxMessageBytes: int = 64 << 20  # larger LSP messages are read through, dropped and answered with an error
     searchAllSymbols: bool = False   # every workspace/symbol query is a code search (else only `?query`)
+    searchRanking: str = "auto"      # one of RANKINGS
 
     def model_key(self) -> tuple[str, str, int]:
         """What a model is loaded with: a change of any of these reloads it."""
@@ -31,6 +33,7 @@ class Settings:
 DEFAULTS = Settings()
 
 BOOLS = {"searchAllSymbols"}
+CHOICES = {"device": DEVICES, "searchRanking": RANKINGS}
 
 INT_RANGES = {
     "beamSize": (1, 16),
@@ -72,11 +75,11 @@ def parse(*layers: Any) -> tuple[Settings, list[str]]:
         if key not in merged or merged[key] is None:
             continue
         value = merged[key]
-        if key == "device":
-            if isinstance(value, str) and value.strip().lower() in DEVICES:
+        if key in CHOICES:
+            if isinstance(value, str) and value.strip().lower() in CHOICES[key]:
                 values[key] = value.strip().lower()
             else:
-                bad(key, value, "one of " + ", ".join(DEVICES))
+                bad(key, value, "one of " + ", ".join(CHOICES[key]))
         elif key in BOOLS:
             if isinstance(value, bool):
                 values[key] = value

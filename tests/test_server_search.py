@@ -19,6 +19,7 @@ from conftest import Doc, start_server, stats, stop_server
 pytestmark = pytest.mark.asyncio
 
 SEARCH = "anycode/search"
+LEXICAL = {"searchRanking": "bm25"}   # these tests follow BM25's answers (words shared with the query)
 
 
 def function(name: str, doc: str, body: str) -> str:
@@ -66,7 +67,7 @@ async def test_index_query_edit_save_and_symbols(tmp_path, model_settings):
     pytest.importorskip("bm25s")
     proj = tmp_path / "proj"
     make_project(proj)
-    client = await start_server(model_settings, folders=[proj], env=cache_env(tmp_path), wait=False)
+    client = await start_server({**model_settings, **LEXICAL}, folders=[proj], env=cache_env(tmp_path), wait=False)
     try:
         doc = Doc(client, (proj / "pkg" / "config.py").as_uri(), (proj / "pkg" / "config.py").read_text())
         st = await wait_indexed(client)
@@ -128,7 +129,7 @@ async def test_search_all_symbols_setting(tmp_path, model_settings):
     pytest.importorskip("bm25s")
     proj = tmp_path / "proj"
     make_project(proj)
-    client = await start_server({**model_settings, "searchAllSymbols": True}, folders=[proj],
+    client = await start_server({**model_settings, **LEXICAL, "searchAllSymbols": True}, folders=[proj],
                                 env=cache_env(tmp_path), wait=False)
     try:
         await wait_indexed(client)
@@ -143,7 +144,7 @@ async def test_restart_rereads_nothing_and_a_corrupt_index_is_rebuilt(tmp_path, 
     proj = tmp_path / "proj"
     make_project(proj)
     env = cache_env(tmp_path)
-    client = await start_server(model_settings, folders=[proj], env=env, wait=False)
+    client = await start_server({**model_settings, **LEXICAL}, folders=[proj], env=env, wait=False)
     try:
         first = await wait_indexed(client)
         assert first.reread == 5
@@ -153,7 +154,7 @@ async def test_restart_rereads_nothing_and_a_corrupt_index_is_rebuilt(tmp_path, 
     assert index_file == search_index.index_file_for([proj], cache=tmp_path / "cache" / "anycode" / "search")
     assert index_file.exists()
 
-    client = await start_server(model_settings, folders=[proj], env=env, wait=False)
+    client = await start_server({**model_settings, **LEXICAL}, folders=[proj], env=env, wait=False)
     try:
         again = await wait_indexed(client)
         assert again.reread == 0 and again.functions == 3
@@ -162,7 +163,7 @@ async def test_restart_rereads_nothing_and_a_corrupt_index_is_rebuilt(tmp_path, 
         await stop_server(client)
 
     index_file.write_bytes(b"this is not a gzip file")
-    client = await start_server(model_settings, folders=[proj], env=env, wait=False)
+    client = await start_server({**model_settings, **LEXICAL}, folders=[proj], env=env, wait=False)
     try:
         rebuilt = await wait_indexed(client)
         assert rebuilt.reread == 5 and rebuilt.functions == 3
@@ -180,7 +181,7 @@ async def test_without_bm25s_search_says_how_to_install_and_completion_works(tmp
     hide.mkdir(parents=True)
     (hide / "__init__.py").write_text("raise ImportError('bm25s hidden by the test')\n")
     env = {**cache_env(tmp_path), "PYTHONPATH": os.pathsep.join([str(hide.parent), os.environ.get("PYTHONPATH", "")])}
-    client = await start_server(model_settings, folders=[proj], env=env)
+    client = await start_server({**model_settings, **LEXICAL}, folders=[proj], env=env)
     try:
         await wait_indexed(client)
         with pytest.raises(JsonRpcException, match=r"anycode\[search\]"):
@@ -196,7 +197,7 @@ async def test_without_bm25s_search_says_how_to_install_and_completion_works(tmp
 
 async def test_search_before_any_folder_answers_empty(tmp_path, model_settings):
     pytest.importorskip("bm25s")
-    client = await start_server(model_settings, env=cache_env(tmp_path), wait=False)
+    client = await start_server({**model_settings, **LEXICAL}, env=cache_env(tmp_path), wait=False)
     try:
         assert await search(client, "parse a config file") == []
         assert (await stats(client)).searchIndex.state == "none"
@@ -210,7 +211,7 @@ async def test_workspace_folders_added_and_removed(tmp_path, model_settings):
     make_project(first)
     second.mkdir()
     (second / "mail.py").write_text(function("send_mail", "Send an email message to a recipient.", "msg = None"))
-    client = await start_server(model_settings, folders=[first], env=cache_env(tmp_path), wait=False)
+    client = await start_server({**model_settings, **LEXICAL}, folders=[first], env=cache_env(tmp_path), wait=False)
     try:
         await wait_indexed(client)
         assert await search(client, "send an email message") == []
@@ -245,7 +246,7 @@ async def test_a_search_while_indexing_answers_at_once(tmp_path, model_settings)
     for i in range(400):
         (proj / f"mod_{i:03d}.py").write_text("\n\n".join(
             function(f"handler_{i}_{j}", f"Handle event number {j} of module {i}.", "x = 1") for j in range(8)))
-    client = await start_server(model_settings, folders=[proj], env=cache_env(tmp_path), wait=False)
+    client = await start_server({**model_settings, **LEXICAL}, folders=[proj], env=cache_env(tmp_path), wait=False)
     try:
         answers = []
         while True:

@@ -133,6 +133,10 @@ def test_settings_parse():
     s, w = settings.parse({"maxItems": 2, "beamSize": 4}, {"anycode": {"beamSize": None, "device": "cpu"}})
     assert (s.maxItems, s.beamSize, s.device, w) == (2, 5, "cpu", [])
     assert settings.parse(None, "junk", [1])[0] == settings.DEFAULTS
+    s, w = settings.parse({"searchRanking": " BM25 "}, {"anycode": {"device": "gpu"}})
+    assert (s.searchRanking, s.device) == ("bm25", "auto") and len(w) == 1 and "device" in w[0]
+    s, w = settings.parse({"searchRanking": "encoders"})
+    assert s.searchRanking == "auto" and "searchRanking" in w[0] and "auto, bm25" in w[0]
 
 
 def test_completion_items_for_candidates():

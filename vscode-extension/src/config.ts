@@ -6,6 +6,9 @@ export const SERVER_ARGS: readonly string[] = ['-m', 'anycode', 'serve'];
 export type Device = 'auto' | 'cpu' | 'cuda';
 export const DEVICES: readonly Device[] = ['auto', 'cpu', 'cuda'];
 
+export type SearchRanking = 'auto' | 'bm25';
+export const SEARCH_RANKINGS: readonly SearchRanking[] = ['auto', 'bm25'];
+
 /** What the server receives: initializationOptions and the `anycode` configuration section. */
 export interface ServerConfig {
   device: Device;
@@ -15,6 +18,7 @@ export interface ServerConfig {
   modelPath: string;
   threads: number;
   searchAllSymbols: boolean;
+  searchRanking: SearchRanking;
 }
 
 export const DEFAULTS: Readonly<ServerConfig> = Object.freeze({
@@ -25,6 +29,7 @@ export const DEFAULTS: Readonly<ServerConfig> = Object.freeze({
   modelPath: '',
   threads: 0,
   searchAllSymbols: false,
+  searchRanking: 'auto',
 });
 
 // Integer settings and their allowed ranges (kept in sync with package.json).
@@ -56,6 +61,9 @@ export function toServerConfig(raw: unknown): ServerConfig {
     modelPath: typeof s.modelPath === 'string' ? s.modelPath.trim() : DEFAULTS.modelPath,
     threads: intIn(s.threads, INT_RANGES.threads, DEFAULTS.threads),
     searchAllSymbols: typeof s.searchAllSymbols === 'boolean' ? s.searchAllSymbols : DEFAULTS.searchAllSymbols,
+    searchRanking: SEARCH_RANKINGS.includes(s.searchRanking as SearchRanking)
+      ? (s.searchRanking as SearchRanking)
+      : DEFAULTS.searchRanking,
   };
 }
 
