@@ -1,10 +1,11 @@
 """`anycode search "QUERY" PATHS... [-n N]`: the functions of files and folders that best match a query.
 
-Ranking is BM25 (bm25s) over each function's words (its qualified name and its whole text, docstring
-included, split as `search_data.words` splits them): the lexical baseline of docs/search.md, since no
-trained encoders ship yet; the command says "bm25" in its header.  With `--model DIR` (encoders that
-model/search_export.py wrote) it ranks by the inner product of the query's and each function's
-vectors instead, the function featurized without its docstring as in training.
+Ranking is by the shipped encoders (model/shipped/search, or `--model DIR`, an export of
+model/search_export.py): the inner product of the query's vector and each function's (featurized
+without its docstring, as in training), with BM25 (bm25s) over each function's words weighed in
+where the encoders' config gives it a weight and bm25s is installed.  `--bm25` (or no encoders)
+ranks by BM25 alone: each function's qualified name and whole text, docstring included, split as
+`search_data.words` splits them.  The header on stderr says which ranking answered.
 
 The index of the functions lives under the user's cache directory ($XDG_CACHE_HOME or ~/.cache,
 then anycode/search/), one file per set of PATHS: for every source file its size, modification time

@@ -6,13 +6,13 @@ model/search_index.py's, in the same file `anycode search QUERY FOLDER` uses, so
 command) re-reads only files whose size or modification time changed; a saved file
 (textDocument/didSave) or one the client watched change (workspace/didChangeWatchedFiles) is
 re-read alone.  Ranking is search_index's too: the inner products of the shipped encoders' vectors
-(model/shipped/search), BM25 where none ship; built once per change of the index and kept between
-queries.
+(model/shipped/search) with BM25 weighed in where bm25s is installed, BM25 alone where none ship or
+the setting searchRanking is "bm25"; built once per change of the index and kept between queries.
 
 Answers: `anycode/search` {query, limit?} -> [{uri, range, name, score}] best first, and
 workspace/symbol for a query starting with `?` (every query with `anycode.searchAllSymbols`);
 while the index is building they answer from what is indexed so far and the log says so.  BM25's
-package (bm25s, the search extra) is optional: where no encoders ship and it is missing, these two
+package (bm25s, the search extra) is optional: where BM25 alone ranks and it is missing, these two
 requests answer an error saying how to install it, and nothing else changes.
 """
 from __future__ import annotations

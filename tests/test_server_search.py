@@ -1,7 +1,7 @@
 """Code search through the real server (issue 23): a workspace folder indexed in the background with
 $/progress, `anycode/search` and `?` in workspace/symbol, a saved edit followed, the index persisted
 (a restart re-reads nothing), a corrupt index rebuilt, bad files skipped, and without bm25s an error
-that says how to install it while completion goes on."""
+that says how to install it while completion goes on; by default the shipped encoders rank."""
 from __future__ import annotations
 
 import asyncio
@@ -172,6 +172,47 @@ async def test_restart_rereads_nothing_and_a_corrupt_index_is_rebuilt(tmp_path, 
     finally:
         await stop_server(client)
     assert len(search_index.load_index(index_file)["files"]) == 5
+
+
+async def test_the_shipped_encoders_rank_by_meaning_with_or_without_bm25s(tmp_path, model_settings):
+    """With the default ranking the shipped encoders rank (BM25 weighed in where bm25s is installed):
+    a query that shares a word with the wrong function and none with the right one finds the right
+    one, before and after an edit; without bm25s the encoders rank alone and the index is reused."""
+    from anycode.model import search_runtime
+    assert (search_runtime.SHIPPED / "config.json").exists(), "the search encoders ship in model/shipped/search"
+    pytest.importorskip("bm25s")
+    proj = tmp_path / "proj"
+    make_project(proj)
+    query = "retrieve html from the internet"      # `html` is in write_report's docstring, not fetch_page's
+    client = await start_server(model_settings, folders=[proj], env=cache_env(tmp_path), wait=False)
+    try:
+        st = await wait_indexed(client)
+        assert st.ranking == "encoders+bm25" and st.functions == 3, st
+        lexical = search_index.ranker(search_index.load_index(Path(st.indexFile)))
+        assert [r[3] for r in lexical(query, 1)] == ["write_report"]
+        assert [name_and_file(i) for i in await search(client, query, 1)] == [("Client.fetch_page", "net.py")]
+        doc = (proj / "pkg" / "config.py").as_uri()
+        (proj / "pkg" / "config.py").write_text(function("resize_image", "Scale an image to the given size.", "img = None"))
+        client.text_document_did_save(types.DidSaveTextDocumentParams(types.TextDocumentIdentifier(doc)))
+        end = time.monotonic() + 30
+        while time.monotonic() < end and (await stats(client)).searchIndex.functions != 2:
+            await asyncio.sleep(0.1)
+        assert [i["name"] for i in await search(client, "shrink a photo", 1)] == ["resize_image"]
+    finally:
+        await stop_server(client)
+
+    hide = tmp_path / "hide" / "bm25s"
+    hide.mkdir(parents=True)
+    (hide / "__init__.py").write_text("raise ImportError('bm25s hidden by the test')\n")
+    env = {**cache_env(tmp_path), "PYTHONPATH": os.pathsep.join([str(hide.parent), os.environ.get("PYTHONPATH", "")])}
+    client = await start_server(model_settings, folders=[proj], env=env, wait=False)
+    try:
+        st = await wait_indexed(client)
+        assert st.ranking == "encoders" and st.reread == 0, st
+        assert [i["name"] for i in await search(client, "shrink a photo", 1)] == ["resize_image"]
+        assert [i["name"] for i in await search(client, query, 1)] == ["Client.fetch_page"]
+    finally:
+        await stop_server(client)
 
 
 async def test_without_bm25s_search_says_how_to_install_and_completion_works(tmp_path, model_settings):
