@@ -396,11 +396,11 @@ def test_table_rows_from_search_eval():
     spec = importlib.util.spec_from_file_location("search_table", Path(__file__).parent.parent / "tools/search_table.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    got = mod.rows({"sum": {"dev_csn": {"mrr": 0.5}, "test_csn": {"mrr": 0.25},
+    got = mod.rows({"sum": {"step": 700, "dev_csn": {"mrr": 0.5}, "test_csn": {"mrr": 0.25},
                             "cosqa": {"dev_mrr_answered": {"mrr": 0.1}, "dev_accuracy_5fold": 0.6,
                                       "test_mrr_all_pairs": {"mrr": 0.2}}},
                     "attention": {"fusion": "attention", "error": "OOM"}})
-    assert got == ["| weighted sum | 0.500 | 0.250 | 0.100 | 0.600 | 0.200 |", "| attention | failed: OOM | | | | |"]
+    assert got == ["| weighted sum | 0.500 | 0.250 | 0.100 | 0.600 | 0.200 | 700 |", "| attention | failed: OOM | | | | | |"]
 
 
 def test_index_vectors_keep_the_ranking_of_float_vectors():

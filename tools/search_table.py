@@ -1,5 +1,6 @@
 """The encoder rows of docs/search.md's results table from a `search_eval.json`
-(tools/device/train_search.sh writes one under $OUT):
+(model/search_train.py's --export, or tools/device/train_search.sh under $OUT), the training step of
+the weights measured last:
 
     python3 tools/search_table.py search_eval.json
 """
@@ -21,12 +22,12 @@ def rows(results: dict) -> list[str]:
         if r is None:
             continue
         if "error" in r:
-            out.append(f"| {name} | failed: {r['error']} | | | | |")
+            out.append(f"| {name} | failed: {r['error']} | | | | | |")
             continue
         c = r.get("cosqa") or {}
         out.append(f"| {name} | {fmt(r['dev_csn']['mrr'])} | {fmt(r['test_csn']['mrr'])} | "
                    f"{fmt((c.get('dev_mrr_answered') or {}).get('mrr'))} | {fmt(c.get('dev_accuracy_5fold'))} | "
-                   f"{fmt((c.get('test_mrr_all_pairs') or {}).get('mrr'))} |")
+                   f"{fmt((c.get('test_mrr_all_pairs') or {}).get('mrr'))} | {r.get('step', '')} |")
     return out
 
 
