@@ -239,3 +239,35 @@ def test_plugin_setup_attaches_and_completes(tmp_path, model_settings):
     uris = [d["uri"] for d in report["stats"]["documents"]]
     assert uris == [path.as_uri()], uris
     assert report["stopped"] is True
+
+
+def test_anycode_search_fills_the_quickfix_list(tmp_path, model_settings):
+    """:AnycodeSearch through the plugin: the workspace (the root the plugin found) is indexed and its
+    functions, ranked for the query, fill the quickfix list, best first."""
+    text, line, col = source_with_hole(HOLES["return"])
+    project = tmp_path / "project"
+    (project / "pkg").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[project]\nname = 'inventory'\n")
+    path = project / "inventory.py"
+    path.write_text(text)
+    (project / "pkg" / "net.py").write_text(
+        'def fetch_page(url):\n    """Download a web page over HTTP."""\n    resp = None\n    return resp\n\n\n'
+        'def write_report(rows):\n    """Write the summary report as HTML."""\n    html = []\n    return html\n')
+    settings = {"device": "cpu", "timeBudgetMs": 10000, **model_settings}
+    init = tmp_path / "init.lua"
+    init.write_text(
+        f"vim.opt.runtimepath:prepend({lua_json(str(PLUGIN))})\n"
+        f"require('anycode').setup({{ cmd = {lua_json(SERVER_CMD)}, settings = {lua_json(settings)} }})\n")
+    report = run_nvim(tmp_path, ["-u", str(init), str(path)],
+                      {"PROBE_MODE": "plugin", "PROBE_SEARCH": "download a web page",
+                       "XDG_CACHE_HOME": str(tmp_path / "cache")}, line, col)
+    assert report.get("error") is None, f"{report['error']}\n{report['lsp_log']}"
+    index = report["search_index"]
+    assert index["state"] == "ready" and index["roots"] == [str(project)], index
+    qf = report["quickfix"]
+    assert qf["title"] == "anycode: download a web page", qf
+    first = qf["items"][0]
+    assert first["file"].endswith("pkg/net.py") and first["lnum"] == 1 and first["text"].startswith("fetch_page"), qf
+    assert len(qf["items"]) == index["functions"], qf
+    scores = [float(i["text"].rsplit("(", 1)[1].rstrip(")")) for i in qf["items"]]
+    assert scores == sorted(scores, reverse=True), qf

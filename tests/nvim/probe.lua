@@ -9,6 +9,8 @@
 --                      init file: find it on the buffer and use it.
 --   PROBE_LINE, PROBE_COL  the hole, 0-based (LSP position, UTF-16 units).
 --   PROBE_UPDATE       (plugin mode) settings to change through update_settings() at the end.
+--   PROBE_SEARCH       (plugin mode) a query for :AnycodeSearch once the workspace is indexed:
+--                      the quickfix list it fills goes into the report.
 --   PROBE_OUT          where the JSON report goes: the client and its attachment,
 --                      the anycode/status seen, the completion items in order,
 --                      the buffer after Neovim applied the first item's textEdit,
@@ -177,6 +179,26 @@ local function run()
   local stats = vim.lsp.buf_request_sync(bufnr, "anycode/stats", {}, 10000)
   if stats and stats[id] and stats[id].result then
     report.stats = stats[id].result
+  end
+
+  -- plugin mode, PROBE_SEARCH: :AnycodeSearch once the index is ready, the quickfix list it fills
+  local query = env("PROBE_SEARCH")
+  if report.mode == "plugin" and query then
+    vim.wait(TIMEOUT, function()
+      local r = vim.lsp.buf_request_sync(bufnr, "anycode/stats", {}, 5000)
+      local got = r and r[id] and r[id].result
+      report.search_index = got and got.searchIndex
+      return report.search_index ~= nil and report.search_index.state == "ready"
+    end, 100)
+    vim.fn.setqflist({}, "r")
+    vim.cmd("AnycodeSearch " .. query)
+    vim.wait(TIMEOUT, function()
+      return #vim.fn.getqflist() > 0
+    end, 50)
+    report.quickfix = { title = vim.fn.getqflist({ title = 1 }).title, items = {} }
+    for _, item in ipairs(vim.fn.getqflist()) do
+      table.insert(report.quickfix.items, { file = vim.fn.bufname(item.bufnr), lnum = item.lnum, text = item.text })
+    end
   end
 
   -- plugin mode, PROBE_UPDATE (a JSON object): change settings through the plugin
