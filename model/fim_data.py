@@ -75,8 +75,11 @@ def fim_prompt(tok, prefix: str, suffix: str, budget: int, spm: bool = False) ->
     return fim_sequence(p, s, [], spm)
 
 
-def char_start(data: np.ndarray, i: int, lo: int) -> int:
-    """i moved back to the first byte of its UTF-8 character (not before lo)."""
+def char_start(data: np.ndarray, i: int, lo: int, hi: int) -> int:
+    """i clamped to [lo, hi] and moved back to the first byte of its UTF-8 character (not before lo)."""
+    i = min(max(i, lo), hi)
+    if i == hi:
+        return hi
     while i > lo and (int(data[i]) & 0xC0) == 0x80:
         i -= 1
     return i
@@ -99,7 +102,7 @@ class FimExamples:
         pos = int(rng.integers(len(self.data)))
         f = int(np.searchsorted(self.starts, pos, side="right")) - 1
         lo, hi = int(self.starts[f]), int(self.starts[f + 1])
-        pos = char_start(self.data, pos, lo)
+        pos = char_start(self.data, pos, lo, hi)
         if rng.random() < self.s.fim_rate:
             ids = self._fim(rng, lo, pos, hi)
         else:
@@ -111,18 +114,18 @@ class FimExamples:
     def _fim(self, rng: np.random.Generator, lo: int, a: int, hi: int) -> list[int]:
         n = self.s.block + 1
         length = int(math.exp(rng.uniform(0.0, math.log(self.s.max_middle))))
-        b = char_start(self.data, min(hi, a + length), a) if a + length < hi else hi
+        b = char_start(self.data, a + length, a, hi)
         middle = encode(self.tok, _text(self.data, a, b))[: (n - 4) // 2] + [EOT]
         room = n - 3 - len(middle)
-        p = encode(self.tok, _text(self.data, char_start(self.data, max(lo, a - room * BYTES_PER_TOKEN), lo), a))
-        s = encode(self.tok, _text(self.data, b, char_start(self.data, min(hi, b + room * BYTES_PER_TOKEN), b)))
+        p = encode(self.tok, _text(self.data, char_start(self.data, a - room * BYTES_PER_TOKEN, lo, a), a))
+        s = encode(self.tok, _text(self.data, b, char_start(self.data, b + room * BYTES_PER_TOKEN, b, hi)))
         p, s = fit(p, s, room)
         return fim_sequence(p, s, middle, spm=bool(rng.random() < self.s.spm_rate))
 
     def _plain(self, lo: int, a: int, hi: int) -> list[int]:
         n = self.s.block + 1
-        end = min(hi, a + n * BYTES_PER_TOKEN)
-        ids = encode(self.tok, _text(self.data, a, char_start(self.data, end, a) if end < hi else hi))
+        end = char_start(self.data, a + n * BYTES_PER_TOKEN, a, hi)
+        ids = encode(self.tok, _text(self.data, a, end))
         return ids[:n] if len(ids) >= n or end < hi else ids + [EOT]
 
 

@@ -11,8 +11,8 @@ text after it (cut to fit the block, model/fim_data.py's `fim_prompt`), and it w
 
 The search is a beam over tokens (`beam_search`: reading the prompt once, then one token per
 hypothesis with the model's key-value cache), a hypothesis finishing at <eot>; tokens holding a
-newline are never taken (every hole is one line), and the best `beam` distinct finished texts are the
-candidates.  Two searches: `plain` takes every finished text; `grammar` takes only those that parse in
+newline are never taken (every hole is one line), and the best `beam` distinct finished texts (by
+log-probability, <eot> included) are the candidates.  Two searches: `plain` takes every finished text; `grammar` takes only those that parse in
 the hole (model/holes.py's `Hole.verify`, the server's own check: the file with the text in the
 hole parses, the text as the expression at the hole's position), so a rejected text frees its place
 for the next.
@@ -127,48 +127,56 @@ def banned_tokens(tok, vocab: int, device) -> torch.Tensor:
 def beam_search(model: FimModel, prompt: list[int], beam: int, banned: torch.Tensor, finish,
                 max_new: int = MAX_NEW) -> list[tuple[str, float]]:
     """The best `beam` finished middles after `prompt`, (text, log-probability), best first.
-    `finish(ids)` turns a hypothesis that emitted <eot> into its text, or None to reject it."""
+
+    At every step each live hypothesis may end with <eot> (its score is offered to the finished
+    list, not only when <eot> is among the step's best expansions), and the `beam` best expansions
+    by other tokens live on.  `finish(ids)` turns an ended hypothesis into its text, or None to
+    reject it.  Scores only fall, so the search stops when no live hypothesis can enter the
+    finished best."""
     dev = banned.device
     logits, past = model(torch.tensor([prompt], device=dev))
     seqs, scores = [[]], torch.zeros(1, device=dev)
     done: list[tuple[float, str]] = []
     for _ in range(min(max_new, model.cfg.block - len(prompt))):
         lp = logits[:, -1].float().log_softmax(-1).masked_fill(banned, float("-inf")) + scores[:, None]
-        top = lp.view(-1).topk(min(2 * beam, lp.numel()))
-        rows, toks, kept = [], [], []
-        for sc, flat in zip(top.values.tolist(), top.indices.tolist()):
-            a, v = divmod(flat, lp.shape[1])
-            if sc == float("-inf"):
-                break
-            if v == EOT:
-                text = finish(seqs[a])
-                if text is not None and all(text != t for _, t in done):
-                    done.append((sc, text))
-            elif len(rows) < beam:
-                rows.append(a)
-                toks.append(v)
-                kept.append(sc)
-        done.sort(key=lambda x: -x[0])
-        del done[beam:]
-        if not rows or (len(done) == beam and kept[0] <= done[-1][0]):
-            break       # scores only fall: no live hypothesis can enter the finished best
-        idx = torch.tensor(rows, device=dev)
+        offer_finished(done, seqs, lp[:, EOT].tolist(), beam, finish)
+        lp[:, EOT] = float("-inf")
+        top = lp.view(-1).topk(min(beam, lp.numel()))
+        live = [(sc, *divmod(flat, lp.shape[1])) for sc, flat in zip(top.values.tolist(), top.indices.tolist())
+                if sc > float("-inf")]
+        if not live or (len(done) == beam and live[0][0] <= done[-1][0]):
+            break
+        idx = torch.tensor([a for _, a, _ in live], device=dev)
         past = [(k[idx], v[idx]) for k, v in past]
-        seqs = [seqs[a] + [v] for a, v in zip(rows, toks)]
-        scores = torch.tensor(kept, device=dev)
-        logits, past = model(torch.tensor(toks, device=dev)[:, None], past)
+        seqs = [seqs[a] + [v] for _, a, v in live]
+        scores = torch.tensor([sc for sc, _, _ in live], device=dev)
+        logits, past = model(torch.tensor([v for _, _, v in live], device=dev)[:, None], past)
     return [(t, s) for s, t in done]
+
+
+def offer_finished(done: list, seqs: list[list[int]], eot_scores: list[float], beam: int, finish) -> None:
+    """Each hypothesis ended here enters `done` (kept best first, `beam` at most, each text once)
+    where its score would place it and `finish` accepts it."""
+    for ids, sc in zip(seqs, eot_scores):
+        if sc == float("-inf") or (len(done) == beam and sc <= done[-1][0]):
+            continue
+        text = finish(ids)
+        if text is not None and all(text != t for _, t in done):
+            done.append((sc, text))
+            done.sort(key=lambda x: -x[0])
+            del done[beam:]
 
 
 def candidates(model: FimModel, tok, hole: FimHole, beam: int, banned, check=None, spm: bool = False) -> list:
     """The middles the model writes for `hole`, best first; with `check`, only texts it accepts."""
-    prompt = fim_prompt(tok, hole.prefix, hole.suffix, model.cfg.block - MAX_NEW, spm)
+    max_new = min(MAX_NEW, model.cfg.block // 2)
+    prompt = fim_prompt(tok, hole.prefix, hole.suffix, model.cfg.block - max_new, spm)
 
     def finish(ids):
         text = decode(tok, ids).strip()
         return text if text and (check is None or check(text)) else None
 
-    return beam_search(model, prompt, beam, banned, finish)
+    return beam_search(model, prompt, beam, banned, finish, max_new)
 
 
 # ---------------------------------------------------------------- judging

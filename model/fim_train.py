@@ -34,7 +34,7 @@ from anycode.model.search_train import autocast, lr_at
 
 # the model (n_layer, n_head, d, block) and how it is trained; vocab comes from the tokenizer
 CONFIGS = {
-    "tiny": dict(n_layer=2, n_head=2, d=32, block=64, max_middle=32, batch=8, lr=3e-3, warmup=2,
+    "tiny": dict(n_layer=2, n_head=2, d=32, block=64, max_middle=32, batch=8, lr=1e-2, warmup=2,
                  eval_every=1e9, ckpt_every=1e9, log_every=0.0, dev_rows=16),
     # about the SLM's parameter count
     "base": dict(n_layer=6, n_head=8, d=256, block=1024, max_middle=1024, batch=64, lr=1e-3, warmup=300,
@@ -147,7 +147,7 @@ def train(args) -> dict:
                    "device": args.device})
     t0 = tick = last_log = last_eval = last_ckpt = time.time()
     window = new_window()
-    while time.time() - t0 < args.minutes * 60:
+    while time.time() - t0 < args.minutes * 60 and (args.steps is None or st["step"] < args.steps):
         w0 = time.time()
         rows = next(it).to(args.device, non_blocking=True)
         window["wait"] += time.time() - w0
@@ -204,6 +204,7 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--config", default="base", choices=sorted(CONFIGS))
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="KEY=VALUE over the preset")
     ap.add_argument("--minutes", type=float, required=True, help="this call's training time")
+    ap.add_argument("--steps", type=int, default=None, help="stop at this step (the run's, not this call's)")
     ap.add_argument("--plan-minutes", type=float, default=None,
                     help="the whole run's training time, for the learning-rate schedule (default: --minutes)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
