@@ -21,6 +21,8 @@ step s draws exactly the sequences it would have drawn.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import lzma
 import math
 import sys
@@ -150,8 +152,9 @@ def pack_split(corpus_dir: Path, split: str, out: Path) -> tuple[int, int]:
 
 
 def write_pieces(out: Path, split: str, pieces: Path, preset: int = 9) -> list[Path]:
-    """SPLIT.bin.npy and SPLIT.idx.npy xz-compressed together as one stream, cut into files under
-    16 MiB (pieces/SPLIT.xz.000, ...): what device calls carry, a few at a time."""
+    """SPLIT.idx.npy and SPLIT.bin.npy xz-compressed as one stream (each file's length, then its bytes),
+    cut into files under 16 MiB (pieces/SPLIT.xz.000, ...), listed with their sha256 in
+    pieces/SPLIT.pieces.json: what device calls carry, a few at a time."""
     pieces.mkdir(parents=True, exist_ok=True)
     comp = lzma.LZMACompressor(preset=preset)
     blob = bytearray()
@@ -166,17 +169,43 @@ def write_pieces(out: Path, split: str, pieces: Path, preset: int = 9) -> list[P
         p = pieces / f"{split}.xz.{k:03d}"
         p.write_bytes(blob[i: i + PIECE_BYTES])
         paths.append(p)
+    write_manifest(pieces, split, paths)
     return paths
+
+
+def write_manifest(pieces: Path, split: str, paths: list[Path]) -> None:
+    """pieces/SPLIT.pieces.json: the split's pieces in order, with their sha256."""
+    listed = [{"name": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in paths]
+    (pieces / f"{split}.pieces.json").write_text(json.dumps({"split": split, "pieces": listed}, indent=1))
+
+
+def unpack_ready(pieces: Path, out: Path) -> list[str]:
+    """Every split whose listed pieces are all in `pieces`, checked and unpacked into `out` (a split
+    already there is left as it is); returns the splits unpacked now."""
+    done = []
+    for manifest in sorted(Path(pieces).glob("*.pieces.json")):
+        m = json.loads(manifest.read_text())
+        split, listed = m["split"], m["pieces"]
+        if (out / f"{split}.bin.npy").exists() or not all((pieces / p["name"]).exists() for p in listed):
+            continue
+        for p in listed:
+            if hashlib.sha256((pieces / p["name"]).read_bytes()).hexdigest() != p["sha256"]:
+                raise SystemExit(f"error: {pieces / p['name']} is corrupt or partial; carry it again")
+        read_pieces([pieces / p["name"] for p in listed], out, split)
+        done.append(split)
+    return done
 
 
 def read_pieces(pieces: list[Path], out: Path, split: str) -> None:
     """The inverse of write_pieces: the pieces of one split, in order, back to SPLIT.idx.npy and SPLIT.bin.npy."""
-    data = lzma.decompress(b"".join(p.read_bytes() for p in sorted(pieces)))
+    data = lzma.decompress(b"".join(p.read_bytes() for p in pieces))
     out.mkdir(parents=True, exist_ok=True)
     at = 0
     for name in (f"{split}.idx.npy", f"{split}.bin.npy"):
         n = int.from_bytes(data[at: at + 8], "little")
-        (out / name).write_bytes(data[at + 8: at + 8 + n])
+        tmp = out / (name + ".tmp")
+        tmp.write_bytes(data[at + 8: at + 8 + n])
+        tmp.replace(out / name)
         at += 8 + n
 
 
@@ -185,15 +214,13 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", type=Path, default=Path("data/fim/python"))
     ap.add_argument("--splits", default="train,dev")
     ap.add_argument("--pieces", type=Path, default=None, help="also write xz pieces under 16 MiB here")
-    ap.add_argument("--unpack", nargs="+", type=Path, default=None,
-                    help="instead: join and unpack these pieces (one split's) into --out")
+    ap.add_argument("--unpack", type=Path, default=None,
+                    help="instead: unpack into --out every split whose pieces are all in this folder")
 
 
 def run(args) -> int:
     if args.unpack:
-        split = args.unpack[0].name.split(".xz.")[0]
-        read_pieces(args.unpack, args.out, split)
-        print(f"{args.out}: {split} unpacked from {len(args.unpack)} pieces", file=sys.stderr)
+        print(f"{args.out}: unpacked {unpack_ready(args.unpack, args.out) or 'nothing new'}", file=sys.stderr)
         return 0
     for split in args.splits.split(","):
         files, total = pack_split(args.corpus, split, args.out)

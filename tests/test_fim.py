@@ -106,7 +106,11 @@ def test_sequences_are_the_corpus_text_in_psm_and_spm(packed, tok, corpus):
 
 def test_pieces_round_trip(packed, tmp_path):
     pieces = D.write_pieces(packed, "dev", tmp_path / "pieces")
-    D.read_pieces(pieces, tmp_path / "back", "dev")
+    assert pieces and all(p.stat().st_size < 16 * 2**20 for p in pieces)
+    pieces[-1].rename(tmp_path / "away")
+    assert D.unpack_ready(tmp_path / "pieces", tmp_path / "back") == []        # not all there yet
+    (tmp_path / "away").rename(pieces[-1])
+    assert D.unpack_ready(tmp_path / "pieces", tmp_path / "back") == ["dev"]
     for name in ("dev.bin.npy", "dev.idx.npy"):
         assert (tmp_path / "back" / name).read_bytes() == (packed / name).read_bytes()
 
