@@ -1,6 +1,6 @@
 """Training sequences of the fill-in-the-middle baseline, from the corpus the SLM is trained on.
 
-    anycode fim pack [--corpus data/corpus/python] [--out data/fim/python] [--splits train,dev] [--pieces DIR]
+    anycode fim pack [--corpus data/corpus/LANG] [--out data/fim/LANG] [--splits train,dev] [--pieces DIR]
 
 `pack` writes each split's files (model/corpus.py's `iter_files`: the same projects and the same
 split by project as the SLM's dataset) as one byte array, SPLIT.bin, with the files' start offsets in
@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from anycode import grammars
 from anycode.model.fim_tokenizer import EOT, MIDDLE, PAD, PREFIX, SUFFIX, encode
 
 BYTES_PER_TOKEN = 6      # text cut to tokens * this many bytes nearly always holds that many tokens
@@ -210,8 +211,8 @@ def read_pieces(pieces: list[Path], out: Path, split: str) -> None:
 
 
 def add_parser(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--corpus", type=Path, default=Path("data/corpus/python"))
-    ap.add_argument("--out", type=Path, default=Path("data/fim/python"))
+    ap.add_argument("--corpus", type=Path, default=Path("data/corpus") / grammars.DEFAULT)
+    ap.add_argument("--out", type=Path, default=Path("data/fim") / grammars.DEFAULT)
     ap.add_argument("--splits", default="train,dev")
     ap.add_argument("--pieces", type=Path, default=None, help="also write xz pieces under 16 MiB here")
     ap.add_argument("--unpack", type=Path, default=None,

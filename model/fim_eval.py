@@ -1,6 +1,6 @@
 """`anycode fim eval`: the fill-in-the-middle baseline on the SLM's own test holes, judged by eval's code.
 
-    anycode fim eval --model runs/fim [--data data/dataset/python] [--corpus data/corpus/python]
+    anycode fim eval --model runs/fim [--data data/dataset/LANG] [--corpus data/corpus/LANG]
                      [--split test] [--limit 2000] [--beam 5] [--device cpu] [--json OUT.json]
 
 The holes are exactly `anycode eval`'s: the first LIMIT examples of the split's fixed shuffle
@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from anycode import grammars
 from anycode.grammars import Language
 from anycode.model import evaluate as E
 from anycode.model.fim import FimModel
@@ -246,8 +247,8 @@ def load_run(folder: Path, device="cpu") -> tuple[FimModel, object]:
 
 def add_parser(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--model", type=Path, required=True, help="a run folder of `anycode fim train`")
-    ap.add_argument("--data", type=Path, default=Path("data/dataset/python"))
-    ap.add_argument("--corpus", type=Path, default=Path("data/corpus/python"))
+    ap.add_argument("--data", type=Path, default=Path("data/dataset") / grammars.DEFAULT)
+    ap.add_argument("--corpus", type=Path, default=Path("data/corpus") / grammars.DEFAULT)
     ap.add_argument("--split", default="test")
     ap.add_argument("--limit", type=int, default=2000, help="first N examples of eval's fixed shuffle")
     ap.add_argument("--beam", type=int, default=5)

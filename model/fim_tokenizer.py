@@ -1,6 +1,6 @@
 """The fill-in-the-middle baseline's tokenizer: byte-level BPE learned from the corpus's train split.
 
-    anycode fim tokenizer [--corpus data/corpus/python] [--out data/fim/python/tokenizer.json] [--vocab 16384]
+    anycode fim tokenizer [--corpus data/corpus/LANG] [--out data/fim/LANG/tokenizer.json] [--vocab 16384]
 
 Byte-level (GPT-2's byte alphabet and pre-tokenizer, no normalizer, no prefix space), so that every
 string, whatever its characters or indentation, encodes and decodes back to itself exactly: a
@@ -11,7 +11,7 @@ on them without looking them up.
 
 The result is one tokenizer.json, read by the `tokenizers` package (Rust, no torch): training and
 evaluation read it through `load`.  A server that ran this model would need `tokenizers` among the
-serving dependencies (a compiled wheel of a few MB), or a pure-Python byte-level BPE over the same
+serving dependencies (a compiled wheel of a few MB), or an encoder of our own over the same
 file's vocabulary and merges (slower per request, nothing to install).
 """
 from __future__ import annotations
@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Iterator
+
+from anycode import grammars
 
 # fixed ids 0..4: the search and the examples use these numbers directly
 PAD, PREFIX, SUFFIX, MIDDLE, EOT = 0, 1, 2, 3, 4
@@ -85,8 +87,8 @@ def corpus_texts(corpus_dir: Path, split: str = "train", max_bytes: int | None =
 
 
 def add_parser(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--corpus", type=Path, default=Path("data/corpus/python"))
-    ap.add_argument("--out", type=Path, default=Path("data/fim/python/tokenizer.json"))
+    ap.add_argument("--corpus", type=Path, default=Path("data/corpus") / grammars.DEFAULT)
+    ap.add_argument("--out", type=Path, default=Path("data/fim") / grammars.DEFAULT / "tokenizer.json")
     ap.add_argument("--vocab", type=int, default=DEFAULT_VOCAB)
     ap.add_argument("--max-mb", type=float, default=None, help="learn from the first N MB of the train split")
 

@@ -1,6 +1,6 @@
 """Train the fill-in-the-middle baseline (model/fim.py) on packed corpus splits (model/fim_data.py).
 
-    anycode fim train --data data/fim/python --out runs/fim --config base --minutes 9 [--set lr=6e-4]
+    anycode fim train --data data/fim/LANG --out runs/fim --config base --minutes 9 [--set lr=6e-4]
                       [--device cuda] [--workers 12] [--compile]
 
 DATA holds tokenizer.json (`anycode fim tokenizer`) and train.bin.npy / dev.bin.npy with their
@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from anycode import grammars
 from anycode.model.fim import FimConfig, FimModel
 from anycode.model.fim_data import FimExamples, FimSettings
 from anycode.model.fim_tokenizer import PAD, load as load_tokenizer
@@ -199,7 +200,7 @@ def parse_overrides(items: list[str], settings: dict) -> dict:
 
 
 def add_parser(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--data", type=Path, default=Path("data/fim/python"))
+    ap.add_argument("--data", type=Path, default=Path("data/fim") / grammars.DEFAULT)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--config", default="base", choices=sorted(CONFIGS))
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="KEY=VALUE over the preset")
