@@ -12,10 +12,10 @@ text after it (cut to fit the block, model/fim_data.py's `fim_prompt`), and it w
 The search is a beam over tokens (`beam_search`: reading the prompt once, then one token per
 hypothesis with the model's key-value cache), a hypothesis finishing at <eot>; tokens holding a
 newline are never taken (every hole is one line), and the best `beam` distinct finished texts (by
-log-probability, <eot> included) are the candidates.  Two searches: `plain` takes every finished text; `grammar` takes only those that parse in
-the hole (model/holes.py's `Hole.verify`, the server's own check: the file with the text in the
-hole parses, the text as the expression at the hole's position), so a rejected text frees its place
-for the next.
+log-probability, <eot> included) are the candidates.  Two lists of candidates from one search: `plain` takes every finished text; `grammar`
+takes only those that parse in the hole (model/holes.py's `Hole.verify`, the server's own check: the
+file with the text in the hole parses, the text as the expression at the hole's position), so a
+rejected text frees its place for the next.
 
 Candidates are judged by evaluate.py's `score` (acc@k on printed code, tree@k, subtoken@k), each
 text first parsed and printed as the SLM's trees are, so that both models' answers are compared
@@ -125,34 +125,37 @@ def banned_tokens(tok, vocab: int, device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def beam_search(model: FimModel, prompt: list[int], beam: int, banned: torch.Tensor, finish,
-                max_new: int = MAX_NEW) -> list[tuple[str, float]]:
-    """The best `beam` finished middles after `prompt`, (text, log-probability), best first.
+def beam_search(model: FimModel, prompt: list[int], beam: int, banned: torch.Tensor, finishers: dict,
+                max_new: int = MAX_NEW) -> dict[str, list[tuple[str, float]]]:
+    """For each named `finish(ids)` of `finishers` (an ended hypothesis's text, or None to reject it),
+    the best `beam` finished middles after `prompt`, (text, log-probability), best first.
 
-    At every step each live hypothesis may end with <eot> (its score is offered to the finished
-    list, not only when <eot> is among the step's best expansions), and the `beam` best expansions
-    by other tokens live on.  `finish(ids)` turns an ended hypothesis into its text, or None to
-    reject it.  Scores only fall, so the search stops when no live hypothesis can enter the
-    finished best."""
+    At every step each live hypothesis may end with <eot> (its score is offered to every finished
+    list, not only when <eot> is among the step's best expansions), and the `beam` best expansions by
+    other tokens live on.  Which hypotheses live does not depend on the finished lists, so one search
+    serves several of them.  Scores only fall: the search stops when no live hypothesis can enter any
+    finished list."""
     dev = banned.device
     logits, past = model(torch.tensor([prompt], device=dev))
     seqs, scores = [[]], torch.zeros(1, device=dev)
-    done: list[tuple[float, str]] = []
+    done: dict[str, list[tuple[float, str]]] = {name: [] for name in finishers}
     for _ in range(min(max_new, model.cfg.block - len(prompt))):
         lp = logits[:, -1].float().log_softmax(-1).masked_fill(banned, float("-inf")) + scores[:, None]
-        offer_finished(done, seqs, lp[:, EOT].tolist(), beam, finish)
+        ends = lp[:, EOT].tolist()
+        for name, finish in finishers.items():
+            offer_finished(done[name], seqs, ends, beam, finish)
         lp[:, EOT] = float("-inf")
         top = lp.view(-1).topk(min(beam, lp.numel()))
         live = [(sc, *divmod(flat, lp.shape[1])) for sc, flat in zip(top.values.tolist(), top.indices.tolist())
                 if sc > float("-inf")]
-        if not live or (len(done) == beam and live[0][0] <= done[-1][0]):
+        if not live or all(len(d) == beam and live[0][0] <= d[-1][0] for d in done.values()):
             break
         idx = torch.tensor([a for _, a, _ in live], device=dev)
         past = [(k[idx], v[idx]) for k, v in past]
         seqs = [seqs[a] + [v] for _, a, v in live]
         scores = torch.tensor([sc for sc, _, _ in live], device=dev)
         logits, past = model(torch.tensor([v for _, _, v in live], device=dev)[:, None], past)
-    return [(t, s) for s, t in done]
+    return {name: [(t, sc) for sc, t in d] for name, d in done.items()}
 
 
 def offer_finished(done: list, seqs: list[list[int]], eot_scores: list[float], beam: int, finish) -> None:
@@ -168,16 +171,23 @@ def offer_finished(done: list, seqs: list[list[int]], eot_scores: list[float], b
             del done[beam:]
 
 
-def candidates(model: FimModel, tok, hole: FimHole, beam: int, banned, check=None, spm: bool = False) -> list:
-    """The middles the model writes for `hole`, best first; with `check`, only texts it accepts."""
+def candidates(model: FimModel, tok, hole: FimHole, beam: int, banned, check=None, spm: bool = False) -> dict:
+    """The middles the model writes for `hole`, best first: "plain", every text; with `check`, also
+    "grammar", only the texts it accepts."""
     max_new = min(MAX_NEW, model.cfg.block // 2)
     prompt = fim_prompt(tok, hole.prefix, hole.suffix, model.cfg.block - max_new, spm)
+    texts: dict[tuple, str] = {}
 
-    def finish(ids):
-        text = decode(tok, ids).strip()
-        return text if text and (check is None or check(text)) else None
+    def text_of(ids) -> str:
+        key = tuple(ids)
+        if key not in texts:
+            texts[key] = decode(tok, ids).strip()
+        return texts[key]
 
-    return beam_search(model, prompt, beam, banned, finish, max_new)
+    finishers = {"plain": lambda ids: text_of(ids) or None}
+    if check is not None:
+        finishers["grammar"] = lambda ids: text_of(ids) if text_of(ids) and check(text_of(ids)) else None
+    return beam_search(model, prompt, beam, banned, finishers, max_new)
 
 
 # ---------------------------------------------------------------- judging
@@ -195,28 +205,30 @@ def judge(hole: FimHole, cands: list[tuple[str, float]]) -> E.Scored:
     return E.score([prediction(t, lp, lang) for t, lp in cands], hole.tree, hole.h)
 
 
-def evaluate(model: FimModel, tok, holes: list[FimHole | None], beam: int = 5, searches=("plain", "grammar"),
-             spm: bool = False) -> dict:
-    """Metrics of each search over `holes` (a hole that could not be located counts as a miss)."""
+def evaluate(model: FimModel, tok, holes: list[FimHole | None], beam: int = 5, spm: bool = False) -> dict:
+    """Metrics of both searches over `holes` (a hole that could not be located counts as a miss)."""
     banned = banned_tokens(tok, model.cfg.vocab, next(model.parameters()).device)
-    out = {}
-    for name in searches:
-        scored, parses, in_hole, t0 = [], 0, 0, time.time()
-        for hole in holes:
-            if hole is None:
-                scored.append(E.Scored(None, None, None))
-                continue
-            lang = hole.tree.lang
-            check = hole_check(hole, lang, lang.new_parser())
-            cands = candidates(model, tok, hole, beam, banned, check if name == "grammar" else None, spm)
-            scored.append(judge(hole, cands))
-            if cands:
-                parses += lang.parse_expression(cands[0][0]) is not None
-                in_hole += check(cands[0][0])
-        n = max(len(holes), 1)
-        out[name] = {**E.summarize(scored), "top1_parses": 100.0 * parses / n, "top1_parses_in_hole": 100.0 * in_hole / n,
-                     "seconds": time.time() - t0, "by_size": by_size(holes, scored)}
-    return out
+    names = ("plain", "grammar")
+    scored = {n: [] for n in names}
+    parses, in_hole = dict.fromkeys(names, 0), dict.fromkeys(names, 0)
+    t0 = time.time()
+    for hole in holes:
+        if hole is None:
+            for n in names:
+                scored[n].append(E.Scored(None, None, None))
+            continue
+        lang = hole.tree.lang
+        check = hole_check(hole, lang, lang.new_parser())
+        cands = candidates(model, tok, hole, beam, banned, check, spm)
+        for n in names:
+            scored[n].append(judge(hole, cands[n]))
+            if cands[n]:
+                parses[n] += lang.parse_expression(cands[n][0][0]) is not None
+                in_hole[n] += check(cands[n][0][0])
+    k = max(len(holes), 1)
+    return {n: {**E.summarize(scored[n]), "top1_parses": 100.0 * parses[n] / k,
+                "top1_parses_in_hole": 100.0 * in_hole[n] / k, "seconds": time.time() - t0,
+                "by_size": by_size(holes, scored[n])} for n in names}
 
 
 def by_size(holes: list[FimHole | None], scored: list[E.Scored]) -> dict:
@@ -252,7 +264,6 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--split", default="test")
     ap.add_argument("--limit", type=int, default=2000, help="first N examples of eval's fixed shuffle")
     ap.add_argument("--beam", type=int, default=5)
-    ap.add_argument("--searches", default="plain,grammar")
     ap.add_argument("--spm", action="store_true", help="prompt in SPM order instead of PSM")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=1)
@@ -265,7 +276,7 @@ def run(args) -> int:
     holes, found = eval_holes(args.data, args.corpus, args.split, args.limit)
     print(f"{len(holes)} {args.split} examples, {found} located in {args.corpus}; model {args.model} "
           f"({model.num_params()} parameters) on {args.device}", file=sys.stderr, flush=True)
-    res = evaluate(model, tok, holes, args.beam, tuple(args.searches.split(",")), args.spm)
+    res = evaluate(model, tok, holes, args.beam, args.spm)
     for name, m in res.items():
         print(f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in m.items() if isinstance(v, float)), file=sys.stderr)
     if args.json:

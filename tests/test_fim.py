@@ -159,13 +159,15 @@ def test_candidates_for_real_holes_judged_by_eval(run_dir, corpus, tmp_path):
     assert V.judge(hole, [("nothing_like_it", -1.0), (truth, -2.0)]).acc == 1      # eval's scoring
     model, tok = V.load_run(run_dir)
     banned = V.banned_tokens(tok, model.cfg.vocab, "cpu")
-    cands = V.candidates(model, tok, hole, 3, banned)
-    assert cands and all(isinstance(t, str) and t for t, _ in cands)
-    assert [lp for _, lp in cands] == sorted((lp for _, lp in cands), reverse=True)
+    plain = V.candidates(model, tok, hole, 3, banned)["plain"]
+    assert plain and all(isinstance(t, str) and t for t, _ in plain)
+    assert [lp for _, lp in plain] == sorted((lp for _, lp in plain), reverse=True)
     check = V.hole_check(hole, hole.tree.lang, hole.tree.lang.new_parser())
     assert check(truth) and not check(truth + " )")
-    for t, _ in V.candidates(model, tok, hole, 3, banned, check):
-        assert check(t)
+    both = V.candidates(model, tok, hole, 3, banned, check)
+    assert both["plain"] == plain, "one search, the same plain list"
+    assert all(check(t) for t, _ in both["grammar"])
+    assert [x for x in plain if check(x[0])] == both["grammar"][: len([x for x in plain if check(x[0])])]
     res = V.evaluate(model, tok, holes[:2], beam=3)
     assert set(res) == {"plain", "grammar"} and res["plain"]["n"] == 2
     assert res["grammar"]["top1_parses_in_hole"] in (0.0, 50.0, 100.0)
