@@ -115,6 +115,7 @@ class FimExamples:
         return out
 
     def _fim(self, rng: np.random.Generator, lo: int, a: int, hi: int) -> list[int]:
+        """A FIM sequence of the file [lo, hi) whose middle starts at byte a."""
         n = self.s.block + 1
         length = int(math.exp(rng.uniform(0.0, math.log(self.s.max_middle))))
         b = char_start(self.data, a + length, a, hi)
@@ -126,6 +127,7 @@ class FimExamples:
         return fim_sequence(p, s, middle, spm=bool(rng.random() < self.s.spm_rate))
 
     def _plain(self, lo: int, a: int, hi: int) -> list[int]:
+        """Left-to-right text of the file [lo, hi) from byte a; <eot> where the file ends within it."""
         n = self.s.block + 1
         end = char_start(self.data, a + n * BYTES_PER_TOKEN, a, hi)
         ids = encode(self.tok, _text(self.data, a, end))
