@@ -130,6 +130,15 @@ def new_window() -> dict:
     return {"tokens": 0, "targets": 0, "wait": 0.0, "steps": 0, "loss": 0.0}
 
 
+def log_window(out: Path, st: dict, lr: float, window: dict, span: float) -> None:
+    """One log line: the step, the window's mean loss, the learning rate, tokens (inputs) and targets
+    (tokens that are not padding) per second, and the share of the time spent waiting for data."""
+    span = max(span, 1e-9)
+    log(out, {"step": st["step"], "loss": round(float(window["loss"]) / max(window["steps"], 1), 4), "lr": lr,
+              "tokens_per_s": round(window["tokens"] / span), "targets_per_s": round(window["targets"] / span),
+              "data_wait": round(window["wait"] / span, 3)})
+
+
 def train(args) -> dict:
     """Train (or resume) the run in args.out for at most args.minutes; returns its state."""
     tok = load_tokenizer(args.data / "tokenizer.json")
@@ -147,11 +156,13 @@ def train(args) -> dict:
     log(args.out, {"start_step": st["step"], "params": model.num_params(), "config": args.config,
                    "device": args.device})
     t0 = tick = last_log = last_eval = last_ckpt = time.time()
-    window = new_window()
+    window, loss = new_window(), None
     while time.time() - t0 < args.minutes * 60 and (args.steps is None or st["step"] < args.steps):
         w0 = time.time()
-        rows = next(it).to(args.device, non_blocking=True)
+        batch = next(it)
         window["wait"] += time.time() - w0
+        window["targets"] += int((batch[:, 1:] != PAD).sum())       # counted on the CPU: no GPU sync a step
+        rows = batch.to(args.device, non_blocking=True)
         for g in run.opt.param_groups:
             g["lr"] = lr_at(s, st["step"], st["trained_s"] / st["planned_s"])
         with autocast(args.device.split(":")[0]):
@@ -161,30 +172,25 @@ def train(args) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         run.opt.step()
         st["step"] += 1
+        st["tokens"] += rows.shape[0] * (rows.shape[1] - 1)
         window["steps"] += 1
         window["tokens"] += rows.shape[0] * (rows.shape[1] - 1)
-        window["targets"] += int((rows[:, 1:] != PAD).sum())
-        window["loss"] += loss.item()
+        window["loss"] += loss.detach()
         now = time.time()
         st["trained_s"] += now - tick
         tick = now
         if now - last_log >= s["log_every"]:
-            span = max(now - last_log, 1e-9)
-            st["tokens"] += window["tokens"]
-            log(args.out, {"step": st["step"], "loss": round(window["loss"] / window["steps"], 4),
-                           "lr": run.opt.param_groups[0]["lr"], "tokens_per_s": round(window["tokens"] / span),
-                           "targets_per_s": round(window["targets"] / span),
-                           "data_wait": round(window["wait"] / span, 3)})
-            window = new_window()
-            last_log = now
+            log_window(args.out, st, run.opt.param_groups[0]["lr"], window, now - last_log)
+            window, last_log = new_window(), now
         if now - last_eval >= s["eval_every"]:
             run.check(dev, loss.item())
             last_eval = last_ckpt = tick = time.time()     # evaluation is not training time
         elif now - last_ckpt >= s["ckpt_every"]:
             run.save()
             last_ckpt = tick = time.time()
-    st["tokens"] += window["tokens"]
-    run.check(dev, loss.item() if st["step"] else float("nan"))
+        if tick > now:                                     # after a check or a save: a new window
+            window, last_log = new_window(), tick
+    run.check(dev, loss.item() if loss is not None else float("nan"))
     return st
 
 
