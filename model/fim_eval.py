@@ -212,7 +212,11 @@ def evaluate(model: FimModel, tok, holes: list[FimHole | None], beam: int = 5, s
     scored = {n: [] for n in names}
     parses, in_hole = dict.fromkeys(names, 0), dict.fromkeys(names, 0)
     t0 = time.time()
-    for hole in holes:
+    for i, hole in enumerate(holes):
+        if i and i % 200 == 0:
+            print(f"{i} holes, {time.time() - t0:.0f}s: " + "; ".join(
+                f"{n} acc@1 {E.summarize(scored[n])['acc@1']:.2f} tree@1 {E.summarize(scored[n])['tree@1']:.2f}"
+                for n in names), file=sys.stderr, flush=True)
         if hole is None:
             for n in names:
                 scored[n].append(E.Scored(None, None, None))

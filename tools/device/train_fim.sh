@@ -12,7 +12,8 @@
 # each run from its checkpoint.  PLAN_MINUTES (default: this call's training minutes) is the whole run's
 # training time, for the learning-rate schedule: give every call of a run the same.  COMPILE=1 compiles
 # the training step (torch.compile: a minute of compiling in every call).
-# EVAL=1: then `anycode fim eval` on `anycode eval`'s 2,000 test holes (EVAL_LIMIT), both searches; it
+# EVAL=1: after the weights, `anycode fim eval` on `anycode eval`'s 2,000 test holes (EVAL_LIMIT), both
+# searches, until the deadline (its log shows the running figures every 200 holes); it
 # needs the test shards (.carry/ds_test/test.tar.xz: python3 tools/device/pack_dataset.py
 # data/dataset/python .carry/ds_test/test.tar.xz --splits test) and the test files of the corpus
 # (.carry/corpus.tar.xz: tar -C data/corpus -cf - python/test python/manifest.json | xz -T2 -9), which
@@ -49,13 +50,14 @@ for C in $CONFIGS; do
     ${COMPILE:+--compile} > "$OUT/$C/train_fim.log" 2>&1 &
 done
 wait
-if [ "${EVAL:-0}" = 1 ]; then
+for C in ${WEIGHTS-base}; do python3 "$ROOT_DIR/tools/device/weights.py" "/tmp/runs21/$C" "$OUT" "fim_$C"; done
+if [ "${EVAL:-0}" = 1 ]; then      # after the weights: an evaluation cut short by the deadline costs nothing else
+  LEFT=$(( SECS - 15 - $(date +%s) + T0 ))
   for C in $CONFIGS; do
-    python3 -m anycode fim eval --model "/tmp/runs21/$C" --data /tmp/ds/python --corpus /tmp/corpus/python \
+    timeout "$LEFT" python3 -m anycode fim eval --model "/tmp/runs21/$C" --data /tmp/ds/python --corpus /tmp/corpus/python \
       --split test --limit "${EVAL_LIMIT:-2000}" --device "${DEVICE:-cuda}" --json "$OUT/$C/fim_eval.json" \
       >> "$OUT/$C/train_fim.log" 2>&1 &
   done
   wait
 fi
-for C in ${WEIGHTS-base}; do python3 "$ROOT_DIR/tools/device/weights.py" "/tmp/runs21/$C" "$OUT" "fim_$C"; done
 tail -n 4 "$OUT"/*/train_fim.log; ls -la "$OUT" "$OUT"/*; echo "done in $(( $(date +%s) - T0 ))s"
