@@ -261,8 +261,41 @@ def load_run(folder: Path, device="cpu") -> tuple[FimModel, object]:
     return model.to(device).eval(), tok
 
 
+BEGIN, END = "<!-- fim:begin -->", "<!-- fim:end -->"
+
+
+def report(results: list[tuple[str, dict]], slm: Path | None, header: str) -> str:
+    """A markdown block: each FIM model's two searches beside the SLM's figures on the same holes
+    (`anycode eval --json`'s file, when given and of the same split and size), and by target size."""
+    rows = []
+    if slm is not None and slm.exists():
+        ref = json.loads(slm.read_text())
+        rows += [(f"{name} ({ref['examples']} {ref['split']} examples, `anycode eval`)", m)
+                 for name, m in ref["metrics"].items()]
+    for name, res in results:
+        rows += [(f"{name}, {search} beam", m) for search, m in res.items()]
+    cols = ("acc@1", "acc@5", "tree@1", "tree@5", "subtoken@1", "subtoken@5")
+    lines = [BEGIN, "", header, "", E.fmt_table(rows, cols), "", "Top-1 parses as one expression / in its hole:", ""]
+    lines += [f"* {name}, {search}: {m['top1_parses']:.2f}% / {m['top1_parses_in_hole']:.2f}%"
+              for name, res in results for search, m in res.items()]
+    for name, res in results:
+        lines += ["", f"{name}, grammar beam, by target size (nodes of the SLM's tree):", "",
+                  E.fmt_table([(b, m) for b, m in res["grammar"]["by_size"].items()], cols)]
+    return "\n".join(lines + ["", END])
+
+
+def write_block(path: Path, block: str) -> None:
+    """`block` in place of the file's fim block, or at its end."""
+    old = path.read_text() if path.exists() else ""
+    if BEGIN in old and END in old:
+        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip() + "\n\n" + block + "\n"
+    path.write_text(new)
+
+
 def add_parser(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--model", type=Path, required=True, help="a run folder of `anycode fim train`")
+    ap.add_argument("--model", type=Path, help="a run folder of `anycode fim train`")
     ap.add_argument("--data", type=Path, default=Path("data/dataset") / grammars.DEFAULT)
     ap.add_argument("--corpus", type=Path, default=Path("data/corpus") / grammars.DEFAULT)
     ap.add_argument("--split", default="test")
@@ -272,9 +305,23 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--report", nargs="+", type=Path, default=None, metavar="JSON",
+                    help="instead of evaluating: write these results (of --json) as a table into --out")
+    ap.add_argument("--slm", type=Path, default=Path("model/shipped/eval_test.json"),
+                    help="the SLM's figures on the same holes (anycode eval --json)")
+    ap.add_argument("--out", type=Path, default=Path("docs/fim.md"))
 
 
 def run(args) -> int:
+    if args.report:
+        done = [json.loads(p.read_text()) for p in args.report]
+        header = (f"`anycode fim eval` on the first {done[0]['examples']} examples of `anycode eval`'s "
+                  f"{done[0]['split']} sample, beam {done[0]['beam']}; percent of examples.")
+        write_block(args.out, report([(Path(d["model"]).name, d["metrics"]) for d in done], args.slm, header))
+        print(f"wrote {args.out}", file=sys.stderr)
+        return 0
+    if args.model is None:
+        raise SystemExit("error: --model RUN (or --report JSON ...) is needed")
     torch.set_num_threads(args.threads)
     model, tok = load_run(args.model, args.device)
     holes, found = eval_holes(args.data, args.corpus, args.split, args.limit)

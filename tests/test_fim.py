@@ -171,3 +171,5 @@ def test_candidates_for_real_holes_judged_by_eval(run_dir, corpus, tmp_path):
     res = V.evaluate(model, tok, holes[:2], beam=3)
     assert set(res) == {"plain", "grammar"} and res["plain"]["n"] == 2
     assert res["grammar"]["top1_parses_in_hole"] in (0.0, 50.0, 100.0)
+    block = V.report([("tiny", res)], None, "header")
+    assert "| tiny, plain beam |" in block and "| tiny, grammar beam |" in block
