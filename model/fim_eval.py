@@ -12,10 +12,11 @@ text after it (cut to fit the block, model/fim_data.py's `fim_prompt`), and it w
 The search is a beam over tokens (`beam_search`: reading the prompt once, then one token per
 hypothesis with the model's key-value cache), a hypothesis finishing at <eot>; tokens holding a
 newline are never taken (every hole is one line), and the best `beam` distinct finished texts (by
-log-probability, <eot> included) are the candidates.  Two lists of candidates from one search: `plain` takes every finished text; `grammar`
-takes only those that parse in the hole (model/holes.py's `Hole.verify`, the server's own check: the
-file with the text in the hole parses, the text as the expression at the hole's position), so a
-rejected text frees its place for the next.
+log-probability, <eot> included) are the candidates.  Two lists of candidates come from one search:
+`plain` takes every finished text; `grammar` takes only those that parse in the hole
+(model/holes.py's `Hole.verify`, the server's own check: the file with the text in the hole
+parses, the text as the expression at the hole's position), so a rejected text frees its place for
+the next.
 
 Candidates are judged by evaluate.py's `score` (acc@k on printed code, tree@k, subtoken@k), each
 text first parsed and printed as the SLM's trees are, so that both models' answers are compared

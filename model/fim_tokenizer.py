@@ -30,7 +30,8 @@ SPECIALS = ["<pad>", "<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<eot>"]
 DEFAULT_VOCAB = 16384
 
 
-def train_tokenizer(texts: Iterator[str], vocab_size: int = DEFAULT_VOCAB, min_frequency: int = 2, length: int | None = None):
+def train_tokenizer(texts: Iterator[str], vocab_size: int = DEFAULT_VOCAB, min_frequency: int = 2,
+                    length: int | None = None):
     """A byte-level BPE `tokenizers.Tokenizer` learned from `texts`, with SPECIALS at ids 0..4."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 

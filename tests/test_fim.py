@@ -70,7 +70,8 @@ def test_fim_formats_and_fit():
     assert D.fim_sequence(p, s, m, spm=False) == [T.PREFIX, 10, 11, 12, T.SUFFIX, 20, 21, T.MIDDLE, 30, T.EOT]
     assert D.fim_sequence(p, s, m, spm=True) == [T.PREFIX, T.SUFFIX, 20, 21, T.MIDDLE, 10, 11, 12, 30, T.EOT]
     assert D.fit(list(range(10)), list(range(100, 110)), 6) == ([7, 8, 9], [100, 101, 102])
-    assert D.fit([1], list(range(100, 110)), 6) == ([1], [100, 101, 102, 103, 104])     # the prefix's rest goes to the suffix
+    # what one side leaves goes to the other
+    assert D.fit([1], list(range(100, 110)), 6) == ([1], [100, 101, 102, 103, 104])
     assert D.fit(list(range(10)), [100], 6) == ([5, 6, 7, 8, 9], [100])
 
 
