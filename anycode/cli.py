@@ -18,6 +18,7 @@ COMMANDS = {
     "export": "anycode.model.export",
     "search-data": "anycode.model.search_cli",
     "search": "anycode.model.search_index",
+    "fim": "anycode.model.fim_cli",
 }
 
 

@@ -1,0 +1,338 @@
+"""`anycode fim eval`: the fill-in-the-middle baseline on the SLM's own test holes, judged by eval's code.
+
+    anycode fim eval --model runs/fim [--data data/dataset/LANG] [--corpus data/corpus/LANG]
+                     [--split test] [--limit 2000] [--beam 5] [--device cpu] [--json OUT.json]
+
+The holes are exactly `anycode eval`'s: the first LIMIT examples of the split's fixed shuffle
+(`evaluate.sample_refs`).  Each is found again in its corpus file (`locate`: the file is parsed, the
+function at the example's line is flattened as the dataset flattened it, and the hole node's bytes
+are read), so the model sees the whole file: prefix = the text before the expression, suffix = the
+text after it (cut to fit the block, model/fim_data.py's `fim_prompt`), and it writes the middle.
+
+The search is a beam over tokens (`beam_search`: reading the prompt once, then one token per
+hypothesis with the model's key-value cache), a hypothesis finishing at <eot>; tokens holding a
+newline are never taken (every hole is one line), and the best `beam` distinct finished texts (by
+log-probability, <eot> included) are the candidates.  Two lists of candidates come from one search:
+`plain` takes every finished text; `grammar` takes only those that parse in the hole
+(model/holes.py's `Hole.verify`, the server's own check: the file with the text in the hole
+parses, the text as the expression at the hole's position), so a rejected text frees its place for
+the next.
+
+Candidates are judged by evaluate.py's `score` (acc@k on printed code, tree@k, subtoken@k), each
+text first parsed and printed as the SLM's trees are, so that both models' answers are compared
+in one spelling.  Also reported: how often the top-1 parses as one expression (eval's figure) and
+how often it parses in its hole.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from anycode import grammars
+from anycode.grammars import Language
+from anycode.model import evaluate as E
+from anycode.model.fim import FimModel
+from anycode.model.fim_data import fim_prompt
+from anycode.model.fim_tokenizer import EOT, SPECIALS, decode
+from anycode.model.holes import find_hole
+from anycode.model.paths import FlatTree
+
+MAX_NEW = 64        # tokens a middle may take: the holes are expressions of at most 120 characters
+
+
+# ---------------------------------------------------------------- the holes, in their files
+
+
+@dataclass
+class FimHole:
+    """An evaluation example and where its expression sits in its file."""
+    tree: FlatTree
+    h: int
+    source: bytes
+    start: int
+    end: int
+
+    @property
+    def prefix(self) -> str:
+        return self.source[: self.start].decode("utf8")
+
+    @property
+    def suffix(self) -> str:
+        return self.source[self.end:].decode("utf8")
+
+
+def locate(shard, i: int, corpus: Path, split: str, parser=None) -> FimHole | None:
+    """Example i of `shard` in its corpus file; None when the file is missing or its function at the
+    example's line no longer flattens to the example's tree."""
+    tree, h = shard.example(i)
+    lang = tree.lang
+    name, line = shard.source_of(int(shard.arrays["e_func"][i]))
+    try:
+        source = (Path(corpus) / split / name).read_bytes()
+    except OSError:
+        return None
+    stack = [lang.parse(source, parser).root_node]
+    while stack:
+        n = stack.pop()
+        if n.start_point[0] > line - 1 or n.end_point[0] < line - 1:
+            continue
+        stack.extend(n.children)
+        if n.type in lang.FUNCTION_TYPES and n.start_point[0] == line - 1:
+            flat = FlatTree.from_node(lang.convert(n), lang)
+            if flat.types == tree.types and flat.values == tree.values:
+                return FimHole(tree, h, source, flat.start_byte[h], flat.end_byte[h])
+    return None
+
+
+def eval_holes(data: Path, corpus: Path, split: str, limit: int | None) -> tuple[list[FimHole | None], int]:
+    """The located holes of `anycode eval`'s sample (None where one could not be found), and how many
+    of them were found."""
+    refs = E.sample_refs(data, split, limit)
+    parser = refs[0][0].lang.new_parser() if refs else None
+    holes = [locate(shard, i, corpus, split, parser) for shard, i in refs]
+    return holes, sum(x is not None for x in holes)
+
+
+def hole_check(hole: FimHole, lang: Language, parser):
+    """text -> does the file parse with `text` in the hole, as the expression there?  The server's
+    check (`Hole.verify`) on the hole found at the expression's start in the file without it; where
+    no hole is found there, whether the text parses as one expression."""
+    found = find_hole(hole.source[: hole.start] + hole.source[hole.end:], hole.start, lang=lang, parser=parser)
+    if found is None or found.start != hole.start:
+        return lambda text: lang.parse_expression(text) is not None
+
+    def check(text: str) -> bool:
+        node = lang.parse_expression(text)
+        return node is not None and found.verify(text, node, parser)
+
+    return check
+
+
+# ---------------------------------------------------------------- the search
+
+
+def banned_tokens(tok, vocab: int, device) -> torch.Tensor:
+    """[vocab] True for tokens a middle never takes: the sentinels but <eot>, and any holding a newline."""
+    out = torch.zeros(vocab, dtype=torch.bool)
+    for i in range(vocab):
+        out[i] = (i < len(SPECIALS) and i != EOT) or (i >= len(SPECIALS) and "\n" in tok.decode([i]))
+    return out.to(device)
+
+
+@torch.no_grad()
+def beam_search(model: FimModel, prompt: list[int], beam: int, banned: torch.Tensor, finishers: dict,
+                max_new: int = MAX_NEW) -> dict[str, list[tuple[str, float]]]:
+    """For each named `finish(ids)` of `finishers` (an ended hypothesis's text, or None to reject it),
+    the best `beam` finished middles after `prompt`, (text, log-probability), best first.
+
+    At every step each live hypothesis may end with <eot> (its score is offered to every finished
+    list, not only when <eot> is among the step's best expansions), and the `beam` best expansions by
+    other tokens live on.  Which hypotheses live does not depend on the finished lists, so one search
+    serves several of them.  Scores only fall: the search stops when no live hypothesis can enter any
+    finished list."""
+    dev = banned.device
+    logits, past = model(torch.tensor([prompt], device=dev))
+    seqs, scores = [[]], torch.zeros(1, device=dev)
+    done: dict[str, list[tuple[float, str]]] = {name: [] for name in finishers}
+    for _ in range(min(max_new, model.cfg.block - len(prompt))):
+        lp = logits[:, -1].float().log_softmax(-1).masked_fill(banned, float("-inf")) + scores[:, None]
+        ends = lp[:, EOT].tolist()
+        for name, finish in finishers.items():
+            offer_finished(done[name], seqs, ends, beam, finish)
+        lp[:, EOT] = float("-inf")
+        top = lp.view(-1).topk(min(beam, lp.numel()))
+        live = [(sc, *divmod(flat, lp.shape[1])) for sc, flat in zip(top.values.tolist(), top.indices.tolist())
+                if sc > float("-inf")]
+        if not live or all(len(d) == beam and live[0][0] <= d[-1][0] for d in done.values()):
+            break
+        idx = torch.tensor([a for _, a, _ in live], device=dev)
+        past = [(k[idx], v[idx]) for k, v in past]
+        seqs = [seqs[a] + [v] for _, a, v in live]
+        scores = torch.tensor([sc for sc, _, _ in live], device=dev)
+        logits, past = model(torch.tensor([v for _, _, v in live], device=dev)[:, None], past)
+    return {name: [(t, sc) for sc, t in d] for name, d in done.items()}
+
+
+def offer_finished(done: list, seqs: list[list[int]], eot_scores: list[float], beam: int, finish) -> None:
+    """Each hypothesis ended here enters `done` (kept best first, `beam` at most, each text once)
+    where its score would place it and `finish` accepts it."""
+    for ids, sc in zip(seqs, eot_scores):
+        if sc == float("-inf") or (len(done) == beam and sc <= done[-1][0]):
+            continue
+        text = finish(ids)
+        if text is not None and all(text != t for _, t in done):
+            done.append((sc, text))
+            done.sort(key=lambda x: -x[0])
+            del done[beam:]
+
+
+def candidates(model: FimModel, tok, hole: FimHole, beam: int, banned, check=None, spm: bool = False) -> dict:
+    """The middles the model writes for `hole`, best first: "plain", every text; with `check`, also
+    "grammar", only the texts it accepts."""
+    max_new = min(MAX_NEW, model.cfg.block // 2)
+    prompt = fim_prompt(tok, hole.prefix, hole.suffix, model.cfg.block - max_new, spm)
+    texts: dict[tuple, str] = {}
+
+    def text_of(ids) -> str:
+        key = tuple(ids)
+        if key not in texts:
+            texts[key] = decode(tok, ids).strip()
+        return texts[key]
+
+    finishers = {"plain": lambda ids: text_of(ids) or None}
+    if check is not None:
+        finishers["grammar"] = lambda ids: text_of(ids) if text_of(ids) and check(text_of(ids)) else None
+    return beam_search(model, prompt, beam, banned, finishers, max_new)
+
+
+# ---------------------------------------------------------------- judging
+
+
+def prediction(text: str, logp: float, lang: Language) -> E.Prediction:
+    """A middle as evaluation scores it: parsed, and printed by the language's printer when it parses."""
+    parsed = lang.parse_expression(text)
+    code = E.print_or_none(parsed, lang) if parsed is not None else None
+    return E.Prediction(code if code is not None else text, logp, parsed, parsed)
+
+
+def judge(hole: FimHole, cands: list[tuple[str, float]]) -> E.Scored:
+    lang = hole.tree.lang
+    return E.score([prediction(t, lp, lang) for t, lp in cands], hole.tree, hole.h)
+
+
+def evaluate(model: FimModel, tok, holes: list[FimHole | None], beam: int = 5, spm: bool = False) -> dict:
+    """Metrics of both searches over `holes` (a hole that could not be located counts as a miss)."""
+    banned = banned_tokens(tok, model.cfg.vocab, next(model.parameters()).device)
+    names = ("plain", "grammar")
+    scored = {n: [] for n in names}
+    parses, in_hole = dict.fromkeys(names, 0), dict.fromkeys(names, 0)
+    t0 = time.time()
+    for i, hole in enumerate(holes):
+        if i and i % 200 == 0:
+            print(f"{i} holes, {time.time() - t0:.0f}s: " + "; ".join(
+                f"{n} acc@1 {E.summarize(scored[n])['acc@1']:.2f} tree@1 {E.summarize(scored[n])['tree@1']:.2f}"
+                for n in names), file=sys.stderr, flush=True)
+        if hole is None:
+            for n in names:
+                scored[n].append(E.Scored(None, None, None))
+            continue
+        lang = hole.tree.lang
+        check = hole_check(hole, lang, lang.new_parser())
+        cands = candidates(model, tok, hole, beam, banned, check, spm)
+        for n in names:
+            scored[n].append(judge(hole, cands[n]))
+            if cands[n]:
+                parses[n] += lang.parse_expression(cands[n][0][0]) is not None
+                in_hole[n] += check(cands[n][0][0])
+    k = max(len(holes), 1)
+    return {n: {**E.summarize(scored[n]), "top1_parses": 100.0 * parses[n] / k,
+                "top1_parses_in_hole": 100.0 * in_hole[n] / k, "seconds": time.time() - t0,
+                "by_size": by_size(holes, scored[n])} for n in names}
+
+
+def by_size(holes: list[FimHole | None], scored: list[E.Scored]) -> dict:
+    """The metrics by target size, in eval's buckets."""
+    groups: dict[str, list] = {}
+    for hole, sc in zip(holes, scored):
+        if hole is not None:
+            groups.setdefault(E.size_bucket(E.subtree_node(hole.tree, hole.h).size()), []).append(sc)
+    return {b: E.summarize(groups[b]) for b in ("2-3", "4-5", "6-8", "9-12", "13+") if b in groups}
+
+
+def load_run(folder: Path, device="cpu") -> tuple[FimModel, object]:
+    """A run's model (best.pt, else ckpt.pt, else the fp16 weights tools/device/weights.py joined as
+    slm.pt with config.json) and its tokenizer."""
+    from anycode.model.fim import FimConfig, load
+    from anycode.model.fim_tokenizer import load as load_tokenizer
+
+    folder = Path(folder)
+    tok = load_tokenizer(folder / "tokenizer.json")
+    for name in ("best.pt", "ckpt.pt"):
+        if (folder / name).exists():
+            return load(folder / name, device), tok
+    model = FimModel(FimConfig(**json.loads((folder / "config.json").read_text())["model"]))
+    state = torch.load(folder / "slm.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    return model.to(device).eval(), tok
+
+
+BEGIN, END = "<!-- fim:begin -->", "<!-- fim:end -->"
+
+
+def report(results: list[tuple[str, dict]], slm: Path | None, header: str) -> str:
+    """A markdown block: each FIM model's two searches beside the SLM's figures on the same holes
+    (`anycode eval --json`'s file, when given and of the same split and size), and by target size."""
+    rows = []
+    if slm is not None and slm.exists():
+        ref = json.loads(slm.read_text())
+        rows += [(f"{name} ({ref['examples']} {ref['split']} examples, `anycode eval`)", m)
+                 for name, m in ref["metrics"].items()]
+    for name, res in results:
+        rows += [(f"{name}, {search} beam", m) for search, m in res.items()]
+    cols = ("acc@1", "acc@5", "tree@1", "tree@5", "subtoken@1", "subtoken@5")
+    lines = [BEGIN, "", header, "", E.fmt_table(rows, cols), "", "Top-1 parses as one expression / in its hole:", ""]
+    lines += [f"* {name}, {search}: {m['top1_parses']:.2f}% / {m['top1_parses_in_hole']:.2f}%"
+              for name, res in results for search, m in res.items()]
+    for name, res in results:
+        lines += ["", f"{name}, grammar beam, by target size (nodes of the SLM's tree):", "",
+                  E.fmt_table([(b, m) for b, m in res["grammar"]["by_size"].items()], cols)]
+    return "\n".join(lines + ["", END])
+
+
+def write_block(path: Path, block: str) -> None:
+    """`block` in place of the file's fim block, or at its end."""
+    old = path.read_text() if path.exists() else ""
+    if BEGIN in old and END in old:
+        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip() + "\n\n" + block + "\n"
+    path.write_text(new)
+
+
+def add_parser(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--model", type=Path, help="a run folder of `anycode fim train`")
+    ap.add_argument("--data", type=Path, default=Path("data/dataset") / grammars.DEFAULT)
+    ap.add_argument("--corpus", type=Path, default=Path("data/corpus") / grammars.DEFAULT)
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--limit", type=int, default=2000, help="first N examples of eval's fixed shuffle")
+    ap.add_argument("--beam", type=int, default=5)
+    ap.add_argument("--spm", action="store_true", help="prompt in SPM order instead of PSM")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--report", nargs="+", type=Path, default=None, metavar="JSON",
+                    help="instead of evaluating: write these results (of --json) as a table into --out")
+    ap.add_argument("--slm", type=Path, default=Path("model/shipped/eval_test.json"),
+                    help="the SLM's figures on the same holes (anycode eval --json)")
+    ap.add_argument("--out", type=Path, default=Path("docs/fim.md"))
+
+
+def run(args) -> int:
+    if args.report:
+        done = [json.loads(p.read_text()) for p in args.report]
+        header = (f"`anycode fim eval` on the first {done[0]['examples']} examples of `anycode eval`'s "
+                  f"{done[0]['split']} sample, beam {done[0]['beam']}; percent of examples.")
+        write_block(args.out, report([(Path(d["model"]).name, d["metrics"]) for d in done], args.slm, header))
+        print(f"wrote {args.out}", file=sys.stderr)
+        return 0
+    if args.model is None:
+        raise SystemExit("error: --model RUN (or --report JSON ...) is needed")
+    torch.set_num_threads(args.threads)
+    model, tok = load_run(args.model, args.device)
+    holes, found = eval_holes(args.data, args.corpus, args.split, args.limit)
+    print(f"{len(holes)} {args.split} examples, {found} located in {args.corpus}; model {args.model} "
+          f"({model.num_params()} parameters) on {args.device}", file=sys.stderr, flush=True)
+    res = evaluate(model, tok, holes, args.beam, args.spm)
+    for name, m in res.items():
+        print(f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in m.items() if isinstance(v, float)), file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps({"split": args.split, "examples": len(holes), "located": found,
+                                         "beam": args.beam, "model": str(args.model), "spm": args.spm,
+                                         "metrics": res}, indent=1))
+    return 0

@@ -1,0 +1,63 @@
+# Issue 21's fill-in-the-middle baseline (model/fim*.py) on a GPU machine, one call, from the repo root:
+#   bash tools/device/train_fim.sh SECONDS [PLAN_MINUTES]
+#   bash tools/device/train_fim.sh weights PRESET FIRST LAST     (a call that only brings weight parts back)
+# Carried (ignored folders): .whl (the cp312 wheels of tokenizers, tree-sitter and tree-sitter-python:
+# ../shared/device/README.md says how to download them) and .carry/fim*/ holding tokenizer.json and what
+# `anycode fim pack --pieces` wrote (dev.xz.000, train.xz.000 ..., *.pieces.json), in one call or
+# spread over several: pieces gather in /tmp/fim/pieces while the machine stays warm, and a split is
+# unpacked into /tmp/fim/data once all of its pieces are there (checked against its .pieces.json).
+# For each preset of CONFIGS (default "base large", model/fim_train.py's CONFIGS), one process, all at
+# once on the one GPU, trains /tmp/runs21/PRESET until SECONDS (the whole call, counted from its start)
+# less what the weights and, with EVAL=1, the evaluation need; a later call on the warm machine resumes
+# each run from its checkpoint.  PLAN_MINUTES (default: this call's training minutes) is the whole run's
+# training time, for the learning-rate schedule: give every call of a run the same.  COMPILE=1 compiles
+# the training step (torch.compile: a minute of compiling in every call).
+# EVAL=1: after the weights, `anycode fim eval` on `anycode eval`'s 2,000 test holes (EVAL_LIMIT), both
+# searches, until the deadline (its log shows the running figures every 200 holes); it
+# needs the test shards (.carry/ds_test/test.tar.xz: python3 tools/device/pack_dataset.py
+# data/dataset/python .carry/ds_test/test.tar.xz --splits test) and the test files of the corpus
+# (.carry/corpus.tar.xz: tar -C data/corpus -cf - python/test python/manifest.json | xz -T2 -9), which
+# setup.sh unpacks.
+# Back in $OUT: PRESET/train_fim.log and PRESET/fim_eval.json, and the weights of the presets in WEIGHTS
+# (default "base": weights.py's fp16 parts, fim_PRESET.part* and fim_PRESET.meta.tar; here
+# `python3 tools/device/weights.py --join DIR fim_PRESET runs/fim_PRESET`, then copy tokenizer.json
+# beside them).  A call brings back at most 8 files, 64 MiB: large's fp16 weights (five parts) come
+# in calls of their own, `weights large 0 3` then `weights large 4 4`.
+set -u; T0=$(date +%s)
+. tools/device/setup.sh
+if [ "$1" = weights ]; then
+  python3 "$ROOT_DIR/tools/device/weights.py" "/tmp/runs21/$2" /tmp/w21 "fim_$2"
+  for k in $(seq "$3" "$4"); do cp "/tmp/w21/fim_$2.part$k" "$OUT/"; done
+  cp "/tmp/w21/fim_$2.meta.tar" "$OUT/"; ls -la "$OUT"; exit 0
+fi
+SECS=$1; PLAN=${2:-}
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
+mkdir -p /tmp/fim/pieces /tmp/fim/data
+for d in "$ROOT_DIR"/.carry/fim*; do [ -d "$d" ] && cp "$d"/* /tmp/fim/pieces/; done
+[ -f /tmp/fim/pieces/tokenizer.json ] && cp /tmp/fim/pieces/tokenizer.json /tmp/fim/data/
+python3 -m anycode fim pack --unpack /tmp/fim/pieces --out /tmp/fim/data
+if [ ! -f /tmp/fim/data/train.bin.npy ] || [ ! -f /tmp/fim/data/dev.bin.npy ] || [ ! -f /tmp/fim/data/tokenizer.json ]; then
+  ls -la /tmp/fim/pieces /tmp/fim/data; echo "not all pieces are here yet: carry the rest in the next call"; exit 3
+fi
+CONFIGS=${CONFIGS:-base large}; N=$(echo $CONFIGS | wc -w)
+RESERVE=$(( 45 + ${EVAL:-0} * ${EVAL_S:-300} ))
+MINUTES=$(python3 -c "print(max(0.5, ($SECS - $RESERVE - $(date +%s) + $T0) / 60))")
+echo "$(( $(date +%s) - T0 ))s in; training $CONFIGS for $MINUTES minutes"
+for C in $CONFIGS; do
+  mkdir -p "$OUT/$C"
+  PYTHONUNBUFFERED=1 python3 -m anycode fim train --data /tmp/fim/data --out "/tmp/runs21/$C" --config "$C" \
+    --minutes "$MINUTES" ${PLAN:+--plan-minutes "$PLAN"} --workers $(( 15 / N )) --device "${DEVICE:-cuda}" \
+    ${COMPILE:+--compile} > "$OUT/$C/train_fim.log" 2>&1 &
+done
+wait
+for C in ${WEIGHTS-base}; do python3 "$ROOT_DIR/tools/device/weights.py" "/tmp/runs21/$C" "$OUT" "fim_$C"; done
+if [ "${EVAL:-0}" = 1 ]; then      # after the weights: an evaluation cut short by the deadline costs nothing else
+  LEFT=$(( SECS - 15 - $(date +%s) + T0 ))
+  for C in $CONFIGS; do
+    timeout "$LEFT" python3 -m anycode fim eval --model "/tmp/runs21/$C" --data /tmp/ds/python --corpus /tmp/corpus/python \
+      --split test --limit "${EVAL_LIMIT:-2000}" --device "${DEVICE:-cuda}" --json "$OUT/$C/fim_eval.json" \
+      >> "$OUT/$C/train_fim.log" 2>&1 &
+  done
+  wait
+fi
+tail -n 4 "$OUT"/*/train_fim.log; ls -la "$OUT" "$OUT"/*; echo "done in $(( $(date +%s) - T0 ))s"
