@@ -59,8 +59,15 @@ EXCLUDED_NAMES = re.compile(
     r"timm$|sentence-transformers|vllm|xformers|flash-attn|mkl|intel-|pyqt|pyside|shiboken|qt|apache-beam|"
     r"pywin32|pypiwin32|comtypes|botocore$|boto3$|awscli$|ansible$|ansible-core$|msgraph|office365|"
     r"twilio$|stripe$|plaid|okta|hubspot|datadog-api-client|opsgenie|zenpy|facebook-business|google-ads|"
-    r"bingads|ibm-|watson|oracledb|snowflake-connector|pyspark$|databricks-sdk|mlflow-skinny|mlflow-tracing)"
+    r"bingads|ibm-|watson|oracledb|snowflake-connector|pyspark$|databricks-sdk|mlflow-skinny|mlflow-tracing|"
+    r"google-(ai|analytics|apps|maps|shopping|ads|area120|geo|devtools)-|fhir)"
     r"|(-stubs|-binary|-bin|-nightly|-sdk-core|-api-client|-client-generated)$", re.I)
+# Markers of generated code anywhere in a file's first `DEEP_HEADER_LINES` lines: deeper and wider than the
+# corpus filter's (which keeps its rules so that dev and test stay as they are), for judging whole projects.
+DEEP_GENERATED = re.compile(r"\b(generated (by|from|with|using)|do not edit|auto-?generated|automatically generated|"
+                            r"openapi[- ]generator|swagger[- ]codegen|code generator)\b|@generated\b", re.I)
+DEEP_HEADER_LINES = 30
+MAX_GENERATED_SHARE = 0.3   # of the kept lines, in files with a deep marker
 GENERATED_SUMMARY = re.compile(r"auto-?generated|generated (by|from|with)|openapi|swagger|type stubs|typing stubs|"
                                r"stub files|stubs for|protobuf definitions|bindings for the .* API", re.I)
 
@@ -154,7 +161,7 @@ def bsd_variant(license_texts: list[str]) -> str | None:
 
 def inspect_archive(archive: Path) -> dict:
     """Line counts of an sdist as the corpus filter sees it, and its licence files."""
-    kept = generated = native = files = 0
+    kept = generated = generated_kept = native = files = 0
     licences: list[str] = []
     for member, size, read in corpus.iter_archive(archive):
         rel = corpus.inner_path(member)
@@ -178,9 +185,14 @@ def inspect_archive(archive: Path) -> dict:
         if reason == "generated":
             generated += corpus.count_lines(data)
         elif reason is None:
-            kept += corpus.count_lines(data)
+            n = corpus.count_lines(data)
+            kept += n
             files += 1
-    return {"py_lines": kept, "py_files": files, "generated_lines": generated, "native_lines": native,
+            head = b"\n".join(data.split(b"\n", DEEP_HEADER_LINES)[:DEEP_HEADER_LINES]).decode("utf8", "replace")
+            if DEEP_GENERATED.search(head):
+                generated_kept += n
+    return {"py_lines": kept, "py_files": files, "generated_lines": generated, "generated_kept_lines": generated_kept,
+            "native_lines": native,
             "licences": licences}
 
 
@@ -191,6 +203,8 @@ def content_verdict(stats: dict) -> str | None:
         return f"mostly compiled-language code ({stats['native_lines']} lines against {stats['py_lines']})"
     if stats["generated_lines"] > stats["py_lines"]:
         return f"mostly generated ({stats['generated_lines']} lines against {stats['py_lines']})"
+    if stats.get("generated_kept_lines", 0) > MAX_GENERATED_SHARE * stats["py_lines"]:
+        return f"mostly generated ({stats['generated_kept_lines']} of {stats['py_lines']} lines marked so in their header)"
     if stats["py_lines"] > MAX_PY_LINES:
         return f"huge ({stats['py_lines']} lines)"
     return None
@@ -247,12 +261,31 @@ def judge(name: str, summary: str, cache: Path) -> dict:
             verdict = "BSD licence of unknown variant"
         else:
             licence = re.sub(r"\bBSD\b(?!-)", variant, licence)
-    facts = {k: stats[k] for k in ("py_lines", "py_files", "generated_lines", "native_lines")}
+    facts = {k: stats[k] for k in ("py_lines", "py_files", "generated_lines", "generated_kept_lines", "native_lines")}
     if verdict:
         archive.unlink(missing_ok=True)   # keep the cache to what the list uses
         return {**out, "reason": verdict, **facts}
     return {"name": pin.name, "ok": True, "version": pin.version, "license": licence, "sha256": pin.sha256,
             "license_source": source, **facts}
+
+
+def recheck(d: dict, cache: Path) -> dict:
+    """Judge a project taken earlier again under the current name and content rules, from its
+    cached sdist (no network): the same decision, or a rejection that replaces it."""
+    if EXCLUDED_NAMES.search(d["name"]):
+        verdict, stats = "excluded name", {}
+    else:
+        archive = corpus.cached_archive(cache, Pinned(d["name"], d["version"], d["license"], d["sha256"]))
+        if archive is None:
+            return {**d, "reason": "recheck: sdist not cached", "retry": True, "ok": False}
+        stats = inspect_archive(archive)
+        verdict = content_verdict(stats)
+        if verdict:
+            archive.unlink()
+    if verdict is None:
+        return d
+    facts = {k: v for k, v in stats.items() if k != "licences"}
+    return {"name": d["name"], "ok": False, "reason": verdict, "recheck": True, **facts}
 
 
 def read_candidates(path: Path, variety_max: int) -> list[tuple[str, str]]:
@@ -300,6 +333,7 @@ def main(argv=None) -> int:
     ap.add_argument("--variety-max", type=int, default=600)
     ap.add_argument("--jobs", type=int, default=4)
     ap.add_argument("--write", action="store_true", help="rewrite --list with the taken projects")
+    ap.add_argument("--recheck", action="store_true", help="first judge the projects taken earlier again")
     args = ap.parse_args(argv)
 
     pinned = corpus.read_pinned(args.list)
@@ -314,6 +348,18 @@ def main(argv=None) -> int:
     todo = [(n, s) for n, s in read_candidates(args.candidates, args.variety_max)
             if canonical(n) not in known and canonical(n) not in decided]
     taken = [d for d in decided.values() if d["ok"]]
+    if args.recheck:
+        with open(args.log, "a", encoding="utf-8") as log, ThreadPoolExecutor(args.jobs) as pool:
+            again = list(pool.map(lambda d: recheck(d, args.cache), taken))
+            for d in again:
+                if not d["ok"]:
+                    log.write(json.dumps(d) + "\n")
+                    decided[canonical(d["name"])] = d
+                    pinned = [p for p in pinned if canonical(p.name) != canonical(d["name"])]
+        dropped = [d for d in again if not d["ok"]]
+        print(f"recheck: {len(dropped)} of {len(taken)} taken projects left out now", file=sys.stderr)
+        taken = [d for d in again if d["ok"]]
+        known = {canonical(p.name) for p in pinned}
 
     def done() -> bool:
         return len(taken) >= args.new_projects and sum(d["py_lines"] for d in taken) >= args.new_lines
