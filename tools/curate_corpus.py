@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import re
 import sys
@@ -79,6 +80,8 @@ VARIETY = re.compile(
     r"geophysic|ecology|statistics|statistical|econometric|finite element|optimization|solver|"
     r"differential equations|linear algebra|signal processing|spectroscopy|crystallograph|"
     r"scripts?|command[- ]line (tool|utility)|small tool|utility scripts)\b", re.I)
+
+UNRANKED_MONTHS = ("2019-01", "2024-12")
 
 CLASSIFIER_LICENSES = {
     "License :: OSI Approved :: MIT License": "MIT",
@@ -269,10 +272,15 @@ def judge(name: str, summary: str, cache: Path) -> dict:
             "license_source": source, **facts}
 
 
-def recheck(d: dict, cache: Path) -> dict:
-    """Judge a project taken earlier again under the current name and content rules, from its
-    cached sdist (no network): the same decision, or a rejection that replaces it."""
-    if EXCLUDED_NAMES.search(d["name"]):
+def recheck(d: dict, cache: Path, candidates: set[str]) -> dict:
+    """Judge a project taken earlier again under the current candidates, name and content rules,
+    from its cached sdist (no network): the same decision, or a rejection that replaces it."""
+    if canonical(d["name"]) not in candidates:
+        verdict, stats = "no longer a candidate", {}
+        archive = corpus.cached_archive(cache, Pinned(d["name"], d["version"], d["license"], d["sha256"]))
+        if archive is not None:
+            archive.unlink()
+    elif EXCLUDED_NAMES.search(d["name"]):
         verdict, stats = "excluded name", {}
     else:
         archive = corpus.cached_archive(cache, Pinned(d["name"], d["version"], d["license"], d["sha256"]))
@@ -302,10 +310,12 @@ def read_candidates(path: Path, variety_max: int) -> list[tuple[str, str]]:
 
     ranked = sorted((r for r in rows if rank(r) is not None), key=rank)
     variety = [r for r in ranked if VARIETY.search(r.get("summary") or "")]
-    recent_unranked = sorted((r for r in rows if rank(r) is None and (r.get("month") or "") >= "2022-01"
-                              and VARIETY.search(r.get("summary") or "")),
-                             key=lambda r: (r.get("month") or ""), reverse=True)
-    order = (variety + recent_unranked)[:variety_max] + ranked
+    # less downloaded ones last released in 2019-2024 (older ones rarely build today, newer ones are often
+    # days old), in an order that favours no part of the alphabet
+    unranked = sorted((r for r in rows if rank(r) is None and UNRANKED_MONTHS[0] <= (r.get("month") or "") <= UNRANKED_MONTHS[1]
+                       and VARIETY.search(r.get("summary") or "")),
+                      key=lambda r: hashlib.sha1(canonical(r["name"]).encode()).hexdigest())
+    order = (variety + unranked)[:variety_max] + ranked
     seen, out = set(), []
     for r in order:
         key = canonical(r["name"])
@@ -330,7 +340,7 @@ def main(argv=None) -> int:
     ap.add_argument("--log", type=Path, required=True, help="decisions, one JSON line each (a rerun continues)")
     ap.add_argument("--new-projects", type=int, default=1150, help="stop after this many new projects ...")
     ap.add_argument("--new-lines", type=int, default=31_000_000, help="... and this many new kept lines")
-    ap.add_argument("--variety-max", type=int, default=600)
+    ap.add_argument("--variety-max", type=int, default=900)
     ap.add_argument("--jobs", type=int, default=4)
     ap.add_argument("--write", action="store_true", help="rewrite --list with the taken projects")
     ap.add_argument("--recheck", action="store_true", help="first judge the projects taken earlier again")
@@ -345,12 +355,12 @@ def main(argv=None) -> int:
             if not d.get("retry"):
                 decided[canonical(d["name"])] = d
     args.cache.mkdir(parents=True, exist_ok=True)
-    todo = [(n, s) for n, s in read_candidates(args.candidates, args.variety_max)
-            if canonical(n) not in known and canonical(n) not in decided]
+    candidates = read_candidates(args.candidates, args.variety_max)
     taken = [d for d in decided.values() if d["ok"]]
     if args.recheck:
+        names = {canonical(n) for n, _ in candidates}
         with open(args.log, "a", encoding="utf-8") as log, ThreadPoolExecutor(args.jobs) as pool:
-            again = list(pool.map(lambda d: recheck(d, args.cache), taken))
+            again = list(pool.map(lambda d: recheck(d, args.cache, names), taken))
             for d in again:
                 if not d["ok"]:
                     log.write(json.dumps(d) + "\n")
@@ -360,6 +370,7 @@ def main(argv=None) -> int:
         print(f"recheck: {len(dropped)} of {len(taken)} taken projects left out now", file=sys.stderr)
         taken = [d for d in again if d["ok"]]
         known = {canonical(p.name) for p in pinned}
+    todo = [(n, s) for n, s in candidates if canonical(n) not in known and canonical(n) not in decided]
 
     def done() -> bool:
         return len(taken) >= args.new_projects and sum(d["py_lines"] for d in taken) >= args.new_lines
