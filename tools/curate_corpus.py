@@ -275,15 +275,12 @@ def judge(name: str, summary: str, cache: Path) -> dict:
 def recheck(d: dict, cache: Path, candidates: set[str]) -> dict:
     """Judge a project taken earlier again under the current candidates, name and content rules,
     from its cached sdist (no network): the same decision, or a rejection that replaces it."""
-    if canonical(d["name"]) not in candidates:
-        verdict, stats = "no longer a candidate", {}
-        archive = corpus.cached_archive(cache, Pinned(d["name"], d["version"], d["license"], d["sha256"]))
+    archive = corpus.cached_archive(cache, Pinned(d["name"], d["version"], d["license"], d["sha256"]))
+    if canonical(d["name"]) not in candidates or EXCLUDED_NAMES.search(d["name"]):
+        verdict, stats = ("no longer a candidate" if canonical(d["name"]) not in candidates else "excluded name"), {}
         if archive is not None:
             archive.unlink()
-    elif EXCLUDED_NAMES.search(d["name"]):
-        verdict, stats = "excluded name", {}
     else:
-        archive = corpus.cached_archive(cache, Pinned(d["name"], d["version"], d["license"], d["sha256"]))
         if archive is None:
             return {**d, "reason": "recheck: sdist not cached", "retry": True, "ok": False}
         stats = inspect_archive(archive)
