@@ -7,7 +7,7 @@ skipped; targets that appear as-is in the rest of their function are dropped.
 The context is the whole function.
 
 Functions of the train split that duplicate a dev or test function (the same
-`function_key`: tokens without comments, docstring or the function's own name)
+`function_key`: its tokens without layout, comments or docstring)
 are dropped, so held-out metrics never score code the model trained on.
 
 Shards are vocabulary-free: each holds its own string table, the functions'
@@ -42,7 +42,7 @@ MAX_TARGET_CHARS = 120
 MAX_FILE_BYTES = 1_000_000
 FILES_PER_SHARD = 400
 SHARD_VERSION = 3                 # 3: each file's identifier counts (the outside-the-function copy source)
-DEDUP_VERSION = 1                 # bump when function_key changes
+DEDUP_VERSION = 2                 # bump when function_key changes (2: the function's name is kept)
 HELD_OUT = ("dev", "test")
 HELD_OUT_DUPLICATE = "duplicate of a dev/test function"
 
@@ -79,14 +79,13 @@ class FileResult:
 
 def function_key(fn, lang: Language) -> int:
     """A 64-bit hash of a tree-sitter function node's normalized tokens: its leaves in order,
-    with atoms (identifiers, numbers, whole string literals) as their text, the function's own
-    name as `_`, and no comments (`lang.DROPPED`), docstring or whitespace.  Two functions that
-    differ only in layout, comments, docstring or name get the same key; a different identifier
-    or literal gives another."""
+    with atoms (identifiers, numbers, whole string literals) as their text, and no comments
+    (`lang.DROPPED`), docstring or whitespace.  Two functions that differ only in layout, comments
+    or docstring get the same key; a different identifier (the function's name too) or literal
+    gives another: with the name abstracted, generic one-liners such as `def x(self): return
+    self._x` of any name would count as copies of each other."""
     doc = lang.docstring(fn)
     skip = (doc.start_byte, doc.end_byte) if doc is not None else None
-    name = fn.child_by_field_name("name")
-    name_span = (name.start_byte, name.end_byte) if name is not None else None
     h = hashlib.blake2b(digest_size=8)
     stack = [fn]
     while stack:
@@ -95,7 +94,7 @@ def function_key(fn, lang: Language) -> int:
         if n.type in lang.DROPPED or (span == skip and n.type == doc.type):
             continue
         if n.child_count == 0 or n.type in lang.ATOM_TYPES:
-            h.update(b"_" if span == name_span and n.type == name.type else n.text)
+            h.update(n.text)
             h.update(b"\0")
         else:
             stack.extend(reversed(n.children))
