@@ -1,10 +1,11 @@
 """`anycode corpus fetch`: build the source-code training corpus.
 
 The corpus is a pinned list of permissively licensed PyPI projects
-(model/corpora/<lang>.tsv: name, version, license, sha256 of the sdist).
-Fetching downloads each sdist (verified and cached, so runs are resumable),
-keeps the Python files that look like hand-written library code, removes
-duplicate files across projects, and splits the projects into train/dev/test:
+(model/corpora/<lang>.tsv: name, version, license, sha256 of the sdist, and
+the project's split).  Fetching downloads each sdist (verified and cached, so
+runs are resumable), keeps the Python files that look like hand-written
+library code, removes duplicate files across projects (the held-out projects
+claim theirs first), and puts each project in its pinned split:
 
     <dest>/<lang>/sdists/<name>-<version>.<ext>     cached archives
     <dest>/<lang>/{train,dev,test}/<project>/<path inside the sdist>
@@ -43,7 +44,7 @@ USER_AGENT = "anycode-corpus/0.1"
 
 # Bump when the filter, dedup or split rules change, so that an existing
 # corpus is rebuilt instead of reused.
-FILTER_VERSION = 1
+FILTER_VERSION = 2     # 2: pinned splits; held-out projects claim duplicate files first
 HELD_OUT_FRACTION = 0.05  # of all lines, for dev and for test each
 MAX_FAILED_FRACTION = 0.05
 MAX_FILE_BYTES = 1 << 20
@@ -72,6 +73,11 @@ class Pinned:
     version: str
     license: str
     sha256: str
+    split: str = ""     # "train", "dev" or "test" when the list pins it; "" in a list without the column
+
+
+HEADER = ["name", "version", "license", "sha256"]
+HEADER_WITH_SPLIT = HEADER + ["split"]
 
 
 def pinned_list_path(lang: str) -> Path:
@@ -79,18 +85,24 @@ def pinned_list_path(lang: str) -> Path:
 
 
 def read_pinned(path: Path) -> list[Pinned]:
+    """The rows of a pinned list.  With a `split` column (the shipped lists) every
+    project's split is pinned; without one (a list made by hand) the splits are
+    computed from the line counts (`assign_splits`)."""
     lines = Path(path).read_text(encoding="utf-8").splitlines()
-    header = lines[0].split("\t")
-    if header != ["name", "version", "license", "sha256"]:
+    header = lines[0].split("\t") if lines else []
+    if header not in (HEADER, HEADER_WITH_SPLIT):
         raise ValueError(f"{path}: unexpected header {header}")
     pinned = []
     for lineno, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
         cols = line.split("\t")
-        if len(cols) != 4:
-            raise ValueError(f"{path}:{lineno}: expected 4 tab-separated columns")
-        pinned.append(Pinned(*(c.strip() for c in cols)))
+        if len(cols) != len(header):
+            raise ValueError(f"{path}:{lineno}: expected {len(header)} tab-separated columns")
+        p = Pinned(*(c.strip() for c in cols))
+        if len(header) == len(HEADER_WITH_SPLIT) and p.split not in SPLITS:
+            raise ValueError(f"{path}:{lineno}: split must be one of {', '.join(SPLITS)}, not {p.split!r}")
+        pinned.append(p)
     names = [p.name for p in pinned]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: duplicate project names")
@@ -98,8 +110,15 @@ def read_pinned(path: Path) -> list[Pinned]:
 
 
 def project_order(pinned: list[Pinned]) -> list[Pinned]:
-    """The order in which projects claim duplicate files: sorted by name."""
-    return sorted(pinned, key=lambda p: p.name.lower())
+    """The order in which projects claim duplicate files: the held-out projects
+    (pinned dev or test) first, then the others, each group sorted by name.  So a
+    train project added to the list never takes a file from dev or test."""
+    return sorted(pinned, key=lambda p: (p.split not in ("dev", "test"), p.name.lower()))
+
+
+def pinned_splits(pinned: list[Pinned]) -> bool:
+    """Whether the list pins every project's split (else they are computed)."""
+    return bool(pinned) and all(p.split for p in pinned)
 
 
 # --------------------------------------------------------------------------
@@ -378,7 +397,7 @@ def assign_splits(lines: dict[str, int], held_out: float = HELD_OUT_FRACTION) ->
 
 
 def fingerprint(pinned: list[Pinned]) -> str:
-    rows = sorted((p.name, p.version, p.sha256) for p in pinned)
+    rows = sorted((p.name, p.version, p.sha256, p.split) for p in pinned)
     blob = json.dumps({"filter_version": FILTER_VERSION, "held_out": HELD_OUT_FRACTION, "projects": rows})
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -447,8 +466,9 @@ def build(corpus_dir: Path, pinned: list[Pinned], archives: dict[str, Path], job
     dedupe(extracted, staging)
 
     lines = {e.name: sum(n for _, n in e.files.values()) for e in extracted}
-    splits = assign_splits(lines)
     by_name = {p.name: p for p in pinned}
+    pinned_rule = pinned_splits(pinned)
+    splits = {n: by_name[n].split for n in lines} if pinned_rule else assign_splits(lines)
     for split in SPLITS:
         shutil.rmtree(corpus_dir / split, ignore_errors=True)
         (corpus_dir / split).mkdir()
@@ -482,6 +502,7 @@ def build(corpus_dir: Path, pinned: list[Pinned], archives: dict[str, Path], job
         "lang": corpus_dir.name,
         "fingerprint": fingerprint(pinned),
         "filter_version": FILTER_VERSION,
+        "split_rule": "pinned" if pinned_rule else "computed",
         "splits": totals,
         "total": {k: sum(t[k] for t in totals.values()) for k in ("projects", "files", "lines")},
         "skipped": dict(sorted(skipped.items())),

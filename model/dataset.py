@@ -6,6 +6,10 @@ function of at most 20 lines; functions or files containing "test" are
 skipped; targets that appear as-is in the rest of their function are dropped.
 The context is the whole function.
 
+Functions of the train split that duplicate a dev or test function (the same
+`function_key`: its tokens without layout, comments or docstring)
+are dropped, so held-out metrics never score code the model trained on.
+
 Shards are vocabulary-free: each holds its own string table, the functions'
 trees as flat arrays, and the examples as (function, hole node) pairs, so
 training reads them without parsing again.  The vocabulary is built from the
@@ -19,6 +23,7 @@ import json
 import os
 import re
 import sys
+import zipfile
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +42,9 @@ MAX_TARGET_CHARS = 120
 MAX_FILE_BYTES = 1_000_000
 FILES_PER_SHARD = 400
 SHARD_VERSION = 3                 # 3: each file's identifier counts (the outside-the-function copy source)
+DEDUP_VERSION = 2                 # bump when function_key changes (2: the function's name is kept)
+HELD_OUT = ("dev", "test")
+HELD_OUT_DUPLICATE = "duplicate of a dev/test function"
 
 _SPACE = re.compile(r"\s+")
 
@@ -66,6 +74,51 @@ class FileResult:
     functions: list[tuple[FlatTree, list[int], int]]   # tree, hole node indices, first line
     skipped: Counter
     identifiers: list[tuple[str, int]] = field(default_factory=list)   # the file's, Language.identifier_counts
+    duplicate_examples: int = 0       # examples of the functions dropped as duplicates of dev/test functions
+
+
+def function_key(fn, lang: Language) -> int:
+    """A 64-bit hash of a tree-sitter function node's normalized tokens: its leaves in order,
+    with atoms (identifiers, numbers, whole string literals) as their text, and no comments
+    (`lang.DROPPED`), docstring or whitespace.  Two functions that differ only in layout, comments
+    or docstring get the same key; a different identifier (the function's name too) or literal
+    gives another: with the name abstracted, generic one-liners such as `def x(self): return
+    self._x` of any name would count as copies of each other."""
+    doc = lang.docstring(fn)
+    skip = (doc.start_byte, doc.end_byte) if doc is not None else None
+    h = hashlib.blake2b(digest_size=8)
+    stack = [fn]
+    while stack:
+        n = stack.pop()
+        span = (n.start_byte, n.end_byte)
+        if n.type in lang.DROPPED or (span == skip and n.type == doc.type):
+            continue
+        if n.child_count == 0 or n.type in lang.ATOM_TYPES:
+            h.update(n.text)
+            h.update(b"\0")
+        else:
+            stack.extend(reversed(n.children))
+    return int.from_bytes(h.digest(), "little")
+
+
+def file_function_keys(path: str, lang: Language, parser=None) -> list[int]:
+    """The `function_key` of every function of a file (any length, nested ones too); none for a
+    file the dataset cannot read (unreadable, huge, binary, not UTF-8)."""
+    try:
+        source = Path(path).read_bytes()
+        source.decode("utf8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    if len(source) > MAX_FILE_BYTES or b"\0" in source:
+        return []
+    tree = (parser or lang.new_parser()).parse(source)
+    keys, stack = [], [tree.root_node]
+    while stack:
+        n = stack.pop()
+        stack.extend(n.children)
+        if n.type in lang.FUNCTION_TYPES:
+            keys.append(function_key(n, lang))
+    return keys
 
 
 def targets_in_function(fn: Node, source: bytes, lang: Language) -> list[Node]:
@@ -92,9 +145,11 @@ def targets_in_function(fn: Node, source: bytes, lang: Language) -> list[Node]:
 
 
 def extract_file(path: str, parser=None, name: str | None = None,
-                 max_function_lines: int = MAX_FUNCTION_LINES, *, lang: Language) -> FileResult:
+                 max_function_lines: int = MAX_FUNCTION_LINES, *, lang: Language,
+                 drop_keys: frozenset[int] | set[int] = frozenset()) -> FileResult:
     """Examples of one file of language `lang`; `name` (the path inside the corpus) is what the "test" rule reads;
-    functions longer than `max_function_lines` are skipped (the dataset's protocol: 20)."""
+    functions longer than `max_function_lines` are skipped (the dataset's protocol: 20), and so are
+    functions whose `function_key` is in `drop_keys` (the dev and test functions, for train)."""
     skipped: Counter = Counter()
     try:
         source = Path(path).read_bytes()
@@ -121,6 +176,7 @@ def extract_file(path: str, parser=None, name: str | None = None,
         skipped["does not parse"] += 1
         return FileResult([], skipped)
     functions = []
+    duplicate_examples = 0
     identifiers = lang.identifier_counts(tree.root_node)
     stack = [tree.root_node]
     while stack:
@@ -139,12 +195,16 @@ def extract_file(path: str, parser=None, name: str | None = None,
         if not targets:
             skipped["function without targets"] += 1
             continue
+        if drop_keys and function_key(n, lang) in drop_keys:
+            skipped[HELD_OUT_DUPLICATE] += 1
+            duplicate_examples += len(targets)
+            continue
         flat = FlatTree.from_node(fn, lang)
         flat.file_identifiers = identifiers
         index = {(s, e, t): i for i, (s, e, t) in enumerate(zip(flat.start_byte, flat.end_byte, flat.types))}
         holes = sorted(index[(t.start_byte, t.end_byte, t.type)] for t in targets)
         functions.append((flat, holes, n.start_point[0] + 1))
-    return FileResult(functions, skipped, identifiers if functions else [])
+    return FileResult(functions, skipped, identifiers if functions else [], duplicate_examples)
 
 
 # ---------------------------------------------------------------- shards
@@ -167,18 +227,22 @@ class StringTable:
         return np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), off
 
 
-def write_shard(path: Path, results: list[tuple[str, FileResult]], lang: Language) -> dict:
+def write_shard(path: Path, results: list[tuple[str, FileResult]], lang: Language, dedup: str | None = None) -> dict:
+    """Write a shard: first the arrays (.npz), then its .json, each to a temporary name renamed
+    into place, so a shard whose .json exists is complete (a killed build leaves none half-written)."""
     strings = StringTable()
     n_type, n_idx, n_parent, n_end, n_depth, n_value = [], [], [], [], [], []
     f_start, f_file, f_line, e_func, e_hole = [0], [], [], [], []
     i_start, i_str, i_count = [0], [], []
     files: list[str] = []
     skipped: Counter = Counter()
+    duplicate_examples = 0
     type_counts: Counter = Counter()
     sub_counts: Counter = Counter()
     table = GrammarTable.empty()
     for file_name, res in results:
         skipped.update(res.skipped)
+        duplicate_examples += res.duplicate_examples
         file_id = len(files)
         files.append(file_name)
         for name, count in res.identifiers:
@@ -219,8 +283,10 @@ def write_shard(path: Path, results: list[tuple[str, FileResult]], lang: Languag
     os.replace(tmp, path)
     meta = {"version": SHARD_VERSION, "language": lang.id, "files": files, "functions": len(f_file), "examples": len(e_func),
             "skipped": dict(skipped), "type_counts": dict(type_counts), "subtoken_counts": dict(sub_counts),
-            "grammar": table.to_dict()}
-    path.with_suffix(".json").write_text(json.dumps(meta))
+            "grammar": table.to_dict(), "dedup": dedup, "duplicate_examples": duplicate_examples}
+    meta_tmp = path.with_suffix(".json.tmp")
+    meta_tmp.write_text(json.dumps(meta))
+    os.replace(meta_tmp, path.with_suffix(".json"))
     return meta
 
 
@@ -299,11 +365,95 @@ def data_language(data_dir: Path) -> Language:
 # ---------------------------------------------------------------- build
 
 
+_DROP_KEYS: frozenset[int] = frozenset()   # a worker's copy of the held-out function keys (train only)
+
+
+def _init_worker(drop_keys: frozenset[int]) -> None:
+    global _DROP_KEYS
+    _DROP_KEYS = drop_keys
+
+
 def _extract_many(root: str, names: list[str], lang_id: str) -> list[tuple[str, FileResult]]:
     lang = grammars.get(lang_id)
     parser = lang.new_parser()
     sys.setrecursionlimit(10000)
-    return [(n, extract_file(os.path.join(root, n), parser, n, lang=lang)) for n in names]
+    return [(n, extract_file(os.path.join(root, n), parser, n, lang=lang, drop_keys=_DROP_KEYS)) for n in names]
+
+
+def _keys_of_many(root: str, names: list[str], lang_id: str) -> list[int]:
+    lang = grammars.get(lang_id)
+    parser = lang.new_parser()
+    sys.setrecursionlimit(10000)
+    return [k for n in names for k in file_function_keys(os.path.join(root, n), lang, parser)]
+
+
+def held_out_keys(corpus_dir: Path, out_dir: Path, jobs: int, lang: Language) -> tuple[frozenset[int], str]:
+    """The `function_key`s of every function of the dev and test files, and a digest naming
+    that set (kept in each train shard's .json: a train shard built against another held-out
+    set is rebuilt).  Cached in OUT/heldout-functions.npz, keyed by the held-out files' contents."""
+    files = [(split, n) for split in HELD_OUT for n in list_split_files(corpus_dir, split, lang)]
+    h = hashlib.sha1(f"{DEDUP_VERSION} {lang.id}".encode())
+    for split, n in files:
+        h.update(f"\n{split}/{n} ".encode())
+        h.update(hashlib.sha1((Path(corpus_dir) / split / n).read_bytes()).digest())
+    source_key = h.hexdigest()
+    cache = Path(out_dir) / "heldout-functions.npz"
+    try:
+        with np.load(cache) as z:
+            if str(z["source_key"]) == source_key:
+                keys = z["keys"]
+                return frozenset(keys.tolist()), str(z["digest"])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        pass
+    keys_list: list[int] = []
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for split in HELD_OUT:
+            names = [n for s, n in files if s == split]
+            parts = [names[i::jobs] for i in range(jobs)]
+            root = str(Path(corpus_dir) / split)
+            for part in pool.map(_keys_of_many, [root] * jobs, parts, [lang.id] * jobs):
+                keys_list.extend(part)
+    keys = np.unique(np.array(keys_list, dtype=np.uint64))
+    digest = hashlib.sha1(keys.tobytes()).hexdigest()[:16]
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, keys=keys, digest=np.array(digest), source_key=np.array(source_key))
+    os.replace(tmp, cache)
+    return frozenset(keys.tolist()), digest
+
+
+REQUIRED_ARRAYS = ("str_blob", "str_off", "n_type", "n_idx", "n_parent", "n_end", "n_depth", "n_value", "f_start",
+                   "f_file", "f_line", "e_func", "e_hole", "i_start", "i_str", "i_count")
+
+
+def check_shard(path: Path, meta: dict) -> None:
+    """Raise ShardError naming `path` when a finished shard (its .json is there) cannot be read
+    whole: truncated, corrupt (a CRC that does not match), or missing arrays."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+            if bad is not None:
+                raise ValueError(f"member {bad} fails its CRC check")
+            names = {n.removesuffix(".npy") for n in zf.namelist()}
+        missing = [a for a in REQUIRED_ARRAYS if a not in names]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
+        with np.load(path) as z:
+            if len(z["f_file"]) != meta["functions"] or len(z["e_func"]) != meta["examples"]:
+                raise ValueError(f"{len(z['f_file'])} functions and {len(z['e_func'])} examples where its .json "
+                                 f"says {meta['functions']} and {meta['examples']}")
+    except Exception as e:  # noqa: BLE001 - zip, zlib, EOF and OS errors alike
+        raise ShardError(f"error: {path} is not a readable shard ({type(e).__name__}: {e}); a partial copy or a "
+                         f"corrupt file? Delete it and its .json and run `anycode dataset build` again: the build "
+                         f"rebuilds it and reuses every other finished shard") from e
+
+
+def read_shard_meta(meta_path: Path) -> dict:
+    try:
+        return json.loads(meta_path.read_text())
+    except (OSError, ValueError) as e:
+        raise ShardError(f"error: {meta_path} is corrupt ({type(e).__name__}: {e}); delete it and its .npz and run "
+                         f"`anycode dataset build` again") from e
 
 
 def list_split_files(corpus_dir: Path, split: str, lang: Language) -> list[str]:
@@ -312,13 +462,19 @@ def list_split_files(corpus_dir: Path, split: str, lang: Language) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*" + suffix) if p.is_file())
 
 
-def build_split(corpus_dir: Path, out_dir: Path, split: str, jobs: int, lang: Language) -> list[dict]:
+def build_split(corpus_dir: Path, out_dir: Path, split: str, jobs: int, lang: Language,
+                drop: tuple[frozenset[int], str] | None = None, files_per_shard: int = FILES_PER_SHARD) -> list[dict]:
+    """Build (or finish building) one split's shards.  `drop` is (function keys, their digest):
+    the functions to leave out, for train the dev and test ones (`held_out_keys`).  A shard
+    whose .npz and .json are both there, of this format, language and `drop` digest, is reused
+    after `check_shard`; the others are (re)built, so a killed build continues where it stopped."""
     from tqdm import tqdm
 
+    drop_keys, dedup = drop if drop is not None else (frozenset(), None)
     files = list_split_files(corpus_dir, split, lang)
     out = Path(out_dir) / split
     out.mkdir(parents=True, exist_ok=True)
-    chunks = [files[i: i + FILES_PER_SHARD] for i in range(0, len(files), FILES_PER_SHARD)]
+    chunks = [files[i: i + files_per_shard] for i in range(0, len(files), files_per_shard)]
     metas: list[dict] = []
     todo = []
     expected: set[Path] = set()
@@ -327,8 +483,10 @@ def build_split(corpus_dir: Path, out_dir: Path, split: str, jobs: int, lang: La
         path = out / f"shard-{k:04d}-{key}.npz"
         expected |= {path, path.with_suffix(".json")}
         meta_path = path.with_suffix(".json")
-        meta = json.loads(meta_path.read_text()) if path.exists() and meta_path.exists() else None
-        if meta is not None and meta.get("version") == SHARD_VERSION and grammars.of_config(meta) == lang:
+        meta = read_shard_meta(meta_path) if path.exists() and meta_path.exists() else None
+        if meta is not None and meta.get("version") == SHARD_VERSION and grammars.of_config(meta) == lang \
+                and meta.get("dedup") == dedup:
+            check_shard(path, meta)
             metas.append(meta)
         else:
             todo.append((path, chunk))
@@ -337,14 +495,15 @@ def build_split(corpus_dir: Path, out_dir: Path, split: str, jobs: int, lang: La
             p.unlink()  # from another corpus, an older format or an interrupted write: never read as data
     if metas:
         print(f"{split}: reusing {len(metas)} finished shards", file=sys.stderr)
-    with ProcessPoolExecutor(max_workers=jobs) as pool, tqdm(total=len(todo), desc=f"{split} shards", unit="shard") as bar:
+    with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(drop_keys,)) as pool, \
+            tqdm(total=len(todo), desc=f"{split} shards", unit="shard") as bar:
         # split each shard's files over the workers, then write the shard here
         for path, chunk in todo:
             parts = [chunk[i::jobs] for i in range(jobs)]
             root = str(Path(corpus_dir) / split)
             results = [r for part in pool.map(_extract_many, [root] * jobs, parts, [lang.id] * jobs) for r in part]
             results.sort(key=lambda r: r[0])
-            metas.append(write_shard(path, results, lang))
+            metas.append(write_shard(path, results, lang, dedup))
             bar.update(1)
     return metas
 
@@ -374,6 +533,9 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--splits", default="train,dev,test")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--vocab-size", type=int, default=1000)
+    ap.add_argument("--files-per-shard", type=int, default=FILES_PER_SHARD)
+    ap.add_argument("--keep-held-out-duplicates", action="store_true",
+                    help="do not drop train functions that duplicate a dev or test function")
 
 
 def run(args) -> int:
@@ -383,14 +545,28 @@ def run(args) -> int:
         print(f"error: no corpus at {args.corpus}; run `anycode corpus fetch --lang {args.lang}` first", file=sys.stderr)
         return 2
     totals = {}
-    for split in args.splits.split(","):
-        metas = build_split(args.corpus, args.out, split, args.jobs, grammars.get(args.lang))
-        skipped: Counter = Counter()
-        for m in metas:
-            skipped.update(m["skipped"])
-        totals[split] = {"files": sum(len(m["files"]) for m in metas),
-                         "functions": sum(m["functions"] for m in metas),
-                         "examples": sum(m["examples"] for m in metas), "skipped": dict(skipped)}
+    lang = grammars.get(args.lang)
+    try:
+        for split in args.splits.split(","):
+            drop = None
+            if split not in HELD_OUT and not args.keep_held_out_duplicates:
+                drop = held_out_keys(args.corpus, args.out, args.jobs, lang)
+                print(f"{split}: dropping functions that duplicate one of the {len(drop[0]):,} distinct dev/test "
+                      f"functions", file=sys.stderr)
+            metas = build_split(args.corpus, args.out, split, args.jobs, lang, drop, args.files_per_shard)
+            skipped: Counter = Counter()
+            for m in metas:
+                skipped.update(m["skipped"])
+            totals[split] = {"files": sum(len(m["files"]) for m in metas),
+                             "functions": sum(m["functions"] for m in metas),
+                             "examples": sum(m["examples"] for m in metas), "skipped": dict(skipped)}
+            if drop is not None:
+                totals[split]["held_out_duplicates"] = {
+                    "functions": skipped.get(HELD_OUT_DUPLICATE, 0),
+                    "examples": sum(m.get("duplicate_examples", 0) for m in metas)}
+    except ShardError as e:
+        print(e, file=sys.stderr)
+        return 2
         print(f"{split}: {totals[split]}", file=sys.stderr)
     if "train" in args.splits.split(","):
         vocab = build_vocab(args.out, args.vocab_size)

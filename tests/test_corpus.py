@@ -317,6 +317,90 @@ def test_read_pinned_rejects_bad_header(tmp_path):
         corpus.read_pinned(path)
 
 
+def write_split_list(path: Path, pinned: list[Pinned]) -> Path:
+    rows = ["name\tversion\tlicense\tsha256\tsplit"]
+    rows += [f"{p.name}\t{p.version}\t{p.license}\t{p.sha256}\t{p.split}" for p in pinned]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def sdist(dest: Path, name: str, files: dict[str, bytes], split: str) -> Pinned:
+    sdists = dest / "python" / "sdists"
+    sdists.mkdir(parents=True, exist_ok=True)
+    archive = make_tar(sdists / f"{name}-1.0.tar.gz", {f"{name}-1.0/{k}": v for k, v in files.items()})
+    return Pinned(name, "1.0", "MIT", sha256(archive), split)
+
+
+def tree_of(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+SHARED = b"def shared(x):\n    return x * 2\n"
+
+
+def test_pinned_splits_are_kept_and_new_train_projects_never_change_dev_or_test(tmp_path):
+    dest = tmp_path / "corpus"
+    pinned = [
+        sdist(dest, "held", {"held/core.py": SHARED, "held/own.py": b"A = 1\n"}, "dev"),
+        sdist(dest, "probe", {"probe/p.py": b"def p():\n    return 3\n"}, "test"),
+        sdist(dest, "zlib-tools", {"zt/z.py": b"Z = 26\n" * 40}, "train"),
+    ]
+    tsv = write_split_list(tmp_path / "list.tsv", pinned)
+    assert corpus.fetch("python", dest, jobs=2, list_path=tsv) == 0
+    root = dest / "python"
+    manifest = corpus.load_manifest(root)
+    assert manifest["split_rule"] == "pinned"
+    assert {n: p["split"] for n, p in manifest["projects"].items()} == {"held": "dev", "probe": "test", "zlib-tools": "train"}
+    dev, test = tree_of(root / "dev"), tree_of(root / "test")
+
+    # a train project that sorts first and ships a copy of a dev file (and of a test file)
+    newcomer = sdist(dest, "aardvark", {"a/core.py": SHARED, "a/p.py": b"def p():\n    return 3\n", "a/mine.py": b"M = 0\n"},
+                     "train")
+    tsv = write_split_list(tmp_path / "list.tsv", [newcomer] + pinned)
+    assert corpus.fetch("python", dest, jobs=2, list_path=tsv) == 0
+    manifest = corpus.load_manifest(root)
+    assert tree_of(root / "dev") == dev and tree_of(root / "test") == test   # the held-out folders, byte for byte
+    assert manifest["projects"]["aardvark"]["split"] == "train"
+    assert manifest["projects"]["aardvark"]["skipped"] == {"duplicate": 2}
+    assert manifest["projects"]["held"]["files"] == 2
+    assert sorted(tree_of(root / "train" / "aardvark")) == ["a/mine.py"]
+
+
+def test_project_order_puts_held_out_projects_first():
+    order = corpus.project_order([Pinned("b", "1", "", "", "train"), Pinned("z", "1", "", "", "test"),
+                                  Pinned("A", "1", "", "", "train"), Pinned("m", "1", "", "", "dev")])
+    assert [p.name for p in order] == ["m", "z", "A", "b"]
+
+
+def test_read_pinned_checks_the_split_column(tmp_path):
+    path = tmp_path / "list.tsv"
+    path.write_text("name\tversion\tlicense\tsha256\tsplit\nx\t1\tMIT\tab\tdev\ny\t1\tMIT\tcd\ttrain\n")
+    assert [p.split for p in corpus.read_pinned(path)] == ["dev", "train"]
+    path.write_text("name\tversion\tlicense\tsha256\tsplit\nx\t1\tMIT\tab\tvalid\n")
+    with pytest.raises(ValueError, match="split must be one of"):
+        corpus.read_pinned(path)
+    path.write_text("name\tversion\tlicense\tsha256\tsplit\nx\t1\tMIT\tab\n")
+    with pytest.raises(ValueError, match="expected 5"):
+        corpus.read_pinned(path)
+
+
+# The held-out projects every metric of docs/ is measured on: pinned, never to change with the list.
+DEV = """accelerate bandit copier databases datasets django-debug-toolbar docopt docstring-parser folium gcsfs humanize
+imageio ipykernel markupsafe marshmallow netmiko numba pdm rsa seaborn tabulate tinydb voluptuous wagtail websockets
+yarl""".split()
+TEST = """aiosqlite attrs autopep8 bpython dagster fabric hypercorn jaraco.functools mkdocstrings poetry ptpython pygments
+pypdf pytest pyyaml sentry-sdk sh""".split()
+
+
+def test_shipped_list_pins_the_held_out_projects():
+    pinned = corpus.read_pinned(corpus.pinned_list_path("python"))
+    assert sorted(p.name for p in pinned if p.split == "dev") == DEV
+    assert sorted(p.name for p in pinned if p.split == "test") == TEST
+    assert all(p.split == "train" for p in pinned if p.name not in DEV + TEST)
+    names = [p.name for p in pinned]
+    assert names == sorted(names, key=str.lower)
+
+
 def test_shipped_list_is_well_formed():
     pinned = corpus.read_pinned(corpus.pinned_list_path("python"))
     assert len(pinned) >= 170
