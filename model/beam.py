@@ -829,7 +829,7 @@ class Decoder:
             return None
         typed = prefix.tokens[index]
         parts = hy.parts[pi] or []
-        if prefix.any_string and index == len(prefix.tokens) - 1:
+        if prefix.any_string and index in prefix.strings:
             return self._string_symbols(ctx, t, parts, prefix, index)
         so_far = self.lang.join_value(t, parts) if parts else ""
         partial = prefix.partial and index == len(prefix.tokens) - 1

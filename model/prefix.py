@@ -12,10 +12,11 @@ parts of the value at the frontier, so that the beam only ever holds trees that 
 typed text.  `respell` writes an answer with the user's own typed characters in front, and
 `continues` says whether a finished answer still extends what is typed (the typing-along cache).
 
-A string literal being typed (`'MODULE`, `", `) is rarely one the model can spell: its values come
-from a vocabulary.  `Prefix(..., any_string=True)` lets any string stand for it, and `respell` writes
-the user's string, closed, in its place (`'x' in text` -> `'MODULE' in text`): the model still says
-what the expression around the string is.
+A typed string literal (`'MODULE' in`, `", `, being typed or not) is rarely one the model can
+spell: its values come from a vocabulary, with their own quotes.  `Prefix(..., any_string=True)` lets
+any string stand for each typed one, and `respell` writes the user's strings in their place, the one
+being typed closed (`'x' in text` -> `'MODULE' in text`): the model still says what the expression
+around the strings is.
 """
 from __future__ import annotations
 
@@ -40,12 +41,13 @@ class Prefix:
     def __init__(self, typed: str, typed_type: str = "", *, lang: Language, any_string: bool = False):
         """`typed_type`: the type of the node the typed text starts, as its own parse has it (the
         expression's root or a node down its left edge: `a.b +` starts a binary operator).
-        `any_string`: where the typed text ends inside a string literal, any string matches it."""
+        `any_string`: any string printed matches a typed string literal."""
         self.typed = typed
         self.lang = lang
         self.tokens, self.partial = lang.typed_tokens(typed)
         self.quote = lang.open_string(typed)      # what closes the string being typed ("": none)
-        self.any_string = any_string and bool(self.quote)
+        self.strings = frozenset(i for i, t in enumerate(self.tokens) if lang.is_string(t))  # typed strings
+        self.any_string = any_string and bool(self.strings)
         last = self.tokens[-1] if self.tokens else ""
         self.kind = (lambda t: lang.typed_kind(t, last, self.partial))  # noqa: E731
         self.anchor = self.kind(typed_type) if typed_type and self.tokens else ""
@@ -95,7 +97,7 @@ class Prefix:
 
     def _agrees(self, index: int, c: str, c_partial: bool) -> bool:
         """Does the printed token `c` (`c_partial`: still being spelled) agree with typed token `index`?"""
-        if self.any_string and index == len(self.tokens) - 1:
+        if self.any_string and index in self.strings:
             return self.lang.is_string(c)
         return _agree(c, c_partial, self.tokens[index], self.partial and index == len(self.tokens) - 1)
 
@@ -115,8 +117,8 @@ class Prefix:
         if len(toks) < n:
             return text
         last = toks[n - 1]
-        if self.any_string and not last.text.startswith(self.tokens[-1]):
-            return self.typed + self.quote + text[last.end:]     # another string stood for the typed one
+        if self.any_string and self.quote and not last.text.startswith(self.tokens[-1]):
+            return self.typed + self.quote + text[last.end:]     # another string stood for the one being typed
         cut = last.start + len(self.tokens[-1]) if self.partial else last.end
         rest = text[cut:]
         if self.typed[-1:].isspace():

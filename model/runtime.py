@@ -439,17 +439,18 @@ class Completer:
             return self._answers(ctx, hole, prefix, width, max_items, check, deadline, closing, timing)
 
         out = answers(beam_size)
-        if not out and prefix.quote and (deadline is None or time.monotonic() < deadline):
-            # a string being typed that the model cannot spell (`'MODULE`): any string stands for it,
-            # and the answers are the model's expressions around the user's string, closed
+        if not out and prefix.strings and (deadline is None or time.monotonic() < deadline):
+            # a typed string that the model cannot spell (`'MODULE' in`, `'MODULE`): any string stands
+            # for it, and the answers are the model's expressions around the user's strings
             self.stats["any_string"] += 1
-            out = answers(beam_size, Prefix(hole.typed, hole.typed_type, lang=self.lang, any_string=True))
-        elif not out and prefix and (deadline is None or time.monotonic() < deadline):
+            prefix = Prefix(hole.typed, hole.typed_type, lang=self.lang, any_string=True)
+            out = answers(beam_size, prefix)
+        if not out and prefix and (deadline is None or time.monotonic() < deadline):
             # every tree of the beam lost: under a typed start, longer chains that agree with it
             # (`op.get().strip().strip()...`) can push the short answer (`op.get_bind`) out of a
             # narrow beam early; a wider one keeps it
             self.stats["widened"] += 1
-            out = answers(beam_size * WIDEN)
+            out = answers(beam_size * WIDEN, prefix)
         self.last.update(ctx.stats)
         return out
 
@@ -504,6 +505,8 @@ class Completer:
                 continue
             # as the user typed its start; after a typed `f(a, ` the whole call, closed
             answer = hole.lead + prefix.respell(text) + hole.closers
+            if prefix.respell(text) == hole.typed:
+                continue                  # a string that stood for the typed one, and nothing more
             if answer not in answers:     # two strings that stood for a typed one write the same answer
                 answers.add(answer)
                 out.append(Candidate(answer, f.logp, hole.start, hole.end))
