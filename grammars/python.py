@@ -445,13 +445,14 @@ def closers(text: str) -> str:
 
 
 def partial_literal_start(text: str) -> int | None:
-    """Where the last token of `text` starts when it is a literal still being typed (a number, an
-    unterminated string), which no parse of the text can hold; else None."""
+    """Where the last token of `text` starts when it is a literal that the placeholder cannot follow:
+    one still being typed (a number, an unterminated string), which no parse of the text can hold, or
+    a string closed at the end of `text` (`if 'MODULE'|`: the expression typed starts at it); else None."""
     toks = tokens(text)
     if not toks or toks[-1].end != len(text):
         return None
     last = toks[-1]
-    if last.kind == "number" or (last.kind == "string" and not last.closed_string):
+    if last.kind in ("number", "string"):
         return last.start
     return None
 

@@ -288,13 +288,14 @@ async def test_bracket_left_open_before_a_comma(client, trained):
     ("    return ", 'len("qz', "", "\n"),
     ("    return ", 'len("qz', '")', "\n"),
     ("    if ", "'MODULE' in", "", ":\n        return 1\n"),
+    ("    if ", "'MODULE'", "", ":\n        return 1\n"),
 ])
 async def test_typed_open_string(client, trained, head, typed, closed, tail):
     """A string literal being typed (`'MODULE|`, `", |`, `text['qzx|`), with and without the quote
     (and bracket) the editor closed: never an empty answer, every answer starts with exactly the
     typed text, replaces what the editor closed, and parses; the typed text closed is among them,
     after the model's expressions around the string where the model has them.  A typed string the
-    model cannot spell, closed or not (`'MODULE' in|`), still gets the model's expressions."""
+    model cannot spell, closed or not (`'MODULE' in|`, `'MODULE'|`), still gets the model's expressions."""
     text = "def f(text):\n" + head + typed + closed + tail
     start = len("def f(text):\n" + head)
     cursor = start + len(typed)
