@@ -16,7 +16,7 @@ server use, so that none of them names a language:
   placeholder a partial tree prints with (`sentinel`), field names printing relies on
   (`set_fields`);
 * typed text (typing along, model/prefix.py, model/holes.py): `tokens`, `typed_tokens`,
-  `closers`, `typed_kind`, `value_starts`, `partial_literal_start`, `lone_number`,
+  `closers`, `typed_kind`, `value_starts`, `partial_literal_start`, `lone_number`, `open_string`, `is_string`,
   `ends_in_keyword`, `space_triggers`;
 * code search (model/search_data.py): a function's documentation (`docstring`), the definitions
   whose names qualify a function's (`SCOPE_TYPES`, `definition_name`), string literals (`STRING`).
@@ -198,6 +198,15 @@ class Language:
         return None
 
     def lone_number(self, text: str) -> bool:
+        return False
+
+    def open_string(self, text: str) -> str:
+        """The quote that closes the string literal `text` ends inside (the user is typing it), else "":
+        such a string is answered closed, as typed, where the model cannot spell it."""
+        return ""
+
+    def is_string(self, token: str) -> bool:
+        """Is `token` one string literal (closed, or open as one being typed or spelled)?"""
         return False
 
     def ends_in_keyword(self, text: str) -> bool:

@@ -445,15 +445,30 @@ def closers(text: str) -> str:
 
 
 def partial_literal_start(text: str) -> int | None:
-    """Where the last token of `text` starts when it is a literal still being typed (a number, an
-    unterminated string), which no parse of the text can hold; else None."""
+    """Where the last token of `text` starts when it is a literal that the placeholder cannot follow:
+    one still being typed (a number, an unterminated string), which no parse of the text can hold, or
+    a string closed at the end of `text` (`if 'MODULE'|`: the expression typed starts at it); else None."""
     toks = tokens(text)
     if not toks or toks[-1].end != len(text):
         return None
     last = toks[-1]
-    if last.kind == "number" or (last.kind == "string" and not last.closed_string):
+    if last.kind in ("number", "string"):
         return last.start
     return None
+
+
+def open_string(text: str) -> str:
+    """The quote that closes the string literal `text` ends inside (`'MODULE`, `", `), else ""."""
+    toks = tokens(text)
+    if not toks or toks[-1].end != len(text) or toks[-1].kind != "string":
+        return ""
+    return _string_closer(toks[-1].text)
+
+
+def is_string(token: str) -> bool:
+    """Is `token` one string literal, closed or not (`'a'`, `"ab`, `f"x"`)?"""
+    toks = tokens(token)
+    return len(toks) == 1 and toks[0].kind == "string" and toks[0].start == 0 and toks[0].end == len(token)
 
 
 def lone_number(text: str) -> bool:
@@ -640,6 +655,8 @@ class Python(Language):
     value_starts = staticmethod(value_starts)
     partial_literal_start = staticmethod(partial_literal_start)
     lone_number = staticmethod(lone_number)
+    open_string = staticmethod(open_string)
+    is_string = staticmethod(is_string)
     ends_in_keyword = staticmethod(ends_in_keyword)
     space_triggers = staticmethod(space_triggers)
 

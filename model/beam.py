@@ -829,6 +829,8 @@ class Decoder:
             return None
         typed = prefix.tokens[index]
         parts = hy.parts[pi] or []
+        if prefix.any_string and index in prefix.strings:
+            return self._string_symbols(ctx, t, parts, prefix, index)
         so_far = self.lang.join_value(t, parts) if parts else ""
         partial = prefix.partial and index == len(prefix.tokens) - 1
         if partial and len(so_far) >= len(typed):
@@ -853,6 +855,19 @@ class Decoder:
         for c in heads:
             for i in first.get(c, ()):
                 mask[i] = bool(prefix.value_fits(index, self.lang.join_value(t, parts + [symbols.string(i)])))
+        return mask
+
+    def _string_symbols(self, ctx: Context, t: str, parts: list[str], prefix: Prefix, index: int) -> np.ndarray:
+        """Which value parts may spell a string standing for the one being typed (Prefix.any_string):
+        any that keeps the value a string, whatever it says (the answer writes the typed one)."""
+        key = ("any_string", t, tuple(parts))
+        mask = ctx.extra_masks.get(key)
+        if mask is None:
+            symbols = ctx.features.symbols
+            mask = np.array([bool(symbols.string(i)) and bool(
+                prefix.value_fits(index, self.lang.join_value(t, parts + [symbols.string(i)])))
+                for i in range(len(symbols))], bool)
+            ctx.extra_masks[key] = mask
         return mask
 
     # ------------------------------------------------------------ beam search

@@ -11,6 +11,12 @@ partial tree when its frontier is a value being spelled.  The language tokenizes
 parts of the value at the frontier, so that the beam only ever holds trees that agree with the
 typed text.  `respell` writes an answer with the user's own typed characters in front, and
 `continues` says whether a finished answer still extends what is typed (the typing-along cache).
+
+A typed string literal (`'MODULE' in`, `", `, being typed or not) is rarely one the model can
+spell: its values come from a vocabulary, with their own quotes.  `Prefix(..., any_string=True)` lets
+any string stand for each typed one, and `respell` writes the user's strings in their place, the one
+being typed closed (`'x' in text` -> `'MODULE' in text`): the model still says what the expression
+around the strings is.
 """
 from __future__ import annotations
 
@@ -32,12 +38,16 @@ def _agree(c: str, c_partial: bool, t: str, t_partial: bool) -> bool:
 class Prefix:
     """The typed text of an expression, tokenized once per request."""
 
-    def __init__(self, typed: str, typed_type: str = "", *, lang: Language):
+    def __init__(self, typed: str, typed_type: str = "", *, lang: Language, any_string: bool = False):
         """`typed_type`: the type of the node the typed text starts, as its own parse has it (the
-        expression's root or a node down its left edge: `a.b +` starts a binary operator)."""
+        expression's root or a node down its left edge: `a.b +` starts a binary operator).
+        `any_string`: any string printed matches a typed string literal."""
         self.typed = typed
         self.lang = lang
         self.tokens, self.partial = lang.typed_tokens(typed)
+        self.quote = lang.open_string(typed)      # what closes the string being typed ("": none)
+        self.strings = frozenset(i for i, t in enumerate(self.tokens) if lang.is_string(t))  # typed strings
+        self.any_string = any_string and bool(self.strings)
         last = self.tokens[-1] if self.tokens else ""
         self.kind = (lambda t: lang.typed_kind(t, last, self.partial))  # noqa: E731
         self.anchor = self.kind(typed_type) if typed_type and self.tokens else ""
@@ -57,7 +67,7 @@ class Prefix:
         typed, n, m = self.tokens, len(self.tokens), len(toks)
         whole = m - 1 if open_value else m
         for i in range(min(m, n)):
-            if not _agree(toks[i], open_value and i == m - 1, typed[i], self.partial and i == n - 1):
+            if not self._agrees(i, toks[i], open_value and i == m - 1):
                 return INCONSISTENT, whole
         if m > n or (m == n and not open_value):
             return COVERED, whole
@@ -83,8 +93,13 @@ class Prefix:
         tokens?  None: there is no typed token there (anything goes)."""
         if index >= len(self.tokens):
             return None
-        t = self.tokens[index]
-        return _agree(value, True, t, self.partial and index == len(self.tokens) - 1)
+        return self._agrees(index, value, True)
+
+    def _agrees(self, index: int, c: str, c_partial: bool) -> bool:
+        """Does the printed token `c` (`c_partial`: still being spelled) agree with typed token `index`?"""
+        if self.any_string and index in self.strings:
+            return self.lang.is_string(c)
+        return _agree(c, c_partial, self.tokens[index], self.partial and index == len(self.tokens) - 1)
 
     def adds(self, text: str) -> bool:
         """Does the finished `text` agree with the typed tokens and add something to them?"""
@@ -102,6 +117,8 @@ class Prefix:
         if len(toks) < n:
             return text
         last = toks[n - 1]
+        if self.any_string and self.quote and not last.text.startswith(self.tokens[-1]):
+            return self.typed + self.quote + text[last.end:]     # another string stood for the one being typed
         cut = last.start + len(self.tokens[-1]) if self.partial else last.end
         rest = text[cut:]
         if self.typed[-1:].isspace():

@@ -312,7 +312,8 @@ class Completer:
         self.overshoot = 0.1
         self.stats = {"requests": 0, "no_hole": 0, "completions": 0, "cancelled": 0, "deadline": 0, "closing": 0,
                       "incremental_parses": 0, "context_hits": 0, "context_misses": 0,
-                      "dropped_unparsable": 0, "dropped_typed": 0, "dropped_forced": 0, "widened": 0, "fallback": 0}
+                      "dropped_unparsable": 0, "dropped_typed": 0, "dropped_forced": 0, "widened": 0, "fallback": 0,
+                      "any_string": 0, "closed_string": 0}
         self.last: dict = {}
 
     # ------------------------------------------------------------ documents
@@ -343,7 +344,7 @@ class Completer:
         m, c = self.score_memo, self.leaf_cache
         return {"scoreMemo": {"hits": m.hits, "misses": m.misses},
                 "leafCache": {"entries": len(c.data), "max": c.max_entries},
-                "typedSearches": {"widened": self.stats["widened"], "fallback": self.stats["fallback"]}}
+                "typedSearches": {k: self.stats[k] for k in ("widened", "fallback", "any_string", "closed_string")}}
 
     @property
     def leaf_hit_rate(self) -> float:
@@ -413,7 +414,8 @@ class Completer:
             self.stats["fallback"] += 1
             last.update(fallback=True)
             out = self._search(hole.fallback, doc, beam_size, max_items, check, deadline, closing, timing)
-        if out is None:
+        out = self._closed_string(hole, out or [], max_items)
+        if not out:
             return []
         self.stats["completions"] += 1
         last.update(**timing, total_ms=(time.perf_counter() - t0) * 1e3, candidates=len(out))
@@ -433,18 +435,38 @@ class Completer:
         self.stats["context_hits" if ctx.stats["context_hit"] else "context_misses"] += 1
         prefix = Prefix(hole.typed, hole.typed_type, lang=self.lang)
 
-        def answers(width: int) -> list[Candidate]:
+        def answers(width: int, prefix: Prefix = prefix) -> list[Candidate]:
             return self._answers(ctx, hole, prefix, width, max_items, check, deadline, closing, timing)
 
         out = answers(beam_size)
+        if not out and prefix.strings and (deadline is None or time.monotonic() < deadline):
+            # a typed string that the model cannot spell (`'MODULE' in`, `'MODULE`): any string stands
+            # for it, and the answers are the model's expressions around the user's strings
+            self.stats["any_string"] += 1
+            prefix = Prefix(hole.typed, hole.typed_type, lang=self.lang, any_string=True)
+            out = answers(beam_size, prefix)
         if not out and prefix and (deadline is None or time.monotonic() < deadline):
             # every tree of the beam lost: under a typed start, longer chains that agree with it
             # (`op.get().strip().strip()...`) can push the short answer (`op.get_bind`) out of a
             # narrow beam early; a wider one keeps it
             self.stats["widened"] += 1
-            out = answers(beam_size * WIDEN)
+            out = answers(beam_size * WIDEN, prefix)
         self.last.update(ctx.stats)
         return out
+
+    def _closed_string(self, hole, out: list[Candidate], max_items: int) -> list[Candidate]:
+        """`out` with, where the typed text ends inside a string literal, that text closed (the
+        string's quote, then the brackets it left open) among the answers, last, where it parses in
+        the buffer: the one answer that is what the user typed, and an answer where the model has none."""
+        quote = self.lang.open_string(hole.typed)
+        if not quote:
+            return out
+        text = hole.typed + self.lang.closers(hole.typed)
+        if any(c.text == hole.lead + text + hole.closers for c in out) or not hole.verify(text, None, self.parser):
+            return out
+        self.stats["closed_string"] += 1
+        logp = min((c.logprob for c in out), default=-1.0)
+        return out[: max_items - 1] + [Candidate(hole.lead + text + hole.closers, logp, hole.start, hole.end)]
 
     def _answers(self, ctx, hole, prefix, beam_size, max_items, check, deadline, closing, timing) -> list[Candidate]:
         """The search's finished trees at one beam width, as candidates: printed, checked against the
@@ -457,7 +479,7 @@ class Completer:
                                        close_steps=self.close_steps, memo=self.score_memo)
         t2 = time.perf_counter()
         out: list[Candidate] = []
-        seen = set()
+        seen, answers = set(), set()
         for f in finished:
             if len(out) >= max_items:
                 break
@@ -482,7 +504,12 @@ class Completer:
                 self.stats["dropped_unparsable"] += 1
                 continue
             # as the user typed its start; after a typed `f(a, ` the whole call, closed
-            out.append(Candidate(hole.lead + prefix.respell(text) + hole.closers, f.logp, hole.start, hole.end))
+            answer = hole.lead + prefix.respell(text) + hole.closers
+            if prefix.respell(text) == hole.typed:
+                continue                  # a string that stood for the typed one, and nothing more
+            if answer not in answers:     # two strings that stood for a typed one write the same answer
+                answers.add(answer)
+                out.append(Candidate(answer, f.logp, hole.start, hole.end))
         timing["search_ms"] += (t2 - t1) * 1e3
         timing["verify_ms"] += (time.perf_counter() - t2) * 1e3
         return out

@@ -101,3 +101,36 @@ def test_not_one_expression():
     assert g.parse_expression("x = 1") is None
     assert g.parse_expression("f(") is None
     assert g.parse_expression("a) + (b") is None
+
+
+def test_open_string_and_is_string():
+    """A string literal being typed: the quote that closes it, and which tokens are strings."""
+    assert g.open_string("'MODULE") == "'" and g.open_string('x + ", ') == '"'
+    assert g.open_string('"""doc') == '"""' and g.open_string("f'{x") == "'"
+    assert g.open_string("'a'") == "" and g.open_string("x") == "" and g.open_string("12") == ""
+    assert g.open_string("'a' + b") == ""
+    assert g.is_string("'a'") and g.is_string('"ab') and g.is_string('b"x"')
+    assert not g.is_string("x") and not g.is_string("'a' + 'b'") and not g.is_string("12")
+
+
+def test_any_string_stands_for_the_typed_one():
+    """Prefix(any_string=True): any string agrees with the one being typed, and the answer writes
+    the typed one, closed, in its place; a string that goes on from the typed one is kept."""
+    from anycode.grammars import get
+    from anycode.model.prefix import COVERED, INCONSISTENT, Prefix
+
+    lang = get("python")
+    p = Prefix("'MODULE", lang=lang, any_string=True)
+    assert p.check("'x' in text") == COVERED and p.check("x in text") == INCONSISTENT
+    assert p.respell("'x' in text") == "'MODULE' in text"
+    assert p.respell("'MODULE_NAME' in text") == "'MODULE_NAME' in text"
+    assert p.value_fits(0, '"other"') and not p.value_fits(0, "other")
+    plain = Prefix("'MODULE", lang=lang)
+    assert plain.check("'x' in text") == INCONSISTENT and not plain.any_string
+    assert not Prefix("xs[0", lang=lang, any_string=True).any_string     # no string being typed
+    q = Prefix("xs['ke", lang=lang, any_string=True)
+    assert q.respell("xs['a']") == "xs['ke']" and q.check("xs[k]") == INCONSISTENT
+    # a typed string that is closed, before more typed text: any string stands for it too
+    r = Prefix("'.'.jo", lang=lang, any_string=True)
+    assert r.check('"/".join(keys)') == COVERED and r.respell('"/".join(keys)') == "'.'.join(keys)"
+    assert r.check('"/".split(keys)') == INCONSISTENT

@@ -278,6 +278,52 @@ async def test_bracket_left_open_before_a_comma(client, trained):
         assert not PARSER.parse(after.encode()).root_node.has_error, edit.new_text
 
 
+@pytest.mark.parametrize("head, typed, closed, tail", [
+    ("    if ", "'MODULE", "", " in text:\n        return 1\n"),
+    ("    if ", "'MODULE", "'", " in text:\n        return 1\n"),
+    ("    return ", '", ', "", "\n"),
+    ("    return ", '", ', '"', "\n"),
+    ("    return ", "text['qzx", "", "\n"),
+    ("    return ", "text['qzx", "']", "\n"),
+    ("    return ", 'len("qz', "", "\n"),
+    ("    return ", 'len("qz', '")', "\n"),
+    ("    if ", "'MODULE' in", "", ":\n        return 1\n"),
+    ("    if ", "'MODULE'", "", ":\n        return 1\n"),
+])
+async def test_typed_open_string(client, trained, head, typed, closed, tail):
+    """A string literal being typed (`'MODULE|`, `", |`, `text['qzx|`), with and without the quote
+    (and bracket) the editor closed: never an empty answer, every answer starts with exactly the
+    typed text, replaces what the editor closed, and parses; the typed text closed is among them,
+    after the model's expressions around the string where the model has them.  A typed string the
+    model cannot spell, closed or not (`'MODULE' in|`, `'MODULE'|`), still gets the model's expressions."""
+    text = "def f(text):\n" + head + typed + closed + tail
+    start = len("def f(text):\n" + head)
+    cursor = start + len(typed)
+    doc = new_doc(client, text)
+    before = (await stats(client)).typedSearches
+    result = await doc.complete(cursor)
+    texts = check_completion(doc, cursor, result)
+    assert texts, typed + closed
+    for it in result.items:
+        edit = it.text_edit
+        assert (index_of(doc.text, edit.range.start), index_of(doc.text, edit.range.end)) == \
+            (start, cursor + len(closed))
+        assert edit.new_text.startswith(typed), edit.new_text
+        after = doc.text[:start] + edit.new_text + doc.text[cursor + len(closed):]
+        assert not PARSER.parse(after.encode()).root_node.has_error, (edit.new_text, after)
+    closed_literal = typed + grammar.closers(typed)
+    if grammar.open_string(typed):
+        assert texts.count(closed_literal) == 1, texts
+    after_stats = (await stats(client)).typedSearches
+    if after_stats.closed_string > before.closed_string:
+        assert texts[-1] == closed_literal, texts      # added by the server: after the model's answers
+    if trained and typed.startswith("'MODULE"):
+        # the model cannot spell the string: another stands for it, the answers write the typed one
+        assert after_stats.any_string == before.any_string + 1
+        assert len(texts) > 1 and all(t.startswith("'MODULE' ") or t.startswith("'MODULE'.") for t in texts[:-1]), \
+            texts
+
+
 async def test_no_hole_is_empty_and_fast(client):
     text = textwrap.dedent("""\
         import os
