@@ -1,5 +1,6 @@
-"""Packed features and the batched training step (model/packed.py, model/steps.py) against the
-reference batches of model/batching.py (themselves checked against paths.step_paths)."""
+"""Packed features and the batched training step (model/packed.py, model/steps.py), for both wirings
+(context_once, and the paper's: PaperBatch and steps.paper_log_probs), against the reference batches
+of model/batching.py (themselves checked against paths.step_paths)."""
 import random
 from dataclasses import replace
 
@@ -13,34 +14,53 @@ from anycode.model.slm import SLM, SLMConfig
 from slm_fixtures import real_examples, tiny_dataset, vocab_of
 
 torch.set_num_threads(1)
+WIRINGS = ("once", "paper")
+
+
+def tiny_model(vocab, context_once: bool) -> SLM:
+    torch.manual_seed(0)
+    cfg = SLMConfig(n_types=len(vocab.node_types), n_subtokens=len(vocab.subtokens), d_type=24, d_index=8,
+                    d_subtoken=32, d_lstm=16, n_layers=2, n_heads=2, d_ff=32, context_once=context_once,
+                    file_tokens=16)
+    model = SLM(cfg).eval()
+    with torch.no_grad():       # a W_f unlike W_c, so that file copies are told apart from leaf copies
+        model.W_f.normal_()
+    return model
 
 
 @pytest.fixture(scope="module")
 def setup():
     examples = real_examples()
     vocab = vocab_of(examples)
-    torch.manual_seed(0)
-    cfg = SLMConfig(n_types=len(vocab.node_types), n_subtokens=len(vocab.subtokens), d_type=24, d_index=8,
-                    d_subtoken=32, d_lstm=16, n_layers=2, n_heads=2, d_ff=32, context_once=True, file_tokens=16)
-    model = SLM(cfg).eval()
-    with torch.no_grad():       # a W_f unlike W_c, so that file copies are told apart from leaf copies
-        model.W_f.normal_()
-    return examples, vocab, model
+    return examples, vocab, {w: tiny_model(vocab, context_once=w == "once") for w in WIRINGS}
 
 
-@pytest.mark.parametrize("seed,file_tokens", [(1, 16), (2, 0), (3, 16)])
-def test_fast_loss_equals_the_reference_loss(setup, seed, file_tokens):
-    examples, vocab, model = setup
+def packed_batch(feats, wiring: str):
+    """The packed batch of a wiring (the paper's in more than one bucket of set sizes)."""
+    if wiring == "once":
+        return packed.collate_examples(feats).to("cpu")
+    batch = packed.collate_examples(feats, paper=True)
+    assert len(batch.buckets) > 1
+    return batch.to("cpu")
+
+
+@pytest.mark.parametrize("wiring,seed,file_tokens", [("once", 1, 16), ("once", 2, 0), ("once", 3, 16),
+                                                     ("paper", 1, 16), ("paper", 2, 0), ("paper", 3, 16),
+                                                     ("paper", 4, 0)])
+def test_packed_loss_equals_the_reference_loss(setup, wiring, seed, file_tokens):
+    examples, vocab, models = setup
+    model = models[wiring]
     if not file_tokens:
         model = SLM(replace(model.cfg, file_tokens=0)).eval()
-        model.load_state_dict({k: v for k, v in setup[2].state_dict().items() if k != "W_f"})
+        model.load_state_dict({k: v for k, v in models[wiring].state_dict().items() if k != "W_f"})
     picked = random.Random(seed).sample(examples, 24)
     feats = [batching.featurize(t, h, vocab, file_tokens=file_tokens) for t, h in picked]
-    ref = batching.collate(feats, context_once=True).to("cpu")
-    fast = packed.collate_examples(feats).to("cpu")
+    ref = batching.collate(feats, context_once=wiring == "once").to("cpu")
+    fast = packed_batch(feats, wiring)
+    log_probs = steps.step_log_probs if wiring == "once" else steps.paper_log_probs
     with torch.no_grad():
         want = batching.step_log_probs(model, ref)
-        got = steps.step_log_probs(model, fast)
+        got = log_probs(model, fast)
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
     loss, stats = steps.batch_loss(model, fast)
@@ -50,13 +70,14 @@ def test_fast_loss_equals_the_reference_loss(setup, seed, file_tokens):
     assert abs(float(stats["value_nll_sum"]) - ref_stats["value_nll_sum"]) < 1e-3
 
 
-def test_fast_loss_trains(setup):
-    examples, vocab, base = setup
-    model = SLM(base.cfg)
-    model.load_state_dict(base.state_dict())
+@pytest.mark.parametrize("wiring", WIRINGS)
+def test_packed_loss_trains(setup, wiring):
+    examples, vocab, models = setup
+    model = SLM(models[wiring].cfg)
+    model.load_state_dict(models[wiring].state_dict())
     model.train()
     feats = [batching.featurize(t, h, vocab, file_tokens=16) for t, h in examples[:30]]
-    b = packed.collate_examples(feats).to("cpu")
+    b = packed.collate_examples(feats, paper=wiring == "paper").to("cpu")
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     first = None
     for _ in range(15):
@@ -105,3 +126,36 @@ def test_a_partial_feature_store_names_the_file(tmp_path):
     f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])
     with pytest.raises(packed.FeatureError, match="leaf_types.npy"):
         packed.PackedSplit(folder)
+
+
+def test_bucket_widths_are_a_ladder_of_multiples_of_eight():
+    sizes = np.array([1, 8, 9, 40, 41, 200, 0])
+    w = packed.bucket_widths(sizes)
+    assert (w >= sizes).all() and (w % 8 == 0).all()
+    assert (w <= np.maximum(8, np.ceil(sizes * 1.25 / 8) * 8 + 8)).all()
+
+
+def test_training_runs_the_paper_wiring_on_packed_batches_and_resumes_exactly(tmp_path, monkeypatch):
+    from anycode.model import train
+    from slm_fixtures import tiny_dataset
+    calls = []
+    real = steps.paper_log_probs
+    monkeypatch.setattr(steps, "paper_log_probs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    data = tiny_dataset(tmp_path / "data")
+    cfg = replace(train.CONFIGS["tiny"], targets_per_batch=96, log_every=1000, eval_every=1000, eval_examples=2,
+                  dev_loss_examples=16)
+    assert cfg.packed and not cfg.context_once and cfg.file_tokens
+    quiet = lambda *a: None
+    whole = train.train(data, tmp_path / "a", cfg, max_steps=6, device="cpu", log=quiet)["losses"]
+    assert len(calls) >= 6 and (tmp_path / "a" / "features" / "train" / "meta.json").exists()
+    train.train(data, tmp_path / "b", cfg, max_steps=4, device="cpu", log=quiet)
+    rest = train.train(data, tmp_path / "b", cfg, max_steps=6, device="cpu", log=quiet)["losses"]
+    assert rest == pytest.approx(whole[4:], abs=1e-6, rel=0)
+    # the reference path stays selectable, and a checkpoint from before `packed` resumes on its old path
+    assert train.parse_overrides(cfg, ["packed=false"]).packed is False
+    ck = torch.load(tmp_path / "b" / "ckpt.pt", map_location="cpu", weights_only=False)
+    del ck["config"]["packed"]
+    torch.save(ck, tmp_path / "b" / "ckpt.pt")
+    calls.clear()
+    train.train(data, tmp_path / "b", cfg, max_steps=7, device="cpu", log=quiet)
+    assert not calls
