@@ -24,9 +24,14 @@ from anycode.model.search_data import Features, words
 SHIPPED = Path(__file__).parent / "shipped" / "search"
 
 
+def ships() -> bool:
+    """Whether encoders ship with the package (without loading them)."""
+    return (SHIPPED / "config.json").exists()
+
+
 def shipped(threads: int = 1) -> "SearchEncoders | None":
     """The encoders that ship with the package, or None where they do not (ranking falls back to BM25)."""
-    return SearchEncoders(SHIPPED, threads) if (SHIPPED / "config.json").exists() else None
+    return SearchEncoders(SHIPPED, threads) if ships() else None
 
 
 class SearchEncoders:

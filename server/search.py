@@ -228,16 +228,12 @@ def roots_of(params: types.InitializeParams) -> list[Path]:
     return [Path(p) for p in paths if p and Path(p).is_dir()]
 
 
-def _shipped_encoders() -> bool:
-    from anycode.model import search_runtime
-    return (search_runtime.SHIPPED / "config.json").exists()
-
-
 async def index_workspace(ls: Any, roots: list[Path]) -> None:
     """Index the folders in the background, reporting $/progress; logs what was indexed."""
     if not roots:
         return
-    if not _si().have_bm25() and (ls.settings.searchRanking == "bm25" or not _shipped_encoders()):
+    from anycode.model import search_runtime
+    if not _si().have_bm25() and (ls.settings.searchRanking == "bm25" or not search_runtime.ships()):
         ls.log_message(missing() + " (the index is built all the same)", types.MessageType.Warning)
     token = await ls._progress_begin("anycode", "Indexing the workspace's functions", "index")
     loop = asyncio.get_running_loop()

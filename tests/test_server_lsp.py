@@ -102,6 +102,15 @@ def check_completion(doc: Doc, cursor: int, result: types.CompletionList, max_it
     return texts
 
 
+def check_replaces(doc: Doc, result: types.CompletionList, start: int, end: int) -> None:
+    """Every item's edit replaces exactly doc.text[start:end], and the buffer with it parses."""
+    for it in result.items:
+        edit = it.text_edit
+        assert (index_of(doc.text, edit.range.start), index_of(doc.text, edit.range.end)) == (start, end)
+        after = doc.text[:start] + edit.new_text + doc.text[end:]
+        assert not PARSER.parse(after.encode()).root_node.has_error, (edit.new_text, after)
+
+
 def check_inline(doc: Doc, cursor: int, result: types.InlineCompletionList, max_items: int = 5):
     assert len(result.items) <= max_items
     for it in result.items:
@@ -213,13 +222,9 @@ async def test_typed_open_expression(client, trained, typed, closed):
     result = await doc.complete(cursor)
     texts = check_completion(doc, cursor, result)
     assert texts or not trained
-    for it in result.items:
-        edit = it.text_edit
-        assert (index_of(doc.text, edit.range.start), index_of(doc.text, edit.range.end)) == \
-            (start, cursor + len(closed))
-        assert edit.new_text.startswith(typed) and edit.new_text != typed + closed
-        after = doc.text[:start] + edit.new_text + doc.text[cursor + len(closed):]
-        assert not PARSER.parse(after.encode()).root_node.has_error, edit.new_text
+    check_replaces(doc, result, start, cursor + len(closed))
+    for t in texts:
+        assert t.startswith(typed) and t != typed + closed
 
 
 async def test_open_call_searches_the_whole_call_first(client, trained):
@@ -238,12 +243,7 @@ async def test_open_call_searches_the_whole_call_first(client, trained):
         result = await doc.complete(cursor)
         texts = check_completion(doc, cursor, result)
         assert texts, typed + closed
-        for it in result.items:
-            edit = it.text_edit
-            assert (index_of(doc.text, edit.range.start), index_of(doc.text, edit.range.end)) == \
-                (start, cursor + len(closed))
-            after = doc.text[:start] + edit.new_text + doc.text[cursor + len(closed):]
-            assert not PARSER.parse(after.encode()).root_node.has_error, edit.new_text
+        check_replaces(doc, result, start, cursor + len(closed))
         found[typed + closed] = ((await stats(client)).typedSearches.fallback - before, texts)
     for key in ("max(", "max()"):
         fallbacks, texts = found[key]
@@ -270,12 +270,9 @@ async def test_bracket_left_open_before_a_comma(client, trained):
     result = await doc.complete(cursor)
     texts = check_completion(doc, cursor, result)
     assert texts or not trained
-    for it in result.items:
-        edit = it.text_edit
-        assert (index_of(doc.text, edit.range.start), index_of(doc.text, edit.range.end)) == (start, cursor)
-        assert edit.new_text.startswith("row[") and "]" in edit.new_text, edit.new_text
-        after = doc.text[:start] + edit.new_text + doc.text[cursor:]
-        assert not PARSER.parse(after.encode()).root_node.has_error, edit.new_text
+    check_replaces(doc, result, start, cursor)
+    for t in texts:
+        assert t.startswith("row[") and "]" in t, t
 
 
 @pytest.mark.parametrize("head, typed, closed, tail", [
@@ -304,13 +301,8 @@ async def test_typed_open_string(client, trained, head, typed, closed, tail):
     result = await doc.complete(cursor)
     texts = check_completion(doc, cursor, result)
     assert texts, typed + closed
-    for it in result.items:
-        edit = it.text_edit
-        assert (index_of(doc.text, edit.range.start), index_of(doc.text, edit.range.end)) == \
-            (start, cursor + len(closed))
-        assert edit.new_text.startswith(typed), edit.new_text
-        after = doc.text[:start] + edit.new_text + doc.text[cursor + len(closed):]
-        assert not PARSER.parse(after.encode()).root_node.has_error, (edit.new_text, after)
+    check_replaces(doc, result, start, cursor + len(closed))
+    assert all(t.startswith(typed) for t in texts), texts
     closed_literal = typed + grammar.closers(typed)
     if grammar.open_string(typed):
         assert texts.count(closed_literal) == 1, texts

@@ -179,7 +179,7 @@ async def test_the_shipped_encoders_rank_by_meaning_with_or_without_bm25s(tmp_pa
     a query that shares a word with the wrong function and none with the right one finds the right
     one, before and after an edit; without bm25s the encoders rank alone and the index is reused."""
     from anycode.model import search_runtime
-    assert (search_runtime.SHIPPED / "config.json").exists(), "the search encoders ship in model/shipped/search"
+    assert search_runtime.ships(), "the search encoders ship in model/shipped/search"
     pytest.importorskip("bm25s")
     proj = tmp_path / "proj"
     make_project(proj)
