@@ -38,7 +38,7 @@ from anycode.model import batching, evaluate
 from anycode.model.checkpoint import load_checkpoint, load_model, pick_device
 from anycode.model.dataset import Shard, data_language, shard_paths
 from anycode.model.slm import SLM, SLMConfig
-from anycode.model.vocab import Vocab
+from anycode.model.vocab import NODE_SPECIALS, SUBTOKEN_SPECIALS, Vocab
 
 
 # ---------------------------------------------------------------- configuration
@@ -279,6 +279,23 @@ def init_from(model: SLM, state: dict) -> list[str]:
     return untouched
 
 
+def remap_vocab(state: dict, old: Vocab, new: Vocab) -> tuple[dict, tuple[int, int]]:
+    """`state` (a model trained with vocabulary `old`) with its two vocabulary tables, the node-type
+    and subtoken embeddings (each both an input and, tied, an output matrix), re-indexed to `new` by
+    name, so that a run on a dataset built with another vocabulary (a larger corpus) can start from
+    it.  A name `old` lacks starts at the mean of the ordinary rows: a neutral input, and as an output
+    an average score rather than a random one.  Returns the new state and how many names were new."""
+    out, added = dict(state), []
+    for key, names, specials in (("type_emb.weight", (old.node_types, new.node_types), len(NODE_SPECIALS)),
+                                 ("sub_emb.weight", (old.subtokens, new.subtokens), len(SUBTOKEN_SPECIALS))):
+        w, (was, now) = state[key], names
+        index = {n: i for i, n in enumerate(was)}
+        fill = w[specials:].mean(0)
+        out[key] = torch.stack([w[index[n]] if n in index else fill for n in now])
+        added.append(sum(n not in index for n in now))
+    return out, (added[0], added[1])
+
+
 def _grow_transformer(model: SLM, state: dict) -> None:
     """Make a wider or deeper transformer compute what `state`'s did (function preserving growth).
 
@@ -419,9 +436,11 @@ def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None,
     else:
         if init is not None:
             start, init_vocab, _ = load_model(init)
-            if init_vocab.node_types != vocab.node_types or init_vocab.subtokens != vocab.subtokens:
-                raise SystemExit(f"{init} was trained with another vocabulary than {data}")
             theirs = start.state_dict()
+            if init_vocab.node_types != vocab.node_types or init_vocab.subtokens != vocab.subtokens:
+                theirs, added = remap_vocab(theirs, init_vocab, vocab)
+                log(f"{init} has another vocabulary than {data}: its embedding rows re-indexed by name; "
+                    f"{added[0]} node types and {added[1]} subtokens new (started at the mean of the known rows)")
             fresh = init_from(model, theirs)
             # a model with file tokens may start from one without: W_f starts as the whole-token copy matrix
             if "W_f" in fresh:

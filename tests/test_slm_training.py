@@ -186,3 +186,30 @@ def test_comprehension_targets_print_from_flat_trees():
     t = FlatTree.from_node(fn, g.PYTHON)
     h = next(i for i, ty in enumerate(t.types) if ty == "list_comprehension")
     assert evaluate.truth_code(t, h) == "[x * 2 for x in xs if x]"
+
+
+def test_a_run_starts_from_weights_of_another_vocabulary(data, trained, tmp_path):
+    """A dataset whose vocabulary orders the same names differently gives the same first loss from the
+    same start weights (rows follow their names; no dropout, whose masks fall on other rows), and a
+    name the weights lack starts at the mean row."""
+    other = tmp_path / "other"
+    other.mkdir()
+    for p in data.iterdir():
+        (other / p.name).symlink_to(p.resolve())
+    (other / "vocab.json").unlink()
+    v = Vocab.load(data / "vocab.json")
+    shuffled = Vocab(v.node_types[:3] + v.node_types[3:][::-1], v.subtokens[:4] + v.subtokens[4:][::-1])
+    shuffled.save(other / "vocab.json")
+    kw = dict(max_steps=1, device="cpu", log=quiet, init=trained[0])
+    cfg = replace(CFG, dropout=0.0, lstm_dropout=0.0)
+    same = train.train(data, tmp_path / "same", cfg, **kw)
+    moved = train.train(other, tmp_path / "moved", cfg, **kw)
+    assert moved["losses"][0] == pytest.approx(same["losses"][0], rel=1e-5)
+
+    state = load_model(trained[0])[0].state_dict()
+    grown = Vocab(v.node_types + ["new_type"], v.subtokens[:-1] + ["new_subtoken"])
+    out, added = train.remap_vocab(state, v, grown)
+    assert added == (1, 1)
+    assert torch.equal(out["type_emb.weight"][: len(v.node_types)], state["type_emb.weight"])
+    assert torch.allclose(out["type_emb.weight"][-1], state["type_emb.weight"][3:].mean(0))
+    assert torch.allclose(out["sub_emb.weight"][-1], state["sub_emb.weight"][4:].mean(0))
