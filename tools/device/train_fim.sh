@@ -10,8 +10,8 @@
 # once on the one GPU, trains /tmp/runs21/PRESET until SECONDS (the whole call, counted from its start)
 # less what the weights and, with EVAL=1, the evaluation need; a later call on the warm machine resumes
 # each run from its checkpoint.  PLAN_MINUTES (default: this call's training minutes) is the whole run's
-# training time, for the learning-rate schedule: give every call of a run the same.  COMPILE=1 compiles
-# the training step (torch.compile: a minute of compiling in every call).
+# training time, for the learning-rate schedule: give every call of a run the same.  FIM_WORKERS: loader
+# processes a preset (default 15 / presets; fewer beside an SLM run).  COMPILE=1 compiles the training step (torch.compile: a minute of compiling in every call).
 # EVAL=1: after the weights, `anycode fim eval` on `anycode eval`'s 2,000 test holes (EVAL_LIMIT), both
 # searches, until the deadline (its log shows the running figures every 200 holes); it
 # needs the test shards (.carry/ds_test/test.tar.xz: python3 tools/device/pack_dataset.py
@@ -46,7 +46,7 @@ echo "$(( $(date +%s) - T0 ))s in; training $CONFIGS for $MINUTES minutes"
 for C in $CONFIGS; do
   mkdir -p "$OUT/$C"
   PYTHONUNBUFFERED=1 python3 -m anycode fim train --data /tmp/fim/data --out "/tmp/runs21/$C" --config "$C" \
-    --minutes "$MINUTES" ${PLAN:+--plan-minutes "$PLAN"} --workers $(( 15 / N )) --device "${DEVICE:-cuda}" \
+    --minutes "$MINUTES" ${PLAN:+--plan-minutes "$PLAN"} --workers ${FIM_WORKERS:-$(( 15 / N ))} --device "${DEVICE:-cuda}" \
     ${COMPILE:+--compile} > "$OUT/$C/train_fim.log" 2>&1 &
 done
 wait

@@ -1,4 +1,5 @@
-# One device call of a `--config large` run (issue 22), from the checkout's root:
+# One device call of a training run (issue 22; `--config large` unless CONFIG names another preset of
+# train.CONFIGS, e.g. CONFIG=paper with TRAIN_SET for the shipped model's settings), from the checkout's root:
 #   bash tools/device/train_large.sh RUN SECONDS [FEATURE_SECONDS]
 # SECONDS: when this call must be done, counted from its start (weights included); the first call of
 # a run featurizes the carried train split for at most FEATURE_SECONDS (tools/device/featurize.py:
@@ -19,7 +20,7 @@ echo "train shards: $(ls /tmp/ds/python/train/*.npz | wc -l), dev shards: $(ls /
 python3 "$ROOT_DIR/tools/device/featurize.py" /tmp/ds/python /tmp/feat --seconds "$FEAT" --jobs 16 | tail -4
 LEFT=$(( DEADLINE - ($(date +%s) - T0) - 30 ))
 echo "$(( $(date +%s) - T0 ))s in; training for $LEFT s"
-python3 -m anycode train --data /tmp/ds/python --out /tmp/runs/$RUN --config large --init /tmp/init \
+python3 -m anycode train --data /tmp/ds/python --out /tmp/runs/$RUN --config "${CONFIG:-large}" --init /tmp/init \
   --features /tmp/feat --device "${DEVICE:-cuda}" --minutes "$(python3 -c "print($LEFT / 60)")" ${TRAIN_SET:-}
 python3 "$ROOT_DIR/tools/device/weights.py" /tmp/runs/$RUN "$OUT" "$RUN" ${PICK---last}
 nvidia-smi --query-gpu=memory.used --format=csv,noheader
