@@ -286,9 +286,9 @@ def remap_vocab(state: dict, old: Vocab, new: Vocab) -> tuple[dict, tuple[int, i
     it.  A name `old` lacks starts at the mean of the ordinary rows: a neutral input, and as an output
     an average score rather than a random one.  Returns the new state and how many names were new."""
     out, added = dict(state), []
-    for key, names, specials in (("type_emb.weight", (old.node_types, new.node_types), len(NODE_SPECIALS)),
-                                 ("sub_emb.weight", (old.subtokens, new.subtokens), len(SUBTOKEN_SPECIALS))):
-        w, (was, now) = state[key], names
+    for key, was, now, specials in (("type_emb.weight", old.node_types, new.node_types, len(NODE_SPECIALS)),
+                                    ("sub_emb.weight", old.subtokens, new.subtokens, len(SUBTOKEN_SPECIALS))):
+        w = state[key]
         index = {n: i for i, n in enumerate(was)}
         fill = w[specials:].mean(0)
         out[key] = torch.stack([w[index[n]] if n in index else fill for n in now])
