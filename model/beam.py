@@ -136,7 +136,7 @@ class Hyp:
     """A partial tree inside the hole.  Node 0 is the hole's root; parent -1 is p."""
 
     __slots__ = ("types", "parent", "cindex", "keys", "kids", "parts", "stack", "suffix", "leaves", "logp",
-                 "nsteps", "done", "covered")
+                 "nsteps", "done", "covered", "progress")
 
     def __init__(self):
         self.types: list[str] = []
@@ -152,6 +152,8 @@ class Hyp:
         self.nsteps = 0
         self.done = False
         self.covered = False                # the typed prefix is printed whole: no more checks
+        # how much of the typed start is printed: (whole tokens, characters of the value being spelled)
+        self.progress = (0, 0)
 
     def copy(self) -> "Hyp":
         h = Hyp.__new__(Hyp)
@@ -159,6 +161,7 @@ class Hyp:
         h.kids, h.parts = self.kids[:], self.parts[:]
         h.stack, h.suffix, h.leaves = self.stack[:], self.suffix, self.leaves[:]
         h.logp, h.nsteps, h.done, h.covered = self.logp, self.nsteps, self.done, self.covered
+        h.progress = self.progress
         return h
 
     @property
@@ -797,7 +800,9 @@ class Decoder:
         for i in order:
             label, l = labels(int(i)), float(lp[i])
             n = self.apply(hy, label, l, ctx)
-            if not (spelling and label != EOS_TOK):
+            if spelling and label != EOS_TOK:
+                n.progress = (hy.progress[0], len(self.lang.join_value(hy.types[pi], n.parts[pi])))
+            else:
                 opened = not spelling and label != EOS_NODE
                 if opened and prefix.anchor and not self._anchored(n, prefix):
                     ctx.stats["pruned_typed"] += 1
@@ -809,6 +814,10 @@ class Decoder:
                     ctx.stats["pruned_typed"] += 1
                     continue
                 n.covered = state == COVERED
+                if n.covered:
+                    n.progress = (len(prefix.tokens), 0)
+                elif at is not None:
+                    n.progress = (at, 0)
             out.append((hy.logp + l, b, label, l, n))
             if len(out) >= want:
                 break
@@ -982,9 +991,21 @@ class Decoder:
             # the answer, so it takes no beam slot and no more steps
             floor = finished[keep - 1].logp if len(finished) >= keep else NEG_INF
             new_live = []
+            # under a typed start, hypotheses compete only with those that printed as much of it
+            # (grid beam search): each amount printed (Hyp.progress) keeps `beam_size` of its own,
+            # up to `beam_size` times the typed tokens + 1 in all.  In one beam, trees that open
+            # cheap nodes (`x.strip().strip()...` around the typed start) before spelling its costly
+            # names push out those that spelled them, and nothing short is left to finish
+            levels = len(prefix.tokens) + 1 if prefix else 1
+            per_level: dict[tuple[int, int], int] = {}
             for score, b, label, lp, n in cands:
-                if len(new_live) >= beam_size or score < floor:
+                if len(new_live) >= beam_size * levels or score < floor:
                     break
+                if levels > 1:
+                    level = live[b].progress if n is None else n.progress
+                    if per_level.get(level, 0) >= beam_size:
+                        continue
+                    per_level[level] = per_level.get(level, 0) + 1
                 if n is None:
                     n = self.apply(live[b], label, lp, ctx)
                 stats["expansions"] += 1
