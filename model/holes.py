@@ -490,8 +490,12 @@ def find_typed_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Pa
             continue
         break
     if start is None or start >= cursor:
-        # nothing typed (or nothing that starts an expression): the hole at the cursor, as find_hole has it
-        return None if first is None else _hole_at(source, cursor, first, table, identifiers, lang)
+        # nothing typed (or nothing that starts an expression): the hole at the cursor, as find_hole has
+        # it, unless the typed text is glued to what follows the cursor (`super()|(config)`)
+        hole = None if first is None else _hole_at(source, cursor, first, table, identifiers, lang)
+        if hole is not None and _whole(hole):
+            return hole
+        return _glued_hole(source, cursor, line_start, line, cursor, parser, table, prev, identifiers, lang) or hole
     typed = source[start:cursor].decode("utf8", "replace")
     after = loc.end if located is source else cursor
     closers = lang.closers(typed)
@@ -503,10 +507,36 @@ def find_typed_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Pa
         if lang.parse_expression(typed + lang.OPERAND + closers, parser) is not None:
             operand = _operand_hole(source, cursor, start, after, loc, closers, parser, table, prev, identifiers, lang)
     hole = _expression_hole(source, cursor, starts, after, parser, table, prev, identifiers, lang)
+    if hole is None or not _whole(hole):
+        glued = _glued_hole(source, cursor, line_start, line, after, parser, table, prev, identifiers, lang)
+        if glued is not None:
+            hole, operand = glued, operand if operand is not None and _whole(operand) else None
     if hole is None:
         return operand
     hole.fallback = operand
     return hole
+
+
+def _glued_hole(source: bytes, cursor: int, line_start: int, line: str, after: int, parser: ts.Parser, table,
+                prev, identifiers, lang: Language) -> Hole | None:
+    """The hole of an expression typed from a token of the cursor's line, innermost first, whose
+    buffer is whole without the typed text: where the parse of the buffer with the placeholder
+    joins the typed text to the text after the cursor (`Template(str|.substitute(`,
+    `super()|(config)`, `len(keys|, n)]`, `f(x|\n for x in xs)`), no expression of that parse
+    starts the typed one, or only one whose answers cannot parse once inserted.  The answer is an
+    expression that the text after the cursor continues (`Template(str)` + `.substitute(`)."""
+    closing = frozenset(lang.OPEN_CLOSE.values())
+    for tok in reversed(lang.tokens(line)):
+        start = line_start + len(line[:tok.start].encode())
+        typed = source[start:cursor].decode("utf8", "replace")
+        if cursor - start > MAX_TYPED_CHARS:
+            break
+        if tok.text in closing or lang.lone_number(typed):
+            continue
+        hole = _typed_hole(source, cursor, start, typed, "", after, parser, table, prev, identifiers, lang)
+        if hole is not None and _whole(hole):
+            return hole
+    return None
 
 
 def _expression_hole(source: bytes, cursor: int, starts: list[tuple[int, str]], after: int,
