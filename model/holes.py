@@ -438,6 +438,7 @@ def _hole_at(source: bytes, cursor: int, loc: _Located, table, identifiers, lang
 # ---------------------------------------------------------------- the hole of a typed expression
 
 _CLOSER_BYTES = frozenset(b")]}\"' \t")
+_CLOSERS_AFTER = _CLOSER_BYTES - frozenset(b" \t")
 
 
 def find_typed_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Parser | None = None, table=None,
@@ -522,7 +523,7 @@ def _glued_hole(source: bytes, cursor: int, line_start: int, line: str, after: i
     """The hole of an expression typed from a token of the cursor's line, innermost first, whose
     buffer is whole without the typed text: where the parse of the buffer with the placeholder
     joins the typed text to the text after the cursor (`Template(str|.substitute(`,
-    `super()|(config)`, `len(keys|, n)]`, `f(x|\n for x in xs)`), no expression of that parse
+    `super()|(config)`, `len(keys|, n)]`, `f(x|` before the `for` of a generator on the next line), no expression of that parse
     starts the typed one, or only one whose answers cannot parse once inserted.  The answer is an
     expression that the text after the cursor continues (`Template(str)` + `.substitute(`)."""
     closing = frozenset(lang.OPEN_CLOSE.values())
@@ -562,7 +563,8 @@ def _typed_hole(source: bytes, cursor: int, start: int, typed: str, typed_type: 
     """The hole of the expression typed from `start`, in the buffer without the typed text and the
     most of its closers an editor put after the cursor that leave the buffer whole."""
     found = None
-    for k, clean in _cleaned(source, start, after, lang.closers(typed)):
+    closers = lang.closers(typed)
+    for k, clean in _cleaned(source, start, after, closers, others=True):
         hole = find_hole(clean, start, lang=lang, parser=parser, table=table, prev=prev, identifiers=identifiers)
         if hole is None or hole.start != start or hole.typed:
             continue
@@ -571,7 +573,8 @@ def _typed_hole(source: bytes, cursor: int, start: int, typed: str, typed_type: 
         hole.tree.file_identifiers = _with_typed_names(hole.tree.file_identifiers, typed, parser, lang)
         if _whole(hole):
             return hole          # the buffer's brackets are whole with it: the editor closed k of them
-        found = found or hole
+        if k <= len(closers):
+            found = found or hole
     return found
 
 
@@ -596,12 +599,19 @@ def _whole(hole: Hole) -> bool:
     return node is None or not node.has_error
 
 
-def _cleaned(source: bytes, start: int, after: int, closers: str):
-    """(k, the buffer without the typed text and the first k of its closers found after it), most first."""
+def _cleaned(source: bytes, start: int, after: int, closers: str, others: bool = False):
+    """(k, the buffer without the typed text and the first k of its closers found after it), most first;
+    with `others`, last, where the closing brackets and quotes right after it are more or others than
+    those (an editor that closed a `{` inside the typed string: `(r"\\{|}")`), without all of them."""
     data = closers.encode()
     for k in range(len(data), -1, -1):
         if source.startswith(data[:k], after):
             yield k, source[:start] + source[after + k:]
+    run = after
+    while others and run < len(source) and source[run] in _CLOSERS_AFTER:
+        run += 1
+    if others and (run - after > len(data) or not data.startswith(source[after:run])):
+        yield run - after, source[:start] + source[run:]
 
 
 def _operand_hole(source: bytes, cursor: int, start: int, after: int, loc: _Located, closers: str,

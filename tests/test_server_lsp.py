@@ -600,3 +600,19 @@ async def test_typed_rare_names_answer(client, trained, text, typed):
     assert texts, typed
     check_replaces(doc, result, cursor - len(typed), cursor)
     assert all(t.startswith(typed) for t in texts), texts
+
+
+async def test_typed_string_with_others_closed_after(client, trained):
+    """`(r"\\{|}")`: the editor closed more than the typed text leaves open (a `{` inside the typed
+    string, then the string and the bracket): the answers replace the typed text and all of those
+    closers, and the line parses (before, no answer: the text after the cursor, kept, broke each)."""
+    head = "def rules(ttype):\n    return [\n        (r\"\\}\", String.Interpol),\n        "
+    typed, closed = '(r"\\{', '}")'
+    text = head + typed + closed + ",\n        (r'[\\'\"\\\\]', ttype),\n    ]\n"
+    start, cursor = len(head), len(head) + len(typed)
+    doc = new_doc(client, text)
+    result = await doc.complete(cursor)
+    texts = check_completion(doc, cursor, result)
+    assert texts or not trained
+    check_replaces(doc, result, start, cursor + len(closed))
+    assert all(t.startswith(typed) for t in texts), texts
