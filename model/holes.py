@@ -523,8 +523,9 @@ def _glued_hole(source: bytes, cursor: int, line_start: int, line: str, after: i
     """The hole of an expression typed from a token of the cursor's line, innermost first, whose
     buffer is whole without the typed text: where the parse of the buffer with the placeholder
     joins the typed text to the text after the cursor (`Template(str|.substitute(`,
-    `super()|(config)`, `len(keys|, n)]`, `f(x|` before the `for` of a generator on the next line), no expression of that parse
-    starts the typed one, or only one whose answers cannot parse once inserted.  The answer is an
+    `super()|(config)`, `len(keys|, n)]`, `f(x|` before the `for` of a generator on the next
+    line), no expression of that parse starts the typed one, or only one whose answers cannot
+    parse once inserted.  The answer is an
     expression that the text after the cursor continues (`Template(str)` + `.substitute(`)."""
     closing = frozenset(lang.OPEN_CLOSE.values())
     for tok in reversed(lang.tokens(line)):
