@@ -443,7 +443,7 @@ _CLOSERS_AFTER = _CLOSER_BYTES - frozenset(b" \t")
 
 def find_typed_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Parser | None = None, table=None,
                     prev: tuple[bytes, ts.Tree] | None = None,
-                    identifiers: IdentifierCounts | None = None) -> Hole | None:
+                    identifiers: IdentifierCounts | None = None, floor: int = 0) -> Hole | None:
     """The hole of the expression the user is typing at `cursor`: like find_hole, but the hole starts
     where the expression does, and what is typed of it is taken out of the buffer (with the closers
     an editor added after the cursor for it), so the model sees the context of an empty hole and the
@@ -457,7 +457,7 @@ def find_typed_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Pa
     whole expression (`foo(` can grow to `foo(a, b)`, which one operand cannot); the hole of that
     operand alone, its answers repeating the typed text before it and closing its brackets
     (`hole.lead`, `hole.closers`), is the `fallback` searched when that search answers nothing, or the
-    hole itself where the whole expression has none."""
+    hole itself where the whole expression has none.  `floor`: no typed expression starts before it."""
     if not isinstance(source, (bytes, bytearray)):
         raise TypeError("source must be bytes")
     if not 0 <= cursor <= len(source):
@@ -475,8 +475,13 @@ def find_typed_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Pa
                 h.end += lo
                 h.cursor += lo
         return hole
-    line_start = source.rfind(b"\n", 0, cursor) + 1
+    line_start = max(source.rfind(b"\n", 0, cursor) + 1, floor)
     line = source[line_start:cursor].decode("utf8", "replace")
+    line_end = source.find(b"\n", cursor)
+    rest = source[cursor:len(source) if line_end < 0 else line_end].decode("utf8", "replace")
+    field = lang.interpolation(line, rest)
+    if field is not None:
+        return _field_hole(source, cursor, line_start, line, rest, field, parser, table, prev, identifiers, lang)
     start, typed_type, first, loc, starts = None, "", None, None, []
     for how in _placements(line, lang):
         at, located = _place(source, cursor, line_start, line, how, lang)
@@ -515,6 +520,29 @@ def find_typed_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Pa
     if hole is None:
         return operand
     hole.fallback = operand
+    return hole
+
+
+def _field_hole(source: bytes, cursor: int, line_start: int, line: str, rest: str, field: tuple[int, int, int, int],
+                parser: ts.Parser, table, prev, identifiers, lang: Language) -> Hole | None:
+    """The hole of an expression typed inside a string literal (an f-string's braces,
+    `f"Key {'.'|} missing"`; `field` is `Language.interpolation`'s answer): the model's tree has the
+    literal as one value, with no node inside, so the hole is searched with the embedded expression
+    where the literal stands (`E('.'|)`), and its answers replace the typed text in the braces."""
+    lit0, e0, e1, lit1 = field
+    lit_start = line_start + len(line[:lit0].encode())
+    shift = line_start + len(line[:e0].encode()) - lit_start
+    field_end = cursor + len(rest[:e1].encode())
+    moved = source[:lit_start] + source[lit_start + shift:field_end] + source[cursor + len(rest[:lit1].encode()):]
+    hole = find_typed_hole(moved, cursor - shift, lang=lang, parser=parser, table=table, prev=prev,
+                           identifiers=identifiers, floor=lit_start)
+    inside = lambda h: h is not None and lit_start <= h.start and h.end <= field_end - shift  # noqa: E731
+    if not inside(hole):
+        return None
+    hole.fallback = hole.fallback if inside(hole.fallback) else None
+    for h in (hole, hole.fallback):
+        if h is not None:
+            h.start, h.end, h.cursor = h.start + shift, h.end + shift, h.cursor + shift
     return hole
 
 

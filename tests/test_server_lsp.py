@@ -616,3 +616,24 @@ async def test_typed_string_with_others_closed_after(client, trained):
     assert texts or not trained
     check_replaces(doc, result, start, cursor + len(closed))
     assert all(t.startswith(typed) for t in texts), texts
+
+
+@pytest.mark.parametrize("lead, typed, closed, after", [
+    ("", "'.'", "", ""), ("", "'.", "", ""), ("", "'.", "'", ""), ("", "sep.jo", "", ""), ("", "len(ke", "", ""),
+    ("len(", "ke", "", ")"),
+])
+async def test_typed_in_fstring_braces(client, trained, lead, typed, closed, after):
+    """An expression typed in an f-string's braces (`f"Key {'.'|} missing"`), with and without what
+    the editor closed: answered as the expression where the literal stands, each answer replacing
+    the typed text in the braces, so the line parses (before, no hole: the model's tree has the
+    literal as one value)."""
+    head = "def check(keys, sep, config):\n    for key in keys:\n        if key not in config:\n" \
+        "            raise KeyError(f\"Key {" + lead
+    text = head + typed + closed + after + "} not in config\")\n    return config\n"
+    start, cursor = len(head), len(head) + len(typed)
+    doc = new_doc(client, text)
+    result = await doc.complete(cursor)
+    texts = check_completion(doc, cursor, result)
+    assert texts or not trained, typed + closed
+    check_replaces(doc, result, start, cursor + len(closed))
+    assert all(t.startswith(typed) for t in texts), texts
