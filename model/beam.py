@@ -986,36 +986,7 @@ class Decoder:
                 for i in top:
                     if lp[i] > NEG_INF:
                         cands.append((hy.logp + float(lp[i]), b, labels(int(i)), float(lp[i]), None))
-            cands.sort(key=lambda c: -c[0])
-            # log-probabilities only fall: what scores below the keep-th finished can never enter
-            # the answer, so it takes no beam slot and no more steps
-            floor = finished[keep - 1].logp if len(finished) >= keep else NEG_INF
-            new_live = []
-            # under a typed start, hypotheses compete only with those that printed as much of it
-            # (grid beam search): each amount printed (Hyp.progress) keeps `beam_size` of its own,
-            # up to `beam_size` times the typed tokens + 1 in all.  In one beam, trees that open
-            # cheap nodes (`x.strip().strip()...` around the typed start) before spelling its costly
-            # names push out those that spelled them, and nothing short is left to finish
-            levels = len(prefix.tokens) + 1 if prefix else 1
-            per_level: dict[tuple[int, int], int] = {}
-            for score, b, label, lp, n in cands:
-                if len(new_live) >= beam_size * levels or score < floor:
-                    break
-                if levels > 1:
-                    level = live[b].progress if n is None else n.progress
-                    if per_level.get(level, 0) >= beam_size:
-                        continue
-                    per_level[level] = per_level.get(level, 0) + 1
-                if n is None:
-                    n = self.apply(live[b], label, lp, ctx)
-                stats["expansions"] += 1
-                if n.done:
-                    finished.append(Finished(n.logp, n))
-                else:
-                    new_live.append(n)
-            if len(finished) >= keep:
-                finished.sort(key=lambda f: -f.logp)
-                new_live = [hy for hy in new_live if hy.logp >= finished[keep - 1].logp]
+            new_live = self._select(ctx, cands, live, finished, beam_size, keep, prefix)
             live = new_live
             if not live:
                 break
@@ -1026,6 +997,41 @@ class Decoder:
         finished.sort(key=lambda f: -f.logp)
         stats["finished"] = len(finished)
         return finished
+
+    def _select(self, ctx: Context, cands: list[tuple], live: list[Hyp], finished: list[Finished],
+                beam_size: int, keep: int, prefix: Prefix) -> list[Hyp]:
+        """The next beam from one step's candidates (score, beam index, label, log-probability, the
+        expanded hypothesis or None), best first; those that finish go to `finished`.  What scores
+        below the keep-th finished can never enter the answer (log-probabilities only fall), so it
+        takes no beam slot.  Under a typed start, hypotheses compete only with those that printed as
+        much of it (grid beam search): each amount printed (Hyp.progress) keeps `beam_size` of its
+        own, up to `beam_size` times the typed tokens + 1 in all.  In one beam, trees that open cheap
+        nodes (`x.strip().strip()...` around the typed start) before spelling its costly names push
+        out those that spelled them, and nothing short is left to finish."""
+        cands.sort(key=lambda c: -c[0])
+        floor = finished[keep - 1].logp if len(finished) >= keep else NEG_INF
+        levels = len(prefix.tokens) + 1 if prefix else 1
+        per_level: dict[tuple[int, int], int] = {}
+        new_live = []
+        for score, b, label, lp, n in cands:
+            if len(new_live) >= beam_size * levels or score < floor:
+                break
+            if levels > 1:
+                level = live[b].progress if n is None else n.progress
+                if per_level.get(level, 0) >= beam_size:
+                    continue
+                per_level[level] = per_level.get(level, 0) + 1
+            if n is None:
+                n = self.apply(live[b], label, lp, ctx)
+            ctx.stats["expansions"] += 1
+            if n.done:
+                finished.append(Finished(n.logp, n))
+            else:
+                new_live.append(n)
+        if len(finished) >= keep:
+            finished.sort(key=lambda f: -f.logp)
+            new_live = [hy for hy in new_live if hy.logp >= finished[keep - 1].logp]
+        return new_live
 
     # ------------------------------------------------------------ teacher forcing (tests, evaluation)
 
