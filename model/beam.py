@@ -823,9 +823,12 @@ class Decoder:
                 break
         return out
 
-    def _typed_symbols(self, ctx: Context, hy: Hyp, prefix: Prefix) -> np.ndarray | None:
+    def _typed_symbols(self, ctx: Context, hy: Hyp, prefix: Prefix, row: np.ndarray) -> np.ndarray | None:
         """Which value parts keep the frontier terminal's text in agreement with the typed token it
-        prints as (None: any, no typed token is left there)."""
+        prints as (None: any, no typed token is left there).  Of a string standing for a typed one
+        (Prefix.any_string), only the likeliest part (`row`: the parts' log-probabilities): which
+        string stands there changes nothing in the answer, which writes the typed one, and several
+        would fill the beam with trees that all write the same answer."""
         pi = hy.pi
         t = hy.types[pi]
         tmp = hy.copy()
@@ -839,7 +842,11 @@ class Decoder:
         typed = prefix.tokens[index]
         parts = hy.parts[pi] or []
         if prefix.any_string and index in prefix.strings:
-            return self._string_symbols(ctx, t, parts, prefix, index)
+            strings = self._string_symbols(ctx, t, parts, prefix, index)
+            best = np.zeros(len(strings), bool)
+            if strings.any():
+                best[int(np.argmax(np.where(strings, row, NEG_INF)))] = True
+            return best
         so_far = self.lang.join_value(t, parts) if parts else ""
         partial = prefix.partial and index == len(prefix.tokens) - 1
         if partial and len(so_far) >= len(typed):
@@ -963,7 +970,7 @@ class Decoder:
                         allowed = self.value_mask(ctx, hy.types[pi], j > 0).copy()
                     allowed[self.eos_tok] = j > 0
                     if prefix and not hy.covered:
-                        fits = self._typed_symbols(ctx, hy, prefix)
+                        fits = self._typed_symbols(ctx, hy, prefix, np.where(allowed, value_row, NEG_INF))
                         if fits is not None:
                             allowed &= fits | (np.arange(nsym) == self.eos_tok)
                     lp = np.where(allowed, value_row, NEG_INF)
