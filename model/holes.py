@@ -553,8 +553,8 @@ def _glued_hole(source: bytes, cursor: int, line_start: int, line: str, after: i
     joins the typed text to the text after the cursor (`Template(str|.substitute(`,
     `super()|(config)`, `len(keys|, n)]`, `f(x|` before the `for` of a generator on the next
     line), no expression of that parse starts the typed one, or only one whose answers cannot
-    parse once inserted.  The answer is an
-    expression that the text after the cursor continues (`Template(str)` + `.substitute(`)."""
+    parse once inserted.  The answer is an expression that the text after the cursor continues
+    (`Template(str)` + `.substitute(`)."""
     closing = frozenset(lang.OPEN_CLOSE.values())
     for tok in reversed(lang.tokens(line)):
         start = line_start + len(line[:tok.start].encode())
@@ -602,8 +602,8 @@ def _typed_hole(source: bytes, cursor: int, start: int, typed: str, typed_type: 
         hole.tree.file_identifiers = _with_typed_names(hole.tree.file_identifiers, typed, parser, lang)
         if _whole(hole):
             return hole          # the buffer's brackets are whole with it: the editor closed k of them
-        if k <= len(closers):
-            found = found or hole
+        if source.startswith(closers.encode()[:k], after):
+            found = found or hole    # not where all the closers after it are taken out (`others`)
     return found
 
 
