@@ -212,6 +212,14 @@ class Language:
     def ends_in_keyword(self, text: str) -> bool:
         return False
 
+    def interpolation(self, before: str, after: str) -> tuple[int, int, int, int] | None:
+        """Where the cursor, between `before` and `after` (its line), is inside an expression
+        embedded in a string literal (an f-string's braces): (the literal's start, the expression's
+        start) as offsets in `before`, (the expression's end, the literal's end) as offsets in
+        `after`; else None.  The model's tree has the literal as one value: the hole is the
+        embedded expression's, put where the literal is."""
+        return None
+
     def space_triggers(self, before: str) -> bool:
         return False
 

@@ -520,6 +520,96 @@ def typed_kind(type_key: str, typed_last: str = "", partial: bool = False) -> st
     return type_key
 
 
+_FSTRING_OPENING = re.compile(r"""[rRbBuU]?[fF][rRbBuU]?('''|\"\"\"|'|")""")
+
+
+def interpolation(before: str, after: str) -> tuple[int, int, int, int] | None:
+    """The replacement field of an f-string the cursor is in (`f"Key {'.'|} missing"`): the
+    literal's start and the field's expression start in `before`, the field's end (its `}`) and the
+    literal's end in `after`; None elsewhere, and in a format specifier or a field that does not
+    close on the line."""
+    toks = tokens(before)
+    if not toks or toks[-1].kind != "string" or toks[-1].end != len(before):
+        return None
+    lit = toks[-1]
+    m = _FSTRING_OPENING.match(lit.text)
+    opened = m and _open_field(before, lit.start + m.end())
+    if not opened:
+        return None
+    field_end = _field_end(after, opened[1], opened[2])
+    lit_end = None if field_end is None else _literal_end(after, field_end + 1, m.group(1))
+    return None if lit_end is None else (lit.start, opened[0], field_end, lit_end)
+
+
+def _open_field(text: str, i: int) -> tuple[int, str, str] | None:
+    """(where the expression of the replacement field left open at the end of `text` starts, the
+    quote of a string being typed in it or "", the brackets left open in it), reading an f-string's
+    body from `i`; None where no field is open or the text ends in its conversion or format specifier."""
+    start, stack = None, ""
+    while i < len(text):
+        c = text[i]
+        if start is None:
+            if text.startswith("{{", i) or text.startswith("}}", i):
+                i += 2
+                continue
+            if c == "{":
+                start, stack = i + 1, ""
+        elif c in OPEN_CLOSE:
+            stack += c
+        elif stack and c == OPEN_CLOSE[stack[-1]]:
+            stack = stack[:-1]
+        elif c == "}" and "{" not in stack:
+            start = None
+        elif not stack and (c == "!" and not text.startswith("!=", i) or c == ":"):
+            return None               # past the expression: a conversion or a format specifier
+        elif c in "'\"":
+            j = text.find(c, i + 1)
+            if j < 0:
+                return start, c, stack     # a string being typed in the field
+            i = j
+        i += 1
+    return None if start is None else (start, "", stack)
+
+
+def _field_end(after: str, quote: str, stack: str) -> int | None:
+    """Where the replacement field the cursor is in ends (its `}`, conversion or format specifier)
+    in the text after the cursor, which may first close the string `quote` opened and the brackets
+    of `stack`; or None."""
+    i = after.find(quote) + 1 if quote else 0
+    while i < len(after):
+        c = after[i]
+        if c in OPEN_CLOSE:
+            stack += c
+        elif stack and c == OPEN_CLOSE[stack[-1]]:
+            stack = stack[:-1]
+        elif c == "}" and "{" not in stack or not stack and (c == ":" or c == "!" and not after.startswith("!=", i)):
+            return i
+        elif c in "'\"":
+            j = after.find(c, i + 1)
+            if j < 0:
+                return None
+            i = j
+        i += 1
+    return None
+
+
+def _literal_end(after: str, i: int, quote: str) -> int | None:
+    """Where the f-string closed by `quote` ends, from offset `i` of `after` (past the field)."""
+    depth = 0
+    while i < len(after):
+        if after[i] == "\\" or depth == 0 and after.startswith(("{{", "}}"), i):
+            i += 2
+            continue
+        if after[i] == "{":
+            depth += 1
+        elif after[i] == "}" and depth:
+            depth -= 1
+        elif depth == 0 and after.startswith(quote, i):
+            return i + len(quote)
+        i += 1
+    return None
+
+
 _EXPRESSION_KEYWORDS = frozenset({"not", "in", "is", "and", "or", "if", "else", "lambda", "await", "for"})
 
 
@@ -658,6 +748,7 @@ class Python(Language):
     open_string = staticmethod(open_string)
     is_string = staticmethod(is_string)
     ends_in_keyword = staticmethod(ends_in_keyword)
+    interpolation = staticmethod(interpolation)
     space_triggers = staticmethod(space_triggers)
 
     def parse(self, source: bytes, parser: ts.Parser | None = None) -> ts.Tree:

@@ -136,7 +136,7 @@ class Hyp:
     """A partial tree inside the hole.  Node 0 is the hole's root; parent -1 is p."""
 
     __slots__ = ("types", "parent", "cindex", "keys", "kids", "parts", "stack", "suffix", "leaves", "logp",
-                 "nsteps", "done", "covered")
+                 "nsteps", "done", "covered", "progress")
 
     def __init__(self):
         self.types: list[str] = []
@@ -152,6 +152,8 @@ class Hyp:
         self.nsteps = 0
         self.done = False
         self.covered = False                # the typed prefix is printed whole: no more checks
+        # how much of the typed start is printed: (whole tokens, characters of the value being spelled)
+        self.progress = (0, 0)
 
     def copy(self) -> "Hyp":
         h = Hyp.__new__(Hyp)
@@ -159,6 +161,7 @@ class Hyp:
         h.kids, h.parts = self.kids[:], self.parts[:]
         h.stack, h.suffix, h.leaves = self.stack[:], self.suffix, self.leaves[:]
         h.logp, h.nsteps, h.done, h.covered = self.logp, self.nsteps, self.done, self.covered
+        h.progress = self.progress
         return h
 
     @property
@@ -797,7 +800,9 @@ class Decoder:
         for i in order:
             label, l = labels(int(i)), float(lp[i])
             n = self.apply(hy, label, l, ctx)
-            if not (spelling and label != EOS_TOK):
+            if spelling and label != EOS_TOK:
+                n.progress = (hy.progress[0], len(self.lang.join_value(hy.types[pi], n.parts[pi])))
+            else:
                 opened = not spelling and label != EOS_NODE
                 if opened and prefix.anchor and not self._anchored(n, prefix):
                     ctx.stats["pruned_typed"] += 1
@@ -809,14 +814,21 @@ class Decoder:
                     ctx.stats["pruned_typed"] += 1
                     continue
                 n.covered = state == COVERED
+                if n.covered:
+                    n.progress = (len(prefix.tokens), 0)
+                elif at is not None:
+                    n.progress = (at, 0)
             out.append((hy.logp + l, b, label, l, n))
             if len(out) >= want:
                 break
         return out
 
-    def _typed_symbols(self, ctx: Context, hy: Hyp, prefix: Prefix) -> np.ndarray | None:
+    def _typed_symbols(self, ctx: Context, hy: Hyp, prefix: Prefix, row: np.ndarray) -> np.ndarray | None:
         """Which value parts keep the frontier terminal's text in agreement with the typed token it
-        prints as (None: any, no typed token is left there)."""
+        prints as (None: any, no typed token is left there).  Of a string standing for a typed one
+        (Prefix.any_string), only the likeliest part (`row`: the parts' log-probabilities): which
+        string stands there changes nothing in the answer, which writes the typed one, and several
+        would fill the beam with trees that all write the same answer."""
         pi = hy.pi
         t = hy.types[pi]
         tmp = hy.copy()
@@ -830,7 +842,11 @@ class Decoder:
         typed = prefix.tokens[index]
         parts = hy.parts[pi] or []
         if prefix.any_string and index in prefix.strings:
-            return self._string_symbols(ctx, t, parts, prefix, index)
+            strings = self._string_symbols(ctx, t, parts, prefix, index)
+            best = np.zeros(len(strings), bool)
+            if strings.any():
+                best[int(np.argmax(np.where(strings, row, NEG_INF)))] = True
+            return best
         so_far = self.lang.join_value(t, parts) if parts else ""
         partial = prefix.partial and index == len(prefix.tokens) - 1
         if partial and len(so_far) >= len(typed):
@@ -954,7 +970,7 @@ class Decoder:
                         allowed = self.value_mask(ctx, hy.types[pi], j > 0).copy()
                     allowed[self.eos_tok] = j > 0
                     if prefix and not hy.covered:
-                        fits = self._typed_symbols(ctx, hy, prefix)
+                        fits = self._typed_symbols(ctx, hy, prefix, np.where(allowed, value_row, NEG_INF))
                         if fits is not None:
                             allowed &= fits | (np.arange(nsym) == self.eos_tok)
                     lp = np.where(allowed, value_row, NEG_INF)
@@ -977,24 +993,7 @@ class Decoder:
                 for i in top:
                     if lp[i] > NEG_INF:
                         cands.append((hy.logp + float(lp[i]), b, labels(int(i)), float(lp[i]), None))
-            cands.sort(key=lambda c: -c[0])
-            # log-probabilities only fall: what scores below the keep-th finished can never enter
-            # the answer, so it takes no beam slot and no more steps
-            floor = finished[keep - 1].logp if len(finished) >= keep else NEG_INF
-            new_live = []
-            for score, b, label, lp, n in cands:
-                if len(new_live) >= beam_size or score < floor:
-                    break
-                if n is None:
-                    n = self.apply(live[b], label, lp, ctx)
-                stats["expansions"] += 1
-                if n.done:
-                    finished.append(Finished(n.logp, n))
-                else:
-                    new_live.append(n)
-            if len(finished) >= keep:
-                finished.sort(key=lambda f: -f.logp)
-                new_live = [hy for hy in new_live if hy.logp >= finished[keep - 1].logp]
+            new_live = self._select(ctx, cands, live, finished, beam_size, keep, prefix)
             live = new_live
             if not live:
                 break
@@ -1005,6 +1004,41 @@ class Decoder:
         finished.sort(key=lambda f: -f.logp)
         stats["finished"] = len(finished)
         return finished
+
+    def _select(self, ctx: Context, cands: list[tuple], live: list[Hyp], finished: list[Finished],
+                beam_size: int, keep: int, prefix: Prefix) -> list[Hyp]:
+        """The next beam from one step's candidates (score, beam index, label, log-probability, the
+        expanded hypothesis or None), best first; those that finish go to `finished`.  What scores
+        below the keep-th finished can never enter the answer (log-probabilities only fall), so it
+        takes no beam slot.  Under a typed start, hypotheses compete only with those that printed as
+        much of it (grid beam search): each amount printed (Hyp.progress) keeps `beam_size` of its
+        own, up to `beam_size` times the typed tokens + 1 in all.  In one beam, trees that open cheap
+        nodes (`x.strip().strip()...` around the typed start) before spelling its costly names push
+        out those that spelled them, and nothing short is left to finish."""
+        cands.sort(key=lambda c: -c[0])
+        floor = finished[keep - 1].logp if len(finished) >= keep else NEG_INF
+        levels = len(prefix.tokens) + 1 if prefix else 1
+        per_level: dict[tuple[int, int], int] = {}
+        new_live = []
+        for score, b, label, lp, n in cands:
+            if len(new_live) >= beam_size * levels or score < floor:
+                break
+            if levels > 1:
+                level = live[b].progress if n is None else n.progress
+                if per_level.get(level, 0) >= beam_size:
+                    continue
+                per_level[level] = per_level.get(level, 0) + 1
+            if n is None:
+                n = self.apply(live[b], label, lp, ctx)
+            ctx.stats["expansions"] += 1
+            if n.done:
+                finished.append(Finished(n.logp, n))
+            else:
+                new_live.append(n)
+        if len(finished) >= keep:
+            finished.sort(key=lambda f: -f.logp)
+            new_live = [hy for hy in new_live if hy.logp >= finished[keep - 1].logp]
+        return new_live
 
     # ------------------------------------------------------------ teacher forcing (tests, evaluation)
 

@@ -438,11 +438,12 @@ def _hole_at(source: bytes, cursor: int, loc: _Located, table, identifiers, lang
 # ---------------------------------------------------------------- the hole of a typed expression
 
 _CLOSER_BYTES = frozenset(b")]}\"' \t")
+_CLOSERS_AFTER = _CLOSER_BYTES - frozenset(b" \t")
 
 
 def find_typed_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Parser | None = None, table=None,
                     prev: tuple[bytes, ts.Tree] | None = None,
-                    identifiers: IdentifierCounts | None = None) -> Hole | None:
+                    identifiers: IdentifierCounts | None = None, floor: int = 0) -> Hole | None:
     """The hole of the expression the user is typing at `cursor`: like find_hole, but the hole starts
     where the expression does, and what is typed of it is taken out of the buffer (with the closers
     an editor added after the cursor for it), so the model sees the context of an empty hole and the
@@ -456,7 +457,7 @@ def find_typed_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Pa
     whole expression (`foo(` can grow to `foo(a, b)`, which one operand cannot); the hole of that
     operand alone, its answers repeating the typed text before it and closing its brackets
     (`hole.lead`, `hole.closers`), is the `fallback` searched when that search answers nothing, or the
-    hole itself where the whole expression has none."""
+    hole itself where the whole expression has none.  `floor`: no typed expression starts before it."""
     if not isinstance(source, (bytes, bytearray)):
         raise TypeError("source must be bytes")
     if not 0 <= cursor <= len(source):
@@ -474,8 +475,13 @@ def find_typed_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Pa
                 h.end += lo
                 h.cursor += lo
         return hole
-    line_start = source.rfind(b"\n", 0, cursor) + 1
+    line_start = max(source.rfind(b"\n", 0, cursor) + 1, floor)
     line = source[line_start:cursor].decode("utf8", "replace")
+    line_end = source.find(b"\n", cursor)
+    rest = source[cursor:len(source) if line_end < 0 else line_end].decode("utf8", "replace")
+    field = lang.interpolation(line, rest)
+    if field is not None:
+        return _field_hole(source, cursor, line_start, line, rest, field, parser, table, prev, identifiers, lang)
     start, typed_type, first, loc, starts = None, "", None, None, []
     for how in _placements(line, lang):
         at, located = _place(source, cursor, line_start, line, how, lang)
@@ -490,8 +496,12 @@ def find_typed_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Pa
             continue
         break
     if start is None or start >= cursor:
-        # nothing typed (or nothing that starts an expression): the hole at the cursor, as find_hole has it
-        return None if first is None else _hole_at(source, cursor, first, table, identifiers, lang)
+        # nothing typed (or nothing that starts an expression): the hole at the cursor, as find_hole has
+        # it, unless the typed text is glued to what follows the cursor (`super()|(config)`)
+        hole = None if first is None else _hole_at(source, cursor, first, table, identifiers, lang)
+        if hole is not None and _whole(hole):
+            return hole
+        return _glued_hole(source, cursor, line_start, line, cursor, parser, table, prev, identifiers, lang) or hole
     typed = source[start:cursor].decode("utf8", "replace")
     after = loc.end if located is source else cursor
     closers = lang.closers(typed)
@@ -503,10 +513,60 @@ def find_typed_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Pa
         if lang.parse_expression(typed + lang.OPERAND + closers, parser) is not None:
             operand = _operand_hole(source, cursor, start, after, loc, closers, parser, table, prev, identifiers, lang)
     hole = _expression_hole(source, cursor, starts, after, parser, table, prev, identifiers, lang)
+    if hole is None or not _whole(hole):
+        glued = _glued_hole(source, cursor, line_start, line, after, parser, table, prev, identifiers, lang)
+        if glued is not None:
+            hole, operand = glued, operand if operand is not None and _whole(operand) else None
     if hole is None:
         return operand
     hole.fallback = operand
     return hole
+
+
+def _field_hole(source: bytes, cursor: int, line_start: int, line: str, rest: str, field: tuple[int, int, int, int],
+                parser: ts.Parser, table, prev, identifiers, lang: Language) -> Hole | None:
+    """The hole of an expression typed inside a string literal (an f-string's braces,
+    `f"Key {'.'|} missing"`; `field` is `Language.interpolation`'s answer): the model's tree has the
+    literal as one value, with no node inside, so the hole is searched with the embedded expression
+    where the literal stands (`E('.'|)`), and its answers replace the typed text in the braces."""
+    lit0, e0, e1, lit1 = field
+    lit_start = line_start + len(line[:lit0].encode())
+    shift = line_start + len(line[:e0].encode()) - lit_start
+    field_end = cursor + len(rest[:e1].encode())
+    moved = source[:lit_start] + source[lit_start + shift:field_end] + source[cursor + len(rest[:lit1].encode()):]
+    hole = find_typed_hole(moved, cursor - shift, lang=lang, parser=parser, table=table, prev=prev,
+                           identifiers=identifiers, floor=lit_start)
+    inside = lambda h: h is not None and lit_start <= h.start and h.end <= field_end - shift  # noqa: E731
+    if not inside(hole):
+        return None
+    hole.fallback = hole.fallback if inside(hole.fallback) else None
+    for h in (hole, hole.fallback):
+        if h is not None:
+            h.start, h.end, h.cursor = h.start + shift, h.end + shift, h.cursor + shift
+    return hole
+
+
+def _glued_hole(source: bytes, cursor: int, line_start: int, line: str, after: int, parser: ts.Parser, table,
+                prev, identifiers, lang: Language) -> Hole | None:
+    """The hole of an expression typed from a token of the cursor's line, innermost first, whose
+    buffer is whole without the typed text: where the parse of the buffer with the placeholder
+    joins the typed text to the text after the cursor (`Template(str|.substitute(`,
+    `super()|(config)`, `len(keys|, n)]`, `f(x|` before the `for` of a generator on the next
+    line), no expression of that parse starts the typed one, or only one whose answers cannot
+    parse once inserted.  The answer is an expression that the text after the cursor continues
+    (`Template(str)` + `.substitute(`)."""
+    closing = frozenset(lang.OPEN_CLOSE.values())
+    for tok in reversed(lang.tokens(line)):
+        start = line_start + len(line[:tok.start].encode())
+        typed = source[start:cursor].decode("utf8", "replace")
+        if cursor - start > MAX_TYPED_CHARS:
+            break
+        if tok.text in closing or lang.lone_number(typed):
+            continue
+        hole = _typed_hole(source, cursor, start, typed, "", after, parser, table, prev, identifiers, lang)
+        if hole is not None and _whole(hole):
+            return hole
+    return None
 
 
 def _expression_hole(source: bytes, cursor: int, starts: list[tuple[int, str]], after: int,
@@ -532,7 +592,8 @@ def _typed_hole(source: bytes, cursor: int, start: int, typed: str, typed_type: 
     """The hole of the expression typed from `start`, in the buffer without the typed text and the
     most of its closers an editor put after the cursor that leave the buffer whole."""
     found = None
-    for k, clean in _cleaned(source, start, after, lang.closers(typed)):
+    closers = lang.closers(typed)
+    for k, clean in _cleaned(source, start, after, closers, others=True):
         hole = find_hole(clean, start, lang=lang, parser=parser, table=table, prev=prev, identifiers=identifiers)
         if hole is None or hole.start != start or hole.typed:
             continue
@@ -541,7 +602,8 @@ def _typed_hole(source: bytes, cursor: int, start: int, typed: str, typed_type: 
         hole.tree.file_identifiers = _with_typed_names(hole.tree.file_identifiers, typed, parser, lang)
         if _whole(hole):
             return hole          # the buffer's brackets are whole with it: the editor closed k of them
-        found = found or hole
+        if source.startswith(closers.encode()[:k], after):
+            found = found or hole    # not where all the closers after it are taken out (`others`)
     return found
 
 
@@ -566,12 +628,19 @@ def _whole(hole: Hole) -> bool:
     return node is None or not node.has_error
 
 
-def _cleaned(source: bytes, start: int, after: int, closers: str):
-    """(k, the buffer without the typed text and the first k of its closers found after it), most first."""
+def _cleaned(source: bytes, start: int, after: int, closers: str, others: bool = False):
+    """(k, the buffer without the typed text and the first k of its closers found after it), most first;
+    with `others`, last, where the closing brackets and quotes right after it are more or others than
+    those (an editor that closed a `{` inside the typed string: `(r"\\{|}")`), without all of them."""
     data = closers.encode()
     for k in range(len(data), -1, -1):
         if source.startswith(data[:k], after):
             yield k, source[:start] + source[after + k:]
+    run = after
+    while others and run < len(source) and source[run] in _CLOSERS_AFTER:
+        run += 1
+    if others and (run - after > len(data) or not data.startswith(source[after:run])):
+        yield run - after, source[:start] + source[run:]
 
 
 def _operand_hole(source: bytes, cursor: int, start: int, after: int, loc: _Located, closers: str,

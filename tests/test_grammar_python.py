@@ -134,3 +134,27 @@ def test_any_string_stands_for_the_typed_one():
     r = Prefix("'.'.jo", lang=lang, any_string=True)
     assert r.check('"/".join(keys)') == COVERED and r.respell('"/".join(keys)') == "'.'.join(keys)"
     assert r.check('"/".split(keys)') == INCONSISTENT
+
+
+@pytest.mark.parametrize("before, after, field", [
+    ('raise E(f"Key {\'.\'', '} not in config")', ("'.'", "", '} not in config"')),
+    ('raise E(f"Key {\'', "'} not in config\")", ("'", "'", "'} not in config\"")),
+    ('x = f"a {len(ke', ')} d"', ("len(ke", ")", ')} d"')),
+    ('x = f"a {len(ke', '} d"', ("len(ke", "", '} d"')),
+    ('x = f"a {b.c', '!r} d {e} f"', ("b.c", "", '!r} d {e} f"')),
+    ('x = f"{{a {b', '} {{" + c', ("b", "", '} {{"')),
+    ("x = f'''a {b", "} c''' + d", ("b", "", "} c'''")),
+    ('x = f"a {b:>1', '} d"', None),      # a format specifier
+    ('x = "a {b', '}"', None),            # not an f-string
+    ('x = f"a {b} c', '"', None),         # no field open
+])
+def test_interpolation(before, after, field):
+    """The f-string replacement field the cursor is in: its expression typed so far, the text after
+    the cursor that is still the field's, and the rest of the literal."""
+    got = g.interpolation(before, after)
+    if field is None:
+        assert got is None
+        return
+    lit, start, end, lit_end = got
+    assert before[lit:].startswith(("f", "F")) and before[start:] == field[0]
+    assert after[:end] == field[1] and after[:lit_end] == field[2]

@@ -542,3 +542,98 @@ async def test_status_progress_and_no_torch(client):
     assert any(m.message.startswith("completion ") for m in client.log_messages)
     st = await stats(client)
     assert st.torchLoaded is False
+
+
+@pytest.mark.parametrize("text, typed", [
+    ("def render(name, str):\n    return Template(str<|>.substitute(name=name)\n", "Template(str"),
+    ("class Model(Base):\n    def __init__(self, config):\n        super()<|>(config)\n", "super()"),
+    ("def chunks(keys, size):\n    return [keys[i : i + size] for i in range(0, len(keys<|>, size)]\n", "len(keys"),
+    ("def ready(stream):\n    if poll_ready(<|> or stream.closed:\n        return 1\n", "poll_ready("),
+    ("def cli_args(params):\n    return {\n        name.upper(): encode_param(value<|>\n"
+     "        for name, value in params.items()\n    }\n", "encode_param(value"),
+])
+async def test_typed_start_glued_to_the_text_after(client, trained, text, typed):
+    """A typed expression the text after the cursor continues (`Template(str|.substitute(`,
+    `super()|(config)`, `len(keys|, size)]`, a call's argument glued to the `for` of the next
+    line): the parse of the buffer takes the text after the cursor into the typed expression, yet
+    every answer is an expression from the typed start that, followed by that text, parses in
+    place; and there is one (before, none was, or none that parsed)."""
+    cursor = text.index("<|>")
+    text = text.replace("<|>", "")
+    start = cursor - len(typed)
+    doc = new_doc(client, text)
+    result = await doc.complete(cursor)
+    texts = check_completion(doc, cursor, result)
+    assert texts or not trained, typed
+    check_replaces(doc, result, start, cursor)
+    assert all(t.startswith(typed) and t != typed for t in texts), texts
+
+
+RARE_NAMES = [
+    ('class Fit:\n    def __init__(self, fit_type: str, fit_args=()):\n        self.fit_type = NameObject(fit_type)\n'
+     '        self.fit_args = [FloatObject(a) for a in fit_args]\n\n    @classmethod\n'
+     '    def xyz(cls, left=None, top=None, zoom=None) -> "Fit":\n'
+     '        return Fit(fit_type="/XYZ", fit_args=(left, top, zoom))\n\n    @classmethod\n'
+     '    def fit(cls) -> "Fit":\n        return Fit(fit_type<|>\n', "Fit(fit_type"),
+    ("class AllPartitionsSubset(PartitionsSubset):\n    def empty_subset(self) -> PartitionsSubset:\n"
+     "        return self.partitions_def.empty_subset()\n\n    @classmethod\n"
+     "    def create_empty_subset(cls, partitions_def=None) -> PartitionsSubset:\n"
+     "        return check.not_none<|>\n", "check.not_none"),
+    ("def decorate(__obj, disable_dagster_warnings):\n    if callable(__obj):\n"
+     "        return apply_context_manager_decorator(__obj<|>\n", "apply_context_manager_decorator(__obj"),
+]
+
+
+@pytest.mark.parametrize("text, typed", RARE_NAMES, ids=["keyword", "attribute", "argument"])
+async def test_typed_rare_names_answer(client, trained, text, typed):
+    """A typed start whose names the model spells only at a high cost (`Fit(fit_type|`,
+    `check.not_none|`): the trees that print it compete with each other, not with trees that open
+    cheap nodes around it and spell it later (`Fit(fit_type for fit_type in cls).strip().strip()...`),
+    which the search then dropped as chains it was lost in: before, an empty answer."""
+    if not trained:
+        pytest.skip("needs the trained model")
+    cursor = text.index("<|>")
+    text = text.replace("<|>", "")
+    doc = new_doc(client, text)
+    result = await doc.complete(cursor)
+    texts = check_completion(doc, cursor, result)
+    assert texts, typed
+    check_replaces(doc, result, cursor - len(typed), cursor)
+    assert all(t.startswith(typed) for t in texts), texts
+
+
+async def test_typed_string_with_others_closed_after(client, trained):
+    """`(r"\\{|}")`: the editor closed more than the typed text leaves open (a `{` inside the typed
+    string, then the string and the bracket): the answers replace the typed text and all of those
+    closers, and the line parses (before, no answer: the text after the cursor, kept, broke each)."""
+    head = "def rules(ttype):\n    return [\n        (r\"\\}\", String.Interpol),\n        "
+    typed, closed = '(r"\\{', '}")'
+    text = head + typed + closed + ",\n        (r'[\\'\"\\\\]', ttype),\n    ]\n"
+    start, cursor = len(head), len(head) + len(typed)
+    doc = new_doc(client, text)
+    result = await doc.complete(cursor)
+    texts = check_completion(doc, cursor, result)
+    assert texts or not trained
+    check_replaces(doc, result, start, cursor + len(closed))
+    assert all(t.startswith(typed) for t in texts), texts
+
+
+@pytest.mark.parametrize("lead, typed, closed, after", [
+    ("", "'.'", "", ""), ("", "'.", "", ""), ("", "'.", "'", ""), ("", "sep.jo", "", ""), ("", "len(ke", "", ""),
+    ("len(", "ke", "", ")"),
+])
+async def test_typed_in_fstring_braces(client, trained, lead, typed, closed, after):
+    """An expression typed in an f-string's braces (`f"Key {'.'|} missing"`), with and without what
+    the editor closed: answered as the expression where the literal stands, each answer replacing
+    the typed text in the braces, so the line parses (before, no hole: the model's tree has the
+    literal as one value)."""
+    head = "def check(keys, sep, config):\n    for key in keys:\n        if key not in config:\n" \
+        "            raise KeyError(f\"Key {" + lead
+    text = head + typed + closed + after + "} not in config\")\n    return config\n"
+    start, cursor = len(head), len(head) + len(typed)
+    doc = new_doc(client, text)
+    result = await doc.complete(cursor)
+    texts = check_completion(doc, cursor, result)
+    assert texts or not trained, typed + closed
+    check_replaces(doc, result, start, cursor + len(closed))
+    assert all(t.startswith(typed) for t in texts), texts
