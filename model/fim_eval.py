@@ -9,8 +9,8 @@ function at the example's line is flattened as the dataset flattened it, and the
 are read), so the model sees the whole file: prefix = the text before the expression, suffix = the
 text after it (cut to fit the block, model/fim_data.py's `fim_prompt`), and it writes the middle.
 
-The search is a beam over tokens (`beam_search`: reading the prompt once, then one token per
-hypothesis with the model's key-value cache), a hypothesis finishing at <eot>; tokens holding a
+The search is a beam over tokens (`fim_search` over `beam_search`: reading the prompt once, then one
+token per hypothesis with the model's key-value cache), a hypothesis finishing at <eot>; tokens holding a
 newline are never taken (every hole is one line), and the best `beam` distinct finished texts (by
 log-probability, <eot> included) are the candidates.  Two lists of candidates come from one search:
 `plain` takes every finished text; `grammar` takes only those that parse in the hole
@@ -370,7 +370,7 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--report", nargs="+", type=Path, default=None, metavar="JSON",
-                    help="instead of evaluating: write these results (of --json) as a table into --out")
+                    help="instead of evaluating: write these results (--json of fim or s2s eval) as a table into --out")
     ap.add_argument("--slm", type=Path, default=Path("model/shipped/eval_test.json"),
                     help="the SLM's figures on the same holes (anycode eval --json)")
     ap.add_argument("--out", type=Path, default=Path("docs/fim.md"))
@@ -379,8 +379,8 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     if args.report:
         done = [json.loads(p.read_text()) for p in args.report]
-        header = (f"`anycode fim eval` on the first {done[0]['examples']} examples of `anycode eval`'s "
-                  f"{done[0]['split']} sample, beam {done[0]['beam']}; percent of examples.")
+        header = (f"`anycode fim eval` / `anycode s2s eval` on the first {done[0]['examples']} examples of "
+                  f"`anycode eval`'s {done[0]['split']} sample, beam {done[0]['beam']}; percent of examples.")
         write_block(args.out, report([(Path(d["model"]).name, d["metrics"]) for d in done], args.slm, header))
         print(f"wrote {args.out}", file=sys.stderr)
         return 0

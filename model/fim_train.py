@@ -13,7 +13,8 @@ generator seeded by k; the time trained; the planned time, the first call's `--m
 Every `eval_every` seconds the loss on fixed dev sequences is measured; the best weights so far are
 OUT/best.pt.  OUT/log.jsonl has one line per log window: step, loss, lr, tokens, targets and examples
 per second, the share of time waiting for data.  The loop is shared with the seq2seq baseline
-(model/s2s_train.py): what is trained on what is a task (`FimTask` here).  tools/device/weights.py brings a run's weights back from a device call as it does the SLM's.
+(model/s2s_train.py): what is trained on what is a task (`FimTask` here).  tools/device/weights.py
+brings a run's weights back from a device call as it does the SLM's.
 """
 from __future__ import annotations
 

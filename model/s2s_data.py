@@ -243,12 +243,18 @@ def pack(data: Path, corpus: Path, out: Path, splits: list[str], size: int, jobs
 class S2SExamples:
     """The examples of one packed split in a fixed random order: example k of a run is the
     (k mod n)-th of the order drawn for epoch k // n from (seed, epoch), so the step is the data
-    position.  Item k is (source, target) as `make_example` builds them."""
+    position.  With `batch`, the order is bucketed: each run of BUCKET_BATCHES batches of the drawn
+    permutation is sorted by function length, cut into batches, and the batches shuffled, so that
+    batch s (examples s * batch ... (s + 1) * batch - 1) pads little.  Item k is (source, target)
+    as `make_example` builds them."""
 
-    def __init__(self, folder: Path, split: str, vocab: int, max_src: int, max_tgt: int, seed: int = 0):
+    BUCKET_BATCHES = 64
+
+    def __init__(self, folder: Path, split: str, vocab: int, max_src: int, max_tgt: int, seed: int = 0,
+                 batch: int = 1):
         with np.load(Path(folder) / f"{split}.s2s.npz") as z:
             self.a = {k: z[k] for k in z.files}
-        self.vocab, self.max_src, self.max_tgt, self.seed = vocab, max_src, max_tgt, seed
+        self.vocab, self.max_src, self.max_tgt, self.seed, self.batch = vocab, max_src, max_tgt, seed, batch
         self._order: tuple[int, np.ndarray] | None = None
 
     def __len__(self) -> int:
@@ -256,7 +262,17 @@ class S2SExamples:
 
     def order(self, epoch: int) -> np.ndarray:
         if self._order is None or self._order[0] != epoch:
-            self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self)))
+            rng = np.random.default_rng([self.seed, epoch])
+            perm = rng.permutation(len(self))
+            if self.batch > 1:
+                size = np.diff(self.a["f_start"])[self.a["e_func"]]
+                chunk = self.batch * self.BUCKET_BATCHES
+                for i in range(0, len(perm), chunk):
+                    part = perm[i: i + chunk]
+                    part = part[np.argsort(size[part], kind="stable")]
+                    cut = [part[j: j + self.batch] for j in range(0, len(part), self.batch)]
+                    perm[i: i + chunk] = np.concatenate([cut[j] for j in rng.permutation(len(cut))])
+            self._order = (epoch, perm)
         return self._order[1]
 
     def __getitem__(self, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -46,7 +46,7 @@ class S2STask(fim_train.FimTask):
         return S2SModel(S2SConfig(vocab=self.vocab, **{k: s[k] for k in MODEL_KEYS}))
 
     def examples(self, split: str, s: dict, seed: int) -> S2SExamples:
-        return S2SExamples(self.data, split, self.vocab, s["max_src"], s["max_tgt"] - 1, seed=seed)
+        return S2SExamples(self.data, split, self.vocab, s["max_src"], s["max_tgt"] - 1, seed=seed, batch=s["batch"])
 
     @staticmethod
     def collate(rows: list) -> tuple[torch.Tensor, ...]:

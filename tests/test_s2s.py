@@ -73,6 +73,11 @@ def test_pack_keeps_the_holes_and_their_text(packed, data):
     assert (src == D.HOLE).sum() == 1 and len(tgt) and D.HOLE not in tgt
     assert np.array_equal(D.S2SExamples(packed, "train", len(vocab), 256, 63, seed=0)[3][0], src), "example k is fixed"
     assert sorted(ex.order(0)) == list(range(len(ex))), "an epoch is a permutation"
+    bucketed = D.S2SExamples(packed, "train", len(vocab), 256, 63, seed=0, batch=8)
+    assert sorted(bucketed.order(1)) == list(range(len(ex))), "bucketed, still a permutation"
+    size = np.diff(bucketed.a["f_start"])[bucketed.a["e_func"]]
+    spread = lambda order: np.mean([np.ptp(size[order[i: i + 8]]) for i in range(0, len(order) - 8, 8)])
+    assert spread(bucketed.order(1)) < 0.5 * spread(ex.order(1)), "a batch's functions are of like length"
 
 
 def test_pieces_of_a_split_round_trip(packed, tmp_path):
@@ -159,6 +164,10 @@ def test_the_pointer_copies_a_piece_outside_the_vocabulary():
         hits += D.FIRST_SLOT <= top < D.FIRST_WORD and oov[slots[top - D.FIRST_SLOT]] == name
         assert logp[D.FIRST_SLOT + len(slots):D.FIRST_WORD].exp().max() < 1e-6, "no slot the source lacks"
     assert hits >= 18, hits
+    with torch.no_grad():          # the gate turned to the generator alone: it cannot write the name
+        model.gate.bias += 50.0
+        logp = model(torch.from_numpy(src)[None], torch.tensor([[D.BOS]]))[0, -1]
+    assert logp[D.FIRST_SLOT:D.FIRST_WORD].exp().max() < 1e-6
 
 
 def test_candidates_for_real_holes_judged_by_eval(run_dir, data, corpus):

@@ -12,7 +12,8 @@
 # less what the weights and, with EVAL=1, the evaluation need; a later call on the warm machine resumes
 # each run from its checkpoint.  PLAN_MINUTES (default: this call's training minutes) is the whole run's
 # training time, for the learning-rate schedule: give every call of a run the same.  COMPILE=1 compiles
-# the training step (torch.compile: a minute of compiling in every call).
+# the training step (torch.compile: a minute of compiling in every call).  TRAIN_SET="--set batch=512 ..."
+# adds settings to every run of the call (a resumed run keeps its first call's).
 # EVAL=1: after the weights, `anycode fim eval` on `anycode eval`'s 2,000 test holes (EVAL_LIMIT), both
 # searches, until the deadline (its log shows the running figures every 200 holes); it
 # needs the test shards (.carry/ds_test/test.tar.xz: python3 tools/device/pack_dataset.py
@@ -61,7 +62,7 @@ for C in $CONFIGS; do
   R=$(name "$C"); K=$(kind "$C"); mkdir -p "$OUT/$R"
   PYTHONUNBUFFERED=1 python3 -m anycode $K train --data /tmp/$K/data --out "/tmp/runs21/$R" --config "${C#*:}" \
     --minutes "$MINUTES" ${PLAN:+--plan-minutes "$PLAN"} --workers $(( 15 / N )) --device "${DEVICE:-cuda}" \
-    ${COMPILE:+--compile} > "$OUT/$R/train_$K.log" 2>&1 &
+    ${COMPILE:+--compile} ${TRAIN_SET:-} > "$OUT/$R/train_$K.log" 2>&1 &
 done
 wait
 for C in ${WEIGHTS-base}; do
