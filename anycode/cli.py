@@ -19,6 +19,7 @@ COMMANDS = {
     "search-data": "anycode.model.search_cli",
     "search": "anycode.model.search_index",
     "fim": "anycode.model.fim_cli",
+    "s2s": "anycode.model.s2s_cli",
 }
 
 

@@ -139,6 +139,11 @@ class Language:
     def identifier_counts(self, root, start: int = 0, end: int | None = None) -> list[tuple[str, int]]:
         raise NotImplementedError
 
+    def comments(self, root, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+        """The byte ranges of the comments under `root` starting in bytes start..end (a token model
+        reads code without them: model/fim_eval.py's `function_code`)."""
+        return []
+
     # ---------------------------------------------------------------- printing
     def print_node(self, node: Node) -> str:
         raise NotImplementedError

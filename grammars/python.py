@@ -104,6 +104,20 @@ def _identifier_query() -> ts.Query:
     return ts.Query(language(), "(identifier) @id")
 
 
+@lru_cache(maxsize=1)
+def _comment_query() -> ts.Query:
+    return ts.Query(language(), "(comment) @c")
+
+
+def comments(root: ts.Node, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    """The byte ranges of the comments under `root` that start in bytes start..end, in order."""
+    cursor = ts.QueryCursor(_comment_query())
+    end = root.end_byte if end is None else end
+    cursor.set_byte_range(start, end)
+    spans = {(n.start_byte, n.end_byte) for n in cursor.captures(root).get("c", []) if start <= n.start_byte < end}
+    return sorted(spans)
+
+
 def identifier_counts(root: ts.Node, start: int = 0, end: int | None = None) -> list[tuple[str, int]]:
     """Every identifier under `root` (starting in bytes start..end) with its number of occurrences,
     in order of first occurrence."""
@@ -730,6 +744,7 @@ class Python(Language):
     join_value = staticmethod(join_value)
     split_identifier = staticmethod(split_identifier)
     identifier_counts = staticmethod(identifier_counts)
+    comments = staticmethod(comments)
     print_node = staticmethod(print_node)
     parse_expression = staticmethod(parse_expression)
     round_trips = staticmethod(round_trips)

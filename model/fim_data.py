@@ -154,14 +154,16 @@ def pack_split(corpus_dir: Path, split: str, out: Path) -> tuple[int, int]:
     return len(chunks), total
 
 
-def write_pieces(out: Path, split: str, pieces: Path, preset: int = 9) -> list[Path]:
-    """SPLIT.idx.npy and SPLIT.bin.npy xz-compressed as one stream (each file's length, then its bytes),
-    cut into files under 16 MiB (pieces/SPLIT.xz.000, ...), listed with their sha256 in
-    pieces/SPLIT.pieces.json: what device calls carry, a few at a time."""
+def write_pieces(out: Path, split: str, pieces: Path, preset: int = 9, files: list[str] | None = None) -> list[Path]:
+    """The split's `files` in `out` (default SPLIT.idx.npy and SPLIT.bin.npy) xz-compressed as one
+    stream (each file's length, then its bytes), cut into files under 16 MiB (pieces/SPLIT.xz.000, ...),
+    listed with their sha256 and the files they hold in pieces/SPLIT.pieces.json: what device calls
+    carry, a few at a time.  The seq2seq baseline packs its splits the same way (model/s2s_data.py)."""
+    files = files or [f"{split}.idx.npy", f"{split}.bin.npy"]
     pieces.mkdir(parents=True, exist_ok=True)
     comp = lzma.LZMACompressor(preset=preset)
     blob = bytearray()
-    for name in (f"{split}.idx.npy", f"{split}.bin.npy"):
+    for name in files:
         data = (out / name).read_bytes()
         blob += comp.compress(len(data).to_bytes(8, "little"))
         for i in range(0, len(data), 1 << 24):
@@ -172,14 +174,21 @@ def write_pieces(out: Path, split: str, pieces: Path, preset: int = 9) -> list[P
         p = pieces / f"{split}.xz.{k:03d}"
         p.write_bytes(blob[i: i + PIECE_BYTES])
         paths.append(p)
-    write_manifest(pieces, split, paths)
+    write_manifest(pieces, split, paths, files)
     return paths
 
 
-def write_manifest(pieces: Path, split: str, paths: list[Path]) -> None:
-    """pieces/SPLIT.pieces.json: the split's pieces in order, with their sha256."""
+def write_manifest(pieces: Path, split: str, paths: list[Path], files: list[str] | None = None) -> None:
+    """pieces/SPLIT.pieces.json: the split's pieces in order, with their sha256, and the files they hold."""
     listed = [{"name": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in paths]
-    (pieces / f"{split}.pieces.json").write_text(json.dumps({"split": split, "pieces": listed}, indent=1))
+    m = {"split": split, "pieces": listed, **({"files": files} if files else {})}
+    (pieces / f"{split}.pieces.json").write_text(json.dumps(m, indent=1))
+
+
+def _files(manifest: dict) -> list[str]:
+    """The files a split's pieces hold (manifests written before the field: the FIM split's two)."""
+    split = manifest["split"]
+    return manifest.get("files") or [f"{split}.idx.npy", f"{split}.bin.npy"]
 
 
 def unpack_ready(pieces: Path, out: Path) -> list[str]:
@@ -189,22 +198,23 @@ def unpack_ready(pieces: Path, out: Path) -> list[str]:
     for manifest in sorted(Path(pieces).glob("*.pieces.json")):
         m = json.loads(manifest.read_text())
         split, listed = m["split"], m["pieces"]
-        if (out / f"{split}.bin.npy").exists() or not all((pieces / p["name"]).exists() for p in listed):
+        if (out / _files(m)[-1]).exists() or not all((pieces / p["name"]).exists() for p in listed):
             continue
         for p in listed:
             if hashlib.sha256((pieces / p["name"]).read_bytes()).hexdigest() != p["sha256"]:
                 raise SystemExit(f"error: {pieces / p['name']} is corrupt or partial; carry it again")
-        read_pieces([pieces / p["name"] for p in listed], out, split)
+        read_pieces([pieces / p["name"] for p in listed], out, split, _files(m))
         done.append(split)
     return done
 
 
-def read_pieces(pieces: list[Path], out: Path, split: str) -> None:
-    """The inverse of write_pieces: the pieces of one split, in order, back to SPLIT.idx.npy and SPLIT.bin.npy."""
+def read_pieces(pieces: list[Path], out: Path, split: str, files: list[str] | None = None) -> None:
+    """The inverse of write_pieces: the pieces of one split, in order, back to its files (default
+    SPLIT.idx.npy and SPLIT.bin.npy)."""
     data = lzma.decompress(b"".join(p.read_bytes() for p in pieces))
     out.mkdir(parents=True, exist_ok=True)
     at = 0
-    for name in (f"{split}.idx.npy", f"{split}.bin.npy"):
+    for name in files or [f"{split}.idx.npy", f"{split}.bin.npy"]:
         n = int.from_bytes(data[at: at + 8], "little")
         tmp = out / (name + ".tmp")
         tmp.write_bytes(data[at + 8: at + 8 + n])

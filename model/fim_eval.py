@@ -9,8 +9,8 @@ function at the example's line is flattened as the dataset flattened it, and the
 are read), so the model sees the whole file: prefix = the text before the expression, suffix = the
 text after it (cut to fit the block, model/fim_data.py's `fim_prompt`), and it writes the middle.
 
-The search is a beam over tokens (`beam_search`: reading the prompt once, then one token per
-hypothesis with the model's key-value cache), a hypothesis finishing at <eot>; tokens holding a
+The search is a beam over tokens (`fim_search` over `beam_search`: reading the prompt once, then one
+token per hypothesis with the model's key-value cache), a hypothesis finishing at <eot>; tokens holding a
 newline are never taken (every hole is one line), and the best `beam` distinct finished texts (by
 log-probability, <eot> included) are the candidates.  Two lists of candidates come from one search:
 `plain` takes every finished text; `grammar` takes only those that parse in the hole
@@ -51,12 +51,16 @@ MAX_NEW = 64        # tokens a middle may take: the holes are expressions of at 
 
 @dataclass
 class FimHole:
-    """An evaluation example and where its expression sits in its file."""
+    """An evaluation example and where its expression sits in its file (and its function: the
+    context the seq2seq baseline reads, model/s2s_eval.py)."""
     tree: FlatTree
     h: int
     source: bytes
     start: int
     end: int
+    fn_start: int = 0
+    fn_end: int = 0
+    fn_comments: tuple = ()      # byte ranges of the comments inside the function
 
     @property
     def prefix(self) -> str:
@@ -65,6 +69,35 @@ class FimHole:
     @property
     def suffix(self) -> str:
         return self.source[self.end:].decode("utf8")
+
+    def function_code(self) -> bytes:
+        """The function's bytes with its comments blanked (offsets from fn_start stay)."""
+        return blank(self.source[self.fn_start: self.fn_end], self.fn_comments, self.fn_start)
+
+
+def blank(code: bytes, spans, offset: int = 0) -> bytes:
+    """`code` with the byte ranges `spans` (file offsets; code starts at `offset`) replaced by spaces."""
+    out = bytearray(code)
+    for a, b in spans:
+        a, b = max(a - offset, 0), min(b - offset, len(out))
+        out[a:b] = b" " * max(b - a, 0)
+    return bytes(out)
+
+
+def function_at(lang: Language, root, line: int, tree: FlatTree):
+    """(node, flat) of the function starting at `line` (1-based) under the parsed file's `root` that
+    flattens to `tree` (the same node types and values, as the dataset flattened it), or None."""
+    stack = [root]
+    while stack:
+        n = stack.pop()
+        if n.start_point[0] > line - 1 or n.end_point[0] < line - 1:
+            continue
+        stack.extend(n.children)
+        if n.type in lang.FUNCTION_TYPES and n.start_point[0] == line - 1:
+            flat = FlatTree.from_node(lang.convert(n), lang)
+            if flat.types == tree.types and flat.values == tree.values:
+                return n, flat
+    return None
 
 
 def locate(shard, i: int, corpus: Path, split: str, parser=None) -> FimHole | None:
@@ -77,17 +110,13 @@ def locate(shard, i: int, corpus: Path, split: str, parser=None) -> FimHole | No
         source = (Path(corpus) / split / name).read_bytes()
     except OSError:
         return None
-    stack = [lang.parse(source, parser).root_node]
-    while stack:
-        n = stack.pop()
-        if n.start_point[0] > line - 1 or n.end_point[0] < line - 1:
-            continue
-        stack.extend(n.children)
-        if n.type in lang.FUNCTION_TYPES and n.start_point[0] == line - 1:
-            flat = FlatTree.from_node(lang.convert(n), lang)
-            if flat.types == tree.types and flat.values == tree.values:
-                return FimHole(tree, h, source, flat.start_byte[h], flat.end_byte[h])
-    return None
+    root = lang.parse(source, parser).root_node
+    found = function_at(lang, root, line, tree)
+    if found is None:
+        return None
+    n, flat = found
+    return FimHole(tree, h, source, flat.start_byte[h], flat.end_byte[h], n.start_byte, n.end_byte,
+                   tuple(lang.comments(root, n.start_byte, n.end_byte)))
 
 
 def eval_holes(data: Path, corpus: Path, split: str, limit: int | None) -> tuple[list[FimHole | None], int]:
@@ -126,37 +155,57 @@ def banned_tokens(tok, vocab: int, device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def beam_search(model: FimModel, prompt: list[int], beam: int, banned: torch.Tensor, finishers: dict,
-                max_new: int = MAX_NEW) -> dict[str, list[tuple[str, float]]]:
+def beam_search(first: torch.Tensor, advance, beam: int, banned: torch.Tensor, finishers: dict, max_new: int,
+                end: int) -> dict[str, list[tuple[str, float]]]:
     """For each named `finish(ids)` of `finishers` (an ended hypothesis's text, or None to reject it),
-    the best `beam` finished middles after `prompt`, (text, log-probability), best first.
+    the best `beam` finished outputs, (text, log-probability), best first.  `first` [1, V] holds the
+    log-probabilities of the first token; `advance(parents, tokens)` those of the next token of each
+    live hypothesis [n, V], given which hypothesis of the last step each extends (`parents` [n]) and
+    the token it appended (`tokens` [n]).  Shared by the FIM model (`candidates`) and the seq2seq
+    baseline (model/s2s_eval.py).
 
-    At every step each live hypothesis may end with <eot> (its score is offered to every finished
-    list, not only when <eot> is among the step's best expansions), and the `beam` best expansions by
+    At every step each live hypothesis may end with `end` (its score is offered to every finished
+    list, not only when `end` is among the step's best expansions), and the `beam` best expansions by
     other tokens live on.  Which hypotheses live does not depend on the finished lists, so one search
     serves several of them.  Scores only fall: the search stops when no live hypothesis can enter any
     finished list."""
     dev = banned.device
-    logits, past = model(torch.tensor([prompt], device=dev))
+    lp_next = first
     seqs, scores = [[]], torch.zeros(1, device=dev)
     done: dict[str, list[tuple[float, str]]] = {name: [] for name in finishers}
-    for _ in range(min(max_new, model.cfg.block - len(prompt))):
-        lp = logits[:, -1].float().log_softmax(-1).masked_fill(banned, float("-inf")) + scores[:, None]
-        ends = lp[:, EOT].tolist()
+    for step in range(max_new):
+        lp = lp_next.float().masked_fill(banned, float("-inf")) + scores[:, None]
+        ends = lp[:, end].tolist()
         for name, finish in finishers.items():
             offer_finished(done[name], seqs, ends, beam, finish)
-        lp[:, EOT] = float("-inf")
+        lp[:, end] = float("-inf")
         top = lp.view(-1).topk(min(beam, lp.numel()))
         live = [(sc, *divmod(flat, lp.shape[1])) for sc, flat in zip(top.values.tolist(), top.indices.tolist())
                 if sc > float("-inf")]
-        if not live or all(len(d) == beam and live[0][0] <= d[-1][0] for d in done.values()):
+        if step == max_new - 1 or not live or all(len(d) == beam and live[0][0] <= d[-1][0] for d in done.values()):
             break
-        idx = torch.tensor([a for _, a, _ in live], device=dev)
-        past = [(k[idx], v[idx]) for k, v in past]
         seqs = [seqs[a] + [v] for _, a, v in live]
         scores = torch.tensor([sc for sc, _, _ in live], device=dev)
-        logits, past = model(torch.tensor([v for _, _, v in live], device=dev)[:, None], past)
+        lp_next = advance(torch.tensor([a for _, a, _ in live], device=dev),
+                          torch.tensor([v for _, _, v in live], device=dev))
     return {name: [(t, sc) for sc, t in d] for name, d in done.items()}
+
+
+def fim_search(model: FimModel, prompt: list[int], beam: int, banned: torch.Tensor, finishers: dict,
+               max_new: int = MAX_NEW) -> dict[str, list[tuple[str, float]]]:
+    """`beam_search` over the FIM model's middles after `prompt`: the prompt read once, then one token
+    per hypothesis with the model's key-value cache."""
+    dev = banned.device
+    logits, past = model(torch.tensor([prompt], device=dev))
+    cache = {"past": past}
+
+    def advance(parents: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        past = [(k[parents], v[parents]) for k, v in cache["past"]]
+        logits, cache["past"] = model(tokens[:, None], past)
+        return logits[:, -1].float().log_softmax(-1)
+
+    first = logits[:, -1].float().log_softmax(-1)
+    return beam_search(first, advance, beam, banned, finishers, min(max_new, model.cfg.block - len(prompt)), EOT)
 
 
 def offer_finished(done: list, seqs: list[list[int]], eot_scores: list[float], beam: int, finish) -> None:
@@ -177,18 +226,24 @@ def candidates(model: FimModel, tok, hole: FimHole, beam: int, banned, check=Non
     "grammar", only the texts it accepts."""
     max_new = min(MAX_NEW, model.cfg.block // 2)
     prompt = fim_prompt(tok, hole.prefix, hole.suffix, model.cfg.block - max_new, spm)
+    return fim_search(model, prompt, beam, banned, finishers(lambda ids: decode(tok, ids).strip(), check), max_new)
+
+
+def finishers(to_text, check=None) -> dict:
+    """The finished lists of one search: "plain", every non-empty text (`to_text(ids)`, each decoded
+    once); with `check`, also "grammar", only the texts it accepts."""
     texts: dict[tuple, str] = {}
 
     def text_of(ids) -> str:
         key = tuple(ids)
         if key not in texts:
-            texts[key] = decode(tok, ids).strip()
+            texts[key] = to_text(ids)
         return texts[key]
 
-    finishers = {"plain": lambda ids: text_of(ids) or None}
+    out = {"plain": lambda ids: text_of(ids) or None}
     if check is not None:
-        finishers["grammar"] = lambda ids: text_of(ids) if text_of(ids) and check(text_of(ids)) else None
-    return beam_search(model, prompt, beam, banned, finishers, max_new)
+        out["grammar"] = lambda ids: text_of(ids) if text_of(ids) and check(text_of(ids)) else None
+    return out
 
 
 # ---------------------------------------------------------------- judging
@@ -207,8 +262,16 @@ def judge(hole: FimHole, cands: list[tuple[str, float]]) -> E.Scored:
 
 
 def evaluate(model: FimModel, tok, holes: list[FimHole | None], beam: int = 5, spm: bool = False) -> dict:
-    """Metrics of both searches over `holes` (a hole that could not be located counts as a miss)."""
+    """Metrics of both searches of the FIM model over `holes` (a hole that could not be located counts
+    as a miss)."""
     banned = banned_tokens(tok, model.cfg.vocab, next(model.parameters()).device)
+    return evaluate_with(holes, lambda hole, check: candidates(model, tok, hole, beam, banned, check, spm))
+
+
+def evaluate_with(holes: list[FimHole | None], search) -> dict:
+    """Metrics of both searches over `holes`, `search(hole, check)` giving a hole's {"plain": [(text,
+    logp), ...], "grammar": [...]} (`check`: `hole_check`'s); a hole not located counts as a miss.
+    Every baseline of issue 21 is judged here (the FIM model, model/s2s_eval.py's seq2seq)."""
     names = ("plain", "grammar")
     scored = {n: [] for n in names}
     parses, in_hole = dict.fromkeys(names, 0), dict.fromkeys(names, 0)
@@ -224,7 +287,7 @@ def evaluate(model: FimModel, tok, holes: list[FimHole | None], beam: int = 5, s
             continue
         lang = hole.tree.lang
         check = hole_check(hole, lang, lang.new_parser())
-        cands = candidates(model, tok, hole, beam, banned, check, spm)
+        cands = search(hole, check)
         for n in names:
             scored[n].append(judge(hole, cands[n]))
             if cands[n]:
@@ -307,7 +370,7 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--report", nargs="+", type=Path, default=None, metavar="JSON",
-                    help="instead of evaluating: write these results (of --json) as a table into --out")
+                    help="instead of evaluating: write these results (--json of fim or s2s eval) as a table into --out")
     ap.add_argument("--slm", type=Path, default=Path("model/shipped/eval_test.json"),
                     help="the SLM's figures on the same holes (anycode eval --json)")
     ap.add_argument("--out", type=Path, default=Path("docs/fim.md"))
@@ -316,8 +379,8 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     if args.report:
         done = [json.loads(p.read_text()) for p in args.report]
-        header = (f"`anycode fim eval` on the first {done[0]['examples']} examples of `anycode eval`'s "
-                  f"{done[0]['split']} sample, beam {done[0]['beam']}; percent of examples.")
+        header = (f"`anycode fim eval` / `anycode s2s eval` on the first {done[0]['examples']} examples of "
+                  f"`anycode eval`'s {done[0]['split']} sample, beam {done[0]['beam']}; percent of examples.")
         write_block(args.out, report([(Path(d["model"]).name, d["metrics"]) for d in done], args.slm, header))
         print(f"wrote {args.out}", file=sys.stderr)
         return 0
