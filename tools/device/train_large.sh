@@ -4,8 +4,9 @@
 # SECONDS: when this call must be done, counted from its start (weights included); the first call of
 # a run featurizes the carried train split for at most FEATURE_SECONDS (tools/device/featurize.py:
 # shards not done by then are left out of the run) and starts from /tmp/init (.carry/init: slm.pt,
-# config.json, vocab.json, grammar.json of model/shipped); a later call on the same warm machine
-# resumes the run from its checkpoint.  Ends with the run's latest weights in $OUT (weights.py --last;
+# config.json, vocab.json, grammar.json of model/shipped; INIT names other start weights, such as
+# another run's directory /tmp/runs/RUN0); a later call on the same warm machine resumes the run
+# from its checkpoint.  Ends with the run's latest weights in $OUT (weights.py --last;
 # PICK="" brings best.pt instead: the best dev check, by dev nll where the run checks no accuracy).
 # DEVICE (default cuda) and TRAIN_SET (e.g. "--set targets_per_batch=512") are for a dry run on a CPU.
 set -u
@@ -13,14 +14,15 @@ T0=$(date +%s)
 RUN=$1; DEADLINE=$2; FEAT=${3:-150}
 . tools/device/setup.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-if [ ! -f /tmp/runs/$RUN/ckpt.pt ] && [ ! -f /tmp/init/slm.pt ]; then
-  echo "neither /tmp/runs/$RUN/ckpt.pt nor /tmp/init: a fresh machine without the carried pieces"; exit 3
+INIT=${INIT:-/tmp/init}
+if [ ! -f /tmp/runs/$RUN/ckpt.pt ] && [ ! -f $INIT/slm.pt ] && [ ! -f $INIT/ckpt.pt ]; then
+  echo "neither /tmp/runs/$RUN/ckpt.pt nor start weights in $INIT: a fresh machine without the carried pieces"; exit 3
 fi
 echo "train shards: $(ls /tmp/ds/python/train/*.npz | wc -l), dev shards: $(ls /tmp/ds/python/dev/*.npz | wc -l)"
 python3 "$ROOT_DIR/tools/device/featurize.py" /tmp/ds/python /tmp/feat --seconds "$FEAT" --jobs 16 | tail -4
 LEFT=$(( DEADLINE - ($(date +%s) - T0) - 30 ))
 echo "$(( $(date +%s) - T0 ))s in; training for $LEFT s"
-python3 -m anycode train --data /tmp/ds/python --out /tmp/runs/$RUN --config "${CONFIG:-large}" --init /tmp/init \
+python3 -m anycode train --data /tmp/ds/python --out /tmp/runs/$RUN --config "${CONFIG:-large}" --init "$INIT" \
   --features /tmp/feat --device "${DEVICE:-cuda}" --minutes "$(python3 -c "print($LEFT / 60)")" ${TRAIN_SET:-}
 python3 "$ROOT_DIR/tools/device/weights.py" /tmp/runs/$RUN "$OUT" "$RUN" ${PICK---last}
 nvidia-smi --query-gpu=memory.used --format=csv,noheader
