@@ -159,7 +159,7 @@ def test_candidates_for_real_holes_judged_by_eval(run_dir, corpus, tmp_path):
     assert E.same_code(truth, E.truth_code(hole.tree, hole.h))
     assert V.judge(hole, [("nothing_like_it", -1.0), (truth, -2.0)]).acc == 1      # eval's scoring
     model, tok = V.load_run(run_dir)
-    banned = V.banned_tokens(tok, model.cfg.vocab, "cpu")
+    banned = T.middle_banned(tok, model.cfg.vocab)
     plain = V.candidates(model, tok, hole, 3, banned)["plain"]
     assert plain and all(isinstance(t, str) and t for t, _ in plain)
     assert [lp for _, lp in plain] == sorted((lp for _, lp in plain), reverse=True)

@@ -21,6 +21,7 @@ from anycode.model import fim_eval as V  # noqa: E402
 from anycode.model import fim_train  # noqa: E402
 from anycode.model import s2s_data as D  # noqa: E402
 from anycode.model import s2s_eval as SE  # noqa: E402
+from anycode.model import s2s_search as S2S_SEARCH  # noqa: E402
 from anycode.model.s2s import S2SConfig, S2SModel  # noqa: E402
 from anycode.model.s2s_train import S2STask  # noqa: E402
 from slm_fixtures import DEV_MODULES, TEST_MODULES, TRAIN_MODULES, module_file, tiny_dataset  # noqa: E402
@@ -177,8 +178,8 @@ def test_candidates_for_real_holes_judged_by_eval(run_dir, data, corpus):
     words = {p: i for i, p in enumerate(vocab) if i >= D.FIRST_WORD}
     hole = holes[0]
     truth = hole.source[hole.start: hole.end].decode()
-    src, slots = SE.hole_source(hole, words, model.cfg)
-    assert int((src == D.HOLE).sum()) == 1 and src.shape[1] <= model.cfg.max_src
+    src, slots = S2S_SEARCH.hole_source(hole, words, model.cfg.vocab, model.cfg.max_src, model.cfg.max_tgt)
+    assert int((src == D.HOLE).sum()) == 1 and len(src) <= model.cfg.max_src
     # the truth, as pieces and back, is exact by eval's scoring
     code = hole.function_code().decode()
     pieces, first, spans = D.code_pieces(LANG, code)
