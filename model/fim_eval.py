@@ -9,8 +9,9 @@ function at the example's line is flattened as the dataset flattened it, and the
 are read), so the model sees the whole file: prefix = the text before the expression, suffix = the
 text after it (cut to fit the block, model/fim_data.py's `fim_prompt`), and it writes the middle.
 
-The search is a beam over tokens (`fim_search` over `beam_search`: reading the prompt once, then one
-token per hypothesis with the model's key-value cache), a hypothesis finishing at <eot>; tokens holding a
+The search is model/fim_search.py's, the server's own (a beam over tokens, token_search's
+`beam_search`: reading the prompt once, then one token per hypothesis with the model's key-value
+cache), a hypothesis finishing at <eot>; tokens holding a
 newline are never taken (every hole is one line), and the best `beam` distinct finished texts (by
 log-probability, <eot> included) are the candidates.  Two lists of candidates come from one search:
 `plain` takes every finished text; `grammar` takes only those that parse in the hole
@@ -37,12 +38,10 @@ from anycode import grammars
 from anycode.grammars import Language
 from anycode.model import evaluate as E
 from anycode.model.fim import FimModel
-from anycode.model.fim_data import fim_prompt
-from anycode.model.fim_tokenizer import EOT, decode, middle_banned
+from anycode.model import fim_search
+from anycode.model.fim_tokenizer import middle_banned
 from anycode.model.holes import find_hole
-from anycode.model.token_search import FimHole, beam_search, blank, finishers, function_at  # noqa: F401 - shared
-
-MAX_NEW = 64        # tokens a middle may take: the holes are expressions of at most 120 characters
+from anycode.model.token_search import FimHole, blank, function_at  # noqa: F401 - shared
 
 
 # ---------------------------------------------------------------- the holes, in their files
@@ -95,30 +94,21 @@ def hole_check(hole: FimHole, lang: Language, parser):
 
 
 @torch.no_grad()
-def fim_search(model: FimModel, prompt: list[int], beam: int, banned, finishers: dict,
-               max_new: int = MAX_NEW) -> dict[str, list[tuple[str, float]]]:
-    """`beam_search` over the FIM model's middles after `prompt`: the prompt read once, then one token
-    per hypothesis with the model's key-value cache."""
-    dev = next(model.parameters()).device
-    logits, past = model(torch.tensor([prompt], device=dev))
-    cache = {"past": past}
-
-    def advance(parents, tokens):
-        parents = torch.from_numpy(parents).to(dev)
-        past = [(k[parents], v[parents]) for k, v in cache["past"]]
-        logits, cache["past"] = model(torch.from_numpy(tokens).to(dev)[:, None], past)
-        return logits[:, -1].float().log_softmax(-1).cpu().numpy()
-
-    first = logits[:, -1].float().log_softmax(-1).cpu().numpy()
-    return beam_search(first, advance, beam, banned, finishers, min(max_new, model.cfg.block - len(prompt)), EOT)
-
-
 def candidates(model: FimModel, tok, hole: FimHole, beam: int, banned, check=None, spm: bool = False) -> dict:
     """The middles the model writes for `hole`, best first: "plain", every text; with `check`, also
-    "grammar", only the texts it accepts."""
-    max_new = min(MAX_NEW, model.cfg.block // 2)
-    prompt = fim_prompt(tok, hole.prefix, hole.suffix, model.cfg.block - max_new, spm)
-    return fim_search(model, prompt, beam, banned, finishers(lambda ids: decode(tok, ids).strip(), check), max_new)
+    "grammar", only the texts it accepts (model/fim_search.py's search, the model on torch)."""
+    dev = next(model.parameters()).device
+    cache = {"past": None}
+
+    def step(tokens, parents):
+        past = cache["past"]
+        if parents is not None:
+            parents = torch.from_numpy(parents).to(dev)
+            past = [(k[parents], v[parents]) for k, v in past]
+        logits, cache["past"] = model(torch.from_numpy(tokens).to(dev), past)
+        return logits[:, -1].float().log_softmax(-1).cpu().numpy()
+
+    return fim_search.search(step, tok, hole, beam, banned, model.cfg.block, check, spm)
 
 
 # ---------------------------------------------------------------- judging
