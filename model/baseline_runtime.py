@@ -101,7 +101,7 @@ class FimGraphs:
         try:
             self.tok = fim_tokenizer.load(model_dir / "tokenizer.json")
         except ImportError as e:
-            raise ModelError(f"the fim model needs the `tokenizers` package: pip install tokenizers ({e})") from e
+            raise ModelError(f"the fim model needs the `tokenizers` package: pip install \"anycode[fim]\" ({e})") from e
         self.cfg = manifest["model"]
         self.banned = fim_tokenizer.middle_banned(self.tok, self.cfg["vocab"])
         self.ort = _Sessions(model_dir, ("fim_step.onnx",), device, threads)
