@@ -29,7 +29,7 @@ import numpy as np
 
 from anycode import grammars
 from anycode.model import holes
-from anycode.model import s2s_search
+from anycode.model import fim_search, s2s_search
 from anycode.model.completer import Candidate
 from anycode.model.prefix import Prefix
 from anycode.model.runtime import Cancelled, ModelError, load_manifest, ort_providers
@@ -107,7 +107,6 @@ class FimGraphs:
         self.ort = _Sessions(model_dir, ("fim_step.onnx",), device, threads)
 
     def search(self, hole: FimHole, beam: int, check, stop) -> dict:
-        from anycode.model import fim_search
         c = self.cfg
         cache = {"past": np.zeros((c["n_layer"], 2, 1, c["n_head"], 0, c["d"] // c["n_head"]), np.float32)}
 
