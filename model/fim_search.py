@@ -20,7 +20,8 @@ MAX_NEW = 64        # tokens a middle may take: the holes are expressions of at 
 
 
 def search(step: Callable[[np.ndarray, np.ndarray | None], np.ndarray], tok, hole: FimHole, beam: int,
-           banned: np.ndarray, block: int, check=None, spm: bool = False, stop=None) -> dict[str, list[tuple[str, float]]]:
+           banned: np.ndarray, block: int, check=None, spm: bool = False,
+           stop=None) -> dict[str, list[tuple[str, float]]]:
     """The middles the model writes for `hole`, best first: "plain", every text; with `check`, also
     "grammar", only the texts it accepts.  `step(tokens, parents)`: log p [n, vocab] after the last of
     each row of tokens [n, T], the model's cache first reordered to the rows `parents` [n] of the last

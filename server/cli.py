@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
     from anycode.server import settings as settings_mod
 
-    defaults = {k: getattr(args, k) for k in ("model", "device", "beamSize", "maxItems", "timeBudgetMs", "modelPath", "threads",
-                                           "maxMessageBytes")
+    defaults = {k: getattr(args, k) for k in ("model", "device", "beamSize", "maxItems", "timeBudgetMs", "modelPath",
+                                           "threads", "maxMessageBytes")
                 if getattr(args, k) is not None}
     _, warnings = settings_mod.parse(defaults)
     for w in warnings:

@@ -10,8 +10,8 @@ from typing import Any
 
 SECTION = "anycode"
 DEVICES = ("auto", "cpu", "cuda")
-RANKINGS = ("auto", "bm25")
-MODELS = ("slm", "s2s", "fim")   # the SLM, or a baseline of issue 21 (model/baseline_runtime.py) at modelPath   # auto: the shipped encoders (BM25 weighed in as they say), BM25 where none ship
+RANKINGS = ("auto", "bm25")   # auto: the shipped encoders (BM25 weighed in as they say), BM25 where none ship
+MODELS = ("slm", "s2s", "fim")   # the SLM, or a baseline of issue 21 (model/baseline_runtime.py) at modelPath
 
 
 @dataclass(frozen=True)
