@@ -393,6 +393,11 @@ def _export_graphs(model: SLM, out: Path, n_sym: int) -> None:
     _export(Score(model, n_sym), args, out / "score.onnx", names, ["node_logp", "value_logp"], axes)
 
 
+def file_entries(out: Path, files: list[str]) -> dict:
+    """The manifest's "files": each file's size and sha256, checked at load (runtime.load_manifest)."""
+    return {f: {"bytes": (out / f).stat().st_size, "sha256": sha256(out / f)} for f in files}
+
+
 def export(model: SLM, vocab: Vocab, conf: dict, out: Path, precision: str = "fp16",
            grammar_json: Path | None = None) -> dict:
     """Write the graphs and the files the runtime reads into `out`; returns the manifest."""
@@ -432,7 +437,7 @@ def export(model: SLM, vocab: Vocab, conf: dict, out: Path, precision: str = "fp
         "model": model.config_dict(), "max_paths": max_paths, "max_length": max_length,
         "max_value_subtokens": MAX_VALUE_SUBTOKENS, "copy_columns": COPY_COLUMNS, "n_symbols": n_sym,
         "untrained": bool(conf.get("untrained", False)),
-        "files": {f: {"bytes": (out / f).stat().st_size, "sha256": sha256(out / f)} for f in files},
+        "files": file_entries(out, files),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest

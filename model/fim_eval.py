@@ -9,8 +9,9 @@ function at the example's line is flattened as the dataset flattened it, and the
 are read), so the model sees the whole file: prefix = the text before the expression, suffix = the
 text after it (cut to fit the block, model/fim_data.py's `fim_prompt`), and it writes the middle.
 
-The search is a beam over tokens (`fim_search` over `beam_search`: reading the prompt once, then one
-token per hypothesis with the model's key-value cache), a hypothesis finishing at <eot>; tokens holding a
+The search is model/fim_search.py's, the server's own (a beam over tokens, token_search's
+`beam_search`: reading the prompt once, then one token per hypothesis with the model's key-value
+cache), a hypothesis finishing at <eot>; tokens holding a
 newline are never taken (every hole is one line), and the best `beam` distinct finished texts (by
 log-probability, <eot> included) are the candidates.  Two lists of candidates come from one search:
 `plain` takes every finished text; `grammar` takes only those that parse in the hole
@@ -29,7 +30,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -38,66 +38,13 @@ from anycode import grammars
 from anycode.grammars import Language
 from anycode.model import evaluate as E
 from anycode.model.fim import FimModel
-from anycode.model.fim_data import fim_prompt
-from anycode.model.fim_tokenizer import EOT, SPECIALS, decode
+from anycode.model import fim_search
+from anycode.model.fim_tokenizer import middle_banned
 from anycode.model.holes import find_hole
-from anycode.model.paths import FlatTree
-
-MAX_NEW = 64        # tokens a middle may take: the holes are expressions of at most 120 characters
+from anycode.model.token_search import FimHole, blank, function_at  # noqa: F401 - shared
 
 
 # ---------------------------------------------------------------- the holes, in their files
-
-
-@dataclass
-class FimHole:
-    """An evaluation example and where its expression sits in its file (and its function: the
-    context the seq2seq baseline reads, model/s2s_eval.py)."""
-    tree: FlatTree
-    h: int
-    source: bytes
-    start: int
-    end: int
-    fn_start: int = 0
-    fn_end: int = 0
-    fn_comments: tuple = ()      # byte ranges of the comments inside the function
-
-    @property
-    def prefix(self) -> str:
-        return self.source[: self.start].decode("utf8")
-
-    @property
-    def suffix(self) -> str:
-        return self.source[self.end:].decode("utf8")
-
-    def function_code(self) -> bytes:
-        """The function's bytes with its comments blanked (offsets from fn_start stay)."""
-        return blank(self.source[self.fn_start: self.fn_end], self.fn_comments, self.fn_start)
-
-
-def blank(code: bytes, spans, offset: int = 0) -> bytes:
-    """`code` with the byte ranges `spans` (file offsets; code starts at `offset`) replaced by spaces."""
-    out = bytearray(code)
-    for a, b in spans:
-        a, b = max(a - offset, 0), min(b - offset, len(out))
-        out[a:b] = b" " * max(b - a, 0)
-    return bytes(out)
-
-
-def function_at(lang: Language, root, line: int, tree: FlatTree):
-    """(node, flat) of the function starting at `line` (1-based) under the parsed file's `root` that
-    flattens to `tree` (the same node types and values, as the dataset flattened it), or None."""
-    stack = [root]
-    while stack:
-        n = stack.pop()
-        if n.start_point[0] > line - 1 or n.end_point[0] < line - 1:
-            continue
-        stack.extend(n.children)
-        if n.type in lang.FUNCTION_TYPES and n.start_point[0] == line - 1:
-            flat = FlatTree.from_node(lang.convert(n), lang)
-            if flat.types == tree.types and flat.values == tree.values:
-                return n, flat
-    return None
 
 
 def locate(shard, i: int, corpus: Path, split: str, parser=None) -> FimHole | None:
@@ -146,104 +93,22 @@ def hole_check(hole: FimHole, lang: Language, parser):
 # ---------------------------------------------------------------- the search
 
 
-def banned_tokens(tok, vocab: int, device) -> torch.Tensor:
-    """[vocab] True for tokens a middle never takes: the sentinels but <eot>, and any holding a newline."""
-    out = torch.zeros(vocab, dtype=torch.bool)
-    for i in range(vocab):
-        out[i] = (i < len(SPECIALS) and i != EOT) or (i >= len(SPECIALS) and "\n" in tok.decode([i]))
-    return out.to(device)
-
-
 @torch.no_grad()
-def beam_search(first: torch.Tensor, advance, beam: int, banned: torch.Tensor, finishers: dict, max_new: int,
-                end: int) -> dict[str, list[tuple[str, float]]]:
-    """For each named `finish(ids)` of `finishers` (an ended hypothesis's text, or None to reject it),
-    the best `beam` finished outputs, (text, log-probability), best first.  `first` [1, V] holds the
-    log-probabilities of the first token; `advance(parents, tokens)` those of the next token of each
-    live hypothesis [n, V], given which hypothesis of the last step each extends (`parents` [n]) and
-    the token it appended (`tokens` [n]).  Shared by the FIM model (`candidates`) and the seq2seq
-    baseline (model/s2s_eval.py).
-
-    At every step each live hypothesis may end with `end` (its score is offered to every finished
-    list, not only when `end` is among the step's best expansions), and the `beam` best expansions by
-    other tokens live on.  Which hypotheses live does not depend on the finished lists, so one search
-    serves several of them.  Scores only fall: the search stops when no live hypothesis can enter any
-    finished list."""
-    dev = banned.device
-    lp_next = first
-    seqs, scores = [[]], torch.zeros(1, device=dev)
-    done: dict[str, list[tuple[float, str]]] = {name: [] for name in finishers}
-    for step in range(max_new):
-        lp = lp_next.float().masked_fill(banned, float("-inf")) + scores[:, None]
-        ends = lp[:, end].tolist()
-        for name, finish in finishers.items():
-            offer_finished(done[name], seqs, ends, beam, finish)
-        lp[:, end] = float("-inf")
-        top = lp.view(-1).topk(min(beam, lp.numel()))
-        live = [(sc, *divmod(flat, lp.shape[1])) for sc, flat in zip(top.values.tolist(), top.indices.tolist())
-                if sc > float("-inf")]
-        if step == max_new - 1 or not live or all(len(d) == beam and live[0][0] <= d[-1][0] for d in done.values()):
-            break
-        seqs = [seqs[a] + [v] for _, a, v in live]
-        scores = torch.tensor([sc for sc, _, _ in live], device=dev)
-        lp_next = advance(torch.tensor([a for _, a, _ in live], device=dev),
-                          torch.tensor([v for _, _, v in live], device=dev))
-    return {name: [(t, sc) for sc, t in d] for name, d in done.items()}
-
-
-def fim_search(model: FimModel, prompt: list[int], beam: int, banned: torch.Tensor, finishers: dict,
-               max_new: int = MAX_NEW) -> dict[str, list[tuple[str, float]]]:
-    """`beam_search` over the FIM model's middles after `prompt`: the prompt read once, then one token
-    per hypothesis with the model's key-value cache."""
-    dev = banned.device
-    logits, past = model(torch.tensor([prompt], device=dev))
-    cache = {"past": past}
-
-    def advance(parents: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        past = [(k[parents], v[parents]) for k, v in cache["past"]]
-        logits, cache["past"] = model(tokens[:, None], past)
-        return logits[:, -1].float().log_softmax(-1)
-
-    first = logits[:, -1].float().log_softmax(-1)
-    return beam_search(first, advance, beam, banned, finishers, min(max_new, model.cfg.block - len(prompt)), EOT)
-
-
-def offer_finished(done: list, seqs: list[list[int]], eot_scores: list[float], beam: int, finish) -> None:
-    """Each hypothesis ended here enters `done` (kept best first, `beam` at most, each text once)
-    where its score would place it and `finish` accepts it."""
-    for ids, sc in zip(seqs, eot_scores):
-        if sc == float("-inf") or (len(done) == beam and sc <= done[-1][0]):
-            continue
-        text = finish(ids)
-        if text is not None and all(text != t for _, t in done):
-            done.append((sc, text))
-            done.sort(key=lambda x: -x[0])
-            del done[beam:]
-
-
 def candidates(model: FimModel, tok, hole: FimHole, beam: int, banned, check=None, spm: bool = False) -> dict:
     """The middles the model writes for `hole`, best first: "plain", every text; with `check`, also
-    "grammar", only the texts it accepts."""
-    max_new = min(MAX_NEW, model.cfg.block // 2)
-    prompt = fim_prompt(tok, hole.prefix, hole.suffix, model.cfg.block - max_new, spm)
-    return fim_search(model, prompt, beam, banned, finishers(lambda ids: decode(tok, ids).strip(), check), max_new)
+    "grammar", only the texts it accepts (model/fim_search.py's search, the model on torch)."""
+    dev = next(model.parameters()).device
+    cache = {"past": None}
 
+    def step(tokens, parents):
+        past = cache["past"]
+        if parents is not None:
+            parents = torch.from_numpy(parents).to(dev)
+            past = [(k[parents], v[parents]) for k, v in past]
+        logits, cache["past"] = model(torch.from_numpy(tokens).to(dev), past)
+        return logits[:, -1].float().log_softmax(-1).cpu().numpy()
 
-def finishers(to_text, check=None) -> dict:
-    """The finished lists of one search: "plain", every non-empty text (`to_text(ids)`, each decoded
-    once); with `check`, also "grammar", only the texts it accepts."""
-    texts: dict[tuple, str] = {}
-
-    def text_of(ids) -> str:
-        key = tuple(ids)
-        if key not in texts:
-            texts[key] = to_text(ids)
-        return texts[key]
-
-    out = {"plain": lambda ids: text_of(ids) or None}
-    if check is not None:
-        out["grammar"] = lambda ids: text_of(ids) if text_of(ids) and check(text_of(ids)) else None
-    return out
+    return fim_search.search(step, tok, hole, beam, banned, model.cfg.block, check, spm)
 
 
 # ---------------------------------------------------------------- judging
@@ -264,7 +129,7 @@ def judge(hole: FimHole, cands: list[tuple[str, float]]) -> E.Scored:
 def evaluate(model: FimModel, tok, holes: list[FimHole | None], beam: int = 5, spm: bool = False) -> dict:
     """Metrics of both searches of the FIM model over `holes` (a hole that could not be located counts
     as a miss)."""
-    banned = banned_tokens(tok, model.cfg.vocab, next(model.parameters()).device)
+    banned = middle_banned(tok, model.cfg.vocab)
     return evaluate_with(holes, lambda hole, check: candidates(model, tok, hole, beam, banned, check, spm))
 
 

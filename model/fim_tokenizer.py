@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 from anycode import grammars
 
 # fixed ids 0..4: the search and the examples use these numbers directly
@@ -72,6 +74,15 @@ def encode(tok, text: str) -> list[int]:
 def decode(tok, ids: list[int]) -> str:
     """The text of `ids`; sentinel ids are dropped."""
     return tok.decode([i for i in ids if i >= len(SPECIALS)], skip_special_tokens=False)
+
+
+def middle_banned(tok, vocab: int) -> np.ndarray:
+    """[vocab] True for tokens a middle never takes: the sentinels but <eot>, and any holding a newline
+    (every hole is one line)."""
+    out = np.zeros(vocab, dtype=bool)
+    for i in range(vocab):
+        out[i] = (i < len(SPECIALS) and i != EOT) or (i >= len(SPECIALS) and "\n" in tok.decode([i]))
+    return out
 
 
 def corpus_texts(corpus_dir: Path, split: str = "train", max_bytes: int | None = None) -> Iterator[str]:

@@ -73,6 +73,23 @@ class Cancelled(Exception):
 # ---------------------------------------------------------------- ONNX Runtime
 
 
+def ort_providers(ort, device: str) -> list[str]:
+    """ONNX Runtime's providers for `device` (auto, cpu, cuda): CUDA first where there is one and the
+    device allows it; ModelError where cuda is asked for and this onnxruntime has none."""
+    available = ort.get_available_providers()
+    if device != "cpu" and "CUDAExecutionProvider" in available:
+        if hasattr(ort, "preload_dlls"):
+            try:
+                ort.preload_dlls()
+            except Exception:  # noqa: BLE001 - a system CUDA install needs no preloading
+                pass
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise ModelError(f"device 'cuda' asked for, but this onnxruntime has no CUDAExecutionProvider "
+                         f"(it has {available}); install onnxruntime-gpu")
+    return ["CPUExecutionProvider"]
+
+
 class OrtBackend:
     """The three decoding graphs in ONNX Runtime sessions (beam.Backend)."""
 
@@ -88,18 +105,7 @@ class OrtBackend:
         asked_float_graphs = float_graphs
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
-        available = ort.get_available_providers()
-        providers = ["CPUExecutionProvider"]
-        if device != "cpu" and "CUDAExecutionProvider" in available:
-            if hasattr(ort, "preload_dlls"):
-                try:
-                    ort.preload_dlls()
-                except Exception:  # noqa: BLE001 - a system CUDA install needs no preloading
-                    pass
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        elif device == "cuda":
-            raise ModelError(f"device 'cuda' asked for, but this onnxruntime has no CUDAExecutionProvider "
-                             f"(it has {available}); install onnxruntime-gpu")
+        providers = ort_providers(ort, device)
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.inter_op_num_threads = 1
@@ -233,9 +239,11 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_manifest(model_dir: Path, verify: bool = True) -> dict:
+def load_manifest(model_dir: Path, verify: bool = True,
+                  hint: str = "run `anycode export --checkpoint RUN_DIR --out DIR` to make one") -> dict:
+    """manifest.json of a model directory, every file it names checked (size; sha256 with `verify`);
+    ModelError, ending with `hint` (how to make one), where something is wrong."""
     model_dir = Path(model_dir)
-    hint = "run `anycode export --checkpoint RUN_DIR --out DIR` to make one"
     mf = model_dir / "manifest.json"
     if not mf.exists():
         raise ModelError(f"no model in {model_dir} (no manifest.json); {hint}")
@@ -271,6 +279,10 @@ class Completer:
                  verify_files: bool = True, float_graphs: bool | None = None, cuda_graphs: bool = True):
         self.model_dir = Path(model_dir) if model_dir is not None else SHIPPED
         self.manifest = load_manifest(self.model_dir, verify_files)
+        kind = self.manifest.get("kind", "slm")
+        if kind != "slm":
+            raise ModelError(f"{self.model_dir} holds the {kind} model, not the SLM: serve it with the setting "
+                             f"anycode.model = {kind} (`anycode serve --model {kind}`)")
         try:   # the language the model was trained on, as its directory records it
             self.lang = grammars.of_model(self.model_dir)
         except KeyError as e:

@@ -82,8 +82,14 @@ class S2SModel(nn.Module):
         T = tin.shape[1]
         y = self.drop(self.tok(tin) + self.tgt_pos(torch.arange(T, device=tin.device)))
         causal = torch.ones(T, T, dtype=torch.bool, device=tin.device).triu(1)
+        h = self.decoder(y, memory, tgt_mask=causal, memory_key_padding_mask=src == PAD)
+        return self.output(h, memory, src)
+
+    def output(self, h: torch.Tensor, memory: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+        """log p [B, T, vocab] from the decoder states h [B, T, d]: the generator and the pointer
+        mixed (the module docstring's p(w)), in float32."""
+        T = h.shape[1]
         pad = src == PAD
-        h = self.decoder(y, memory, tgt_mask=causal, memory_key_padding_mask=pad)
         gen = F.linear(h, self.tok.weight).float().masked_fill(self.never_generated, float("-inf")).log_softmax(-1)
         scores = torch.einsum("btd,bsd->bts", self.copy_q(h).float(), memory.float()) / math.sqrt(self.cfg.d)
         att = scores.masked_fill((pad | (src == HOLE))[:, None, :], float("-inf")).softmax(-1)

@@ -39,7 +39,7 @@ from anycode import grammars
 from anycode.grammars import Language
 from anycode.model.dataset import Shard, shard_paths
 from anycode.model.fim_data import write_pieces
-from anycode.model.fim_eval import blank, function_at
+from anycode.model.token_search import blank, function_at
 
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<hole>", "<j>"]
 PAD, UNK, BOS, EOS, HOLE, JOIN = range(len(SPECIALS))

@@ -3,15 +3,13 @@
     anycode s2s eval --model runs/s2s [--data data/dataset/LANG] [--corpus data/corpus/LANG]
                      [--split test] [--limit 2000] [--beam 5] [--device cpu] [--json OUT.json]
 
-Everything but the model is the FIM baseline's (model/fim_eval.py): the holes are `anycode eval`'s
-sample found again in their files (`eval_holes`), the search is its beam (`beam_search`, here
-recomputing the decoder over each hypothesis's prefix, the targets being short), the two lists of
-candidates (`plain`, and `grammar`: only texts that parse in the hole, the server's `Hole.verify`)
-come from one search, and `evaluate_with` judges them by evaluate.py's `score` after parsing and
-printing each text as the SLM's trees are printed.  The source is built as in training
-(model/s2s_data.py: the function's pieces with HOLE, its OOV pieces as slots); a hole that does not
-sit on token boundaries has no candidates (a miss).  The search never writes UNK, PAD, BOS, HOLE or
-a slot the source does not hold; a slot is written as the source piece it stands for.
+Everything but the model is shared: the holes are `anycode eval`'s sample found again in their
+files (model/fim_eval.py's `eval_holes`), the search is model/s2s_search.py's (the source built as
+training builds it, token_search's beam, the server's own search over the exported graphs), the two
+lists of candidates (`plain`, and `grammar`: only texts that parse in the hole, the server's
+`Hole.verify`) come from one search, and fim_eval's `evaluate_with` judges them by evaluate.py's
+`score` after parsing and printing each text as the SLM's trees are printed; a hole that does not
+sit on token boundaries has no candidates (a miss).
 `anycode fim eval --report FIM.json S2S.json` puts the results beside the SLM's.
 """
 from __future__ import annotations
@@ -26,61 +24,33 @@ import torch
 from anycode import grammars
 from anycode.model import fim_eval as V
 from anycode.model.s2s import S2SConfig, S2SModel, load
-from anycode.model.s2s_data import (BOS, EOS, FIRST_SLOT, FIRST_WORD, HOLE, JOIN, PAD, SPECIALS, UNK, code_pieces,
-                                    encode_function, hole_pieces, make_example, pieces_text)
-
-
-def hole_source(hole: V.FimHole, words: dict[str, int], cfg: S2SConfig) -> tuple[torch.Tensor, list[str]] | None:
-    """The source [1, S] of a located hole, as training builds it, and the piece each OOV slot
-    stands for; None when the hole's bytes are not whole tokens."""
-    lang = hole.tree.lang
-    code = hole.function_code()
-    text = code.decode("utf8", "replace")
-    char = (lambda i: i) if len(text) == len(code) else (lambda i: len(code[:i].decode("utf8", "replace")))
-    pieces, first, spans = code_pieces(lang, text)
-    ab = hole_pieces(first, spans, len(pieces), char(hole.start - hole.fn_start), char(hole.end - hole.fn_start))
-    if ab is None:
-        return None
-    ids, oov = encode_function(pieces, words)
-    src, _, slots = make_example(ids, ab[0], ab[1], cfg.vocab, cfg.max_src, cfg.max_tgt - 1)
-    return torch.from_numpy(src)[None], [oov[j] for j in slots]
+from anycode.model import s2s_search as S
 
 
 @torch.no_grad()
 def candidates(model: S2SModel, vocab: list[str], hole: V.FimHole, beam: int, check=None,
                words: dict[str, int] | None = None) -> dict:
     """The texts the model writes for `hole`, best first: "plain", every text; with `check`, also
-    "grammar", only the texts it accepts."""
-    words = words or {p: i for i, p in enumerate(vocab) if i >= FIRST_WORD}
-    built = hole_source(hole, words, model.cfg)
+    "grammar", only the texts it accepts (model/s2s_search.py's search, the model on torch)."""
+    cfg = model.cfg
+    built = S.hole_source(hole, words or S.vocab_words(vocab), cfg.vocab, cfg.max_src, cfg.max_tgt)
     if built is None:
         return {"plain": [], "grammar": []}
     dev = model.tok.weight.device
-    src, slots = built[0].to(dev), built[1]
+    src = torch.from_numpy(built[0])[None].to(dev)
     memory = model.encode(src)
-    banned = torch.zeros(model.cfg.vocab, dtype=torch.bool, device=dev)
-    banned[[PAD, BOS, HOLE, UNK]] = True
-    banned[FIRST_SLOT + len(slots): FIRST_WORD] = True
-    state = {"prefix": torch.tensor([[BOS]], device=dev)}
 
-    def advance(parents: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        prefix = torch.cat([state["prefix"][parents], tokens[:, None]], 1)
-        state["prefix"] = prefix
+    def decode_last(prefix):
         n = len(prefix)
-        return model.decode(memory.expand(n, -1, -1), src.expand(n, -1), prefix)[:, -1]
+        logp = model.decode(memory.expand(n, -1, -1), src.expand(n, -1), torch.from_numpy(prefix).to(dev))
+        return logp[:, -1].cpu().numpy()
 
-    def to_text(ids: list[int]) -> str:
-        pieces = [slots[i - FIRST_SLOT] if FIRST_SLOT <= i < FIRST_WORD else SPECIALS[JOIN] if i == JOIN else vocab[i]
-                  for i in ids]
-        return pieces_text(hole.tree.lang, pieces).strip()
-
-    first = model.decode(memory, src, state["prefix"])[:, -1]
-    return V.beam_search(first, advance, beam, banned, V.finishers(to_text, check), model.cfg.max_tgt, EOS)
+    return S.search(decode_last, built[1], vocab, hole.tree.lang, beam, cfg.max_tgt, check)
 
 
 def evaluate(model: S2SModel, vocab: list[str], holes: list, beam: int = 5) -> dict:
     """Metrics of both searches over `holes` (fim_eval's `evaluate_with`)."""
-    words = {p: i for i, p in enumerate(vocab) if i >= FIRST_WORD}
+    words = S.vocab_words(vocab)
     return V.evaluate_with(holes, lambda hole, check: candidates(model, vocab, hole, beam, check, words))
 
 

@@ -15,6 +15,8 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
                     choices=["debug", "info", "warning", "error"],
                     help="level of the server's own log on stderr (default: warning)")
     defaults = ap.add_argument_group("setting defaults (the client's `anycode` settings override them)")
+    defaults.add_argument("--model", help="slm (the default), or a baseline of issue 21: s2s or fim, its "
+                                          "directory (`anycode s2s|fim export`) in --model-path")
     defaults.add_argument("--device", choices=["auto", "cpu", "cuda"])
     defaults.add_argument("--beam-size", type=int, dest="beamSize")
     defaults.add_argument("--max-items", type=int, dest="maxItems")
@@ -50,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
     from anycode.server import settings as settings_mod
 
-    defaults = {k: getattr(args, k) for k in ("device", "beamSize", "maxItems", "timeBudgetMs", "modelPath", "threads",
-                                           "maxMessageBytes")
+    defaults = {k: getattr(args, k) for k in ("model", "device", "beamSize", "maxItems", "timeBudgetMs", "modelPath",
+                                           "threads", "maxMessageBytes")
                 if getattr(args, k) is not None}
     _, warnings = settings_mod.parse(defaults)
     for w in warnings:

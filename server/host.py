@@ -60,6 +60,9 @@ class ModelHost:
 
 
 def runtime_completer(s: Settings) -> Completer:
+    if s.model != "slm":
+        from anycode.model import baseline_runtime
+        return baseline_runtime.BaselineCompleter(s.model, s.modelPath, s.device, s.threads)
     from anycode.model import runtime  # onnxruntime comes in here, in the worker thread
     return runtime.Completer(model_dir=s.modelPath or None, device=s.device, threads=s.threads)
 
@@ -67,7 +70,7 @@ def runtime_completer(s: Settings) -> Completer:
 def runtime_interim(s: Settings) -> Completer | None:
     """Where the model will load on the GPU (seconds: float graphs, CUDA graphs captured), the CPU
     one to answer with meanwhile (a fraction of a second); None where the CPU is all there is."""
-    if s.device == "cpu":
+    if s.device == "cpu" or s.model != "slm":
         return None
     import onnxruntime as ort
     if "CUDAExecutionProvider" not in ort.get_available_providers():

@@ -287,7 +287,7 @@ class AnycodeServer(LanguageServer):
             ms = (time.monotonic() - t0) * 1000
             host.state, host.message = "ready", f"model loaded in {ms:.0f} ms"
             self.log_message(f"model loaded on {host.device or s.device} in {ms:.0f} ms "
-                             f"({s.modelPath or 'shipped model'}, threads {s.threads or 'auto'})",
+                             f"({s.model}, {s.modelPath or 'shipped model'}, threads {s.threads or 'auto'})",
                              types.MessageType.Info)
             if completer.note:
                 self.log_message(f"anycode: {completer.note}", types.MessageType.Warning)

@@ -11,29 +11,31 @@ from typing import Any
 SECTION = "anycode"
 DEVICES = ("auto", "cpu", "cuda")
 RANKINGS = ("auto", "bm25")   # auto: the shipped encoders (BM25 weighed in as they say), BM25 where none ship
+MODELS = ("slm", "s2s", "fim")   # the SLM, or a baseline of issue 21 (model/baseline_runtime.py) at modelPath
 
 
 @dataclass(frozen=True)
 class Settings:
+    model: str = "slm"           # one of MODELS
     device: str = "auto"
     beamSize: int = 5
     maxItems: int = 5
     timeBudgetMs: int = 300
-    modelPath: str = ""          # "" = the shipped model
+    modelPath: str = ""          # "" = the shipped model (the SLM; a baseline has none shipped)
     threads: int = 0             # 0 = automatic
     maxMessageBytes: int = 64 << 20  # larger LSP messages are read through, dropped and answered with an error
     searchAllSymbols: bool = False   # every workspace/symbol query is a code search (else only `?query`)
     searchRanking: str = "auto"      # one of RANKINGS
 
-    def model_key(self) -> tuple[str, str, int]:
+    def model_key(self) -> tuple[str, str, str, int]:
         """What a model is loaded with: a change of any of these reloads it."""
-        return self.device, self.modelPath, self.threads
+        return self.model, self.device, self.modelPath, self.threads
 
 
 DEFAULTS = Settings()
 
 BOOLS = {"searchAllSymbols"}
-CHOICES = {"device": DEVICES, "searchRanking": RANKINGS}
+CHOICES = {"model": MODELS, "device": DEVICES, "searchRanking": RANKINGS}
 
 INT_RANGES = {
     "beamSize": (1, 16),

@@ -78,3 +78,28 @@ def encode_step_from_scratch(model, vocab: Vocab, sp):
     ri = torch.tensor([[i for _, i in sp.root_path]])
     hr, _ = model.encode(None, rt, ri, torch.tensor([len(sp.root_path)]))
     return hp[-1], hr[-1]
+
+
+def tiny_corpus(root: Path) -> Path:
+    """The files the tiny dataset's shards name (SPLIT/NAME.py), as the corpus holds them."""
+    import shutil
+    root = Path(root)
+    for split, names in (("train", TRAIN_MODULES), ("dev", DEV_MODULES), ("test", TEST_MODULES)):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        for n in names:
+            shutil.copy(module_file(n), root / split / f"{n}.py")
+    return root
+
+
+def s2s_train_args(packed: Path, out: Path, steps: int):
+    """`anycode s2s train`'s arguments for the tiny preset on the CPU, `steps` steps, no dropout."""
+    import argparse
+
+    from anycode.model import fim_train
+    from anycode.model.s2s_train import S2STask
+    ap = argparse.ArgumentParser()
+    fim_train.add_parser(ap, S2STask, "data/s2s")
+    args = ap.parse_args(["--data", str(packed), "--out", str(out), "--config", "tiny", "--minutes", "5",
+                          "--steps", str(steps), "--device", "cpu", "--set", "dropout=0"])
+    args.overrides = fim_train.parse_overrides(args.overrides, fim_train.make_settings("tiny", {}, S2STask))
+    return args

@@ -19,6 +19,8 @@ from anycode.model import fim_data as D  # noqa: E402
 from anycode.model import fim_eval as V  # noqa: E402
 from anycode.model import fim_tokenizer as T  # noqa: E402
 from anycode.model import fim_train  # noqa: E402
+import test_baseline_serving as S  # noqa: E402 - the serving checks, shared
+from anycode.model.baseline_runtime import BaselineCompleter  # noqa: E402
 from slm_fixtures import DEV_MODULES, TEST_MODULES, TRAIN_MODULES, module_file, tiny_dataset  # noqa: E402
 
 TRICKY = 'x = "<eot>" + \'<fim_middle>\'\r\n\tif a:\n        return "é ✓ 😀"  \n\n\n    \t# ok\n'
@@ -159,7 +161,7 @@ def test_candidates_for_real_holes_judged_by_eval(run_dir, corpus, tmp_path):
     assert E.same_code(truth, E.truth_code(hole.tree, hole.h))
     assert V.judge(hole, [("nothing_like_it", -1.0), (truth, -2.0)]).acc == 1      # eval's scoring
     model, tok = V.load_run(run_dir)
-    banned = V.banned_tokens(tok, model.cfg.vocab, "cpu")
+    banned = T.middle_banned(tok, model.cfg.vocab)
     plain = V.candidates(model, tok, hole, 3, banned)["plain"]
     assert plain and all(isinstance(t, str) and t for t, _ in plain)
     assert [lp for _, lp in plain] == sorted((lp for _, lp in plain), reverse=True)
@@ -174,3 +176,46 @@ def test_candidates_for_real_holes_judged_by_eval(run_dir, corpus, tmp_path):
     assert res["grammar"]["top1_parses_in_hole"] in (0.0, 50.0, 100.0)
     block = V.report([("tiny", res)], None, "header")
     assert "| tiny, plain beam |" in block and "| tiny, grammar beam |" in block
+
+
+# ---------------------------------------------------------------- through the server (ONNX Runtime)
+
+
+@pytest.fixture(scope="module")
+def test_holes(corpus, tmp_path_factory) -> list:
+    holes, found = V.eval_holes(tiny_dataset(tmp_path_factory.mktemp("data")), corpus, "test", 8)
+    assert found == 8
+    return holes
+
+
+@pytest.fixture(scope="module")
+def served_run(packed, tmp_path_factory) -> Path:
+    """A run of its own (run_dir grows as the tests above resume it): 80 steps, enough for answers that
+    parse in most test holes."""
+    out = tmp_path_factory.mktemp("served-run")
+    fim_train.train(_train_args(packed, out, 80))
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(served_run, tmp_path_factory) -> Path:
+    return S.export_run("fim", served_run, tmp_path_factory.mktemp("fim-onnx"))
+
+
+def _fim_search(run: Path):
+    model, tok = V.load_run(run)
+    banned = T.middle_banned(tok, model.cfg.vocab)
+    return lambda hole, check: V.candidates(model, tok, hole, S.BEAM, banned, check)
+
+
+def test_onnx_runtime_gives_the_torch_evaluations_candidates(served_run, exported, test_holes):
+    S.assert_graphs_give(_fim_search(served_run), BaselineCompleter("fim", exported, "cpu"), test_holes)
+
+
+def test_the_server_path_answers_the_evaluations_grammar_list(served_run, exported, test_holes):
+    S.assert_server_path_answers(_fim_search(served_run), BaselineCompleter("fim", exported, "cpu"), test_holes)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_anycode_serve_model_fim_answers_through_lsp(exported, test_holes):
+    await S.assert_lsp_answers("fim", exported, test_holes)

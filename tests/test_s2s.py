@@ -4,9 +4,7 @@ holes judged by `anycode eval`'s code.  Real stdlib files through the dataset pi
 (tests/slm_fixtures.py), a tiny model on the CPU."""
 from __future__ import annotations
 
-import argparse
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +19,10 @@ from anycode.model import fim_eval as V  # noqa: E402
 from anycode.model import fim_train  # noqa: E402
 from anycode.model import s2s_data as D  # noqa: E402
 from anycode.model import s2s_eval as SE  # noqa: E402
+from anycode.model import s2s_search as S2S_SEARCH  # noqa: E402
 from anycode.model.s2s import S2SConfig, S2SModel  # noqa: E402
 from anycode.model.s2s_train import S2STask  # noqa: E402
-from slm_fixtures import DEV_MODULES, TEST_MODULES, TRAIN_MODULES, module_file, tiny_dataset  # noqa: E402
+from slm_fixtures import s2s_train_args, tiny_corpus, tiny_dataset  # noqa: E402
 
 LANG = grammars.get(grammars.DEFAULT)
 
@@ -35,13 +34,7 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    """The files the shards name (SPLIT/NAME.py), as the corpus holds them."""
-    root = tmp_path_factory.mktemp("corpus")
-    for split, names in (("train", TRAIN_MODULES), ("dev", DEV_MODULES), ("test", TEST_MODULES)):
-        (root / split).mkdir()
-        for n in names:
-            shutil.copy(module_file(n), root / split / f"{n}.py")
-    return root
+    return tiny_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 @pytest.fixture(scope="module")
@@ -87,15 +80,6 @@ def test_pieces_of_a_split_round_trip(packed, tmp_path):
     assert (tmp_path / "back" / "dev.s2s.npz").read_bytes() == (packed / "dev.s2s.npz").read_bytes()
 
 
-def _train_args(packed, out, steps) -> argparse.Namespace:
-    ap = argparse.ArgumentParser()
-    fim_train.add_parser(ap, S2STask, "data/s2s")
-    args = ap.parse_args(["--data", str(packed), "--out", str(out), "--config", "tiny", "--minutes", "5",
-                          "--steps", str(steps), "--device", "cpu", "--set", "dropout=0"])
-    args.overrides = fim_train.parse_overrides(args.overrides, fim_train.make_settings("tiny", {}, S2STask))
-    return args
-
-
 def _losses(out: Path) -> list[float]:
     return [json.loads(x)["loss"] for x in (out / "log.jsonl").read_text().splitlines() if '"loss"' in x]
 
@@ -104,7 +88,7 @@ def _losses(out: Path) -> list[float]:
 def run_dir(packed, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run")
     torch.manual_seed(0)
-    fim_train.train(_train_args(packed, out, 60), S2STask(packed))
+    fim_train.train(s2s_train_args(packed, out, 60), S2STask(packed))
     return out
 
 
@@ -115,9 +99,9 @@ def test_tiny_model_trains_and_resumes_at_its_step(run_dir, packed, tmp_path):
     assert all(r["examples_per_s"] > 0 and r["tokens_per_s"] > 0 for r in log if "loss" in r)
     # 40 steps, then a second call to 45, against one call of 45: the same batches, the same losses
     once, twice = tmp_path / "once", tmp_path / "twice"
-    fim_train.train(_train_args(packed, once, 45), S2STask(packed))
-    fim_train.train(_train_args(packed, twice, 40), S2STask(packed))
-    st = fim_train.train(_train_args(packed, twice, 45), S2STask(packed))
+    fim_train.train(s2s_train_args(packed, once, 45), S2STask(packed))
+    fim_train.train(s2s_train_args(packed, twice, 40), S2STask(packed))
+    st = fim_train.train(s2s_train_args(packed, twice, 45), S2STask(packed))
     assert st["step"] == 45
     a, b = _losses(once), _losses(twice)
     assert len(b) == 45 and np.allclose(a[40:], b[40:], rtol=1e-3), (a[40:], b[40:])
@@ -177,8 +161,8 @@ def test_candidates_for_real_holes_judged_by_eval(run_dir, data, corpus):
     words = {p: i for i, p in enumerate(vocab) if i >= D.FIRST_WORD}
     hole = holes[0]
     truth = hole.source[hole.start: hole.end].decode()
-    src, slots = SE.hole_source(hole, words, model.cfg)
-    assert int((src == D.HOLE).sum()) == 1 and src.shape[1] <= model.cfg.max_src
+    src, slots = S2S_SEARCH.hole_source(hole, words, model.cfg.vocab, model.cfg.max_src, model.cfg.max_tgt)
+    assert int((src == D.HOLE).sum()) == 1 and len(src) <= model.cfg.max_src
     # the truth, as pieces and back, is exact by eval's scoring
     code = hole.function_code().decode()
     pieces, first, spans = D.code_pieces(LANG, code)

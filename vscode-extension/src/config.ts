@@ -6,11 +6,16 @@ export const SERVER_ARGS: readonly string[] = ['-m', 'anycode', 'serve'];
 export type Device = 'auto' | 'cpu' | 'cuda';
 export const DEVICES: readonly Device[] = ['auto', 'cpu', 'cuda'];
 
+/** The SLM, or a baseline of issue 21 exported to `modelPath` (docs/baselines.md, "Serving"). */
+export type Model = 'slm' | 's2s' | 'fim';
+export const MODELS: readonly Model[] = ['slm', 's2s', 'fim'];
+
 export type SearchRanking = 'auto' | 'bm25';
 export const SEARCH_RANKINGS: readonly SearchRanking[] = ['auto', 'bm25'];
 
 /** What the server receives: initializationOptions and the `anycode` configuration section. */
 export interface ServerConfig {
+  model: Model;
   device: Device;
   beamSize: number;
   maxItems: number;
@@ -22,6 +27,7 @@ export interface ServerConfig {
 }
 
 export const DEFAULTS: Readonly<ServerConfig> = Object.freeze({
+  model: 'slm',
   device: 'auto',
   beamSize: 5,
   maxItems: 5,
@@ -54,6 +60,7 @@ function intIn(value: unknown, [min, max]: readonly [number, number], fallback: 
 export function toServerConfig(raw: unknown): ServerConfig {
   const s = (raw !== null && typeof raw === 'object' ? raw : {}) as Record<string, unknown>;
   return {
+    model: MODELS.includes(s.model as Model) ? (s.model as Model) : DEFAULTS.model,
     device: DEVICES.includes(s.device as Device) ? (s.device as Device) : DEFAULTS.device,
     beamSize: intIn(s.beamSize, INT_RANGES.beamSize, DEFAULTS.beamSize),
     maxItems: intIn(s.maxItems, INT_RANGES.maxItems, DEFAULTS.maxItems),

@@ -20,15 +20,22 @@ describe('toServerConfig', () => {
   });
 
   it('keeps valid values', () => {
-    const cfg = { device: 'cuda', beamSize: 16, maxItems: 1, timeBudgetMs: 1000, modelPath: '/m/model.onnx', threads: 4, searchAllSymbols: true, searchRanking: 'bm25' };
+    const cfg = { model: 's2s', device: 'cuda', beamSize: 16, maxItems: 1, timeBudgetMs: 1000, modelPath: '/m/model.onnx', threads: 4, searchAllSymbols: true, searchRanking: 'bm25' };
     assert.deepEqual(toServerConfig(cfg), cfg);
     assert.equal(toServerConfig({ device: 'cpu' }).device, 'cpu');
   });
 
   it('drops client-only and unknown keys', () => {
     const cfg = toServerConfig({ pythonPath: '/usr/bin/python3', other: 1, device: 'cpu' });
-    assert.deepEqual(Object.keys(cfg).sort(), ['beamSize', 'device', 'maxItems', 'modelPath', 'searchAllSymbols', 'searchRanking', 'threads', 'timeBudgetMs']);
+    assert.deepEqual(Object.keys(cfg).sort(), ['beamSize', 'device', 'maxItems', 'model', 'modelPath', 'searchAllSymbols', 'searchRanking', 'threads', 'timeBudgetMs']);
     assert.equal(cfg.device, 'cpu');
+  });
+
+  it('falls back to the default for an invalid model', () => {
+    for (const model of ['SLM', 'gpt', '', 1, null]) {
+      assert.equal(toServerConfig({ model }).model, 'slm', String(model));
+    }
+    assert.equal(toServerConfig({ model: 'fim' }).model, 'fim');
   });
 
   it('falls back to the default for an invalid search ranking', () => {

@@ -30,7 +30,7 @@ local defaults = {
 }
 
 -- the settings keys the server reads (server/settings.py)
-M.keys = { "device", "beamSize", "maxItems", "timeBudgetMs", "modelPath", "threads", "searchAllSymbols", "searchRanking" }
+M.keys = { "model", "device", "beamSize", "maxItems", "timeBudgetMs", "modelPath", "threads", "searchAllSymbols", "searchRanking" }
 
 M.config = nil
 M.clients = {}  -- root_dir -> client id (Neovim 0.7 only; vim.lsp.start keeps its own)
