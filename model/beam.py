@@ -812,6 +812,15 @@ class Decoder:
             n.progress = (at, 0)
         return n
 
+    def _adds(self, hy: Hyp, prefix: Prefix) -> bool:
+        """Does the finished tree of `hy` add to the typed start?  One that prints the typed text alone
+        is no answer (the runtime drops it), so it is not counted among the finished, whose best
+        `keep` bound the search and whose first ends it at the soft deadline."""
+        try:
+            return prefix.adds(self.lang.print_node(build_node(hy, self.lang)))
+        except (Unprintable, IndexError, StopIteration):
+            return True                 # left to the runtime, which drops what does not print
+
     def _typed_symbols(self, ctx: Context, hy: Hyp, prefix: Prefix, row: np.ndarray) -> np.ndarray | None:
         """Which value parts keep the frontier terminal's text in agreement with the typed token it
         prints as (None: any, no typed token is left there).  Of a string standing for a typed one
@@ -1029,9 +1038,14 @@ class Decoder:
         (Hyp.progress) keeps `beam_size` of its own, up to `beam_size` times the typed tokens + 1 in
         all.  In one beam, trees that open cheap nodes (`x.strip().strip()...` around the typed start)
         before spelling its costly names push out those that spelled them, and nothing short is left
-        to finish."""
+        to finish.  Once a hypothesis has printed the typed start whole (one of the beam before this
+        step, or one finished), only those that have printed it go on: the others had their step to
+        catch up (a call's tree prints `f.get` one step after an attribute's), and the constraint
+        then prunes the search to one beam (docs/bench.md, "Typing along through LSP", has the
+        accuracy and cost of both)."""
         floor = finished[keep - 1].logp if len(finished) >= keep else NEG_INF
         levels = len(prefix.tokens) + 1 if prefix else 1
+        printed = bool(prefix) and (bool(finished) or any(hy.covered for hy in live))
         per_level: dict[tuple[int, int], int] = {}
         agreed: dict[int, int] = {}     # beam index -> its steps checked against the typed start that agree
         new_live = []
@@ -1046,6 +1060,8 @@ class Decoder:
                 if n is None:
                     continue
                 agreed[b] = agreed.get(b, 0) + 1
+            if printed and not (live[b] if n is None else n).covered:
+                continue
             if levels > 1:
                 level = live[b].progress if n is None else n.progress
                 if per_level.get(level, 0) >= beam_size:
@@ -1054,10 +1070,10 @@ class Decoder:
             if n is None:
                 n = self.apply(live[b], label, lp, ctx)
             ctx.stats["expansions"] += 1
-            if n.done:
-                finished.append(Finished(n.logp, n))
-            else:
+            if not n.done:
                 new_live.append(n)
+            elif not prefix or self._adds(n, prefix):
+                finished.append(Finished(n.logp, n))
         if len(finished) >= keep:
             finished.sort(key=lambda f: -f.logp)
             new_live = [hy for hy in new_live if hy.logp >= finished[keep - 1].logp]
