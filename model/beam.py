@@ -896,13 +896,14 @@ class Decoder:
         """Finished hypotheses, best first.  `check()` is called between steps: it may raise
         (cancellation) or raise `Stopped` (the hard deadline), which ends the search with what is
         finished.  `closing()` returning True (the soft deadline) ends it too when something is
-        finished; when nothing is, the search goes on one hypothesis wide (`_anytime`: one per amount
-        of the typed start printed), every open node of a hypothesis past the typed start closed as
-        soon as the grammar allows, for at most `close_steps` steps, so that a late request still
-        answers.  `memo`: network outputs of earlier requests in the same context, reused for the
-        hypotheses that come back, and this request's added to it.  `typed`: the typed start of the
-        expression (prefix.py); only hypotheses that agree with it are kept, and until one prints it
-        whole its expansions are taken best first among those that agree."""
+        finished; when nothing is, the search goes on from the best hypothesis alone (one hypothesis
+        wide; under a typed start, from the best of each amount of it printed, `_anytime`, as wide as
+        before), every open node of a hypothesis past the typed start closed as soon as the grammar
+        allows, for at most `close_steps` steps, so that a late request still answers.  `memo`:
+        network outputs of earlier requests in the same context, reused for the hypotheses that come
+        back, and this request's added to it.  `typed`: the typed start of the expression
+        (prefix.py); only hypotheses that agree with it are kept, and until one prints it whole its
+        expansions are taken best first among those that agree."""
         keep = keep or beam_size
         if memo is not None:
             memo.use(ctx.key)
@@ -927,7 +928,7 @@ class Decoder:
                     stats["stopped"] = True
                     break
                 closing_from = stats["closing_from"] = step
-                live, beam_size = self._anytime(live, prefix), 1
+                live, beam_size = self._anytime(live, prefix), beam_size if prefix else 1
             if closing_from is not None and step - closing_from >= close_steps:
                 stats["stopped"] = True
                 break
@@ -952,7 +953,9 @@ class Decoder:
     def _anytime(live: list[Hyp], prefix: Prefix) -> list[Hyp]:
         """The hypotheses that go on once the soft deadline has passed with nothing finished: the best
         alone, and under a typed start the best of each amount of it printed (`Hyp.progress`), since
-        the best of all is mostly one that has printed less of it and cannot finish before it has."""
+        the best of all is mostly one that has printed less of it and cannot finish before it has.
+        Those that have printed it all are steered closed; the others still need steps to print the
+        rest, and one of each amount left too few of them answering (docs/bench.md)."""
         if not prefix:
             return live[:1]
         best: dict = {}
