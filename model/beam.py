@@ -56,6 +56,10 @@ MAX_VALUE_PARTS = MAX_VALUE_SUBTOKENS
 MAX_STEPS = 64
 SOFT_STEPS = 40
 MAX_DEPTH = 10
+# past the soft deadline with nothing finished, hypotheses kept per amount of a typed start printed:
+# one each left more requests unanswered, the whole beam (20 in a widened search) ran past the hard
+# deadline on a loaded machine (docs/bench.md, "A typed request's cost")
+CLOSING_WIDTH = 2
 
 
 class Backend(Protocol):
@@ -897,9 +901,10 @@ class Decoder:
         (cancellation) or raise `Stopped` (the hard deadline), which ends the search with what is
         finished.  `closing()` returning True (the soft deadline) ends it too when something is
         finished; when nothing is, the search goes on from the best hypothesis alone (one hypothesis
-        wide; under a typed start, from the best of each amount of it printed, `_anytime`, as wide as
-        before), every open node of a hypothesis past the typed start closed as soon as the grammar
-        allows, for at most `close_steps` steps, so that a late request still answers.  `memo`:
+        wide; under a typed start, from the best of each amount of it printed, `_anytime`,
+        `CLOSING_WIDTH` of each amount wide), every open node of a hypothesis past the typed start
+        closed as soon as the grammar allows, for at most `close_steps` steps, so that a late
+        request still answers.  `memo`:
         network outputs of earlier requests in the same context, reused for the hypotheses that come
         back, and this request's added to it.  `typed`: the typed start of the expression
         (prefix.py); only hypotheses that agree with it are kept, and until one prints it whole its
@@ -928,7 +933,7 @@ class Decoder:
                     stats["stopped"] = True
                     break
                 closing_from = stats["closing_from"] = step
-                live, beam_size = self._anytime(live, prefix), beam_size if prefix else 1
+                live, beam_size = self._anytime(live, prefix), min(beam_size, CLOSING_WIDTH) if prefix else 1
             if closing_from is not None and step - closing_from >= close_steps:
                 stats["stopped"] = True
                 break
@@ -955,7 +960,7 @@ class Decoder:
         alone, and under a typed start the best of each amount of it printed (`Hyp.progress`), since
         the best of all is mostly one that has printed less of it and cannot finish before it has.
         Those that have printed it all are steered closed; the others still need steps to print the
-        rest, and one of each amount left too few of them answering (docs/bench.md)."""
+        rest (`CLOSING_WIDTH` of each amount go on)."""
         if not prefix:
             return live[:1]
         best: dict = {}
