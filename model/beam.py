@@ -896,7 +896,7 @@ class Decoder:
     def search(self, ctx: Context, beam_size: int = 5, typed: str | Prefix = "", *, max_steps: int = MAX_STEPS,
                soft_steps: int = SOFT_STEPS, max_depth: int = MAX_DEPTH, check: Callable[[], None] | None = None,
                keep: int | None = None, closing: Callable[[], bool] | None = None,
-               close_steps: int = 24, memo: ScoreMemo | None = None) -> list[Finished]:
+               close_steps: int = 24, memo: ScoreMemo | None = None, yield_late: bool = False) -> list[Finished]:
         """Finished hypotheses, best first.  `check()` is called between steps: it may raise
         (cancellation) or raise `Stopped` (the hard deadline), which ends the search with what is
         finished.  `closing()` returning True (the soft deadline) ends it too when something is
@@ -904,7 +904,9 @@ class Decoder:
         wide; under a typed start, from the best of each amount of it printed, `_anytime`,
         `CLOSING_WIDTH` of each amount wide), every open node of a hypothesis past the typed start
         closed as soon as the grammar allows, for at most `close_steps` steps, so that a late
-        request still answers.  `memo`:
+        request still answers; with `yield_late`, a search under a typed start that no hypothesis has
+        printed whole by then ends there too, leaving the time to the caller's next search (an
+        operand's own hole: `Hole.fallback`).  `memo`:
         network outputs of earlier requests in the same context, reused for the hypotheses that come
         back, and this request's added to it.  `typed`: the typed start of the expression
         (prefix.py); only hypotheses that agree with it are kept, and until one prints it whole its
@@ -929,7 +931,7 @@ class Decoder:
                     stats["stopped"] = True
                     break
             if closing_from is None and closing is not None and closing():
-                if finished:
+                if finished or (yield_late and prefix and not any(hy.covered for hy in live)):
                     stats["stopped"] = True
                     break
                 closing_from = stats["closing_from"] = step
