@@ -30,7 +30,8 @@ test-fast: $(BIN)/.installed-train
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not soak"
 
 # completion latency, memory, start-up: the measured sections of docs/bench.md, in process
-# (model/bench.py), then through LSP with holebench on the same test split (server/bench.py), then
+# (model/bench.py), then through LSP with holebench on the same test split, nothing typed and the first
+# 2 and 3 tokens of each hole typed (server/bench.py), then
 # the soak, fuzz and 10 MB file through a raw client (server/soak.py; SOAK_FLAGS, e.g.
 # "--soak-beam 2 --soak-budget-ms 100" to bound the soak's run time on a slow machine)
 HOLEBENCH ?= ../shared/bench/holebench.py

@@ -32,6 +32,7 @@ torch_backend.TorchBackend (the torch model) implement.
 """
 from __future__ import annotations
 
+import heapq
 import time
 from collections import OrderedDict
 from functools import lru_cache
@@ -55,6 +56,10 @@ MAX_VALUE_PARTS = MAX_VALUE_SUBTOKENS
 MAX_STEPS = 64
 SOFT_STEPS = 40
 MAX_DEPTH = 10
+# past the soft deadline with nothing finished, hypotheses kept per amount of a typed start printed:
+# one each left more requests unanswered, the whole beam (20 in a widened search) ran past the hard
+# deadline on a loaded machine (docs/bench.md, "A typed request's cost")
+CLOSING_WIDTH = 2
 
 
 class Backend(Protocol):
@@ -784,44 +789,41 @@ class Decoder:
             return True
         return prefix.anchor in self._left_kinds(n.types[i], prefix)
 
-    def _agreeing(self, ctx: Context, hy: Hyp, b: int, lp: np.ndarray, labels, prefix: Prefix,
-                  want: int, max_tries: int = 256) -> list[tuple]:
-        """The best `want` expansions of `hy` (not yet past the typed prefix) that agree with it, as
-        search candidates with the expanded hypothesis; value parts are masked by `_typed_symbols`
-        already, every other step is checked on the text it commits."""
+    def _agrees(self, ctx: Context, hy: Hyp, label: str, logp: float, prefix: Prefix) -> Hyp | None:
+        """`hy` expanded by `label` (not yet past the typed prefix) where the result still agrees with
+        the typed start, else None; value parts are masked by `_typed_symbols` already, every other
+        step is checked on the text it commits."""
         pi = hy.pi
         spelling = pi >= 0 and self.lang.kind_of(hy.types[pi]) == "valued"
-        k = min(max_tries, int(np.count_nonzero(lp > NEG_INF)))
-        if k == 0:
-            return []
-        order = np.argpartition(-lp, k - 1)[:k] if k < len(lp) else np.arange(len(lp))
-        order = order[np.argsort(-lp[order], kind="stable")]
-        out = []
-        for i in order:
-            label, l = labels(int(i)), float(lp[i])
-            n = self.apply(hy, label, l, ctx)
-            if spelling and label != EOS_TOK:
-                n.progress = (hy.progress[0], len(self.lang.join_value(hy.types[pi], n.parts[pi])))
-            else:
-                opened = not spelling and label != EOS_NODE
-                if opened and prefix.anchor and not self._anchored(n, prefix):
-                    ctx.stats["pruned_typed"] += 1
-                    continue
-                state, at = typed_state(n, prefix)
-                if state == INCONSISTENT or (n.done and state != COVERED) or (
-                        state == CONSISTENT and at is not None and opened and leading_text(label, self.lang) == ""
-                        and not prefix.starts(at, self.first_tokens(label))):
-                    ctx.stats["pruned_typed"] += 1
-                    continue
-                n.covered = state == COVERED
-                if n.covered:
-                    n.progress = (len(prefix.tokens), 0)
-                elif at is not None:
-                    n.progress = (at, 0)
-            out.append((hy.logp + l, b, label, l, n))
-            if len(out) >= want:
-                break
-        return out
+        n = self.apply(hy, label, logp, ctx)
+        if spelling and label != EOS_TOK:
+            n.progress = (hy.progress[0], len(self.lang.join_value(hy.types[pi], n.parts[pi])))
+            return n
+        opened = not spelling and label != EOS_NODE
+        if opened and prefix.anchor and not self._anchored(n, prefix):
+            ctx.stats["pruned_typed"] += 1
+            return None
+        state, at = typed_state(n, prefix)
+        if state == INCONSISTENT or (n.done and state != COVERED) or (
+                state == CONSISTENT and at is not None and opened and leading_text(label, self.lang) == ""
+                and not prefix.starts(at, self.first_tokens(label))):
+            ctx.stats["pruned_typed"] += 1
+            return None
+        n.covered = state == COVERED
+        if n.covered:
+            n.progress = (len(prefix.tokens), 0)
+        elif at is not None:
+            n.progress = (at, 0)
+        return n
+
+    def _adds(self, hy: Hyp, prefix: Prefix) -> bool:
+        """Does the finished tree of `hy` add to the typed start?  One that prints the typed text alone
+        is no answer (the runtime drops it), so it is not counted among the finished, whose best
+        `keep` bound the search and whose first ends it at the soft deadline."""
+        try:
+            return prefix.adds(self.lang.print_node(build_node(hy, self.lang)))
+        except (Unprintable, IndexError, StopIteration):
+            return True                 # left to the runtime, which drops what does not print
 
     def _typed_symbols(self, ctx: Context, hy: Hyp, prefix: Prefix, row: np.ndarray) -> np.ndarray | None:
         """Which value parts keep the frontier terminal's text in agreement with the typed token it
@@ -888,24 +890,30 @@ class Decoder:
 
     # ------------------------------------------------------------ beam search
 
+    # expansions of one hypothesis under a typed start tried against it, at most
+    MAX_TRIES = 256
+
     def search(self, ctx: Context, beam_size: int = 5, typed: str | Prefix = "", *, max_steps: int = MAX_STEPS,
                soft_steps: int = SOFT_STEPS, max_depth: int = MAX_DEPTH, check: Callable[[], None] | None = None,
                keep: int | None = None, closing: Callable[[], bool] | None = None,
-               close_steps: int = 24, memo: ScoreMemo | None = None) -> list[Finished]:
+               close_steps: int = 24, memo: ScoreMemo | None = None, yield_late: bool = False) -> list[Finished]:
         """Finished hypotheses, best first.  `check()` is called between steps: it may raise
         (cancellation) or raise `Stopped` (the hard deadline), which ends the search with what is
         finished.  `closing()` returning True (the soft deadline) ends it too when something is
-        finished; when nothing is, the best live hypothesis alone is steered to close (width 1,
-        every open node closed as soon as the grammar allows) for at most `close_steps` steps,
-        so that a late request still answers.  `memo`: network outputs of earlier requests in the same
-        context, reused for the hypotheses that come back, and this request's added to it.  `typed`: the
-        typed start of the expression (prefix.py); only hypotheses that agree with it are kept, and until
-        one prints it whole its expansions are taken best first among those that agree."""
+        finished; when nothing is, the search goes on from the best hypothesis alone (one hypothesis
+        wide; under a typed start, from the best of each amount of it printed, `_anytime`,
+        `CLOSING_WIDTH` of each amount wide), every open node of a hypothesis past the typed start
+        closed as soon as the grammar allows, for at most `close_steps` steps, so that a late
+        request still answers; with `yield_late`, a search under a typed start that no hypothesis has
+        printed whole by then ends there too, leaving the time to the caller's next search (an
+        operand's own hole: `Hole.fallback`).  `memo`:
+        network outputs of earlier requests in the same context, reused for the hypotheses that come
+        back, and this request's added to it.  `typed`: the typed start of the expression
+        (prefix.py); only hypotheses that agree with it are kept, and until one prints it whole its
+        expansions are taken best first among those that agree."""
         keep = keep or beam_size
         if memo is not None:
             memo.use(ctx.key)
-        symbols = ctx.features.symbols
-        nsym = len(symbols)
         live = [Hyp()]
         finished: list[Finished] = []
         chains = self._first_chain(ctx)
@@ -913,6 +921,7 @@ class Decoder:
         stats = ctx.stats
         stats.update(steps=0, expansions=0, pruned_typed=0)
         prefix = typed if isinstance(typed, Prefix) else Prefix(typed, lang=self.lang)
+        bounds = (max_steps, soft_steps, max_depth)
         closing_from = None
         for step in range(max_steps):
             if check is not None:
@@ -922,79 +931,21 @@ class Decoder:
                     stats["stopped"] = True
                     break
             if closing_from is None and closing is not None and closing():
-                if finished:
+                if finished or (yield_late and prefix and not any(hy.covered for hy in live)):
                     stats["stopped"] = True
                     break
                 closing_from = stats["closing_from"] = step
-                live, beam_size = live[:1], 1           # live is best first
+                live, beam_size = self._anytime(live, prefix), min(beam_size, CLOSING_WIDTH) if prefix else 1
             if closing_from is not None and step - closing_from >= close_steps:
                 stats["stopped"] = True
                 break
             only = [self.only_label(ctx, hy) for hy in live]
-            rows = {}       # b -> (node log-probabilities, value log-probabilities)
-            asked = [b for b, o in enumerate(only) if o is None]
-            if memo is not None:
-                keys = {b: live[b].structure() for b in asked}
-                for b in asked:
-                    got = memo.rows.get(keys[b])
-                    if got is not None:
-                        rows[b] = got
-                memo.hits += len(rows)
-                asked = [b for b in asked if b not in rows]
-                memo.misses += len(asked)
-            if asked:
-                node_lp, value_lp = self.distributions(ctx, [live[b] for b in asked], chains, gen)
-                for r, b in enumerate(asked):
-                    rows[b] = (node_lp[r], value_lp[r])
-                    if memo is not None:
-                        memo.rows[keys[b]] = (node_lp[r].copy(), value_lp[r].copy())
+            rows = self._network_rows(ctx, live, only, chains, gen, memo)
             stats["steps"] += 1
-            cands = []     # (score, b, label, logp)
-            for b, hy in enumerate(live):
-                if only[b] is not None:
-                    label = self.vocab.node_types[only[b]]
-                    if prefix and not hy.covered:
-                        cands.extend(self._agreeing(ctx, hy, b, np.array([0.0]), lambda i: label, prefix, 1))
-                    else:
-                        cands.append((hy.logp, b, label, 0.0, None))
-                    continue
-                node_row, value_row = rows[b]
-                pi = hy.pi
-                forced = closing_from is not None or hy.nsteps >= soft_steps or \
-                    hy.nsteps + self._closing_cost(hy) + 2 >= max_steps
-                if pi >= 0 and self.lang.kind_of(hy.types[pi]) == "valued":
-                    j = len(hy.parts[pi])
-                    if j >= MAX_VALUE_PARTS or (forced and j > 0):
-                        allowed = np.zeros(nsym, bool)
-                    else:
-                        allowed = self.value_mask(ctx, hy.types[pi], j > 0).copy()
-                    allowed[self.eos_tok] = j > 0
-                    if prefix and not hy.covered:
-                        fits = self._typed_symbols(ctx, hy, prefix, np.where(allowed, value_row, NEG_INF))
-                        if fits is not None:
-                            allowed &= fits | (np.arange(nsym) == self.eos_tok)
-                    lp = np.where(allowed, value_row, NEG_INF)
-                    labels = symbols.string
-                else:
-                    allowed = self.node_mask(ctx, hy)
-                    if pi >= 0 and (forced or len(hy.stack) >= max_depth):
-                        if allowed[self.eos_node]:              # close the node now
-                            allowed[:] = False
-                            allowed[self.eos_node] = True
-                        elif (allowed & self.terminal).any():   # else end the branch with a terminal
-                            allowed &= self.terminal
-                    lp = np.where(allowed, node_row, NEG_INF)
-                    labels = self.vocab.node_types.__getitem__
-                if prefix and not hy.covered:
-                    cands.extend(self._agreeing(ctx, hy, b, lp, labels, prefix, beam_size))
-                    continue
-                width = min(len(lp), beam_size)
-                top = np.argpartition(-lp, width - 1)[:width] if width < len(lp) else np.arange(len(lp))
-                for i in top:
-                    if lp[i] > NEG_INF:
-                        cands.append((hy.logp + float(lp[i]), b, labels(int(i)), float(lp[i]), None))
-            new_live = self._select(ctx, cands, live, finished, beam_size, keep, prefix)
-            live = new_live
+            cands = heapq.merge(*(self._expansions(ctx, hy, b, only[b], rows.get(b), prefix, beam_size,
+                                                   closing_from is not None, bounds)
+                                  for b, hy in enumerate(live)), key=_by_score)
+            live = self._select(ctx, cands, live, finished, beam_size, keep, prefix)
             if not live:
                 break
             # drop chain states no live beam can return to
@@ -1005,24 +956,122 @@ class Decoder:
         stats["finished"] = len(finished)
         return finished
 
-    def _select(self, ctx: Context, cands: list[tuple], live: list[Hyp], finished: list[Finished],
+    @staticmethod
+    def _anytime(live: list[Hyp], prefix: Prefix) -> list[Hyp]:
+        """The hypotheses that go on once the soft deadline has passed with nothing finished: the best
+        alone, and under a typed start the best of each amount of it printed (`Hyp.progress`), since
+        the best of all is mostly one that has printed less of it and cannot finish before it has.
+        Those that have printed it all are steered closed; the others still need steps to print the
+        rest (`CLOSING_WIDTH` of each amount go on)."""
+        if not prefix:
+            return live[:1]
+        best: dict = {}
+        for hy in live:                       # live is best first
+            best.setdefault(hy.progress, hy)
+        return sorted(best.values(), key=lambda hy: (not hy.covered, -hy.progress[0], -hy.progress[1]))
+
+    def _network_rows(self, ctx: Context, live: list[Hyp], only: list, chains: dict, gen: dict,
+                      memo: ScoreMemo | None) -> dict:
+        """beam index -> (node log-probabilities, value log-probabilities) for the beams whose next
+        step the grammar leaves open (`only` None), from `memo` where it has them, else from one
+        network call for them all (added to `memo`)."""
+        rows = {}
+        asked = [b for b, o in enumerate(only) if o is None]
+        if memo is not None:
+            keys = {b: live[b].structure() for b in asked}
+            for b in asked:
+                got = memo.rows.get(keys[b])
+                if got is not None:
+                    rows[b] = got
+            memo.hits += len(rows)
+            asked = [b for b in asked if b not in rows]
+            memo.misses += len(asked)
+        if asked:
+            node_lp, value_lp = self.distributions(ctx, [live[b] for b in asked], chains, gen)
+            for r, b in enumerate(asked):
+                rows[b] = (node_lp[r], value_lp[r])
+                if memo is not None:
+                    memo.rows[keys[b]] = (node_lp[r].copy(), value_lp[r].copy())
+        return rows
+
+    def _expansions(self, ctx: Context, hy: Hyp, b: int, only: int | None, row, prefix: Prefix, width: int,
+                    closing: bool, bounds: tuple[int, int, int]):
+        """The candidate steps of beam `b`, best first: (score, b, label, log-probability, typed).
+        `typed` > 0: `hy` has not printed the typed start yet, and the step is still to be checked
+        against it (`_select` does, in score order, taking `typed` steps of `hy` at most that agree):
+        most of the steps tried are never checked, the beam being full before the search reaches them."""
+        typed = width if prefix and not hy.covered else 0
+        if only is not None:
+            return iter([(hy.logp, b, self.vocab.node_types[only], 0.0, min(typed, 1))])
+        lp, labels = self._masked(ctx, hy, row, prefix, closing and (hy.covered or not prefix), bounds)
+        return _ranked(hy, b, lp, labels, self.MAX_TRIES if typed else width, typed)
+
+    def _masked(self, ctx: Context, hy: Hyp, row, prefix: Prefix, closing: bool,
+                bounds: tuple[int, int, int]) -> tuple[np.ndarray, Callable[[int], str]]:
+        """The log-probabilities of the next step of `hy` (`row`: the network's), -inf where the
+        grammar, the value shapes, the typed start or the search's bounds rule it out; and the label
+        of each index.  Past `soft_steps`, near `max_steps` or `closing`, nodes close as soon as
+        they can and values take no more parts; at `max_depth` no node opens a nonterminal."""
+        max_steps, soft_steps, max_depth = bounds
+        node_row, value_row = row
+        pi = hy.pi
+        forced = closing or hy.nsteps >= soft_steps or hy.nsteps + self._closing_cost(hy) + 2 >= max_steps
+        if pi >= 0 and self.lang.kind_of(hy.types[pi]) == "valued":
+            nsym = len(ctx.features.symbols)
+            j = len(hy.parts[pi])
+            if j >= MAX_VALUE_PARTS or (forced and j > 0):
+                allowed = np.zeros(nsym, bool)
+            else:
+                allowed = self.value_mask(ctx, hy.types[pi], j > 0).copy()
+            allowed[self.eos_tok] = j > 0
+            if prefix and not hy.covered:
+                fits = self._typed_symbols(ctx, hy, prefix, np.where(allowed, value_row, NEG_INF))
+                if fits is not None:
+                    allowed &= fits | (np.arange(nsym) == self.eos_tok)
+            return np.where(allowed, value_row, NEG_INF), ctx.features.symbols.string
+        allowed = self.node_mask(ctx, hy)
+        if pi >= 0 and (forced or len(hy.stack) >= max_depth):
+            if allowed[self.eos_node]:              # close the node now
+                allowed[:] = False
+                allowed[self.eos_node] = True
+            elif (allowed & self.terminal).any():   # else end the branch with a terminal
+                allowed &= self.terminal
+        return np.where(allowed, node_row, NEG_INF), self.vocab.node_types.__getitem__
+
+    def _select(self, ctx: Context, cands, live: list[Hyp], finished: list[Finished],
                 beam_size: int, keep: int, prefix: Prefix) -> list[Hyp]:
-        """The next beam from one step's candidates (score, beam index, label, log-probability, the
-        expanded hypothesis or None), best first; those that finish go to `finished`.  What scores
-        below the keep-th finished can never enter the answer (log-probabilities only fall), so it
-        takes no beam slot.  Under a typed start, hypotheses compete only with those that printed as
-        much of it (grid beam search): each amount printed (Hyp.progress) keeps `beam_size` of its
-        own, up to `beam_size` times the typed tokens + 1 in all.  In one beam, trees that open cheap
-        nodes (`x.strip().strip()...` around the typed start) before spelling its costly names push
-        out those that spelled them, and nothing short is left to finish."""
-        cands.sort(key=lambda c: -c[0])
+        """The next beam from one step's candidates (score, beam index, label, log-probability,
+        typed; best first, as `_expansions` gives them), best first; those that finish go to
+        `finished`.  What scores below the keep-th finished can never enter the answer
+        (log-probabilities only fall), so it takes no beam slot.  Under a typed start, hypotheses
+        compete only with those that printed as much of it (grid beam search): each amount printed
+        (Hyp.progress) keeps `beam_size` of its own, up to `beam_size` times the typed tokens + 1 in
+        all.  In one beam, trees that open cheap nodes (`x.strip().strip()...` around the typed start)
+        before spelling its costly names push out those that spelled them, and nothing short is left
+        to finish.  Once a hypothesis has printed the typed start whole (one of the beam before this
+        step, or one finished), only those that have printed it go on: the others had their step to
+        catch up (a call's tree prints `f.get` one step after an attribute's), and the constraint
+        then prunes the search to one beam (docs/bench.md, "Typing along through LSP", has the
+        accuracy and cost of both)."""
         floor = finished[keep - 1].logp if len(finished) >= keep else NEG_INF
         levels = len(prefix.tokens) + 1 if prefix else 1
+        printed = bool(prefix) and (bool(finished) or any(hy.covered for hy in live))
         per_level: dict[tuple[int, int], int] = {}
+        agreed: dict[int, int] = {}     # beam index -> its steps checked against the typed start that agree
         new_live = []
-        for score, b, label, lp, n in cands:
+        for score, b, label, lp, typed in cands:
             if len(new_live) >= beam_size * levels or score < floor:
                 break
+            n = None
+            if typed:
+                if agreed.get(b, 0) >= typed:
+                    continue
+                n = self._agrees(ctx, live[b], label, lp, prefix)
+                if n is None:
+                    continue
+                agreed[b] = agreed.get(b, 0) + 1
+            if printed and not (live[b] if n is None else n).covered:
+                continue
             if levels > 1:
                 level = live[b].progress if n is None else n.progress
                 if per_level.get(level, 0) >= beam_size:
@@ -1031,10 +1080,10 @@ class Decoder:
             if n is None:
                 n = self.apply(live[b], label, lp, ctx)
             ctx.stats["expansions"] += 1
-            if n.done:
-                finished.append(Finished(n.logp, n))
-            else:
+            if not n.done:
                 new_live.append(n)
+            elif not prefix or self._adds(n, prefix):
+                finished.append(Finished(n.logp, n))
         if len(finished) >= keep:
             finished.sort(key=lambda f: -f.logp)
             new_live = [hy for hy in new_live if hy.logp >= finished[keep - 1].logp]
@@ -1063,3 +1112,19 @@ class Decoder:
 
 UNK_SYMBOL = 1      # the id of UNK among the subtokens (vocab.SUBTOKEN_SPECIALS), as batching labels unknown values
 
+
+def _by_score(cand: tuple) -> float:
+    return -cand[0]
+
+
+def _ranked(hy: Hyp, b: int, lp: np.ndarray, labels: Callable[[int], str], limit: int, typed: int):
+    """The steps of `hy` (beam `b`) whose log-probability `lp` is not -inf, best first, `limit` at most,
+    as search candidates (`Decoder._expansions`)."""
+    k = min(limit, int(np.count_nonzero(lp > NEG_INF)))
+    if k == 0:
+        return
+    order = np.argpartition(-lp, k - 1)[:k] if k < len(lp) else np.arange(len(lp))
+    order = order[np.argsort(-lp[order], kind="stable")]
+    for i in order:
+        logp = float(lp[i])
+        yield hy.logp + logp, b, labels(int(i)), logp, typed

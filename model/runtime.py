@@ -488,7 +488,8 @@ class Completer:
                                        soft_steps=self.soft_steps, max_depth=self.max_depth, check=check,
                                        keep=max(beam_size, max_items),
                                        closing=None if deadline is None else closing,
-                                       close_steps=self.close_steps, memo=self.score_memo)
+                                       close_steps=self.close_steps, memo=self.score_memo,
+                                       yield_late=hole.fallback is not None)
         t2 = time.perf_counter()
         out: list[Candidate] = []
         seen, answers = set(), set()
