@@ -32,7 +32,7 @@ from anycode.model import holes
 from anycode.model import fim_search, s2s_search
 from anycode.model.completer import Candidate
 from anycode.model.prefix import Prefix
-from anycode.model.runtime import Cancelled, ModelError, load_manifest, ort_providers
+from anycode.model.runtime import Cancelled, ModelError, check_request, load_manifest, ort_providers
 from anycode.model.token_search import FimHole, Stopped
 
 KINDS = ("s2s", "fim")
@@ -166,12 +166,7 @@ class BaselineCompleter:
                  prior: tuple[bytes, object] | None = None) -> list[Candidate]:
         """Ranked completions of the expression at byte offset `cursor` of `source` (runtime.Completer's
         contract)."""
-        if not isinstance(source, (bytes, bytearray)):
-            raise TypeError(f"source must be bytes, not {type(source).__name__}")
-        if not 0 <= cursor <= len(source):
-            raise ValueError(f"cursor {cursor} is outside the buffer of {len(source)} bytes")
-        if beam_size < 1 or max_items < 1:
-            raise ValueError("beam_size and max_items must be at least 1")
+        check_request(source, cursor, beam_size, max_items)
         with self._lock:
             self.stats["requests"] += 1
 

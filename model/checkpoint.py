@@ -52,3 +52,21 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def load_baseline(folder: Path, model_class, config_class, device="cpu"):
+    """A baseline run's model (model/fim.py, model/s2s.py) in float32, in eval mode: from best.pt, else
+    ckpt.pt ({"config", "model", ...}), else the fp16 weights tools/device/weights.py joined as slm.pt
+    beside config.json."""
+    folder = Path(folder)
+    for name in ("best.pt", "ckpt.pt"):
+        if (folder / name).exists():
+            blob = torch.load(folder / name, map_location="cpu", weights_only=False)
+            config, state = blob["config"], blob["model"]
+            break
+    else:
+        config = json.loads((folder / "config.json").read_text())["model"]
+        state = torch.load(folder / "slm.pt", map_location="cpu", weights_only=True)
+    model = model_class(config_class(**config))
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    return model.to(device).eval()

@@ -119,15 +119,3 @@ class FimModel(nn.Module):
         """Mean cross-entropy of the targets y [B, T] given x [B, T]; padding targets are not counted."""
         logits, _ = self(x)
         return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.reshape(-1), ignore_index=PAD)
-
-
-def save(path, model: FimModel, **extra) -> None:
-    torch.save({"config": model.cfg.to_dict(), "model": model.state_dict(), **extra}, path)
-
-
-def load(path, device="cpu") -> FimModel:
-    """A model from a checkpoint (ckpt.pt or best.pt: {"config", "model", ...}), in float32, in eval mode."""
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    model = FimModel(FimConfig(**blob["config"]))
-    model.load_state_dict({k: v.float() for k, v in blob["model"].items()})
-    return model.to(device).eval()

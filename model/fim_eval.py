@@ -176,18 +176,12 @@ def by_size(holes: list[FimHole | None], scored: list[E.Scored]) -> dict:
 def load_run(folder: Path, device="cpu") -> tuple[FimModel, object]:
     """A run's model (best.pt, else ckpt.pt, else the fp16 weights tools/device/weights.py joined as
     slm.pt with config.json) and its tokenizer."""
-    from anycode.model.fim import FimConfig, load
+    from anycode.model.checkpoint import load_baseline
+    from anycode.model.fim import FimConfig
     from anycode.model.fim_tokenizer import load as load_tokenizer
 
-    folder = Path(folder)
-    tok = load_tokenizer(folder / "tokenizer.json")
-    for name in ("best.pt", "ckpt.pt"):
-        if (folder / name).exists():
-            return load(folder / name, device), tok
-    model = FimModel(FimConfig(**json.loads((folder / "config.json").read_text())["model"]))
-    state = torch.load(folder / "slm.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict({k: v.float() for k, v in state.items()})
-    return model.to(device).eval(), tok
+    tok = load_tokenizer(Path(folder) / "tokenizer.json")
+    return load_baseline(folder, FimModel, FimConfig, device), tok
 
 
 BEGIN, END = "<!-- fim:begin -->", "<!-- fim:end -->"

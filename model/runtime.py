@@ -267,6 +267,17 @@ def load_manifest(model_dir: Path, verify: bool = True,
 # ---------------------------------------------------------------- the completer
 
 
+def check_request(source, cursor: int, beam_size: int, max_items: int) -> None:
+    """A completion request's arguments, as every completer's `complete` takes them: TypeError or
+    ValueError saying which is wrong."""
+    if not isinstance(source, (bytes, bytearray)):
+        raise TypeError(f"source must be bytes, not {type(source).__name__}")
+    if not 0 <= cursor <= len(source):
+        raise ValueError(f"cursor {cursor} is outside the buffer of {len(source)} bytes")
+    if beam_size < 1 or max_items < 1:
+        raise ValueError("beam_size and max_items must be at least 1")
+
+
 @dataclass
 class _Document:
     prev: tuple[bytes, object] | None = None      # (buffer with placeholder, its tree)
@@ -374,12 +385,7 @@ class Completer:
         more; `cancelled()` returning True raises Cancelled.  Both are checked between steps.
         `prior`: (a buffer, its tree-sitter tree), e.g. `source` as the language server parsed it: the
         hole's parse starts from that tree (incrementally) rather than from the document's last hole."""
-        if not isinstance(source, (bytes, bytearray)):
-            raise TypeError(f"source must be bytes, not {type(source).__name__}")
-        if not 0 <= cursor <= len(source):
-            raise ValueError(f"cursor {cursor} is outside the buffer of {len(source)} bytes")
-        if beam_size < 1 or max_items < 1:
-            raise ValueError("beam_size and max_items must be at least 1")
+        check_request(source, cursor, beam_size, max_items)
         with self._lock:
             return self._complete(bytes(source), cursor, uri, beam_size, max_items, deadline, cancelled, prior)
 

@@ -106,15 +106,3 @@ class S2SModel(nn.Module):
         """Mean negative log-likelihood of the labels tout [B, T] (PAD not counted)."""
         logp = self(src, tin)
         return F.nll_loss(logp.view(-1, logp.shape[-1]), tout.reshape(-1), ignore_index=PAD)
-
-
-def save(path, model: S2SModel, **extra) -> None:
-    torch.save({"config": model.cfg.to_dict(), "model": model.state_dict(), **extra}, path)
-
-
-def load(path, device="cpu") -> S2SModel:
-    """A model from a checkpoint (ckpt.pt or best.pt: {"config", "model", ...}), in float32, in eval mode."""
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    model = S2SModel(S2SConfig(**blob["config"]))
-    model.load_state_dict({k: v.float() for k, v in blob["model"].items()})
-    return model.to(device).eval()

@@ -23,7 +23,8 @@ import torch
 
 from anycode import grammars
 from anycode.model import fim_eval as V
-from anycode.model.s2s import S2SConfig, S2SModel, load
+from anycode.model.checkpoint import load_baseline
+from anycode.model.s2s import S2SConfig, S2SModel
 from anycode.model import s2s_search as S
 
 
@@ -57,15 +58,8 @@ def evaluate(model: S2SModel, vocab: list[str], holes: list, beam: int = 5) -> d
 def load_run(folder: Path, device="cpu") -> tuple[S2SModel, list[str]]:
     """A run's model (best.pt, else ckpt.pt, else the fp16 weights tools/device/weights.py joined as
     slm.pt with config.json) and its vocabulary (vocab.json)."""
-    folder = Path(folder)
-    vocab = json.loads((folder / "vocab.json").read_text())
-    for name in ("best.pt", "ckpt.pt"):
-        if (folder / name).exists():
-            return load(folder / name, device), vocab
-    model = S2SModel(S2SConfig(**json.loads((folder / "config.json").read_text())["model"]))
-    state = torch.load(folder / "slm.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict({k: v.float() for k, v in state.items()})
-    return model.to(device).eval(), vocab
+    vocab = json.loads((Path(folder) / "vocab.json").read_text())
+    return load_baseline(folder, S2SModel, S2SConfig, device), vocab
 
 
 def add_parser(ap: argparse.ArgumentParser) -> None:
