@@ -618,7 +618,8 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--init", type=Path, default=None,
                     help="start a new run from these weights (a run or model directory), with a fresh optimizer")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
+    ap.add_argument("--set", nargs="*", default=[], action="extend", metavar="KEY=VALUE",
+                    help="override config fields (repeatable: a later value wins)")
     ap.add_argument("--features", type=Path, default=None,
                     help="the packed features of packed runs (built there when missing; default RUN/features)")
 

@@ -1,6 +1,6 @@
 """Pack dataset splits for a device call, smaller than `tar | xz` of the shards as built.
 
-    python3 tools/device/pack_dataset.py DATA OUT.tar.xz [--splits train,dev] [--shards START:END] [--no-meta]
+    python3 tools/device/pack_dataset.py DATA OUT.tar.xz [--splits train,dev] [--shards START:END[:STEP]] [--no-meta]
 
 Shards are zip files of deflated arrays, which xz cannot shrink further; here each shard's arrays are
 stored uncompressed (the same .npz, ZIP_STORED: `np.load` reads it as before) and its .json keeps only
@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--splits", default="train,dev")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--shards", default=":", help="START:END, a range of each split's shards (pieces of a split)")
+    ap.add_argument("--shards", default=":", help="START:END[:STEP], a slice of each split's shards (pieces of a split; 0::4 every fourth)")
     ap.add_argument("--no-meta", action="store_true", help="without vocab.json, grammar.json, summary.json")
     a = ap.parse_args()
     a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -45,8 +45,8 @@ def main() -> None:
         tmp = Path(tmp)
         names = []
         for split in a.splits.split(","):
-            lo, hi = (int(x) if x else None for x in a.shards.split(":"))
-            print(f"{split}: {repack(a.data / split, tmp / split, slice(lo, hi))} shards", flush=True)
+            cut = slice(*(int(x) if x else None for x in a.shards.split(":")))
+            print(f"{split}: {repack(a.data / split, tmp / split, cut)} shards", flush=True)
             names.append(split)
         for f in ("vocab.json", "grammar.json", "summary.json"):
             if (a.data / f).exists() and not a.no_meta:
