@@ -82,6 +82,7 @@ class Scheduler:
         self.host = host
         self.stats = stats
         self.jobs: dict[str, Job] = {}
+        self.last_end = float("-inf")    # when the last job ended (time.monotonic())
         self._answered = answered
         self._failed = failed
 
@@ -117,6 +118,11 @@ class Scheduler:
         job.waiters -= 1
         return cands
 
+    def busy(self, quiet_s: float) -> bool:
+        """Whether a job is in flight or one ended less than `quiet_s` ago: background work (the
+        search index) waits meanwhile.  Plain reads, safe from another thread."""
+        return bool(self.jobs) or time.monotonic() - self.last_end < quiet_s
+
     def cancel_all(self) -> None:
         for job in self.jobs.values():
             job.cancelled = True
@@ -146,6 +152,7 @@ class Scheduler:
                 raise JobCancelled
             return cands
         finally:
+            self.last_end = time.monotonic()
             if self.jobs.get(job.doc.uri) is job:
                 del self.jobs[job.doc.uri]
 

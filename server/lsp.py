@@ -146,7 +146,8 @@ class AnycodeServer(LanguageServer):
         self._status_due = False
         self._progress_n = 0
         self._big_logged: set[str] = set()
-        self.search = search.WorkspaceIndex(self.log_line_threadsafe)
+        self.search = search.WorkspaceIndex(self.log_line_threadsafe,
+                                            busy=lambda: self.scheduler.busy(search.QUIET_S))
         self.search_roots: list = []
         self.event_loop: asyncio.AbstractEventLoop | None = None   # set at initialize
 

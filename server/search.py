@@ -1,7 +1,9 @@
 """Code search in the server (issue 23): the workspace's functions, searched by what a query means.
 
 When the client opens folders, their functions are indexed in a thread of their own (never the
-model's worker: completion goes on), with $/progress when the client supports it.  The index is
+model's worker), with $/progress when the client supports it; completions come first: the thread
+runs at the lowest CPU priority and takes its next file only once no completion has been in flight
+for QUIET_S (indexing beside a stream of requests doubled their latency).  The index is
 model/search_index.py's, in the same file `anycode search QUERY FOLDER` uses, so a restart (or the
 command) re-reads only files whose size or modification time changed; a saved file
 (textDocument/didSave) or one the client watched change (workspace/didChangeWatchedFiles) is
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,6 +42,8 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 500
 MAX_FILES = 50_000          # a workspace larger than this (a home folder opened by mistake) is cut
 PROGRESS_EVERY_S = 0.2
+QUIET_S = 0.5               # indexing resumes this long after the last completion request ended
+WAIT_S = 0.05
 NO_FILES: dict[str, Any] = {"files": {}}   # the index before a folder opens
 
 
@@ -68,20 +74,34 @@ def missing() -> str:
     return f"anycode: code search needs the bm25s package, which is not installed: {_si().INSTALL_HINT}"
 
 
+def _background() -> None:
+    """The indexing thread, and the encoders' threads it starts (they inherit it), at the lowest CPU
+    priority: completions, which a user waits for, come first.  Linux gives each thread its own nice
+    value; elsewhere the thread keeps the process's."""
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:
+            pass
+
+
 class WorkspaceIndex:
     """The index of the workspace folders' functions, kept current by one indexing thread.
 
     The thread owns the writes; `lock` guards the index while a file's entry changes, while it is
     saved and while a query copies its file table (entries are replaced, never changed in place),
-    so a query sees each file either before or after a change and BM25 builds outside the lock."""
+    so a query sees each file either before or after a change and BM25 builds outside the lock.
+    Completions come first: before each file the thread waits while `busy()` (the server: a completion
+    in flight or just answered), and it runs at the lowest CPU priority."""
 
-    def __init__(self, log_line: Callable[[str], None]):
+    def __init__(self, log_line: Callable[[str], None], busy: Callable[[], bool] = lambda: False):
         self.log_line = log_line      # thread-safe: the server sends it from the event loop
+        self.busy = busy              # read from the indexing thread
         self.roots: list[Path] = []
         self.index_file: Path | None = None
         self.index = NO_FILES
         self.lock = threading.Lock()
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="anycode-index")
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="anycode-index", initializer=_background)
         self.parsers: dict = {}
         self.encoders: Any = None     # the shipped encoders (set by the indexing thread), else BM25 ranks
         self.lexical = False          # BM25 ranks though encoders ship (searchRanking "bm25")
@@ -120,6 +140,7 @@ class WorkspaceIndex:
                 files = files[:MAX_FILES]
             self.total = len(files)
             for i, f in enumerate(files):
+                self._wait_turn(epoch)
                 if epoch != self.epoch:   # the folders changed: the next indexing starts over
                     return
                 self._refresh(f)
@@ -137,6 +158,11 @@ class WorkspaceIndex:
         finally:
             if epoch == self.epoch:
                 self.state = "ready"
+
+    def _wait_turn(self, epoch: int) -> None:
+        """Wait while the server answers completions (the folders changing ends the wait)."""
+        while self.busy() and epoch == self.epoch:
+            time.sleep(WAIT_S)
 
     def _refresh(self, path: Path) -> bool:
         with self.lock:
@@ -174,7 +200,7 @@ class WorkspaceIndex:
             return None
 
         def run() -> None:
-            if sum(self._refresh(p) for p in paths):
+            if sum(self._wait_turn(self.epoch) or self._refresh(p) for p in paths):
                 self._save()
         try:
             return self.executor.submit(run)

@@ -306,3 +306,24 @@ async def test_a_search_while_indexing_answers_at_once(tmp_path, model_settings)
         assert (await wait_indexed(client)).functions == 3200
     finally:
         await stop_server(client)
+
+
+async def test_indexing_waits_while_completions_are_answered(tmp_path, monkeypatch):
+    """Completions first: the indexing thread takes no file while the server answers one (`busy`),
+    then indexes the folder once it is quiet."""
+    from anycode.server import search as server_search
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    proj = tmp_path / "proj"
+    make_project(proj)
+    busy = [True]
+    wi = server_search.WorkspaceIndex(lambda line: None, busy=lambda: busy[0])
+    try:
+        building = wi.open([proj], lambda done, total: None, lexical=True)
+        await asyncio.sleep(1.0)
+        assert wi.state == "building" and wi.done == 0 and not building.done()
+        busy[0] = False
+        await asyncio.wait_for(asyncio.wrap_future(building), 30)
+        assert wi.state == "ready" and wi.done == wi.total == 5
+        assert wi.counts()["functions"] == 3
+    finally:
+        wi.executor.shutdown(wait=False)
