@@ -200,7 +200,11 @@ class WorkspaceIndex:
             return None
 
         def run() -> None:
-            if sum(self._wait_turn(self.epoch) or self._refresh(p) for p in paths):
+            reread = 0
+            for p in paths:
+                self._wait_turn(self.epoch)
+                reread += self._refresh(p)
+            if reread:
                 self._save()
         try:
             return self.executor.submit(run)
