@@ -407,16 +407,18 @@ def load_manifest(corpus_dir: str | Path) -> dict:
     return json.loads((Path(corpus_dir) / "manifest.json").read_text(encoding="utf-8"))
 
 
-def iter_files(corpus_dir: str | Path, split: str) -> Iterator[tuple[str, Path]]:
+def iter_files(corpus_dir: str | Path, split: str, every: int = 1) -> Iterator[tuple[str, Path]]:
     """(project, path) of every file of `split`, in a deterministic order.
-    Only projects listed in the manifest are visited."""
+    Only projects listed in the manifest are visited; with `every` = k, only the split's 1st, (k+1)th,
+    (2k+1)th... project by name (a smaller sample of the split that keeps its variety)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}")
+    if every < 1:
+        raise ValueError(f"every must be at least 1, not {every}")
     corpus_dir = Path(corpus_dir)
     projects = load_manifest(corpus_dir)["projects"]
-    for name in sorted(projects):
-        if projects[name]["split"] != split:
-            continue
+    names = [name for name in sorted(projects) if projects[name]["split"] == split]
+    for name in names[::every]:
         root = corpus_dir / split / name
         for path in sorted(root.rglob("*.py")):
             if path.is_file():

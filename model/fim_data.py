@@ -1,6 +1,6 @@
 """Training sequences of the fill-in-the-middle baseline, from the corpus the SLM is trained on.
 
-    anycode fim pack [--corpus data/corpus/LANG] [--out data/fim/LANG] [--splits train,dev] [--pieces DIR]
+    anycode fim pack [--corpus data/corpus/LANG] [--out data/fim/LANG] [--splits train,dev] [--pieces DIR] [--every K]
 
 `pack` writes each split's files (model/corpus.py's `iter_files`: the same projects and the same
 split by project as the SLM's dataset) as one byte array, SPLIT.bin, with the files' start offsets in
@@ -137,13 +137,13 @@ class FimExamples:
 # ---------------------------------------------------------------- packing
 
 
-def pack_split(corpus_dir: Path, split: str, out: Path) -> tuple[int, int]:
-    """SPLIT.bin.npy (every file's bytes, in the corpus's order) and SPLIT.idx.npy (their start
-    offsets, then the total); returns (files, bytes)."""
+def pack_split(corpus_dir: Path, split: str, out: Path, every: int = 1) -> tuple[int, int]:
+    """SPLIT.bin.npy (every file's bytes, in the corpus's order; of every `every`-th project) and
+    SPLIT.idx.npy (their start offsets, then the total); returns (files, bytes)."""
     from anycode.model.corpus import iter_files
 
     chunks, starts, total = [], [0], 0
-    for _, path in iter_files(corpus_dir, split):
+    for _, path in iter_files(corpus_dir, split, every):
         data = path.read_bytes()
         chunks.append(data)
         total += len(data)
@@ -227,6 +227,8 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", type=Path, default=Path("data/fim") / grammars.DEFAULT)
     ap.add_argument("--splits", default="train,dev")
     ap.add_argument("--pieces", type=Path, default=None, help="also write xz pieces under 16 MiB here")
+    ap.add_argument("--every", type=int, default=1,
+                    help="pack the train split's every Nth project only (dev and test whole)")
     ap.add_argument("--unpack", type=Path, default=None,
                     help="instead: unpack into --out every split whose pieces are all in this folder")
 
@@ -236,7 +238,7 @@ def run(args) -> int:
         print(f"{args.out}: unpacked {unpack_ready(args.unpack, args.out) or 'nothing new'}", file=sys.stderr)
         return 0
     for split in args.splits.split(","):
-        files, total = pack_split(args.corpus, split, args.out)
+        files, total = pack_split(args.corpus, split, args.out, args.every if split == "train" else 1)
         print(f"{split}: {files} files, {total / 1e6:.1f} MB", file=sys.stderr, flush=True)
         if args.pieces:
             paths = write_pieces(args.out, split, args.pieces)

@@ -85,12 +85,14 @@ def middle_banned(tok, vocab: int) -> np.ndarray:
     return out
 
 
-def corpus_texts(corpus_dir: Path, split: str = "train", max_bytes: int | None = None) -> Iterator[str]:
-    """The split's files as text, in the corpus's order (model/corpus.py), up to `max_bytes` in all."""
+def corpus_texts(corpus_dir: Path, split: str = "train", max_bytes: int | None = None,
+                 every: int = 1) -> Iterator[str]:
+    """The split's files as text, in the corpus's order (model/corpus.py; of every `every`-th project),
+    up to `max_bytes` in all."""
     from anycode.model.corpus import iter_files
 
     total = 0
-    for _, path in iter_files(corpus_dir, split):
+    for _, path in iter_files(corpus_dir, split, every):
         data = path.read_bytes()
         total += len(data)
         yield data.decode("utf8", "replace")
@@ -103,12 +105,13 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", type=Path, default=Path("data/fim") / grammars.DEFAULT / "tokenizer.json")
     ap.add_argument("--vocab", type=int, default=DEFAULT_VOCAB)
     ap.add_argument("--max-mb", type=float, default=None, help="learn from the first N MB of the train split")
+    ap.add_argument("--every", type=int, default=1, help="learn from every Nth train project only")
 
 
 def run(args) -> int:
     t0 = time.time()
     cap = int(args.max_mb * 1e6) if args.max_mb else None
-    tok = train_tokenizer(corpus_texts(args.corpus, "train", cap), args.vocab)
+    tok = train_tokenizer(corpus_texts(args.corpus, "train", cap, args.every), args.vocab)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tok.save(str(args.out))
     print(f"{args.out}: {tok.get_vocab_size()} tokens, learned in {time.time() - t0:.0f}s", file=sys.stderr)

@@ -1,7 +1,7 @@
 """The seq2seq baseline's examples: the SLM dataset's holes as token sequences (issue 21).
 
     anycode s2s pack [--data data/dataset/LANG] [--corpus data/corpus/LANG] [--out data/s2s/LANG]
-                     [--splits train,dev] [--vocab 6000] [--pieces DIR] [--jobs 2]
+                     [--splits train,dev] [--vocab 6000] [--pieces DIR] [--jobs 2] [--shards 0::4]
 
 The holes are the SLM's own (the dataset's shards: the same functions and hole nodes of every
 split).  Shards keep trees, not text, and the printer prints expressions, not functions, so each
@@ -175,10 +175,10 @@ def function_examples(lang: Language, source: bytes, root, node, flat, holes: li
     return pieces
 
 
-def collect(data: Path, corpus: Path, split: str, jobs: int) -> tuple[list, list, Counter]:
-    """The functions (as pieces) and examples of every shard of a split, in shard order."""
+def collect(data: Path, corpus: Path, split: str, jobs: int, shards: slice = slice(None)) -> tuple[list, list, Counter]:
+    """The functions (as pieces) and examples of a split's `shards` (default all), in shard order."""
     functions, examples, stats = [], [], Counter()
-    paths = [str(p) for p in shard_paths(data, split)]
+    paths = [str(p) for p in shard_paths(data, split)[shards]]
     with ProcessPoolExecutor(max(jobs, 1)) as pool:
         for i, (fns, exs, st) in enumerate(pool.map(shard_functions, paths, [str(corpus)] * len(paths),
                                                     [split] * len(paths))):
@@ -211,14 +211,16 @@ def save_split(out: Path, split: str, functions: list, examples: list, vocab: li
     return path
 
 
-def pack(data: Path, corpus: Path, out: Path, splits: list[str], size: int, jobs: int, pieces: Path | None) -> dict:
+def pack(data: Path, corpus: Path, out: Path, splits: list[str], size: int, jobs: int, pieces: Path | None,
+         train_shards: slice = slice(None)) -> dict:
     """Every split packed (the vocabulary from train's pieces, or read from out/vocab.json when train
-    is not among `splits`); returns the summary (also out/summary.json)."""
+    is not among `splits`; of train, `train_shards` only, e.g. the slice an SLM run trains on);
+    returns the summary (also out/summary.json)."""
     out.mkdir(parents=True, exist_ok=True)
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
     vocab = json.loads((out / "vocab.json").read_text()) if (out / "vocab.json").exists() else None
     for split in sorted(splits, key=lambda s: s != "train"):
-        functions, examples, stats = collect(data, corpus, split, jobs)
+        functions, examples, stats = collect(data, corpus, split, jobs, train_shards if split == "train" else slice(None))
         if split == "train":
             vocab = build_vocab(functions, size)
             (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
@@ -306,8 +308,10 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--vocab", type=int, default=6000, help="pieces in the vocabulary, specials and slots included")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--pieces", type=Path, default=None, help="also write xz pieces under 16 MiB here")
+    ap.add_argument("--shards", default=":", help="START:END[:STEP], the train shards to pack (0::4: every fourth)")
 
 
 def run(args) -> int:
-    pack(args.data, args.corpus, args.out, args.splits.split(","), args.vocab, args.jobs, args.pieces)
+    cut = slice(*(int(x) if x else None for x in args.shards.split(":")))
+    pack(args.data, args.corpus, args.out, args.splits.split(","), args.vocab, args.jobs, args.pieces, cut)
     return 0

@@ -279,6 +279,8 @@ def test_fetch_end_to_end_and_reuse(tmp_path, monkeypatch):
             assert seen.setdefault(project, split) == split  # never in two splits
             assert path.is_relative_to(root / split / project)
     assert set(seen) == set(manifest["projects"])
+    train = sorted(p for p, s in seen.items() if s == "train")
+    assert {p for p, _ in corpus.iter_files(root, "train", every=3)} == set(train[::3])
     assert {manifest["projects"][p]["split"] for p in seen} >= {"train", "dev"}
     assert (root / manifest["projects"]["proj03"]["split"] / "proj03" / "proj03" / "core.py").is_file()
     assert not (root / ".staging").exists()

@@ -73,6 +73,22 @@ def test_pack_keeps_the_holes_and_their_text(packed, data):
     assert spread(bucketed.order(1)) < 0.5 * spread(ex.order(1)), "a batch's functions are of like length"
 
 
+def test_pack_takes_a_slice_of_the_train_shards(packed, data, corpus, tmp_path):
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    shard = D.shard_paths(data, "train")[0]
+    for k in range(3):      # three train shards, each the tiny dataset's one
+        (tmp_path / "data" / "train" / f"shard-{k:04d}-test.npz").symlink_to(shard)
+        (tmp_path / "data" / "train" / f"shard-{k:04d}-test.json").symlink_to(shard.with_suffix(".json"))
+    (tmp_path / "data" / "dev").symlink_to(data / "dev")
+    one = json.loads((packed / "summary.json").read_text())["train"]["examples"]
+    summary = D.pack(tmp_path / "data", corpus, tmp_path / "out", ["train"], size=400, jobs=1, pieces=None,
+                     train_shards=slice(1, None, 2))
+    assert summary["train"]["examples"] == one, "shard 1 of 0, 1, 2"
+    summary = D.pack(tmp_path / "data", corpus, tmp_path / "out", ["train"], size=400, jobs=1, pieces=None,
+                     train_shards=slice(0, None, 2))
+    assert summary["train"]["examples"] == 2 * one, "shards 0 and 2"
+
+
 def test_pieces_of_a_split_round_trip(packed, tmp_path):
     parts = fim_data.write_pieces(packed, "dev", tmp_path / "pieces", files=["dev.s2s.npz"])
     assert parts and all(p.stat().st_size < 16 * 2**20 for p in parts)
