@@ -19,12 +19,16 @@ No `.item()`, no boolean-mask indexing: the step runs without waiting for the GP
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from anycode.model.slm import NEG
 from anycode.model.vocab import MAX_CHILD_INDEX
+
+LOG_FLOOR = math.log(1e-30)      # the least log-probability a value step's label gets
 
 
 def lstm(model, first, types, index, lengths_host, state=None):
@@ -285,7 +289,10 @@ def paper_value_log_probs(model, b, hv, sets, files) -> torch.Tensor:
         t, o = _lse_pair(fc, b.file_symbols.index_select(0, b.p_value_example), label)
         tots.append(t)
         owns.append(o)
-    return torch.logsumexp(torch.stack(owns), 0) - torch.logsumexp(torch.stack(tots), 0)
+    # A label no source of this batch votes for (a copy symbol whose paths were cut, say) would score
+    # NEG, a loss of about 1e9 that swamps the batch's; floored as the reference's scores are
+    # (`SLM.value_logits` clamps probabilities at 1e-30), it costs about 69 and sends no gradient.
+    return (torch.logsumexp(torch.stack(owns), 0) - torch.logsumexp(torch.stack(tots), 0)).clamp_min(LOG_FLOOR)
 
 
 def batch_loss(model, b) -> tuple[torch.Tensor, dict]:

@@ -70,6 +70,21 @@ def test_packed_loss_equals_the_reference_loss(setup, wiring, seed, file_tokens)
     assert abs(float(stats["value_nll_sum"]) - ref_stats["value_nll_sum"]) < 1e-3
 
 
+def test_a_label_no_source_votes_for_costs_what_the_reference_floor_costs(setup):
+    examples, vocab, models = setup
+    feats = [batching.featurize(t, h, vocab, file_tokens=16) for t, h in random.Random(5).sample(examples, 24)]
+    fast = packed_batch(feats, "paper")
+    with torch.no_grad():
+        before = steps.paper_log_probs(models["paper"], fast, ordered=False)
+        fast.p_label[fast.p_value[0]] = 10**6          # a copy symbol that nothing in the batch holds
+        after = steps.paper_log_probs(models["paper"], fast, ordered=False)
+        loss, _ = steps.batch_loss(models["paper"], fast)
+    k = int(fast.p_value[0])
+    assert float(after[k]) == pytest.approx(steps.LOG_FLOOR)
+    assert torch.equal(torch.cat([after[:k], after[k + 1:]]), torch.cat([before[:k], before[k + 1:]]))
+    assert float(loss) < -float(before.mean()) + 70 / len(before) + 1e-3, "not the 1e9 of an unfloored NEG"
+
+
 @pytest.mark.parametrize("wiring", WIRINGS)
 def test_packed_loss_trains(setup, wiring):
     examples, vocab, models = setup
