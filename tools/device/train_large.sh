@@ -17,7 +17,7 @@ set -u
 T0=$(date +%s)
 RUN=$1; DEADLINE=$2; FEAT=${3:-150}
 . tools/device/setup.sh
-# batches of many shapes fragment the caching allocator: expandable segments keep a long run's peak near one batch's
+# batches of many shapes fragment the caching allocator (PyTorch's own advice when a run ran out of memory on an H100)
 export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 INIT=${INIT:-/tmp/init}
