@@ -21,7 +21,7 @@
 # data/dataset/python .carry/ds_test/test.tar.xz --splits test) and the test files of the corpus
 # (.carry/corpus.tar.xz: tar -C data/corpus -cf - python/test python/manifest.json | xz -T2 -9), which
 # setup.sh unpacks.
-# Back in $OUT: PRESET/train_fim.log and PRESET/fim_eval.json, and the weights of the presets in WEIGHTS
+# Back in $OUT: logs21.tar holding PRESET/train_fim.log and PRESET/fim_eval.json, and the weights of the presets in WEIGHTS
 # (default "base": weights.py's fp16 parts, fim_PRESET.part* and fim_PRESET.meta.tar; here
 # `python3 tools/device/weights.py --join DIR fim_PRESET runs/fim_PRESET`, then copy tokenizer.json
 # beside them).  A call brings back at most 8 files, 64 MiB: large's fp16 weights (five parts) come
@@ -80,4 +80,7 @@ if [ "${EVAL:-0}" = 1 ]; then      # after the weights: an evaluation cut short 
   done
   wait
 fi
-tail -n 4 "$OUT"/*/train_*.log; ls -la "$OUT" "$OUT"/*; echo "done in $(( $(date +%s) - T0 ))s"
+tail -n 4 "$OUT"/*/train_*.log
+# A call brings back at most 8 files: the logs and evaluations of all presets travel as one.
+(cd "$OUT" && tar -cf logs21.tar $(for C in $CONFIGS; do name "$C"; done) && rm -rf $(for C in $CONFIGS; do name "$C"; done))
+ls -la "$OUT"; echo "done in $(( $(date +%s) - T0 ))s"
