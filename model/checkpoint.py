@@ -54,19 +54,25 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_baseline(folder: Path, model_class, config_class, device="cpu"):
-    """A baseline run's model (model/fim.py, model/s2s.py) in float32, in eval mode: from best.pt, else
-    ckpt.pt ({"config", "model", ...}), else the fp16 weights tools/device/weights.py joined as slm.pt
-    beside config.json."""
+def baseline_state(folder: Path) -> tuple[dict, dict]:
+    """A baseline run's (model config, state dict): from best.pt, else ckpt.pt ({"config", "model",
+    ...}), else the fp16 weights tools/device/weights.py joined as slm.pt beside config.json."""
     folder = Path(folder)
     for name in ("best.pt", "ckpt.pt"):
         if (folder / name).exists():
             blob = torch.load(folder / name, map_location="cpu", weights_only=False)
-            config, state = blob["config"], blob["model"]
-            break
-    else:
-        config = json.loads((folder / "config.json").read_text())["model"]
-        state = torch.load(folder / "slm.pt", map_location="cpu", weights_only=True)
+            return blob["config"], blob["model"]
+    if not (folder / "slm.pt").exists() or not (folder / "config.json").exists():
+        raise SystemExit(f"error: {folder} holds no baseline weights (best.pt, ckpt.pt, or slm.pt with "
+                         "config.json): give a run folder of `anycode fim|s2s train`, or join a device "
+                         "run's parts there with tools/device/weights.py --join")
+    config = json.loads((folder / "config.json").read_text())["model"]
+    return config, torch.load(folder / "slm.pt", map_location="cpu", weights_only=True)
+
+
+def load_baseline(folder: Path, model_class, config_class, device="cpu"):
+    """A baseline run's model (model/fim.py, model/s2s.py) in float32, in eval mode (`baseline_state`)."""
+    config, state = baseline_state(folder)
     model = model_class(config_class(**config))
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return model.to(device).eval()

@@ -126,7 +126,7 @@ def dev_batches(task, s: dict, device: str) -> list:
 class Run:
     """A run's model, optimizer and state, fresh or resumed from OUT/ckpt.pt."""
 
-    def __init__(self, out: Path, settings: dict, task, device: str, planned_s: float):
+    def __init__(self, out: Path, settings: dict, task, device: str, planned_s: float, init: Path | None = None):
         self.out, self.task = out, task
         ckpt = out / "ckpt.pt"
         blob = torch.load(ckpt, map_location=device, weights_only=False) if ckpt.exists() else None
@@ -144,6 +144,19 @@ class Run:
             self.model.load_state_dict(blob["model"])
             self.opt.load_state_dict(blob["opt"])
             self.state = blob["state"]
+        elif init is not None:
+            self.start_from(init)
+
+    def start_from(self, init: Path) -> None:
+        """A new run that starts from another run's weights (a fresh optimizer and schedule): how a run
+        goes on from the fp16 weights a device call brought back, when its checkpoint stayed there."""
+        from anycode.model.checkpoint import baseline_state
+        config, state = baseline_state(init)
+        if config != self.cfg.to_dict():
+            raise SystemExit(f"error: {init} holds a model of another shape ({config}) than this run's "
+                             f"({self.cfg.to_dict()}): train it with the same --config and --set")
+        self.model.load_state_dict({k: v.float() for k, v in state.items()})
+        self.state["init"] = str(init)
 
     def save(self, name: str = "ckpt.pt") -> None:
         tmp = self.out / (name + ".tmp")
@@ -192,7 +205,7 @@ def train(args, task=None) -> dict:
     task.device_type = args.device.split(":")[0]
     args.out.mkdir(parents=True, exist_ok=True)
     run = Run(args.out, make_settings(args.config, args.overrides, task), task, args.device,
-              60.0 * (args.plan_minutes or args.minutes))
+              60.0 * (args.plan_minutes or args.minutes), args.init)
     s, st, model = run.settings, run.state, run.model
     for name in task.carried:
         shutil.copy(Path(args.data) / name, args.out / name)
@@ -266,6 +279,8 @@ def add_parser(ap: argparse.ArgumentParser, task_cls=None, data: str = "data/fim
     ap.add_argument("--steps", type=int, default=None, help="stop at this step (the run's, not this call's)")
     ap.add_argument("--plan-minutes", type=float, default=None,
                     help="the whole run's training time, for the learning-rate schedule (default: --minutes)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="a new run starts from these weights (a run folder), with a fresh optimizer")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader processes drawing examples")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")

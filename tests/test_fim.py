@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 pytest.importorskip("tokenizers")
 
 from anycode.model import evaluate as E  # noqa: E402
@@ -148,6 +148,26 @@ def test_tiny_model_trains_and_resumes_at_its_step(run_dir, packed):
     resumed = [r["loss"] for r in _log(run_dir) if "loss" in r][40:]
     assert len(resumed) == 10 and np.mean(resumed) < np.mean(losses[:5]) - 0.5
     assert (run_dir / "best.pt").exists() and (run_dir / "tokenizer.json").exists()
+
+
+def test_a_new_run_goes_on_from_the_weights_a_device_call_brought_back(run_dir, packed, tmp_path):
+    from anycode.model.checkpoint import baseline_state
+    config, state = baseline_state(run_dir)
+    back = tmp_path / "back"                  # what weights.py --join writes: fp16 slm.pt, config.json
+    back.mkdir()
+    torch.save({k: v.half() for k, v in state.items()}, back / "slm.pt")
+    (back / "config.json").write_text(json.dumps({"model": config}))
+    first = [r["loss"] for r in _log(run_dir) if "loss" in r]
+    args = _train_args(packed, tmp_path / "on", 5)
+    args.init = back
+    st = fim_train.train(args)
+    assert st["step"] == 5 and st["init"] == str(back)
+    went_on = [r["loss"] for r in _log(tmp_path / "on") if "loss" in r]
+    assert np.mean(went_on) < np.mean(first[:5]) - 0.5, "it starts where the first run was, not from scratch"
+    wide = _train_args(packed, tmp_path / "wide", 5)
+    wide.init, wide.overrides = back, {**wide.overrides, "d": 64}
+    with pytest.raises(SystemExit, match="another shape"):
+        fim_train.train(wide)
 
 
 def test_candidates_for_real_holes_judged_by_eval(run_dir, corpus, tmp_path):

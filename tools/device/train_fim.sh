@@ -15,7 +15,8 @@
 # processes a preset (default 15 / presets; fewer beside an SLM run).  COMPILE=1 compiles the training
 # step (torch.compile: a minute of compiling in every call).  TRAIN_SET="--set batch=512 ..." adds settings
 # to every run of the call (a resumed run keeps its first call's).
-# EVAL=1: after the weights, `anycode fim eval` on `anycode eval`'s 2,000 test holes (EVAL_LIMIT), both
+# EVAL=1: after the weights, `anycode fim eval` of the presets in EVALS (default CONFIGS) on `anycode eval`'s
+# 2,000 test holes (EVAL_LIMIT), both
 # searches, until the deadline (its log shows the running figures every 200 holes); it
 # needs the test shards (.carry/ds_test/test.tar.xz: python3 tools/device/pack_dataset.py
 # data/dataset/python .carry/ds_test/test.tar.xz --splits test) and the test files of the corpus
@@ -26,6 +27,9 @@
 # `python3 tools/device/weights.py --join DIR fim_PRESET runs/fim_PRESET`, then copy tokenizer.json
 # beside them).  A call brings back at most 8 files, 64 MiB: large's fp16 weights (five parts) come
 # in calls of their own, `weights large 0 3` then `weights large 4 4`.
+# A run goes on across sessions from the fp16 weights a call brought back (its checkpoint stays on the
+# machine): carry them as .carry/init21_RUN (slm.pt and config.json of `weights.py --join`; RUN as below,
+# base or s2s_base) and the first call of the machine starts RUN from them, a fresh optimizer and plan.
 # A preset named KIND:PRESET is of that baseline (fim or s2s; a bare name is fim's).  The seq2seq
 # model's data travel as .carry/s2s*/ (vocab.json and what `anycode s2s pack --pieces` wrote: train.xz.*,
 # dev.xz.*, *.pieces.json), gathered in /tmp/s2s/pieces and unpacked into /tmp/s2s/data; its run is
@@ -60,10 +64,11 @@ RESERVE=$(( 45 + ${EVAL:-0} * ${EVAL_S:-300} ))
 MINUTES=$(python3 -c "print(max(0.5, ($SECS - $RESERVE - $(date +%s) + $T0) / 60))")
 echo "$(( $(date +%s) - T0 ))s in; training $CONFIGS for $MINUTES minutes"
 for C in $CONFIGS; do
-  R=$(name "$C"); K=$(kind "$C"); mkdir -p "$OUT/$R"
+  R=$(name "$C"); K=$(kind "$C"); mkdir -p "$OUT/$R"; INIT=
+  [ -d "$ROOT_DIR/.carry/init21_$R" ] && [ ! -f "/tmp/runs21/$R/ckpt.pt" ] && INIT="--init $ROOT_DIR/.carry/init21_$R"
   PYTHONUNBUFFERED=1 python3 -m anycode $K train --data /tmp/$K/data --out "/tmp/runs21/$R" --config "${C#*:}" \
     --minutes "$MINUTES" ${PLAN:+--plan-minutes "$PLAN"} --workers ${FIM_WORKERS:-$(( 15 / N ))} --device "${DEVICE:-cuda}" \
-    ${COMPILE:+--compile} ${TRAIN_SET:-} > "$OUT/$R/train_$K.log" 2>&1 &
+    ${COMPILE:+--compile} $INIT ${TRAIN_SET:-} > "$OUT/$R/train_$K.log" 2>&1 &
 done
 wait
 for C in ${WEIGHTS-base}; do
@@ -72,7 +77,7 @@ for C in ${WEIGHTS-base}; do
 done
 if [ "${EVAL:-0}" = 1 ]; then      # after the weights: an evaluation cut short by the deadline costs nothing else
   LEFT=$(( SECS - 15 - $(date +%s) + T0 ))
-  for C in $CONFIGS; do
+  for C in ${EVALS:-$CONFIGS}; do
     R=$(name "$C"); K=$(kind "$C")
     timeout "$LEFT" python3 -m anycode $K eval --model "/tmp/runs21/$R" --data /tmp/ds/python --corpus /tmp/corpus/python \
       --split test --limit "${EVAL_LIMIT:-2000}" --device "${DEVICE:-cuda}" --json "$OUT/$R/${K}_eval.json" \
