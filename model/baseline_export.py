@@ -166,9 +166,11 @@ def _export_fim(model, out: Path) -> dict:
     return cfg.to_dict()
 
 
-def export(kind: str, model, vocab_file: Path, out: Path, lang: str, precision: str = "fp16") -> dict:
+def export(kind: str, model, vocab_file: Path, out: Path, lang: str, precision: str = "fp16",
+           spm: bool = False) -> dict:
     """Write `kind`'s graphs of `model` (torch, in eval mode), its vocabulary file and the manifest
-    into `out`; returns the manifest."""
+    into `out`; returns the manifest.  `spm`: the FIM model is asked in SPM order (the server reads
+    it from the manifest's model config), the order its evaluation found better."""
     if precision not in ("fp32", "fp16", "int8"):
         raise ValueError(f"precision must be fp32, fp16 or int8, not {precision!r}")
     out = Path(out)
@@ -181,6 +183,8 @@ def export(kind: str, model, vocab_file: Path, out: Path, lang: str, precision: 
             conf = (_export_s2s if kind == "s2s" else _export_fim)(model, out)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
+    if kind == "fim":
+        conf = {**conf, "spm": spm}
     for name in GRAPHS[kind]:
         if precision == "int8":
             _quantize_int8(out / name)
@@ -202,6 +206,8 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", type=Path, required=True, help="the model directory to write (`anycode serve "
                                                             "--model s2s|fim --model-path DIR` serves it)")
     ap.add_argument("--precision", choices=["fp16", "fp32", "int8"], default="fp16")
+    ap.add_argument("--spm", action="store_true", help="fim: the server prompts in SPM order instead of PSM "
+                                                       "(as `anycode fim eval --spm`)")
 
 
 def run(args) -> int:
@@ -217,7 +223,11 @@ def run(args) -> int:
               file=sys.stderr)
         return 2
     model = load_run(args.model)[0]
-    manifest = export(kind, model, vocab_file, args.out, grammars.of_model(args.model).id, args.precision)
+    if getattr(args, "spm", False) and kind != "fim":
+        print("error: --spm is the fim model's prompt order; the s2s model has none", file=sys.stderr)
+        return 2
+    manifest = export(kind, model, vocab_file, args.out, grammars.of_model(args.model).id, args.precision,
+                      getattr(args, "spm", False))
     total = sum(f["bytes"] for f in manifest["files"].values())
     print(f"exported the {kind} model, {manifest['parameters'] / 1e6:.1f}M parameters ({args.precision}), to "
           f"{args.out}: {total / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")

@@ -115,7 +115,8 @@ class FimGraphs:
             logp, cache["past"] = self.ort.run("fim_step.onnx", {"tokens": tokens, "past": past})
             return logp
 
-        return fim_search.search(step, self.tok, hole, beam, self.banned, c["block"], check, stop=stop)
+        return fim_search.search(step, self.tok, hole, beam, self.banned, c["block"], check, c.get("spm", False),
+                                 stop=stop)
 
 
 GRAPHS = {"s2s": S2SGraphs, "fim": FimGraphs}

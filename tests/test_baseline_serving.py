@@ -42,10 +42,10 @@ def trained(tmp_path_factory) -> tuple[Path, list]:
     return root / "run", holes
 
 
-def export_run(kind: str, run: Path, out: Path) -> Path:
+def export_run(kind: str, run: Path, out: Path, *extra: str) -> Path:
     """`anycode KIND export` of a run into `out`, fp32 (the graphs' arithmetic is the model's)."""
     done = subprocess.run([sys.executable, "-m", "anycode", kind, "export", "--model", str(run), "--out", str(out),
-                           "--precision", "fp32"], capture_output=True, text=True)
+                           "--precision", "fp32", *extra], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert f"exported the {kind} model" in done.stdout
     return out

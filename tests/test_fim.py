@@ -222,14 +222,22 @@ def exported(served_run, tmp_path_factory) -> Path:
     return S.export_run("fim", served_run, tmp_path_factory.mktemp("fim-onnx"))
 
 
-def _fim_search(run: Path):
+def _fim_search(run: Path, spm: bool = False):
     model, tok = V.load_run(run)
     banned = T.middle_banned(tok, model.cfg.vocab)
-    return lambda hole, check: V.candidates(model, tok, hole, S.BEAM, banned, check)
+    return lambda hole, check: V.candidates(model, tok, hole, S.BEAM, banned, check, spm)
 
 
 def test_onnx_runtime_gives_the_torch_evaluations_candidates(served_run, exported, test_holes):
     S.assert_graphs_give(_fim_search(served_run), BaselineCompleter("fim", exported, "cpu"), test_holes)
+
+
+def test_a_model_exported_in_spm_order_is_asked_in_spm_order(served_run, test_holes, tmp_path):
+    spm = S.export_run("fim", served_run, tmp_path / "spm", "--spm")
+    completer = BaselineCompleter("fim", spm, "cpu")
+    S.assert_graphs_give(_fim_search(served_run, spm=True), completer, test_holes)
+    psm = _fim_search(served_run)(test_holes[0], None)["plain"]
+    assert completer.graphs.search(test_holes[0], S.BEAM, None, None)["plain"] != psm, "the order changes the answers"
 
 
 def test_the_server_path_answers_the_evaluations_grammar_list(served_run, exported, test_holes):
