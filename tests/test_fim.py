@@ -86,6 +86,37 @@ def _parts(row: list[int]) -> tuple[bool, list[int], list[int], list[int]]:
     return False, row[1:i], row[i + 1:k], row[k + 1:]
 
 
+def test_a_prefix_ending_in_one_space_is_healed(tok):
+    from types import SimpleNamespace
+    from anycode.model import fim_search as FS
+    assert FS.heal("    return ") == ("    return", True)
+    assert FS.heal("x = f(a, ") == ("x = f(a,", True)
+    for kept in ("x = f(", "    return  ", "if x:\n    ", ""):
+        assert FS.heal(kept) == (kept, False)
+    vocab = tok.get_vocab_size()
+    word = next(w for w in (T.decode(tok, [i]) for i in range(len(T.SPECIALS), vocab))
+                if w.startswith(" ") and w[1:].isidentifier() and len(T.encode(tok, w[1:])) == 1)[1:]
+    glued, spaced = T.encode(tok, word)[0], T.encode(tok, " " + word)[0]
+    prompts = []
+
+    def step(tokens, parents):            # the first token: the word glued (likely) or spaced; then the end
+        lp = np.full((len(tokens), vocab), -20.0)
+        if parents is None:
+            prompts.append(tokens[0].tolist())
+            lp[0, glued], lp[0, spaced] = -0.1, -3.0
+        else:
+            lp[:, T.EOT] = -0.1
+        return lp
+
+    banned = T.middle_banned(tok, vocab)
+    healed = FS.search(step, tok, SimpleNamespace(prefix="    return ", suffix="\n"), 2, banned, 64)
+    p = prompts[-1]                        # PSM: <fim_prefix> prefix <fim_suffix> suffix <fim_middle>
+    assert T.decode(tok, p[1: p.index(T.SUFFIX)]) == "    return", "the prompt ends before the space"
+    assert healed["plain"][0] == (word, pytest.approx(-3.1)), "the middle starts with the space: the glued word is not taken"
+    kept = FS.search(step, tok, SimpleNamespace(prefix="f(", suffix=")\n"), 2, banned, 64)
+    assert kept["plain"][0] == (word, pytest.approx(-0.2)), "no space to heal: the likelier glued word"
+
+
 def test_sequences_are_the_corpus_text_in_psm_and_spm(packed, tok, corpus):
     settings = D.FimSettings(block=256, fim_rate=1.0, spm_rate=0.5, max_middle=64)
     ex = D.FimExamples(packed, "train", tok, settings, seed=3)
