@@ -222,12 +222,11 @@ def run(args) -> int:
         print(f"error: {args.model} has no {VOCAB_FILES[kind]}: not a run folder of `anycode {kind} train`",
               file=sys.stderr)
         return 2
-    model = load_run(args.model)[0]
-    if getattr(args, "spm", False) and kind != "fim":
+    if args.spm and kind != "fim":
         print("error: --spm is the fim model's prompt order; the s2s model has none", file=sys.stderr)
         return 2
-    manifest = export(kind, model, vocab_file, args.out, grammars.of_model(args.model).id, args.precision,
-                      getattr(args, "spm", False))
+    model = load_run(args.model)[0]
+    manifest = export(kind, model, vocab_file, args.out, grammars.of_model(args.model).id, args.precision, args.spm)
     total = sum(f["bytes"] for f in manifest["files"].values())
     print(f"exported the {kind} model, {manifest['parameters'] / 1e6:.1f}M parameters ({args.precision}), to "
           f"{args.out}: {total / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
