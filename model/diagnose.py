@@ -17,9 +17,10 @@ The truth's log-probability is split into node steps (types, EOS-node) and value
     python -m anycode.model.diagnose --reach [--split dev] [--limit 1000]
 
 asks instead what would make the unreachable targets (of a model without file tokens)
-reachable: copying any identifier found elsewhere in the whole file (not only in the
-function; the target's own occurrences do not count), the 256 file tokens a model with
-them reads, or a larger subtoken vocabulary (by train frequency).  It needs the corpus (`anycode corpus fetch`) for the files.
+reachable: copying any identifier (or string literal) found elsewhere in the whole file (not
+only in the function; the target's own occurrences do not count), the 256 file tokens a
+model with them reads (alone, and with the file's string literals beside them), or a larger
+subtoken vocabulary (by train frequency).  It needs the corpus (`anycode corpus fetch`) for the files.
 """
 from __future__ import annotations
 
@@ -61,6 +62,25 @@ def sample(data: Path, split: str, limit: int):
     return [shard.example(i) for shard, i in E.sample_refs(data, split, limit)]
 
 
+def _file_literals(source: str, lang) -> Counter:
+    """How often each string literal (as written, quotes included) occurs in the file `source`."""
+    data = source.encode("utf8")
+    out: Counter = Counter()
+    stack = [lang.new_parser().parse(data).root_node]
+    while stack:
+        n = stack.pop()
+        if n.type == lang.STRING:
+            out[data[n.start_byte:n.end_byte].decode("utf8", "replace")] += 1
+        else:
+            stack.extend(n.children)
+    return out
+
+
+def _elsewhere(in_file: Counter, in_target: Counter) -> set:
+    """What occurs in the file beyond the target's own occurrences (the file on disk still holds it)."""
+    return {w for w, n in in_file.items() if n > in_target[w]}
+
+
 def reachability(data: Path, corpus: Path, split: str, limit: int, max_paths=200, max_length=24) -> dict:
     """Of the sampled examples with an unreachable value, how many every change would make reachable."""
     vocab = Vocab.load(data / "vocab.json")
@@ -68,22 +88,23 @@ def reachability(data: Path, corpus: Path, split: str, limit: int, max_paths=200
     for p in shard_paths(data, "train"):
         counts.update(json.loads(p.with_suffix(".json").read_text())["subtoken_counts"])
     rank = {s: r for r, (s, _) in enumerate(counts.most_common())}
-    fixes = {"identifiers of the whole file copyable": lambda v, r: v,
-             "subtoken vocabulary 5,000": lambda v, r: r < 5000,
-             "subtoken vocabulary 20,000": lambda v, r: r < 20000,
-             "file identifiers or vocabulary 5,000": lambda v, r: v or r < 5000}
+    fixes = {"identifiers of the whole file copyable": lambda i, s, r: i,     # i, s: an identifier, a string
+             "identifiers and string literals of the whole file copyable": lambda i, s, r: i or s,  # found elsewhere
+             "subtoken vocabulary 5,000": lambda i, s, r: r < 5000,          # r: the label's train rank
+             "subtoken vocabulary 20,000": lambda i, s, r: r < 20000,
+             "file identifiers or vocabulary 5,000": lambda i, s, r: i or r < 5000}
     out = {"examples": 0, "unreachable": 0, "values": Counter(), "fixed": Counter()}
     for shard, i in E.sample_refs(data, split, limit):
         f = int(shard.arrays["e_func"][i])
         tree, h = shard.example(i)
+        lang = tree.lang
         try:
-            in_file = Counter(IDENTIFIER.findall((corpus / split / shard.source_of(f)[0]).read_text(encoding="utf8")))
+            text = (corpus / split / shard.source_of(f)[0]).read_text(encoding="utf8")
         except OSError:
-            in_file = Counter()
-        # the file on disk still holds the target: only occurrences beyond the target's own count
-        in_target = Counter(tree.values[k] for k in range(h, tree.end[h])
-                            if tree.values[k] is not None and tree.lang.base_type(tree.types[k]) == tree.lang.IDENTIFIER)
-        elsewhere = {w for w, n in in_file.items() if n > in_target[w]}
+            text = ""
+        own = [(lang.base_type(tree.types[k]), tree.values[k]) for k in range(h, tree.end[h]) if tree.values[k] is not None]
+        elsewhere = _elsewhere(Counter(IDENTIFIER.findall(text)), Counter(v for b, v in own if b == lang.IDENTIFIER))
+        strings = _elsewhere(_file_literals(text, lang), Counter(v for b, v in own if b == lang.STRING))
         cf = context_features(tree, h, vocab, max_paths, max_length)
         out["examples"] += 1
         bad = unreachable_values(tree, h, cf)
@@ -91,15 +112,20 @@ def reachability(data: Path, corpus: Path, split: str, limit: int, max_paths=200
             continue
         out["unreachable"] += 1
         ok = dict.fromkeys(fixes, True)
-        # what a model with file tokens reads (features.outside_identifiers over the shard's file counts)
-        if not unreachable_values(tree, h, context_features(tree, h, vocab, max_paths, max_length, FILE_TOKENS)):
+        # what a model with file tokens reads (features.outside_identifiers over the shard's file counts),
+        # and with the file's string literals copyable beside them
+        left = unreachable_values(tree, h, context_features(tree, h, vocab, max_paths, max_length, FILE_TOKENS))
+        if not left:
             out["fixed"][f"file tokens ({FILE_TOKENS}, as the model reads them)"] += 1
+        if all(lang.base_type(tree.types[s.parent]) == lang.STRING and tree.values[s.parent] in strings for s in left):
+            out["fixed"][f"file tokens ({FILE_TOKENS}) and the file's string literals copyable"] += 1
         for s in bad:
             base = tree.lang.base_type(tree.types[s.parent])
             out["values"][base] += 1
-            copyable = base == tree.lang.IDENTIFIER and (tree.values[s.parent] or "") in elsewhere
+            value = tree.values[s.parent] or ""
+            ident, string = base == lang.IDENTIFIER and value in elsewhere, base == lang.STRING and value in strings
             for name, fix in fixes.items():
-                ok[name] &= fix(copyable, rank.get(s.label, 1 << 30))
+                ok[name] &= fix(ident, string, rank.get(s.label, 1 << 30))
         out["fixed"].update(k for k, v in ok.items() if v)
     return out
 

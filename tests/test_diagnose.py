@@ -23,3 +23,17 @@ def test_summary_separates_search_errors_model_errors_and_unreachable_truths():
     assert s["misses_tree_right"] == 1
     assert s["median_truth_logp_of_misses"] == -8.0
     assert s["median_top1_logp_of_misses"] == -3.0
+
+
+def test_a_string_counts_as_copyable_only_beyond_the_targets_own_occurrences():
+    """--reach's file string literals: each literal as written, quotes included (an f-string whole),
+    and the target's own occurrences taken out, since the file on disk still holds the target."""
+    from collections import Counter
+
+    from anycode import grammars
+    from anycode.model.diagnose import _elsewhere, _file_literals
+
+    source = 'x = "a"\ny = f("a", \'b\')\nz = f"{x}!"\n'
+    found = _file_literals(source, grammars.get("python"))
+    assert found == Counter({'"a"': 2, "'b'": 1, 'f"{x}!"': 1})
+    assert _elsewhere(found, Counter({'"a"': 1, "'b'": 1})) == {'"a"', 'f"{x}!"'}
