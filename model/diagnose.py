@@ -62,11 +62,11 @@ def sample(data: Path, split: str, limit: int):
     return [shard.example(i) for shard, i in E.sample_refs(data, split, limit)]
 
 
-def _file_literals(source: str, lang) -> Counter:
+def _file_literals(source: str, lang, parser=None) -> Counter:
     """How often each string literal (as written, quotes included) occurs in the file `source`."""
     data = source.encode("utf8")
     out: Counter = Counter()
-    stack = [lang.new_parser().parse(data).root_node]
+    stack = [(parser or lang.new_parser()).parse(data).root_node]
     while stack:
         n = stack.pop()
         if n.type == lang.STRING:
@@ -94,23 +94,23 @@ def reachability(data: Path, corpus: Path, split: str, limit: int, max_paths=200
              "subtoken vocabulary 20,000": lambda i, s, r: r < 20000,
              "file identifiers or vocabulary 5,000": lambda i, s, r: i or r < 5000}
     out = {"examples": 0, "unreachable": 0, "values": Counter(), "fixed": Counter()}
+    parser = None
     for shard, i in E.sample_refs(data, split, limit):
-        f = int(shard.arrays["e_func"][i])
         tree, h = shard.example(i)
+        out["examples"] += 1
+        bad = unreachable_values(tree, h, context_features(tree, h, vocab, max_paths, max_length))
+        if not bad:
+            continue
+        out["unreachable"] += 1
         lang = tree.lang
+        parser = parser or lang.new_parser()
         try:
-            text = (corpus / split / shard.source_of(f)[0]).read_text(encoding="utf8")
+            text = (corpus / split / shard.source_of(int(shard.arrays["e_func"][i]))[0]).read_text(encoding="utf8")
         except OSError:
             text = ""
         own = [(lang.base_type(tree.types[k]), tree.values[k]) for k in range(h, tree.end[h]) if tree.values[k] is not None]
         elsewhere = _elsewhere(Counter(IDENTIFIER.findall(text)), Counter(v for b, v in own if b == lang.IDENTIFIER))
-        strings = _elsewhere(_file_literals(text, lang), Counter(v for b, v in own if b == lang.STRING))
-        cf = context_features(tree, h, vocab, max_paths, max_length)
-        out["examples"] += 1
-        bad = unreachable_values(tree, h, cf)
-        if not bad:
-            continue
-        out["unreachable"] += 1
+        strings = _elsewhere(_file_literals(text, lang, parser), Counter(v for b, v in own if b == lang.STRING))
         ok = dict.fromkeys(fixes, True)
         # what a model with file tokens reads (features.outside_identifiers over the shard's file counts),
         # and with the file's string literals copyable beside them
@@ -120,7 +120,7 @@ def reachability(data: Path, corpus: Path, split: str, limit: int, max_paths=200
         if all(lang.base_type(tree.types[s.parent]) == lang.STRING and tree.values[s.parent] in strings for s in left):
             out["fixed"][f"file tokens ({FILE_TOKENS}) and the file's string literals copyable"] += 1
         for s in bad:
-            base = tree.lang.base_type(tree.types[s.parent])
+            base = lang.base_type(tree.types[s.parent])
             out["values"][base] += 1
             value = tree.values[s.parent] or ""
             ident, string = base == lang.IDENTIFIER and value in elsewhere, base == lang.STRING and value in strings
