@@ -385,6 +385,186 @@ def dev_accuracy(model, vocab, dev_examples, cfg: TrainConfig, grammar_table) ->
 # ---------------------------------------------------------------- training
 
 
+def _start_from(model: SLM, init: Path, vocab: Vocab, data: Path, log) -> None:
+    """A new run's start weights: `init`'s, re-indexed by name when its vocabulary differs."""
+    start, init_vocab, _ = load_model(init)
+    theirs = start.state_dict()
+    if init_vocab.node_types != vocab.node_types or init_vocab.subtokens != vocab.subtokens:
+        theirs, added = remap_vocab(theirs, init_vocab, vocab)
+        log(f"{init} has another vocabulary than {data}: its embedding rows re-indexed by name; "
+            f"{added[0]} node types and {added[1]} subtokens new (started at the mean of the known rows)")
+    fresh = init_from(model, theirs)
+    # a model with file tokens may start from one without: W_f starts as the whole-token copy matrix
+    if "W_f" in fresh:
+        with torch.no_grad():
+            model.W_f.copy_(model.W_c[0])
+    partial = [k for k in model.state_dict() if k in theirs and theirs[k].shape != model.state_dict()[k].shape]
+    log(f"initialised from the weights in {init}; fresh: {len(fresh)} tensors "
+        f"({', '.join(sorted({k.rsplit('.', 1)[0] for k in fresh})[:6])}...), partly: {len(partial)}")
+
+
+def _train_examples(data: Path, cfg: TrainConfig, vocab: Vocab, feat_dir: Path, log):
+    """The train split: packed features (built in `feat_dir` when missing) or the shards themselves."""
+    if not cfg.packed:
+        return Examples(data, "train")
+    from anycode.model import packed
+    t0 = time.time()
+    folder = packed.build(data, "train", feat_dir, vocab, cfg.max_paths, cfg.max_length, cfg.file_tokens,
+                          jobs=max(1, (os.cpu_count() or 2) - 1) if cfg.workers != 0 else 1, log=log)
+    log(f"features: {folder} ready in {time.time() - t0:.0f}s")
+    return PackedExamples(packed.PackedSplit(folder))
+
+
+def _dev_sample(data: Path, cfg: TrainConfig, vocab: Vocab) -> tuple[list, list]:
+    """A fixed sample of the dev split: batches for the loss and examples for greedy acc@1."""
+    if not shard_paths(data, "dev"):
+        return [], []
+    dev_ex = Examples(data, "dev")
+    pick = np.random.default_rng(cfg.seed + 1).permutation(len(dev_ex))
+    loss_ids = [int(i) for i in pick[: cfg.dev_loss_examples]]
+    batches = []
+    if cfg.packed:
+        from anycode.model import packed
+        for k in range(0, len(loss_ids), 256):
+            batches.append(packed.collate_examples(
+                [batching.featurize(*dev_ex.example(i), vocab, cfg.max_paths, cfg.max_length, cfg.file_tokens)
+                 for i in loss_ids[k: k + 256]], cfg.max_length, paper=not cfg.context_once))
+    else:
+        for k in range(0, len(loss_ids), 32):
+            batches.append(batching.make_batch([dev_ex.example(i) for i in loss_ids[k: k + 32]], vocab,
+                                               cfg.max_paths, cfg.max_length, cfg.context_once, cfg.file_tokens))
+    return batches, [dev_ex.example(int(i)) for i in pick[: cfg.eval_examples]]
+
+
+class _Window:
+    """The running sums of one log window; read (one host sync) only when the window closes."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.nll, self.n, self.vnll, self.vn, self.examples, self.steps, self.wait = 0.0, 0, 0.0, 0, 0, 0, 0.0
+        self.t0 = time.time()
+
+    def add(self, batch, b, stats) -> None:
+        self.nll += stats["nll_sum"]
+        self.n += batch.n_targets
+        self.vnll += stats["value_nll_sum"]
+        self.vn += stats["value_targets"] if "value_targets" in stats else int(batch.n_value_targets)
+        self.examples += b.n_examples
+        self.steps += 1
+
+    def record(self, step: int, lr: float, epoch: int) -> tuple[dict, float]:
+        nll, vnll = float(self.nll), float(self.vnll)
+        dt = time.time() - self.t0
+        return {"step": step, "loss": nll / self.n, "node_loss": (nll - vnll) / max(self.n - self.vn, 1),
+                "value_loss": vnll / max(self.vn, 1), "lr": lr, "targets_per_s": self.n / dt,
+                "examples_per_s": self.examples / dt, "steps_per_s": self.steps / dt,
+                "data_wait_share": self.wait / dt, "epoch": epoch}, dt
+
+
+class _Run:
+    """What a run holds between steps (model, optimizer, schedule, counters), saved whole in ckpt.pt."""
+
+    def __init__(self, out: Path, cfg: TrainConfig, mcfg: SLMConfig, dev: torch.device, ckpt: dict | None, log):
+        self.out, self.cfg, self.mcfg, self.dev = out, cfg, mcfg, dev
+        self.model = SLM(mcfg).to(dev)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, fused=dev.type == "cuda")
+        decay = lambda s: min(1.0, (s + 1) / max(cfg.warmup_steps, 1)) * cfg.lr_decay ** (s // cfg.lr_decay_every)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, decay)
+        self.resumed = ckpt is not None
+        self.st = {"step": 0, "pos": 0, "train_seconds": 0.0, "targets": 0, "examples": 0, "best_dev_acc": -1.0,
+                   "best_score": -math.inf, "best_step": -1, "history": []}
+        if ckpt is not None:
+            self.model.load_state_dict(ckpt["model"])
+            self.opt.load_state_dict(ckpt["optim"])
+            self.sched.load_state_dict(ckpt["sched"])
+            self.st.update(ckpt["state"])
+            if "best_score" not in ckpt["state"] and self.st["best_dev_acc"] >= 0:  # older than best_score
+                self.st["best_score"] = self.st["best_dev_acc"]
+            set_rng_state(ckpt["rng"], dev)
+            log(f"resumed from {out / 'ckpt.pt'} at step {self.st['step']} (data position {self.st['pos']})")
+        self.amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if dev.type == "cuda" else \
+            (lambda: torch.autocast("cpu", enabled=False))
+
+    def step(self, batch, b):
+        with self.amp():
+            loss, stats = loss_fn(batch)(self.model, b)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        st = self.st
+        st["step"] += 1
+        st["pos"] += 1
+        st["targets"] += batch.n_targets
+        st["examples"] += b.n_examples
+        return loss.detach(), stats
+
+    def save_checkpoint(self) -> None:
+        tmp = self.out / "ckpt.pt.tmp"
+        torch.save({"model": self.model.state_dict(), "optim": self.opt.state_dict(),
+                    "sched": self.sched.state_dict(), "state": self.st, "rng": rng_state(self.dev),
+                    "config": asdict(self.cfg), "model_config": asdict(self.mcfg)}, tmp)
+        os.replace(tmp, self.out / "ckpt.pt")
+
+    def evaluate(self, vocab, dev_batches, dev_examples, grammar_table, log) -> float:
+        """Dev loss and greedy acc@1, logged; keeps best.pt (by acc@1, or by dev nll without it)."""
+        t0 = time.time()
+        model, st = self.model, self.st
+        dl = dev_loss(model, dev_batches, self.dev, self.amp) if dev_batches else float("nan")
+        acc = dev_accuracy(model, vocab, dev_examples, self.cfg, grammar_table) if dev_examples else float("nan")
+        rec = {"step": st["step"], "dev_nll": dl, "dev_greedy_acc1": acc, "eval_seconds": time.time() - t0}
+        st["history"].append(rec)
+        log(f"dev step {st['step']}: nll/target {dl:.4f}, greedy acc@1 {acc * 100:.2f}% "
+            f"({len(dev_examples)} examples, {rec['eval_seconds']:.1f}s)")
+        with open(self.out / "log.jsonl", "a") as fh:
+            fh.write(json.dumps({"dev": rec}) + "\n")
+        score = acc if acc == acc else -dl
+        if score > st["best_score"]:
+            st["best_score"], st["best_step"] = score, st["step"]
+            if acc == acc:
+                st["best_dev_acc"] = acc
+            torch.save(model.state_dict(), self.out / "best.pt.tmp")
+            os.replace(self.out / "best.pt.tmp", self.out / "best.pt")
+        return time.time() - t0
+
+
+def _open_run(data: Path, out: Path, cfg: TrainConfig, dev: torch.device, vocab: Vocab, init, log) -> _Run:
+    """A run resumed from out/ckpt.pt (with its own configuration), else a new one from `init` or scratch."""
+    ckpt_path = out / "ckpt.pt"
+    ckpt = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
+    if ckpt is None and (out / "log.jsonl").exists() and (out / "log.jsonl").stat().st_size:
+        raise SystemExit(f"error: {out} holds a training log but no checkpoint ({ckpt_path} is missing: not "
+                         f"carried, or not joined?); refusing to start over from scratch there. Bring the "
+                         f"checkpoint back, or train into a new directory")
+    if ckpt is not None:
+        # a resumed run keeps its configuration; runs older than `packed` used it for context_once only
+        cfg = TrainConfig(**{"packed": ckpt["config"].get("context_once", False), **ckpt["config"]})
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        # cuDNN attention builds a plan for every new (batch, set size) shape: seconds lost per batch here
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    run = _Run(out, cfg, model_config(cfg, vocab), dev, ckpt, log)
+    del ckpt
+    if not run.resumed:
+        if init is not None:
+            _start_from(run.model, Path(init), vocab, data, log)
+            run.st["init"] = str(init)
+        vocab.save(out / "vocab.json")
+        if (data / "grammar.json").exists():
+            shutil.copy(data / "grammar.json", out / "grammar.json")
+    save_json(out / "config.json", run_config(run.cfg, run.mcfg, data_language(data).id))
+    log(f"model: {run.model.num_parameters() / 1e6:.2f}M parameters on {dev}; config {asdict(run.cfg)}")
+    return run
+
+
 def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None, max_steps: int | None = None,
           device: str = "auto", log=print, init: Path | None = None, features: Path | None = None) -> dict:
     """Train (or resume) into `out`; returns a summary with the losses of the steps run here.
@@ -397,211 +577,66 @@ def train(data: Path, out: Path, cfg: TrainConfig, minutes: float | None = None,
     out.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
     vocab = Vocab.load(data / "vocab.json")
-    ckpt_path = out / "ckpt.pt"
-    ckpt = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
-    if ckpt is None and (out / "log.jsonl").exists() and (out / "log.jsonl").stat().st_size:
-        raise SystemExit(f"error: {out} holds a training log but no checkpoint ({ckpt_path} is missing: not "
-                         f"carried, or not joined?); refusing to start over from scratch there. Bring the "
-                         f"checkpoint back, or train into a new directory")
-    if ckpt is not None:
-        # a resumed run keeps its configuration; runs older than `packed` used it for context_once only
-        cfg = TrainConfig(**{"packed": ckpt["config"].get("context_once", False), **ckpt["config"]})
-    mcfg = model_config(cfg, vocab)
+    run = _open_run(data, out, cfg, dev, vocab, init, log)
+    cfg, st = run.cfg, run.st
 
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    random.seed(cfg.seed)
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        # cuDNN attention builds a plan for every new (batch, set size) shape: seconds lost per batch here
-        torch.backends.cuda.enable_cudnn_sdp(False)
-
-    model = SLM(mcfg).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=dev.type == "cuda")
-    decay = lambda s: min(1.0, (s + 1) / max(cfg.warmup_steps, 1)) * cfg.lr_decay ** (s // cfg.lr_decay_every)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, decay)
-    st = {"step": 0, "pos": 0, "train_seconds": 0.0, "targets": 0, "examples": 0, "best_dev_acc": -1.0,
-          "best_score": -math.inf, "best_step": -1, "history": []}
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optim"])
-        sched.load_state_dict(ckpt["sched"])
-        st.update(ckpt["state"])
-        if "best_score" not in ckpt["state"] and st["best_dev_acc"] >= 0:  # a checkpoint older than best_score
-            st["best_score"] = st["best_dev_acc"]
-        set_rng_state(ckpt["rng"], dev)
-        log(f"resumed from {ckpt_path} at step {st['step']} (data position {st['pos']})")
-        del ckpt
-    else:
-        if init is not None:
-            start, init_vocab, _ = load_model(init)
-            theirs = start.state_dict()
-            if init_vocab.node_types != vocab.node_types or init_vocab.subtokens != vocab.subtokens:
-                theirs, added = remap_vocab(theirs, init_vocab, vocab)
-                log(f"{init} has another vocabulary than {data}: its embedding rows re-indexed by name; "
-                    f"{added[0]} node types and {added[1]} subtokens new (started at the mean of the known rows)")
-            fresh = init_from(model, theirs)
-            # a model with file tokens may start from one without: W_f starts as the whole-token copy matrix
-            if "W_f" in fresh:
-                with torch.no_grad():
-                    model.W_f.copy_(model.W_c[0])
-            partial = [k for k in model.state_dict() if k in theirs and theirs[k].shape != model.state_dict()[k].shape]
-            st["init"] = str(init)
-            log(f"initialised from the weights in {init}; fresh: {len(fresh)} tensors "
-                f"({', '.join(sorted({k.rsplit('.', 1)[0] for k in fresh})[:6])}...), partly: {len(partial)}")
-        vocab.save(out / "vocab.json")
-        if (data / "grammar.json").exists():
-            shutil.copy(data / "grammar.json", out / "grammar.json")
-    save_json(out / "config.json", run_config(cfg, mcfg, data_language(data).id))
-    log(f"model: {model.num_parameters() / 1e6:.2f}M parameters on {dev}; config {asdict(cfg)}")
-
-    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if dev.type == "cuda" else \
-        (lambda: torch.autocast("cpu", enabled=False))
-
-    if cfg.packed:
-        from anycode.model import packed
-        feat_dir = Path(features) if features is not None else out / "features"
-        t0 = time.time()
-        folder = packed.build(data, "train", feat_dir, vocab, cfg.max_paths, cfg.max_length, cfg.file_tokens,
-                              jobs=max(1, (os.cpu_count() or 2) - 1) if cfg.workers != 0 else 1, log=log)
-        train_ex = PackedExamples(packed.PackedSplit(folder))
-        log(f"features: {folder} ready in {time.time() - t0:.0f}s")
-    else:
-        train_ex = Examples(data, "train")
+    train_ex = _train_examples(data, cfg, vocab, Path(features) if features is not None else out / "features", log)
     stream = BatchStream(train_ex, vocab, cfg)
     log(f"train: {len(train_ex)} examples, {int(train_ex.counts.sum())} targets (upper bound) in "
         f"{len(train_ex.files)} shards; about {len(stream.plan(0))} batches an epoch")
-    # dev: a fixed sample for the loss and for greedy acc@1
-    dev_batches, dev_examples, grammar_table = [], [], None
-    if shard_paths(data, "dev"):
-        dev_ex = Examples(data, "dev")
-        rng = np.random.default_rng(cfg.seed + 1)
-        pick = rng.permutation(len(dev_ex))
-        loss_ids = pick[: cfg.dev_loss_examples]
-        if cfg.packed:
-            from anycode.model import packed
-            for k in range(0, len(loss_ids), 256):
-                dev_batches.append(packed.collate_examples(
-                    [batching.featurize(*dev_ex.example(int(i)), vocab, cfg.max_paths, cfg.max_length,
-                                        cfg.file_tokens) for i in loss_ids[k: k + 256]], cfg.max_length,
-                    paper=not cfg.context_once))
-        else:
-            for k in range(0, len(loss_ids), 32):
-                dev_batches.append(batching.make_batch([dev_ex.example(int(i)) for i in loss_ids[k: k + 32]],
-                                                       vocab, cfg.max_paths, cfg.max_length, cfg.context_once,
-                                                       cfg.file_tokens))
-        dev_examples = [dev_ex.example(int(i)) for i in pick[: cfg.eval_examples]]
+    dev_batches, dev_examples = _dev_sample(data, cfg, vocab)
+    grammar_table = None
     if (data / "grammar.json").exists():
         from anycode.model.grammar_table import GrammarTable
         grammar_table = GrammarTable.load(data / "grammar.json")
+    evaluate_now = lambda: run.evaluate(vocab, dev_batches, dev_examples, grammar_table, log)
 
     workers = cfg.workers if cfg.workers >= 0 else max(0, (os.cpu_count() or 2) - 2)
     loader = iter(make_loader(stream, st["pos"], workers, pin=dev.type == "cuda"))
-    model.train()
-
-    losses: list[float] = []
-    last_ckpt = time.time()
-    win = {"nll": 0.0, "n": 0, "vnll": 0.0, "vn": 0, "examples": 0, "t0": time.time(), "steps": 0, "wait": 0.0}
+    run.model.train()
+    losses: list = []              # tensors: read at the end, no sync a step
+    last_ckpt, win = time.time(), _Window()
     budget = None if minutes is None else minutes * 60.0
-    step_seconds = 0.0
-
-    def save_checkpoint():
-        tmp = out / "ckpt.pt.tmp"
-        torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "sched": sched.state_dict(),
-                    "state": st, "rng": rng_state(dev), "config": asdict(cfg), "model_config": asdict(mcfg)}, tmp)
-        os.replace(tmp, ckpt_path)
-
-    def run_eval():
-        t0 = time.time()
-        dl = dev_loss(model, dev_batches, dev, amp) if dev_batches else float("nan")
-        acc = dev_accuracy(model, vocab, dev_examples, cfg, grammar_table) if dev_examples else float("nan")
-        rec = {"step": st["step"], "dev_nll": dl, "dev_greedy_acc1": acc, "eval_seconds": time.time() - t0}
-        st["history"].append(rec)
-        log(f"dev step {st['step']}: nll/target {dl:.4f}, greedy acc@1 {acc * 100:.2f}% "
-            f"({len(dev_examples)} examples, {rec['eval_seconds']:.1f}s)")
-        with open(out / "log.jsonl", "a") as fh:
-            fh.write(json.dumps({"dev": rec}) + "\n")
-        # the best weights by greedy dev acc@1, or by dev nll where the run checks no accuracy
-        score = acc if acc == acc else -dl
-        if score > st["best_score"]:
-            st["best_score"], st["best_step"] = score, st["step"]
-            if acc == acc:
-                st["best_dev_acc"] = acc
-            torch.save(model.state_dict(), out / "best.pt.tmp")
-            os.replace(out / "best.pt.tmp", out / "best.pt")
-        return time.time() - t0
-
-    eval_seconds = 0.0
-    stop_reason = "max steps"
-    while True:
-        if max_steps is not None and st["step"] >= max_steps:
-            break
-        elapsed = time.time() - t_start
-        if budget is not None and elapsed + max(3 * step_seconds, 5.0) + 15.0 > budget:
+    step_seconds, eval_seconds, stop_reason = 0.0, 0.0, "max steps"
+    while max_steps is None or st["step"] < max_steps:
+        if budget is not None and time.time() - t_start + max(3 * step_seconds, 5.0) + 15.0 > budget:
             stop_reason = "time limit"
             break
         t_wait = time.time()
         batch = next(loader)
         b = batch.to(dev)
-        win["wait"] += time.time() - t_wait
+        win.wait += time.time() - t_wait
         t0 = time.time()
-        with amp():
-            loss, stats = loss_fn(batch)(model, b)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        st["step"] += 1
-        st["pos"] += 1
-        st["targets"] += batch.n_targets
-        st["examples"] += b.n_examples
-        losses.append(loss.detach())       # tensors: read at the log windows, no sync a step
-        win["nll"] += stats["nll_sum"]
-        win["n"] += batch.n_targets
-        win["vnll"] += stats["value_nll_sum"]
-        win["vn"] += stats["value_targets"] if "value_targets" in stats else int(batch.n_value_targets)
-        win["examples"] += b.n_examples
-        win["steps"] += 1
+        loss, stats = run.step(batch, b)
+        losses.append(loss)
+        win.add(batch, b, stats)
         step_seconds = 0.9 * step_seconds + 0.1 * (time.time() - t0) if step_seconds else time.time() - t0
         if st["step"] % cfg.log_every == 0:
-            win["nll"], win["vnll"] = float(win["nll"]), float(win["vnll"])     # the window's one sync
-            dt = time.time() - win["t0"]
+            rec, dt = win.record(st["step"], run.sched.get_last_lr()[0], stream.locate(st["pos"])[0])
             st["train_seconds"] += dt
-            rec = {"step": st["step"], "loss": win["nll"] / win["n"],
-                   "node_loss": (win["nll"] - win["vnll"]) / max(win["n"] - win["vn"], 1),
-                   "value_loss": win["vnll"] / max(win["vn"], 1), "lr": sched.get_last_lr()[0],
-                   "targets_per_s": win["n"] / dt, "examples_per_s": win["examples"] / dt,
-                   "steps_per_s": win["steps"] / dt, "data_wait_share": win["wait"] / dt,
-                   "epoch": stream.locate(st["pos"])[0]}
             log(f"step {rec['step']:6d} ep {rec['epoch']} loss {rec['loss']:.4f} (node {rec['node_loss']:.3f} "
                 f"value {rec['value_loss']:.3f}) lr {rec['lr']:.2e} | {rec['targets_per_s']:.0f} targets/s "
                 f"{rec['examples_per_s']:.0f} ex/s {rec['steps_per_s']:.1f} steps/s wait {rec['data_wait_share']:.0%}")
             with open(out / "log.jsonl", "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
-            win = {"nll": 0.0, "n": 0, "vnll": 0.0, "vn": 0, "examples": 0, "t0": time.time(), "steps": 0,
-                   "wait": 0.0}
+            win.reset()
         if st["step"] % cfg.eval_every == 0:
             left = None if budget is None else budget - (time.time() - t_start)
             if left is None or left > 2 * eval_seconds + 30:
-                eval_seconds = run_eval()
-                win["t0"] += eval_seconds
+                eval_seconds = evaluate_now()
+                win.t0 += eval_seconds
         if time.time() - last_ckpt > cfg.ckpt_minutes * 60:
-            save_checkpoint()
+            run.save_checkpoint()
             last_ckpt = time.time()
-            win["t0"] = time.time()   # keep throughput numbers clean of checkpoint time
-            win.update({"nll": 0.0, "n": 0, "vnll": 0.0, "vn": 0, "examples": 0, "steps": 0, "wait": 0.0})
-    if win["steps"]:
-        st["train_seconds"] += time.time() - win["t0"]
+            win.reset()   # keep throughput numbers clean of checkpoint time
+    if win.steps:
+        st["train_seconds"] += time.time() - win.t0
     if (dev_examples or dev_batches) and (not st["history"] or st["history"][-1]["step"] != st["step"]) \
             and st["step"] > 0:
-        left = None if budget is None else budget - (time.time() - t_start)
-        if left is None or left > eval_seconds + 10:
-            run_eval()
-    save_checkpoint()
-    log(f"stopped ({stop_reason}) at step {st['step']}; checkpoint {ckpt_path}; "
+        if budget is None or budget - (time.time() - t_start) > eval_seconds + 10:
+            evaluate_now()
+    run.save_checkpoint()
+    log(f"stopped ({stop_reason}) at step {st['step']}; checkpoint {out / 'ckpt.pt'}; "
         f"{time.time() - t_start:.0f}s in this call")
     return {"losses": [float(x) for x in losses], "step": st["step"], "state": st}
 
