@@ -339,7 +339,8 @@ def stat_row(name, xs) -> str:
     return f"| {name} | {len(xs)} | {pct(xs, 50):.0f} | {pct(xs, 95):.0f} | {statistics.fmean(xs):.0f} |"
 
 
-def report(r: dict) -> str:
+def _report_setup(r: dict) -> list[str]:
+    """The report's head: when and how it was measured, on what machine, model, holes and search bounds."""
     env, ort_r = r["env"], r["ort"]
     L = []
     L.append(f"Measured {r['date']} by `{r['command']}`.")
@@ -358,7 +359,13 @@ def report(r: dict) -> str:
     L.append(f"- search bounds: {sb['max_steps']} steps at most, steered closed after {sb['soft_steps']}"
              + (" (lowered for random weights, whose trees never end by themselves)" if r["untrained"] else "")
              + f", depth {sb['max_depth']}")
-    L.append("")
+    return L
+
+
+def _report_latency(r: dict) -> list[str]:
+    """The latency table: a whole completion and its parts, then torch eager and typing along when run."""
+    ort_r = r["ort"]
+    L = []
     L.append("| per completion (ms) | n | p50 | p95 | mean |")
     L.append("| --- | --- | --- | --- | --- |")
     L.append(stat_row(f"ONNX Runtime {r['device']}, whole `complete()`", ort_r["times"]))
@@ -374,24 +381,34 @@ def report(r: dict) -> str:
     if r.get("typing"):
         ty = r["typing"]
         L.append(stat_row("typing along (a request per typed character)", ty["times"]))
-    if r.get("versus"):
-        v = r["versus"]
-        n = len(v["a"]["times"])
-        L.append("")
-        L.append(f"A/B on the same {n} holes, interleaved (each hole: A then B, or B then A):")
-        L.append("")
-        L.append("| completer | p50 ms | p95 ms | mean ms | steps p50 | target first | target in five |")
-        L.append("| --- | --- | --- | --- | --- | --- | --- |")
-        for k in ("a", "b"):
-            o = v[k]
-            L.append(f"| {k.upper()}: {v['desc'][k]} | {pct(o['times'], 50):.0f} | {pct(o['times'], 95):.0f} | "
-                     f"{statistics.fmean(o['times']):.0f} | {pct(o['steps'], 50):.0f} | {o['top1']} | {o['top5']} |")
-        ratios = [x / y for x, y in zip(v["b"]["times"], v["a"]["times"]) if y > 0]
-        L.append("")
-        L.append(f"- B / A: p50 {pct(v['b']['times'], 50) / pct(v['a']['times'], 50):.2f}x, "
-                 f"p95 {pct(v['b']['times'], 95) / pct(v['a']['times'], 95):.2f}x, "
-                 f"median of the per-hole ratios {pct(ratios, 50):.2f}x")
+    return L
+
+
+def _report_versus(v: dict) -> list[str]:
+    """The A/B table of --versus / --versus-threads and the B / A latency ratios."""
+    L = []
+    n = len(v["a"]["times"])
     L.append("")
+    L.append(f"A/B on the same {n} holes, interleaved (each hole: A then B, or B then A):")
+    L.append("")
+    L.append("| completer | p50 ms | p95 ms | mean ms | steps p50 | target first | target in five |")
+    L.append("| --- | --- | --- | --- | --- | --- | --- |")
+    for k in ("a", "b"):
+        o = v[k]
+        L.append(f"| {k.upper()}: {v['desc'][k]} | {pct(o['times'], 50):.0f} | {pct(o['times'], 95):.0f} | "
+                 f"{statistics.fmean(o['times']):.0f} | {pct(o['steps'], 50):.0f} | {o['top1']} | {o['top5']} |")
+    ratios = [x / y for x, y in zip(v["b"]["times"], v["a"]["times"]) if y > 0]
+    L.append("")
+    L.append(f"- B / A: p50 {pct(v['b']['times'], 50) / pct(v['a']['times'], 50):.2f}x, "
+             f"p95 {pct(v['b']['times'], 95) / pct(v['a']['times'], 95):.2f}x, "
+             f"median of the per-hole ratios {pct(ratios, 50):.2f}x")
+    return L
+
+
+def _report_steps(r: dict) -> list[str]:
+    """Where a completion's time goes: beam steps, time per step, graph calls, ONNX Runtime's share."""
+    ort_r = r["ort"]
+    L = []
     steps = ort_r["steps"]
     L.append(f"- beam steps per completion: p50 {pct(steps, 50):.0f}, mean {statistics.fmean(steps):.1f}; "
              f"the test targets themselves take p50 {pct(ort_r['target_steps'], 50):.0f}, "
@@ -412,6 +429,13 @@ def report(r: dict) -> str:
     if r.get("score_micro"):
         L.append("- one beam step's score graph alone (median ms, 5 beams, P paths), ONNX Runtime vs torch eager: "
                  + "; ".join(f"P={P}: {o:.1f} vs {t:.1f}" for B, P, o, t in r["score_micro"]))
+    return L
+
+
+def _report_caches(r: dict) -> list[str]:
+    """The caches' hits over the session and, when typing along ran, its cache hits and target ranks."""
+    ort_r = r["ort"]
+    L = []
     lc, cx = ort_r["leaf_cache"], ort_r["context_cache"]
     L.append(f"- caches over the session: leaf upward states {lc[0]} hits / {lc[1]} misses "
              f"({100 * lc[0] / max(sum(lc), 1):.0f}%), whole contexts {cx[0]} hits / {cx[1]} misses"
@@ -427,6 +451,13 @@ def report(r: dict) -> str:
             L.append("- the target ranked first / among the five, by characters of it typed: " + "; ".join(
                 f"{j} typed: {100 * a / n:.0f}% / {100 * b / n:.0f}% (n={n})"
                 for j, (n, a, b) in sorted((int(j), v) for j, v in ty["right"].items()) if n))
+    return L
+
+
+def _report_start(r: dict) -> list[str]:
+    """Start-up and memory from the fresh process, and the latency against the targets."""
+    ort_r = r["ort"]
+    L = []
     c = r.get("cold", {})
     if "error" in c:
         L.append(f"- cold start failed: {c['error'][:300]}")
@@ -442,6 +473,19 @@ def report(r: dict) -> str:
     else:
         L.append(f"- targets: CPU p50 <= 50 ms, p95 <= 100 ms: measured p50 {p50:.0f} ms "
                  f"({p50 / 50:.1f}x the target), p95 {p95:.0f} ms ({p95 / 100:.1f}x)")
+    return L
+
+
+def report(r: dict) -> str:
+    L = _report_setup(r)
+    L.append("")
+    L += _report_latency(r)
+    if r.get("versus"):
+        L += _report_versus(r["versus"])
+    L.append("")
+    L += _report_steps(r)
+    L += _report_caches(r)
+    L += _report_start(r)
     return "\n".join(L)
 
 
@@ -458,7 +502,8 @@ def write_report(path: Path, body: str, section: str = "bench") -> None:
 # ---------------------------------------------------------------- main
 
 
-def main(argv=None) -> int:
+def _arg_parser() -> argparse.ArgumentParser:
+    """The command line (the module docstring is its help)."""
     ap = argparse.ArgumentParser(prog="python -m anycode.model.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=None, help="exported model (default: model/shipped)")
@@ -486,14 +531,11 @@ def main(argv=None) -> int:
                     help="also run this exported model, interleaved with --model on the same holes (A/B)")
     ap.add_argument("--versus-threads", type=int, default=None, metavar="N",
                     help="A/B against the same model with N threads (with --versus: that model with N threads)")
-    args = ap.parse_args(argv)
-    lines = None
-    if args.function_lines:
-        a, _, b = args.function_lines.partition("-")
-        lines = (int(a), int(b or a))
+    return ap
 
-    from anycode.model.runtime import SHIPPED, Completer, ModelError
 
+def _bench_holes(args, lines: tuple[int, int] | None):
+    """The holes to complete, in the model's language: (files, where they come from, language, holes, found)."""
     files, source_desc = hole_files(args)
     if lines is not None:
         source_desc += f", functions of {lines[0]}-{lines[1]} lines"
@@ -502,9 +544,12 @@ def main(argv=None) -> int:
     # the holes are in the model's language (the shipped model's when none is given)
     lang = grammars.of_model(args.model) if args.model else grammars.get(grammars.DEFAULT)
     holes, found = collect_holes(files, args.holes, lines=lines, lang=lang)
-    if not holes:
-        print("no holes found", file=sys.stderr)
-        return 2
+    return files, source_desc, lang, holes, found
+
+
+def _model_to_bench(args, files: list[Path], lang) -> tuple[Path, Path | None]:
+    """The exported model (an untrained one exported when there is none) and the torch weights beside it."""
+    from anycode.model.runtime import SHIPPED
     tmp = Path(tempfile.mkdtemp(prefix="anycode-bench-"))
     model_dir = args.model or (SHIPPED if (SHIPPED / "manifest.json").exists() else None)
     checkpoint = args.checkpoint
@@ -514,14 +559,21 @@ def main(argv=None) -> int:
         checkpoint = checkpoint or (tmp / "ckpt")
     elif checkpoint is None and (model_dir / "slm.pt").exists():
         checkpoint = model_dir
-    manifest = json.loads((model_dir / "manifest.json").read_text())
+    return model_dir, checkpoint
+
+
+def _environment() -> dict:
+    """The machine, Python and onnxruntime the report names (torch and the load after are added later)."""
     env = {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
            "load_before": loadavg()}
     import onnxruntime
     env["ort"] = onnxruntime.__version__
-    r = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": "python -m anycode.model.bench " + " ".join(
-        argv if argv is not None else sys.argv[1:]), "holes_source": source_desc, "holes_found": found}
+    return env
 
+
+def _open_completer(args, model_dir: Path):
+    """The ONNX Runtime completer under test; None, the error printed, when the model does not load."""
+    from anycode.model.runtime import Completer, ModelError
     try:
         completer = Completer(model_dir, device=args.device, threads=args.threads,
                               float_graphs={"auto": None, "on": True, "off": False}[args.float_graphs],
@@ -530,9 +582,13 @@ def main(argv=None) -> int:
             completer.decoder.max_paths = args.max_paths
     except ModelError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"cold start ({model_dir}) ...", file=sys.stderr)
-    r["cold"] = cold_start(model_dir, args.device, args.threads, holes[0])
+        return None
+    return completer
+
+
+def _describe_setup(r: dict, completer, model_dir: Path, manifest: dict) -> None:
+    """Record the runtime's set-up and the model in `r`, and the search bounds (lowered for random weights)."""
+    from anycode.model.runtime import SHIPPED
     r.update(device=completer.device, provider=completer.provider, threads=completer.backend.threads,
              float_graphs=completer.backend.float_graphs, cuda_graphs=bool(completer.backend.runners),
              model=str(model_dir if model_dir != SHIPPED else "model/shipped"),
@@ -544,38 +600,79 @@ def main(argv=None) -> int:
         completer.soft_steps, completer.max_depth = UNTRAINED_SOFT_STEPS, UNTRAINED_MAX_DEPTH
     r["search"] = {"max_steps": completer.max_steps, "soft_steps": completer.soft_steps,
                    "max_depth": completer.max_depth}
-    completer.complete(holes[0][1], holes[0][2])       # warm-up
-    print(f"{len(holes)} holes, ONNX Runtime {completer.device} ...", file=sys.stderr)
-    r["ort"] = run_ort(completer, holes)
-    if args.versus or args.versus_threads is not None:
-        vdir = args.versus or model_dir
-        vthreads = args.threads if args.versus_threads is None else args.versus_threads
-        other = Completer(vdir, device=args.device, threads=vthreads)
-        other.complete(holes[0][1], holes[0][2])
-        print(f"A/B against {vdir}, threads {other.backend.threads}, interleaved ...", file=sys.stderr)
-        r["versus"] = run_versus(completer, other, holes)
-        r["versus"]["desc"] = {"a": f"{r['model']}, threads {completer.backend.threads}",
-                               "b": f"{vdir if vdir != SHIPPED else 'model/shipped'}, threads {other.backend.threads}"}
-    if args.typing_holes:
-        print(f"typing along, {args.typing_holes} holes ...", file=sys.stderr)
-        r["typing"] = run_typing(completer, holes[: args.typing_holes])
-    if args.torch_holes:
-        print(f"torch eager, {args.torch_holes} holes, interleaved with ONNX Runtime ...", file=sys.stderr)
-        tdec, tdesc = torch_decoder(model_dir, checkpoint, args.threads, args.device)
-        r["score_micro"] = score_micro(completer, tdec)
-        if tdec is not None:
-            import torch
-            env["torch"] = torch.__version__
-            r["torch"] = run_pair(completer, tdec, holes[: args.torch_holes], r["search"])
-            r["torch"]["desc"] = tdesc
-    env["load_after"] = loadavg()
-    r["env"] = env
+
+
+def _bench_versus(args, r: dict, completer, model_dir: Path, holes) -> None:
+    """--versus / --versus-threads: another completer, interleaved with this one on the same holes (A/B)."""
+    from anycode.model.runtime import SHIPPED, Completer
+    vdir = args.versus or model_dir
+    vthreads = args.threads if args.versus_threads is None else args.versus_threads
+    other = Completer(vdir, device=args.device, threads=vthreads)
+    other.complete(holes[0][1], holes[0][2])
+    print(f"A/B against {vdir}, threads {other.backend.threads}, interleaved ...", file=sys.stderr)
+    r["versus"] = run_versus(completer, other, holes)
+    r["versus"]["desc"] = {"a": f"{r['model']}, threads {completer.backend.threads}",
+                           "b": f"{vdir if vdir != SHIPPED else 'model/shipped'}, threads {other.backend.threads}"}
+
+
+def _bench_torch(args, r: dict, env: dict, completer, model_dir: Path, checkpoint: Path | None, holes) -> None:
+    """Torch eager against ONNX Runtime: the score graph alone, and the search when torch weights are there."""
+    print(f"torch eager, {args.torch_holes} holes, interleaved with ONNX Runtime ...", file=sys.stderr)
+    tdec, tdesc = torch_decoder(model_dir, checkpoint, args.threads, args.device)
+    r["score_micro"] = score_micro(completer, tdec)
+    if tdec is not None:
+        import torch
+        env["torch"] = torch.__version__
+        r["torch"] = run_pair(completer, tdec, holes[: args.torch_holes], r["search"])
+        r["torch"]["desc"] = tdesc
+
+
+def _write_results(args, r: dict) -> None:
+    """Print the report, and write it into --out's section and the figures into --json when asked."""
     body = report(r)
     print(body)
     if args.out:
         write_report(args.out, body, args.section or ("bench-gpu" if r["device"] == "cuda" else "bench"))
     if args.json:
         args.json.write_text(json.dumps(r, indent=1, default=str))
+
+
+def main(argv=None) -> int:
+    args = _arg_parser().parse_args(argv)
+    lines = None
+    if args.function_lines:
+        a, _, b = args.function_lines.partition("-")
+        lines = (int(a), int(b or a))
+
+    files, source_desc, lang, holes, found = _bench_holes(args, lines)
+    if not holes:
+        print("no holes found", file=sys.stderr)
+        return 2
+    model_dir, checkpoint = _model_to_bench(args, files, lang)
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    env = _environment()
+    r = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": "python -m anycode.model.bench " + " ".join(
+        argv if argv is not None else sys.argv[1:]), "holes_source": source_desc, "holes_found": found}
+
+    completer = _open_completer(args, model_dir)
+    if completer is None:
+        return 2
+    print(f"cold start ({model_dir}) ...", file=sys.stderr)
+    r["cold"] = cold_start(model_dir, args.device, args.threads, holes[0])
+    _describe_setup(r, completer, model_dir, manifest)
+    completer.complete(holes[0][1], holes[0][2])       # warm-up
+    print(f"{len(holes)} holes, ONNX Runtime {completer.device} ...", file=sys.stderr)
+    r["ort"] = run_ort(completer, holes)
+    if args.versus or args.versus_threads is not None:
+        _bench_versus(args, r, completer, model_dir, holes)
+    if args.typing_holes:
+        print(f"typing along, {args.typing_holes} holes ...", file=sys.stderr)
+        r["typing"] = run_typing(completer, holes[: args.typing_holes])
+    if args.torch_holes:
+        _bench_torch(args, r, env, completer, model_dir, checkpoint, holes)
+    env["load_after"] = loadavg()
+    r["env"] = env
+    _write_results(args, r)
     return 0
 
 

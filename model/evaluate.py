@@ -394,16 +394,102 @@ def sample_refs(data_dir: Path, split: str, limit: int | None = None) -> list:
     return [refs[j] for j in (order[:limit] if limit else order)]
 
 
-def run(args) -> int:
-    from anycode.model.dataset import shard_paths
+def _model_on_device(args):
+    """(device, model, vocab, conf): the model to evaluate on --device, on CUDA with TF32, no cuDNN attention."""
     from anycode.model.checkpoint import load_model, pick_device
-
-    t0 = time.time()
     device = pick_device(args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cuda.enable_cudnn_sdp(False)   # a plan per shape: slow with varying set sizes
     model, vocab, conf = load_model(args.model, device)
+    return device, model, vocab, conf
+
+
+def _baseline_metrics(args, items) -> tuple[Baselines | None, dict]:
+    """The train-split baselines and their metrics on `items`; (None, {}) when there is no train split."""
+    from anycode.model.dataset import shard_paths
+    bl = Baselines(args.data, args.baseline_train) if shard_paths(args.data, "train") else None
+    metrics = {}
+    if bl is not None:
+        metrics["most frequent target at the hole position (train)"] = summarize(
+            [score_texts(bl.position(t, h), t, h) for t, h in items])
+        metrics["most frequent target of the true root type (train; oracle type)"] = summarize(
+            [score_texts(bl.root_type(t, h), t, h) for t, h in items])
+        metrics["copy heuristic: train templates filled with context names"] = summarize(
+            [score_texts(bl.copy(t, h), t, h) for t, h in items])
+    return bl, metrics
+
+
+def _size_rows(items, slm: list[Scored]) -> list[tuple[str, dict]]:
+    """The model's metrics by target size (nodes of the model's tree), one row per non-empty bucket."""
+    sizes = [subtree_node(t, h).size() for t, h in items]
+    by_size = defaultdict(list)
+    for s, sc in zip(sizes, slm):
+        by_size[size_bucket(s)].append(sc)
+    return [(f"{b} nodes (n={len(by_size[b])})", summarize(by_size[b]))
+            for b in ("2-3", "4-5", "6-8", "9-12", "13+") if by_size[b]]
+
+
+def _prediction_lines(args, refs, items, preds, slm) -> list[str]:
+    """The report's first --examples predictions: source excerpt, truth, how it scored, the candidates."""
+    lines = []
+    for (shard, i), (t, h), cs, sc in list(zip(refs, items, preds, slm))[: args.examples]:
+        truth = truth_code(t, h)
+        f = int(shard.arrays["e_func"][i])
+        src = source_excerpt(args.corpus if args.corpus and args.corpus.exists() else None, args.split,
+                             shard, f, truth)
+        mark = "exact" if sc.acc == 0 else "in top-5" if sc.acc is not None else \
+            "tree match" if sc.tree is not None else "miss"
+        lines.append(f"**{shard.source_of(f)[0]}:{shard.source_of(f)[1]}** — truth "
+                     f"{'`' + truth + '`' if truth is not None else '(does not print)'} ({mark})")
+        lines.append("")
+        lines.append("```python")
+        lines.append(src if src else context_excerpt(t, h))
+        lines.append("```")
+        lines.append("")
+        for r, c in enumerate(cs[:5]):
+            tag = " ✓" if same_code(c.code, truth) else ""
+            lines.append(f"{r + 1}. `{c.code}` — {math.exp(c.logp) * 100:.1f}%{tag}")
+        if not cs:
+            lines.append("(no candidate re-parsed)")
+        lines.append("")
+    return lines
+
+
+def _report_block(args, result: dict, size_rows, predictions: list[str]) -> str:
+    """The markdown between BEGIN and END: the command, the metric tables and the predictions."""
+    cmd = "anycode eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else \
+        f"anycode eval --model {args.model} --data {args.data} --split {args.split}" + \
+        (f" --limit {args.limit}" if args.limit else "") + f" --beam {args.beam}"
+    lines = [BEGIN, "", f"Results of `{cmd}` ({result['examples']} {args.split} examples, "
+             f"beam {args.beam}, grammar table {'on' if result['grammar_table'] else 'off'}, {result['device']}, "
+             f"{result['decode_seconds']:.0f} s of decoding). Percent of examples.", ""]
+    rows = list(result["metrics"].items()) + [("SLM, Java (paper, Table 1 and 4; another language and data set)",
+                                               PAPER_JAVA)]
+    lines += [fmt_table(rows), "",
+              f"Top-1 candidates that print and re-parse as one expression, before dropping those that "
+              f"do not: {result['top1_parses']:.2f}%.", "", "By target size (nodes of the model's tree):", "",
+              fmt_table(size_rows), "", f"### {args.examples} predictions", "",
+              f"The first {args.examples} examples of the sample, as they come (not picked).", ""]
+    lines += predictions
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def _write_block(path: Path, block: str) -> None:
+    """Put `block` in place of the file's BEGIN..END section (appended when there is none)."""
+    old = path.read_text() if path.exists() else "# The model\n\n" + BEGIN + END + "\n"
+    if BEGIN in old and END in old:
+        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip() + "\n\n" + block + "\n"
+    path.write_text(new)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def run(args) -> int:
+    t0 = time.time()
+    device, model, vocab, conf = _model_on_device(args)
     feat = conf.get("features", {})
     max_paths, max_length = feat.get("max_paths", 200), feat.get("max_length", 24)
     table = None
@@ -422,22 +508,9 @@ def run(args) -> int:
     preds = [[c for c in cs if c.parsed is not None] for cs in raw]
     slm = [score(p, t, h) for p, (t, h) in zip(preds, items)]
     metrics = {"SLM (this model, beam %d)" % args.beam: summarize(slm)}
-
-    bl = Baselines(args.data, args.baseline_train) if shard_paths(args.data, "train") else None
-    if bl is not None:
-        metrics["most frequent target at the hole position (train)"] = summarize(
-            [score_texts(bl.position(t, h), t, h) for t, h in items])
-        metrics["most frequent target of the true root type (train; oracle type)"] = summarize(
-            [score_texts(bl.root_type(t, h), t, h) for t, h in items])
-        metrics["copy heuristic: train templates filled with context names"] = summarize(
-            [score_texts(bl.copy(t, h), t, h) for t, h in items])
-
-    sizes = [subtree_node(t, h).size() for t, h in items]
-    by_size = defaultdict(list)
-    for s, sc in zip(sizes, slm):
-        by_size[size_bucket(s)].append(sc)
-    size_rows = [(f"{b} nodes (n={len(by_size[b])})", summarize(by_size[b]))
-                 for b in ("2-3", "4-5", "6-8", "9-12", "13+") if by_size[b]]
+    bl, baselines = _baseline_metrics(args, items)
+    metrics.update(baselines)
+    size_rows = _size_rows(items, slm)
 
     result = {"split": args.split, "examples": len(items), "beam": args.beam, "model": str(args.model),
               "device": str(device), "decode_seconds": t_dec, "examples_per_second": len(items) / max(t_dec, 1e-9),
@@ -451,47 +524,7 @@ def run(args) -> int:
         args.json.write_text(json.dumps(result, indent=1))
 
     if args.out:
-        cmd = "anycode eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else \
-            f"anycode eval --model {args.model} --data {args.data} --split {args.split}" + \
-            (f" --limit {args.limit}" if args.limit else "") + f" --beam {args.beam}"
-        lines = [BEGIN, "", f"Results of `{cmd}` ({len(items)} {args.split} examples, "
-                 f"beam {args.beam}, grammar table {'on' if table is not None else 'off'}, {device}, "
-                 f"{t_dec:.0f} s of decoding). Percent of examples.", ""]
-        rows = list(metrics.items()) + [("SLM, Java (paper, Table 1 and 4; another language and data set)",
-                                         PAPER_JAVA)]
-        lines += [fmt_table(rows), "",
-                  f"Top-1 candidates that print and re-parse as one expression, before dropping those that "
-                  f"do not: {parses_top1:.2f}%.", "", "By target size (nodes of the model's tree):", "",
-                  fmt_table(size_rows), "", f"### {args.examples} predictions", "",
-                  f"The first {args.examples} examples of the sample, as they come (not picked).", ""]
-        for (shard, i), (t, h), cs, sc in list(zip(refs, items, preds, slm))[: args.examples]:
-            truth = truth_code(t, h)
-            f = int(shard.arrays["e_func"][i])
-            src = source_excerpt(args.corpus if args.corpus and args.corpus.exists() else None, args.split,
-                                 shard, f, truth)
-            mark = "exact" if sc.acc == 0 else "in top-5" if sc.acc is not None else \
-                "tree match" if sc.tree is not None else "miss"
-            lines.append(f"**{shard.source_of(f)[0]}:{shard.source_of(f)[1]}** — truth "
-                         f"{'`' + truth + '`' if truth is not None else '(does not print)'} ({mark})")
-            lines.append("")
-            lines.append("```python")
-            lines.append(src if src else context_excerpt(t, h))
-            lines.append("```")
-            lines.append("")
-            for r, c in enumerate(cs[:5]):
-                tag = " ✓" if same_code(c.code, truth) else ""
-                lines.append(f"{r + 1}. `{c.code}` — {math.exp(c.logp) * 100:.1f}%{tag}")
-            if not cs:
-                lines.append("(no candidate re-parsed)")
-            lines.append("")
-        lines.append(END)
-        block = "\n".join(lines)
-        old = args.out.read_text() if args.out.exists() else "# The model\n\n" + BEGIN + END + "\n"
-        if BEGIN in old and END in old:
-            new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END):]
-        else:
-            new = old.rstrip() + "\n\n" + block + "\n"
-        args.out.write_text(new)
-        print(f"wrote {args.out}", file=sys.stderr)
+        _write_block(args.out, _report_block(args, result, size_rows,
+                                             _prediction_lines(args, refs, items, preds, slm)))
     print(f"eval done in {time.time() - t0:.0f}s", file=sys.stderr)
     return 0
