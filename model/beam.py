@@ -534,30 +534,43 @@ class Decoder:
 
     def _step_inputs(self, ctx: Context, hyps: list[Hyp], chains: dict, gen: dict):
         """Advance the chain and generated-path states the hypotheses need; the score inputs."""
-        be = self.backend
         N = ctx.n
         R = 1 if self.context_once else N + 1         # rows of a chain's states; the last is the root path
-        # generated-leaf paths: value + nodes, from the trie
-        seqs = []
-        for hy in hyps:
-            row = []
-            if hy.leaves:
-                keys = hy.keys
-                parent = hy.parent
-                on_stack = {n: j for j, n in enumerate(hy.stack)}
-                for leaf in hy.leaves:
-                    # up from the leaf to the first open node, then down the stack (whose keys are
-                    # the suffix) to the frontier
-                    up = []
-                    n = leaf
-                    while n not in on_stack:
-                        up.append(keys[n])
-                        n = parent[n]
-                    val, copy = self._leaf_value(ctx, hy, leaf)
-                    row.append(((val, *up) + hy.suffix[on_stack[n]:], copy))
-            seqs.append(row)
-        # what the LSTM must still compute, by how many steps it is from a known state: each wave
-        # is one value call (paths starting) and one node call (chains and paths growing)
+        seqs = [self._generated_paths(ctx, hy) for hy in hyps]
+        self._run_waves(self._waves(hyps, seqs, chains, gen), chains, gen, R)
+        paths, mask, root, child, copy = self._score_batch(ctx, hyps, seqs, chains, gen, R)
+        if not self.context_once:
+            return paths, mask, root, child, copy
+        G = paths.shape[1] - N
+        z = np.zeros_like(paths)
+        z[:, :N] = ctx.z
+        if G:
+            z[:, N:] = self.backend.contextualize(paths[:, N:], mask[:, N:])
+        return paths, mask, root, child, copy, z
+
+    def _generated_paths(self, ctx: Context, hy: Hyp) -> list:
+        """Each generated leaf's path to the frontier (value + node keys) and its copy row: trie keys."""
+        row = []
+        if hy.leaves:
+            keys = hy.keys
+            parent = hy.parent
+            on_stack = {n: j for j, n in enumerate(hy.stack)}
+            for leaf in hy.leaves:
+                # up from the leaf to the first open node, then down the stack (whose keys are
+                # the suffix) to the frontier
+                up = []
+                n = leaf
+                while n not in on_stack:
+                    up.append(keys[n])
+                    n = parent[n]
+                val, copy = self._leaf_value(ctx, hy, leaf)
+                row.append(((val, *up) + hy.suffix[on_stack[n]:], copy))
+        return row
+
+    @staticmethod
+    def _waves(hyps: list[Hyp], seqs: list, chains: dict, gen: dict) -> dict[int, dict]:
+        """What the LSTM must still compute, by how many steps it is from a known state."""
+        # each wave is one value call (paths starting) and one node call (chains and paths growing)
         waves: dict[int, dict] = {}
         for s in {hy.suffix for hy in hyps if hy.suffix not in chains}:
             k = len(s)
@@ -572,6 +585,11 @@ class Decoder:
                     k -= 1
                 for j in range(k + 1, len(seq) + 1):
                     waves.setdefault(j - k, {})[seq[:j]] = False
+        return waves
+
+    def _run_waves(self, waves: dict[int, dict], chains: dict, gen: dict, R: int) -> None:
+        """Compute the waves in order, into `chains` and `gen`: one value and one node call a wave."""
+        be = self.backend
         for w in sorted(waves):
             wave = waves[w]
             starts = [s for s, is_chain in wave.items() if not is_chain and len(s) == 1]
@@ -602,7 +620,10 @@ class Decoder:
                 else:
                     gen[s] = (h2[:, r], c2[:, r])
                     r += 1
-        # the batch
+
+    def _score_batch(self, ctx: Context, hyps: list[Hyp], seqs: list, chains: dict, gen: dict, R: int):
+        """The score inputs of the batch from the computed states: paths, mask, root, child index, copy rows."""
+        N = ctx.n
         B = len(hyps)
         G = max((len(r) for r in seqs), default=0)
         d = ctx.H.shape[2]
@@ -630,13 +651,7 @@ class Decoder:
             else:
                 child[b] = len(hy.kids[pi])
         np.minimum(child, MAX_CHILD_INDEX, out=child)
-        if not self.context_once:
-            return paths, mask, root, child, copy
-        z = np.zeros_like(paths)
-        z[:, :N] = ctx.z
-        if G:
-            z[:, N:] = be.contextualize(paths[:, N:], mask[:, N:])
-        return paths, mask, root, child, copy, z
+        return paths, mask, root, child, copy
 
     def _leaf_value(self, ctx: Context, hy: Hyp, leaf: int) -> tuple[tuple[int, ...], np.ndarray]:
         t = hy.types[leaf]
