@@ -227,7 +227,8 @@ class StringTable:
         return np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), off
 
 
-def write_shard(path: Path, results: list[tuple[str, FileResult]], lang: Language, dedup: str | None = None) -> dict:
+def write_shard(path: Path, results: list[tuple[str, FileResult]], lang: Language, dedup: str | None = None,
+                max_function_lines: int = MAX_FUNCTION_LINES) -> dict:
     """Write a shard: first the arrays (.npz), then its .json, each to a temporary name renamed
     into place, so a shard whose .json exists is complete (a killed build leaves none half-written)."""
     strings = StringTable()
@@ -283,7 +284,8 @@ def write_shard(path: Path, results: list[tuple[str, FileResult]], lang: Languag
     os.replace(tmp, path)
     meta = {"version": SHARD_VERSION, "language": lang.id, "files": files, "functions": len(f_file), "examples": len(e_func),
             "skipped": dict(skipped), "type_counts": dict(type_counts), "subtoken_counts": dict(sub_counts),
-            "grammar": table.to_dict(), "dedup": dedup, "duplicate_examples": duplicate_examples}
+            "grammar": table.to_dict(), "dedup": dedup, "duplicate_examples": duplicate_examples,
+            "max_function_lines": max_function_lines}
     meta_tmp = path.with_suffix(".json.tmp")
     meta_tmp.write_text(json.dumps(meta))
     os.replace(meta_tmp, path.with_suffix(".json"))
@@ -366,18 +368,20 @@ def data_language(data_dir: Path) -> Language:
 
 
 _DROP_KEYS: frozenset[int] = frozenset()   # a worker's copy of the held-out function keys (train only)
+_MAX_LINES = MAX_FUNCTION_LINES             # and of the build's function length limit
 
 
-def _init_worker(drop_keys: frozenset[int]) -> None:
-    global _DROP_KEYS
-    _DROP_KEYS = drop_keys
+def _init_worker(drop_keys: frozenset[int], max_lines: int = MAX_FUNCTION_LINES) -> None:
+    global _DROP_KEYS, _MAX_LINES
+    _DROP_KEYS, _MAX_LINES = drop_keys, max_lines
 
 
 def _extract_many(root: str, names: list[str], lang_id: str) -> list[tuple[str, FileResult]]:
     lang = grammars.get(lang_id)
     parser = lang.new_parser()
     sys.setrecursionlimit(10000)
-    return [(n, extract_file(os.path.join(root, n), parser, n, lang=lang, drop_keys=_DROP_KEYS)) for n in names]
+    return [(n, extract_file(os.path.join(root, n), parser, n, _MAX_LINES, lang=lang, drop_keys=_DROP_KEYS))
+            for n in names]
 
 
 def _keys_of_many(root: str, names: list[str], lang_id: str) -> list[int]:
@@ -463,10 +467,12 @@ def list_split_files(corpus_dir: Path, split: str, lang: Language) -> list[str]:
 
 
 def build_split(corpus_dir: Path, out_dir: Path, split: str, jobs: int, lang: Language,
-                drop: tuple[frozenset[int], str] | None = None, files_per_shard: int = FILES_PER_SHARD) -> list[dict]:
+                drop: tuple[frozenset[int], str] | None = None, files_per_shard: int = FILES_PER_SHARD,
+                max_function_lines: int = MAX_FUNCTION_LINES) -> list[dict]:
     """Build (or finish building) one split's shards.  `drop` is (function keys, their digest):
-    the functions to leave out, for train the dev and test ones (`held_out_keys`).  A shard
-    whose .npz and .json are both there, of this format, language and `drop` digest, is reused
+    the functions to leave out, for train the dev and test ones (`held_out_keys`);
+    `max_function_lines`: longer functions give no examples.  A shard whose .npz and .json are
+    both there, of this format, language, `drop` digest and function length limit, is reused
     after `check_shard`; the others are (re)built, so a killed build continues where it stopped."""
     from tqdm import tqdm
 
@@ -485,7 +491,8 @@ def build_split(corpus_dir: Path, out_dir: Path, split: str, jobs: int, lang: La
         meta_path = path.with_suffix(".json")
         meta = read_shard_meta(meta_path) if path.exists() and meta_path.exists() else None
         if meta is not None and meta.get("version") == SHARD_VERSION and grammars.of_config(meta) == lang \
-                and meta.get("dedup") == dedup:
+                and meta.get("dedup") == dedup \
+                and meta.get("max_function_lines", MAX_FUNCTION_LINES) == max_function_lines:
             check_shard(path, meta)
             metas.append(meta)
         else:
@@ -495,7 +502,8 @@ def build_split(corpus_dir: Path, out_dir: Path, split: str, jobs: int, lang: La
             p.unlink()  # from another corpus, an older format or an interrupted write: never read as data
     if metas:
         print(f"{split}: reusing {len(metas)} finished shards", file=sys.stderr)
-    with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(drop_keys,)) as pool, \
+    with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
+                             initargs=(drop_keys, max_function_lines)) as pool, \
             tqdm(total=len(todo), desc=f"{split} shards", unit="shard") as bar:
         # split each shard's files over the workers, then write the shard here
         for path, chunk in todo:
@@ -503,7 +511,7 @@ def build_split(corpus_dir: Path, out_dir: Path, split: str, jobs: int, lang: La
             root = str(Path(corpus_dir) / split)
             results = [r for part in pool.map(_extract_many, [root] * jobs, parts, [lang.id] * jobs) for r in part]
             results.sort(key=lambda r: r[0])
-            metas.append(write_shard(path, results, lang, dedup))
+            metas.append(write_shard(path, results, lang, dedup, max_function_lines))
             bar.update(1)
     return metas
 
@@ -534,6 +542,9 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--vocab-size", type=int, default=1000)
     ap.add_argument("--files-per-shard", type=int, default=FILES_PER_SHARD)
+    ap.add_argument("--max-function-lines", type=int, default=MAX_FUNCTION_LINES,
+                    help=f"holes only in functions of at most this many lines (default {MAX_FUNCTION_LINES}, the "
+                         f"paper's protocol); shards built with another limit are rebuilt")
     ap.add_argument("--keep-held-out-duplicates", action="store_true",
                     help="do not drop train functions that duplicate a dev or test function")
 
@@ -553,25 +564,32 @@ def run(args) -> int:
                 drop = held_out_keys(args.corpus, args.out, args.jobs, lang)
                 print(f"{split}: dropping functions that duplicate one of the {len(drop[0]):,} distinct dev/test "
                       f"functions", file=sys.stderr)
-            metas = build_split(args.corpus, args.out, split, args.jobs, lang, drop, args.files_per_shard)
+            metas = build_split(args.corpus, args.out, split, args.jobs, lang, drop, args.files_per_shard,
+                                args.max_function_lines)
             skipped: Counter = Counter()
             for m in metas:
                 skipped.update(m["skipped"])
             totals[split] = {"files": sum(len(m["files"]) for m in metas),
                              "functions": sum(m["functions"] for m in metas),
-                             "examples": sum(m["examples"] for m in metas), "skipped": dict(skipped)}
+                             "examples": sum(m["examples"] for m in metas), "skipped": dict(skipped),
+                             "max_function_lines": args.max_function_lines}
             if drop is not None:
                 totals[split]["held_out_duplicates"] = {
                     "functions": skipped.get(HELD_OUT_DUPLICATE, 0),
                     "examples": sum(m.get("duplicate_examples", 0) for m in metas)}
+            print(f"{split}: {totals[split]}", file=sys.stderr)
     except ShardError as e:
         print(e, file=sys.stderr)
         return 2
-        print(f"{split}: {totals[split]}", file=sys.stderr)
     if "train" in args.splits.split(","):
         vocab = build_vocab(args.out, args.vocab_size)
         vocab.save(Path(args.out) / "vocab.json")
         build_grammar_table(args.out).save(Path(args.out) / "grammar.json")
         print(f"vocab: {len(vocab.node_types)} node types, {len(vocab.subtokens)} subtokens", file=sys.stderr)
-    (Path(args.out) / "summary.json").write_text(json.dumps(totals, indent=1))
+    summary = Path(args.out) / "summary.json"
+    try:   # the splits not built this time keep their figures
+        totals = {**json.loads(summary.read_text()), **totals}
+    except (OSError, ValueError):
+        pass
+    summary.write_text(json.dumps(totals, indent=1))
     return 0

@@ -97,13 +97,14 @@ def source_for(stem: str) -> bytes:
         .replace(b"factor", f"factor_{stem}".encode())
 
 
-def build(tmp_path):
+def build(tmp_path, *more):
     import argparse
 
     from anycode.model import dataset_cli
     ap = argparse.ArgumentParser()
     dataset_cli.add_parser(ap)
-    args = ap.parse_args(["build", "--corpus", str(tmp_path / "corpus"), "--out", str(tmp_path / "ds"), "--jobs", "1"])
+    args = ap.parse_args(["build", "--corpus", str(tmp_path / "corpus"), "--out", str(tmp_path / "ds"), "--jobs", "1",
+                          *more])
     assert dataset_cli.run(args) == 0
     return tmp_path / "ds"
 
@@ -137,6 +138,31 @@ def test_a_second_build_reuses_finished_shards(tmp_path):
     before = os.stat(shard).st_mtime_ns
     build(tmp_path)
     assert os.stat(shard).st_mtime_ns == before
+
+
+def test_a_longer_function_limit_rebuilds_the_shards_with_the_long_functions(tmp_path):
+    """`--max-function-lines` lets holes come from longer functions: a shard built with another
+    limit is rebuilt, not reused, and summary.json keeps the figures of the splits not rebuilt."""
+    make_corpus(tmp_path)
+    body = "".join(f"    v{i} = scale(width, {i}) + offset\n" for i in range(30))
+    long_fn = f"def long_one(width, offset):\n{body}    return v0 * v29\n".encode()
+    (tmp_path / "corpus" / "test" / "c" / "four.py").write_bytes(source_for("four") + b"\n\n" + long_fn)
+    out = build(tmp_path)
+    short = json.loads((out / "summary.json").read_text())
+    assert short["test"]["skipped"].get("long function") == 1 and short["test"]["max_function_lines"] == 20
+    shard = dataset.shard_paths(out, "test")[0]
+    build(tmp_path, "--splits", "test", "--max-function-lines", "40")
+    longer = json.loads((out / "summary.json").read_text())
+    assert "long function" not in longer["test"]["skipped"] and longer["test"]["max_function_lines"] == 40
+    assert longer["test"]["examples"] > short["test"]["examples"]
+    assert longer["train"] == short["train"] and longer["dev"] == short["dev"]     # not built this time: kept
+    meta = json.loads(dataset.shard_paths(out, "test")[0].with_suffix(".json").read_text())
+    assert meta["max_function_lines"] == 40 and dataset.shard_paths(out, "test")[0] == shard
+    names = {dataset.Shard(shard).source_of(int(f))[0] for f in dataset.Shard(shard).arrays["e_func"]}
+    assert names == {"c/four.py"}
+    lines = {dataset.Shard(shard).source_of(int(f))[1] for f in dataset.Shard(shard).arrays["e_func"]}
+    text = (tmp_path / "corpus" / "test" / "c" / "four.py").read_bytes()
+    assert text[: text.index(b"def long_one")].count(b"\n") + 1 in lines and len(lines) == 3   # the two short ones too
 
 
 def test_shards_of_a_changed_corpus_replace_the_old_ones(tmp_path):
