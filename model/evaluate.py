@@ -379,19 +379,43 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
                     help="source files for the prediction excerpts, when present")
     ap.add_argument("--baseline-train", type=int, default=300_000, help="train examples the baselines read")
     ap.add_argument("--examples", type=int, default=20, help="predictions shown in the report")
+    ap.add_argument("--skip-functions-of", type=Path, default=None, metavar="DATASET",
+                    help="leave out the examples of functions this dataset directory has in the split (e.g. "
+                         "data/dataset/python, to score holes only in the longer functions of a dataset built "
+                         "with a higher --max-function-lines)")
 
 
 BEGIN, END = "<!-- eval:begin -->", "<!-- eval:end -->"
 
 
-def sample_refs(data_dir: Path, split: str, limit: int | None = None) -> list:
+def sample_refs(data_dir: Path, split: str, limit: int | None = None, skip_functions_of: Path | None = None) -> list:
     """(shard, example index) for the split's examples in a fixed shuffle (seed 0), so that the
-    first `limit` are a uniform sample, the same one for every tool that asks."""
+    first `limit` are a uniform sample, the same one for every tool that asks.  `skip_functions_of`,
+    another dataset directory built from the same corpus: the examples of the functions it has in the
+    same split are left out before the limit (the 20-line dataset's, to sample holes only in longer
+    functions of a dataset built with a higher `--max-function-lines`)."""
     from anycode.model.dataset import Shard, shard_paths
     shards = [Shard(p) for p in shard_paths(data_dir, split)]
     refs = [(shard, i) for shard in shards for i in range(len(shard))]
-    order = np.random.default_rng(0).permutation(len(refs))
-    return [refs[j] for j in (order[:limit] if limit else order)]
+    refs = [refs[j] for j in np.random.default_rng(0).permutation(len(refs))]
+    if skip_functions_of is not None:
+        known = function_sources(skip_functions_of, split)
+        refs = [(s, i) for s, i in refs if s.source_of(int(s.arrays["e_func"][i])) not in known]
+    return refs[:limit] if limit else refs
+
+
+def function_sources(data_dir: Path, split: str) -> set[tuple[str, int]]:
+    """(file, line) of every function in the split's shards: what a function is across two datasets."""
+    from anycode.model.dataset import Shard, shard_paths
+    paths = shard_paths(data_dir, split)
+    if not paths:
+        raise SystemExit(f"{data_dir}/{split} has no shards: --skip-functions-of needs a dataset directory "
+                         f"with the {split} split built (anycode dataset build)")
+    out = set()
+    for p in paths:
+        shard = Shard(p)
+        out.update(shard.source_of(f) for f in range(len(shard.arrays["f_file"])))
+    return out
 
 
 def _model_on_device(args):
@@ -460,7 +484,8 @@ def _report_block(args, result: dict, size_rows, predictions: list[str]) -> str:
     """The markdown between BEGIN and END: the command, the metric tables and the predictions."""
     cmd = "anycode eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else \
         f"anycode eval --model {args.model} --data {args.data} --split {args.split}" + \
-        (f" --limit {args.limit}" if args.limit else "") + f" --beam {args.beam}"
+        (f" --limit {args.limit}" if args.limit else "") + f" --beam {args.beam}" + \
+        (f" --skip-functions-of {args.skip_functions_of}" if args.skip_functions_of else "")
     lines = [BEGIN, "", f"Results of `{cmd}` ({result['examples']} {args.split} examples, "
              f"beam {args.beam}, grammar table {'on' if result['grammar_table'] else 'off'}, {result['device']}, "
              f"{result['decode_seconds']:.0f} s of decoding). Percent of examples.", ""]
@@ -495,9 +520,10 @@ def run(args) -> int:
     table = None
     if (args.data / "grammar.json").exists():
         table = GrammarTable.load(args.data / "grammar.json")
-    refs = sample_refs(args.data, args.split, args.limit)
+    refs = sample_refs(args.data, args.split, args.limit, args.skip_functions_of)
     items = [shard.example(i) for shard, i in refs]
-    print(f"{len(items)} {args.split} examples; model {args.model} on {device}; grammar table: "
+    skipped = f" (none of {args.skip_functions_of}'s functions)" if args.skip_functions_of else ""
+    print(f"{len(items)} {args.split} examples{skipped}; model {args.model} on {device}; grammar table: "
           f"{'yes' if table is not None else 'no'}", file=sys.stderr)
 
     t1 = time.time()
@@ -512,7 +538,9 @@ def run(args) -> int:
     metrics.update(baselines)
     size_rows = _size_rows(items, slm)
 
-    result = {"split": args.split, "examples": len(items), "beam": args.beam, "model": str(args.model),
+    skip = str(args.skip_functions_of) if args.skip_functions_of else None
+    result = {"split": args.split, "examples": len(items), "beam": args.beam, "skip_functions_of": skip,
+              "model": str(args.model),
               "device": str(device), "decode_seconds": t_dec, "examples_per_second": len(items) / max(t_dec, 1e-9),
               "top1_parses": parses_top1, "metrics": metrics, "by_size": dict(size_rows),
               "grammar_table": table is not None, "baseline_train_examples": bl.n_train if bl else 0}
