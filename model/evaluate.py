@@ -540,9 +540,9 @@ def run(args) -> int:
 
     skip = str(args.skip_functions_of) if args.skip_functions_of else None
     result = {"split": args.split, "examples": len(items), "beam": args.beam, "skip_functions_of": skip,
-              "model": str(args.model),
-              "device": str(device), "decode_seconds": t_dec, "examples_per_second": len(items) / max(t_dec, 1e-9),
-              "top1_parses": parses_top1, "metrics": metrics, "by_size": dict(size_rows),
+              "model": str(args.model), "device": str(device), "decode_seconds": t_dec,
+              "examples_per_second": len(items) / max(t_dec, 1e-9), "top1_parses": parses_top1,
+              "metrics": metrics, "by_size": dict(size_rows),
               "grammar_table": table is not None, "baseline_train_examples": bl.n_train if bl else 0}
     for name, m in metrics.items():
         print(f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in m.items() if k != "n"), file=sys.stderr)

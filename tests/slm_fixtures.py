@@ -20,8 +20,9 @@ def module_file(name: str) -> str:
     return importlib.import_module(name).__file__
 
 
-def extract(names):
-    return [(f"{n}.py", dataset.extract_file(module_file(n), name=f"{n}.py", lang=g.PYTHON)) for n in names]
+def extract(names, max_function_lines: int = dataset.MAX_FUNCTION_LINES):
+    return [(f"{n}.py", dataset.extract_file(module_file(n), name=f"{n}.py", max_function_lines=max_function_lines,
+                                             lang=g.PYTHON)) for n in names]
 
 
 @functools.lru_cache(maxsize=1)

@@ -156,11 +156,12 @@ def test_a_longer_function_limit_rebuilds_the_shards_with_the_long_functions(tmp
     assert "long function" not in longer["test"]["skipped"] and longer["test"]["max_function_lines"] == 40
     assert longer["test"]["examples"] > short["test"]["examples"]
     assert longer["train"] == short["train"] and longer["dev"] == short["dev"]     # not built this time: kept
-    meta = json.loads(dataset.shard_paths(out, "test")[0].with_suffix(".json").read_text())
-    assert meta["max_function_lines"] == 40 and dataset.shard_paths(out, "test")[0] == shard
-    names = {dataset.Shard(shard).source_of(int(f))[0] for f in dataset.Shard(shard).arrays["e_func"]}
-    assert names == {"c/four.py"}
-    lines = {dataset.Shard(shard).source_of(int(f))[1] for f in dataset.Shard(shard).arrays["e_func"]}
+    assert dataset.shard_paths(out, "test")[0] == shard
+    assert json.loads(shard.with_suffix(".json").read_text())["max_function_lines"] == 40
+    rebuilt = dataset.Shard(shard)
+    sources = {rebuilt.source_of(int(f)) for f in rebuilt.arrays["e_func"]}
+    assert {name for name, _ in sources} == {"c/four.py"}
+    lines = {line for _, line in sources}
     text = (tmp_path / "corpus" / "test" / "c" / "four.py").read_bytes()
     assert text[: text.index(b"def long_one")].count(b"\n") + 1 in lines and len(lines) == 3   # the two short ones too
 

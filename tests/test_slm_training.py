@@ -181,20 +181,18 @@ def test_eval_can_sample_only_the_holes_of_longer_functions(tmp_path):
     # the test module built twice, with holes in functions of up to 20 and up to 60 lines: skipping
     # the first's functions leaves the examples of the functions of 21-60 lines, in the fixed shuffle
     from anycode.model import dataset
-    from slm_fixtures import TEST_MODULES, module_file
-    lines = {}
+    from slm_fixtures import TEST_MODULES, extract
     for limit in (20, 60):
         (tmp_path / str(limit) / "test").mkdir(parents=True)
-        res = [(f"{n}.py", dataset.extract_file(module_file(n), name=f"{n}.py", max_function_lines=limit,
-                                                lang=grammars.get("python"))) for n in TEST_MODULES]
-        dataset.write_shard(tmp_path / str(limit) / "test" / "shard-0000-test.npz", res, grammars.get("python"),
-                            max_function_lines=limit)
+        dataset.write_shard(tmp_path / str(limit) / "test" / "shard-0000-test.npz", extract(TEST_MODULES, limit),
+                            grammars.get("python"), max_function_lines=limit)
     short, whole = (evaluate.sample_refs(tmp_path / str(k), "test") for k in (20, 60))
     longer = evaluate.sample_refs(tmp_path / "60", "test", skip_functions_of=tmp_path / "20")
     assert 0 < len(longer) == len(whole) - len(short)
     src = lambda r: r[0].source_of(int(r[0].arrays["e_func"][r[1]]))
-    assert {src(r) for r in longer}.isdisjoint({src(r) for r in short})
-    assert [src(r) for r in longer] == [src(r) for r in whole if src(r) not in {src(s) for s in short}]
+    short_sources = {src(r) for r in short}
+    assert short_sources.isdisjoint(src(r) for r in longer)
+    assert [src(r) for r in longer] == [src(r) for r in whole if src(r) not in short_sources]
     first = evaluate.sample_refs(tmp_path / "60", "test", 3, skip_functions_of=tmp_path / "20")
     assert [i for _, i in first] == [i for _, i in longer[:3]]
     with pytest.raises(SystemExit, match="no shards"):
