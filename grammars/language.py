@@ -17,7 +17,7 @@ server use, so that none of them names a language:
   (`set_fields`);
 * typed text (typing along, model/prefix.py, model/holes.py): `tokens`, `typed_tokens`,
   `closers`, `typed_kind`, `value_starts`, `partial_literal_start`, `lone_number`, `open_string`, `is_string`,
-  `ends_in_keyword`, `space_triggers`;
+  `ends_in_keyword`, `space_triggers`, `interpolation`, `literal_group`;
 * code search (model/search_data.py): a function's documentation (`docstring`), the definitions
   whose names qualify a function's (`SCOPE_TYPES`, `definition_name`), string literals (`STRING`).
 
@@ -223,6 +223,12 @@ class Language:
         start) as offsets in `before`, (the expression's end, the literal's end) as offsets in
         `after`; else None.  The model's tree has the literal as one value: the hole is the
         embedded expression's, put where the literal is."""
+        return None
+
+    def literal_group(self, tree, start: int) -> tuple[int, int] | None:
+        """In a parsed buffer (a tree-sitter tree), the byte range of the string literals written
+        one after the other into one value with the literal that starts at `start` (`"keys: " f"{k}"`
+        in Python), which the model's tree holds as one value; None where that literal stands alone."""
         return None
 
     def space_triggers(self, before: str) -> bool:

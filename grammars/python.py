@@ -555,6 +555,18 @@ def interpolation(before: str, after: str) -> tuple[int, int, int, int] | None:
     return None if lit_end is None else (lit.start, opened[0], field_end, lit_end)
 
 
+def literal_group(tree: ts.Tree, start: int) -> tuple[int, int] | None:
+    """The implicit concatenation (`"keys: " f"{k}"`) holding the string literal that starts at
+    `start` in the parsed buffer, as a byte range; None where that literal stands alone."""
+    n = tree.root_node.descendant_for_byte_range(start, start)
+    while n is not None and not (n.type == "string" and n.start_byte == start):
+        n = n.parent if n.start_byte == start else None
+    group = n.parent if n is not None else None
+    if group is None or group.type != "concatenated_string":
+        return None
+    return group.start_byte, group.end_byte
+
+
 def _open_field(text: str, i: int) -> tuple[int, str, str] | None:
     """(where the expression of the replacement field left open at the end of `text` starts, the
     quote of a string being typed in it or "", the brackets left open in it), reading an f-string's
@@ -764,6 +776,7 @@ class Python(Language):
     is_string = staticmethod(is_string)
     ends_in_keyword = staticmethod(ends_in_keyword)
     interpolation = staticmethod(interpolation)
+    literal_group = staticmethod(literal_group)
     space_triggers = staticmethod(space_triggers)
 
     def parse(self, source: bytes, parser: ts.Parser | None = None) -> ts.Tree:

@@ -528,12 +528,18 @@ def _field_hole(source: bytes, cursor: int, line_start: int, line: str, rest: st
     """The hole of an expression typed inside a string literal (an f-string's braces,
     `f"Key {'.'|} missing"`; `field` is `Language.interpolation`'s answer): the model's tree has the
     literal as one value, with no node inside, so the hole is searched with the embedded expression
-    where the literal stands (`E('.'|)`), and its answers replace the typed text in the braces."""
+    where the literal stands (`E('.'|)`), and its answers replace the typed text in the braces.  Where
+    the literal is one of several written into one value (`"keys: " f"{|}"`), the expression stands
+    where all of them stand: beside another literal it would not parse."""
     lit0, e0, e1, lit1 = field
     lit_start = line_start + len(line[:lit0].encode())
+    lit_end = cursor + len(rest[:lit1].encode())
+    group = lang.literal_group(lang.parse(source, parser), lit_start)
+    if group is not None:
+        lit_start, lit_end = min(lit_start, group[0]), max(lit_end, group[1])
     shift = line_start + len(line[:e0].encode()) - lit_start
     field_end = cursor + len(rest[:e1].encode())
-    moved = source[:lit_start] + source[lit_start + shift:field_end] + source[cursor + len(rest[:lit1].encode()):]
+    moved = source[:lit_start] + source[lit_start + shift:field_end] + source[lit_end:]
     hole = find_typed_hole(moved, cursor - shift, lang=lang, parser=parser, table=table, prev=prev,
                            identifiers=identifiers, floor=lit_start)
     inside = lambda h: h is not None and lit_start <= h.start and h.end <= field_end - shift  # noqa: E731

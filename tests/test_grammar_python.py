@@ -158,3 +158,17 @@ def test_interpolation(before, after, field):
     lit, start, end, lit_end = got
     assert before[lit:].startswith(("f", "F")) and before[start:] == field[0]
     assert after[:end] == field[1] and after[:lit_end] == field[2]
+
+
+@pytest.mark.parametrize("source, literal, group", [
+    (b'raise E("Keys " f"{k} missing")', b'f"{k}', b'"Keys " f"{k} missing"'),
+    (b'raise E(\n    "Keys "\n    f"{} missing",\n)', b'f"{}', b'"Keys "\n    f"{} missing"'),
+    (b'x = (f"{a}" "s")', b'f"{a}', b'f"{a}" "s"'),
+    (b'x = f"{a}" + "s"', b'f"{a}', None),
+    (b'x = f"{a}"', b'f"{a}', None),
+])
+def test_literal_group(source, literal, group):
+    """The string literals written one after the other into one value with the one that starts at
+    a position: where an f-string's field expression stands when it is completed."""
+    got = g.literal_group(g.parse(source), source.index(literal))
+    assert (None if got is None else source[got[0]:got[1]]) == group

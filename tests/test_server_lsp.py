@@ -637,3 +637,21 @@ async def test_typed_in_fstring_braces(client, trained, lead, typed, closed, aft
     assert texts or not trained, typed + closed
     check_replaces(doc, result, start, cursor + len(closed))
     assert all(t.startswith(typed) for t in texts), texts
+
+
+@pytest.mark.parametrize("typed, closed", [("", ""), ("sep.jo", ""), ("len(ke", "")])
+async def test_in_fstring_braces_of_a_concatenation(client, trained, typed, closed):
+    """The braces of an f-string written after another literal, as long messages are
+    (`"Keys " f"{|} missing"` over two lines): the expression stands where the whole concatenation
+    does (beside another literal it would not parse), so even an empty field has answers, each
+    replacing what is typed in the braces."""
+    head = "def check(keys, sep, config):\n    if keys:\n        raise KeyError(\n            \"Keys \"\n" \
+        "            f\"{"
+    text = head + typed + closed + "} not in config\"\n        )\n    return config\n"
+    start, cursor = len(head), len(head) + len(typed)
+    doc = new_doc(client, text)
+    result = await doc.complete(cursor)
+    texts = check_completion(doc, cursor, result)
+    assert texts or not trained, typed + closed
+    check_replaces(doc, result, start, cursor + len(closed))
+    assert all(t.startswith(typed) for t in texts), texts
