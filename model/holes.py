@@ -534,9 +534,12 @@ def _field_hole(source: bytes, cursor: int, line_start: int, line: str, rest: st
     lit0, e0, e1, lit1 = field
     lit_start = line_start + len(line[:lit0].encode())
     lit_end = cursor + len(rest[:lit1].encode())
-    group = lang.literal_group(lang.parse(source, parser), lit_start)
+    # the block around the cursor, within 20 kB, is parsed, not the whole buffer: where a cut falls in
+    # a literal and garbles the parse, no literal starts at lit_start and the field stands alone
+    lo, hi = window(source, cursor, lang, limit=20_000)
+    group = lang.literal_group(lang.parse(source[lo:hi], parser), lit_start - lo)
     if group is not None:
-        lit_start, lit_end = min(lit_start, group[0]), max(lit_end, group[1])
+        lit_start, lit_end = min(lit_start, lo + group[0]), max(lit_end, lo + group[1])
     shift = line_start + len(line[:e0].encode()) - lit_start
     field_end = cursor + len(rest[:e1].encode())
     moved = source[:lit_start] + source[lit_start + shift:field_end] + source[lit_end:]
