@@ -59,6 +59,8 @@ MAX_TYPED_CHARS = 120          # the dataset's longest target
 MAX_CONTEXT_BYTES = 24_000     # about 600 lines
 MAX_PARSE_BYTES = 2_000_000
 WINDOW_BYTES = 200_000
+# typed starts of at least this many tokens before an empty operand search the operand's hole first
+LONG_START_TOKENS = 4
 MAX_TREE_DEPTH = 400
 
 _WORD = re.compile(rb"\w")
@@ -457,7 +459,9 @@ def find_typed_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Pa
     whole expression (`foo(` can grow to `foo(a, b)`, which one operand cannot); the hole of that
     operand alone, its answers repeating the typed text before it and closing its brackets
     (`hole.lead`, `hole.closers`), is the `fallback` searched when that search answers nothing, or the
-    hole itself where the whole expression has none.  `floor`: no typed expression starts before it."""
+    hole itself where the whole expression has none; after a start of `LONG_START_TOKENS` tokens or
+    more (`query is not None and |`) the two swap: the operand's hole first, the whole expression its
+    fallback.  `floor`: no typed expression starts before it."""
     if not isinstance(source, (bytes, bytearray)):
         raise TypeError("source must be bytes")
     if not 0 <= cursor <= len(source):
@@ -518,6 +522,11 @@ def find_typed_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Pa
         if glued is not None:
             hole, operand = glued, operand if operand is not None and _whole(operand) else None
     if hole is None:
+        return operand
+    if operand is not None and len(lang.typed_tokens(hole.typed)[0]) >= LONG_START_TOKENS:
+        # a long start before the empty operand (`query is not None and |`): the whole expression must
+        # print it again before reaching the operand, more steps than a request's budget may hold
+        operand.fallback = hole
         return operand
     hole.fallback = operand
     return hole

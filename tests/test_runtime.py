@@ -187,6 +187,24 @@ def test_whole_expression_answering_nothing_falls_back_to_the_operand_hole(compl
         assert parses(src[: c.start] + c.text.encode() + src[c.end:]), c.text
 
 
+@pytest.mark.parametrize("typed", ["query is not None and ", "spawn(self.run_app, environ, "])
+def test_long_start_before_an_empty_operand_searches_the_operand_first(completer, typed):
+    """`query is not None and |`: the whole expression would have to print the typed start again
+    before reaching the operand; the operand's own hole is searched first, its answers the typed text,
+    one operand and the closers, over the typed text (and the `)` the editor closed)."""
+    closed = ")" if typed.startswith("spawn(") else ""
+    src = ("def run(self, query, environ, spawn):\n    value = " + typed + closed + "\n    return value\n").encode()
+    start = src.index(typed.encode())
+    cursor = start + len(typed)
+    items = completer.complete(src, cursor)
+    assert completer.last["typed"] == "" and not completer.last.get("fallback")
+    assert items or completer.manifest.get("untrained")
+    for c in items:
+        assert (c.start, c.end) == (start, cursor + len(closed)), c
+        assert c.text.startswith(typed.rstrip()) and c.text.endswith(closed), c.text
+        assert parses(src[: c.start] + c.text.encode() + src[c.end:]), c.text
+
+
 def test_typed_name_found_nowhere_else_is_written(completer):
     """`os.getppid|`: the typed text is taken out of the search's buffer, and `getppid` is nowhere
     else in the file nor in the vocabulary; the typed names count among the file's, so the search can
