@@ -59,6 +59,7 @@ MAX_TYPED_CHARS = 120          # the dataset's longest target
 MAX_CONTEXT_BYTES = 24_000     # about 600 lines
 MAX_PARSE_BYTES = 2_000_000
 WINDOW_BYTES = 200_000
+FIELD_WINDOW_BYTES = 20_000    # either side of an f-string field, to find the literals written with it
 # typed starts of at least this many tokens before an empty operand search the operand's hole first
 LONG_START_TOKENS = 4
 MAX_TREE_DEPTH = 400
@@ -543,9 +544,9 @@ def _field_hole(source: bytes, cursor: int, line_start: int, line: str, rest: st
     lit0, e0, e1, lit1 = field
     lit_start = line_start + len(line[:lit0].encode())
     lit_end = cursor + len(rest[:lit1].encode())
-    # the block around the cursor, within 20 kB, is parsed, not the whole buffer: where a cut falls in
-    # a literal and garbles the parse, no literal starts at lit_start and the field stands alone
-    lo, hi = window(source, cursor, lang, limit=20_000)
+    # the block around the cursor, not the whole buffer, is parsed: where a cut falls in a literal and
+    # garbles the parse, no literal starts at lit_start and the field stands alone
+    lo, hi = window(source, cursor, lang, limit=FIELD_WINDOW_BYTES)
     group = lang.literal_group(lang.parse(source[lo:hi], parser), lit_start - lo)
     if group is not None:
         lit_start, lit_end = min(lit_start, lo + group[0]), max(lit_end, lo + group[1])

@@ -629,14 +629,7 @@ async def test_typed_in_fstring_braces(client, trained, lead, typed, closed, aft
     literal as one value)."""
     head = "def check(keys, sep, config):\n    for key in keys:\n        if key not in config:\n" \
         "            raise KeyError(f\"Key {" + lead
-    text = head + typed + closed + after + "} not in config\")\n    return config\n"
-    start, cursor = len(head), len(head) + len(typed)
-    doc = new_doc(client, text)
-    result = await doc.complete(cursor)
-    texts = check_completion(doc, cursor, result)
-    assert texts or not trained, typed + closed
-    check_replaces(doc, result, start, cursor + len(closed))
-    assert all(t.startswith(typed) for t in texts), texts
+    await check_field(client, trained, head, typed, closed, after + "} not in config\")\n    return config\n")
 
 
 @pytest.mark.parametrize("typed, closed", [("", ""), ("sep.jo", ""), ("len(ke", "")])
@@ -647,7 +640,13 @@ async def test_in_fstring_braces_of_a_concatenation(client, trained, typed, clos
     replacing what is typed in the braces."""
     head = "def check(keys, sep, config):\n    if keys:\n        raise KeyError(\n            \"Keys \"\n" \
         "            f\"{"
-    text = head + typed + closed + "} not in config\"\n        )\n    return config\n"
+    await check_field(client, trained, head, typed, closed, "} not in config\"\n        )\n    return config\n")
+
+
+async def check_field(client, trained, head: str, typed: str, closed: str, tail: str) -> None:
+    """Complete after `typed` in an f-string's braces (`head` ends in them; the editor closed `closed`):
+    answers where the model is trained, each starting with the typed text and replacing it and `closed`."""
+    text = head + typed + closed + tail
     start, cursor = len(head), len(head) + len(typed)
     doc = new_doc(client, text)
     result = await doc.complete(cursor)
