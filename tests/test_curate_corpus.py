@@ -61,6 +61,8 @@ def test_a_python_project_is_taken(tmp_path):
         "LICENSE": BSD3_TEXT.encode(), "proj/core.py": CODE, "tests/test_core.py": CODE, "proj/_speed.c": b"int x;\n" * 50}))
     assert stats["py_lines"] == 200 and stats["native_lines"] == 50 and stats["licences"] == [BSD3_TEXT]
     assert curate.content_verdict(stats) is None
+    # a held-out list of small projects (--max-lines) leaves this one out
+    assert curate.content_verdict(stats, max_lines=150).startswith("huge")
 
 
 @pytest.mark.parametrize("files, verdict", [

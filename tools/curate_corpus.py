@@ -22,8 +22,10 @@ A candidate is taken when
     `MIN_PY_LINES` lines of Python that the corpus filter keeps, more such lines than lines of
     compiled-language sources (C, C++, Cython, Rust, Go, Fortran, CUDA) and than lines of
     generated Python, and at most `MAX_PY_LINES`.
-The new projects go to train.  Every decision is appended to `--log` (JSON lines) so a rerun
-continues where it stopped; `--write` rewrites the list, sorted by name, with the new rows.
+The new projects go to train (`--split` names another: a held-out list of its own, such as
+model/corpora/python-scripts.tsv, with `--exclude-list` naming the corpus list whose projects it must
+not hold).  Every decision is appended to `--log` (JSON lines) so a rerun continues where it
+stopped; `--write` rewrites the list, sorted by name, with the new rows.
 """
 from __future__ import annotations
 
@@ -199,7 +201,7 @@ def inspect_archive(archive: Path) -> dict:
             "licences": licences}
 
 
-def content_verdict(stats: dict) -> str | None:
+def content_verdict(stats: dict, max_lines: int = MAX_PY_LINES) -> str | None:
     if stats["py_lines"] < MIN_PY_LINES:
         return f"too little Python ({stats['py_lines']} lines)"
     if stats["native_lines"] > stats["py_lines"]:
@@ -208,7 +210,7 @@ def content_verdict(stats: dict) -> str | None:
         return f"mostly generated ({stats['generated_lines']} lines against {stats['py_lines']})"
     if stats.get("generated_kept_lines", 0) > MAX_GENERATED_SHARE * stats["py_lines"]:
         return f"mostly generated ({stats['generated_kept_lines']} of {stats['py_lines']} lines marked so in their header)"
-    if stats["py_lines"] > MAX_PY_LINES:
+    if stats["py_lines"] > max_lines:
         return f"huge ({stats['py_lines']} lines)"
     return None
 
@@ -217,7 +219,7 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def judge(name: str, summary: str, cache: Path) -> dict:
+def judge(name: str, summary: str, cache: Path, max_lines: int = MAX_PY_LINES) -> dict:
     """Take or leave one candidate: {"name", "ok", "reason", and when ok the pinned fields}."""
     out = {"name": name, "ok": False}
     if EXCLUDED_NAMES.search(name):
@@ -257,7 +259,7 @@ def judge(name: str, summary: str, cache: Path) -> dict:
     except Exception as e:  # noqa: BLE001 - a corrupt archive
         archive.unlink(missing_ok=True)
         return {**out, "reason": f"unreadable sdist: {type(e).__name__}: {e}"}
-    verdict = content_verdict(stats)
+    verdict = content_verdict(stats, max_lines)
     if verdict is None and "BSD" in licence.split(" OR ") + licence.split(" AND "):
         variant = bsd_variant(stats["licences"])
         if variant is None:
@@ -341,10 +343,15 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=4)
     ap.add_argument("--write", action="store_true", help="rewrite --list with the taken projects")
     ap.add_argument("--recheck", action="store_true", help="first judge the projects taken earlier again")
+    ap.add_argument("--split", default="train", choices=corpus.SPLITS, help="the split the new projects get")
+    ap.add_argument("--exclude-list", type=Path, action="append", default=[],
+                    help="a pinned list whose projects are never taken (the corpus's, for a held-out list)")
+    ap.add_argument("--max-lines", type=int, default=MAX_PY_LINES, help="leave out projects with more kept lines")
     args = ap.parse_args(argv)
 
     pinned = corpus.read_pinned(args.list)
-    known = {canonical(p.name) for p in pinned}
+    excluded = {canonical(p.name) for f in args.exclude_list for p in corpus.read_pinned(f)}
+    known = {canonical(p.name) for p in pinned} | excluded
     decided: dict[str, dict] = {}
     if args.log.exists():
         for line in args.log.read_text(encoding="utf-8").splitlines():
@@ -366,7 +373,7 @@ def main(argv=None) -> int:
         dropped = [d for d in again if not d["ok"]]
         print(f"recheck: {len(dropped)} of {len(taken)} taken projects left out now", file=sys.stderr)
         taken = [d for d in again if d["ok"]]
-        known = {canonical(p.name) for p in pinned}
+        known = {canonical(p.name) for p in pinned} | excluded
     todo = [(n, s) for n, s in candidates if canonical(n) not in known and canonical(n) not in decided]
 
     def done() -> bool:
@@ -378,7 +385,7 @@ def main(argv=None) -> int:
             if done():
                 break
             batch = todo[i: i + 4 * args.jobs]
-            for d in pool.map(lambda ns: judge(ns[0], ns[1], args.cache), batch):
+            for d in pool.map(lambda ns: judge(ns[0], ns[1], args.cache, args.max_lines), batch):
                 log.write(json.dumps(d) + "\n")
                 if d["ok"] and canonical(d["name"]) not in known:
                     known.add(canonical(d["name"]))
@@ -388,7 +395,7 @@ def main(argv=None) -> int:
                   f"{sum(d['py_lines'] for d in taken):,} lines", file=sys.stderr, flush=True)
     print(f"taken {len(taken)} new projects, {sum(d['py_lines'] for d in taken):,} kept lines before dedup")
     if args.write:
-        new = [Pinned(d["name"], d["version"], d["license"], d["sha256"], "train") for d in taken]
+        new = [Pinned(d["name"], d["version"], d["license"], d["sha256"], args.split) for d in taken]
         write_list(args.list, pinned + [p for p in new if canonical(p.name) not in {canonical(q.name) for q in pinned}])
         print(f"wrote {args.list}")
     return 0 if done() else 1
