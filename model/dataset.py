@@ -391,15 +391,20 @@ def _keys_of_many(root: str, names: list[str], lang_id: str) -> list[int]:
     return [k for n in names for k in file_function_keys(os.path.join(root, n), lang, parser)]
 
 
-def held_out_keys(corpus_dir: Path, out_dir: Path, jobs: int, lang: Language) -> tuple[frozenset[int], str]:
+def held_out_keys(corpus_dir: Path, out_dir: Path, jobs: int, lang: Language,
+                  also: tuple[Path, ...] = ()) -> tuple[frozenset[int], str]:
     """The `function_key`s of every function of the dev and test files, and a digest naming
     that set (kept in each train shard's .json: a train shard built against another held-out
-    set is rebuilt).  Cached in OUT/heldout-functions.npz, keyed by the held-out files' contents."""
-    files = [(split, n) for split in HELD_OUT for n in list_split_files(corpus_dir, split, lang)]
+    set is rebuilt).  `also`: other corpora whose dev and test files are held out too (a held-out
+    list of its own, model/corpora/python-scripts.tsv).  Cached in OUT/heldout-functions.npz,
+    keyed by the held-out files' contents."""
+    roots = [Path(corpus_dir), *map(Path, also)]
+    files = [(r, split, n) for r in range(len(roots)) for split in HELD_OUT
+             for n in list_split_files(roots[r], split, lang)]
     h = hashlib.sha1(f"{DEDUP_VERSION} {lang.id}".encode())
-    for split, n in files:
-        h.update(f"\n{split}/{n} ".encode())
-        h.update(hashlib.sha1((Path(corpus_dir) / split / n).read_bytes()).digest())
+    for r, split, n in files:
+        h.update(f"\n{r}:{split}/{n} ".encode() if r else f"\n{split}/{n} ".encode())
+        h.update(hashlib.sha1((roots[r] / split / n).read_bytes()).digest())
     source_key = h.hexdigest()
     cache = Path(out_dir) / "heldout-functions.npz"
     try:
@@ -411,12 +416,13 @@ def held_out_keys(corpus_dir: Path, out_dir: Path, jobs: int, lang: Language) ->
         pass
     keys_list: list[int] = []
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        for split in HELD_OUT:
-            names = [n for s, n in files if s == split]
-            parts = [names[i::jobs] for i in range(jobs)]
-            root = str(Path(corpus_dir) / split)
-            for part in pool.map(_keys_of_many, [root] * jobs, parts, [lang.id] * jobs):
-                keys_list.extend(part)
+        for r, root_dir in enumerate(roots):
+            for split in HELD_OUT:
+                names = [n for q, s, n in files if q == r and s == split]
+                parts = [names[i::jobs] for i in range(jobs)]
+                root = str(root_dir / split)
+                for part in pool.map(_keys_of_many, [root] * jobs, parts, [lang.id] * jobs):
+                    keys_list.extend(part)
     keys = np.unique(np.array(keys_list, dtype=np.uint64))
     digest = hashlib.sha1(keys.tobytes()).hexdigest()[:16]
     Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -547,6 +553,9 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
                          f"paper's protocol); shards built with another limit are rebuilt")
     ap.add_argument("--keep-held-out-duplicates", action="store_true",
                     help="do not drop train functions that duplicate a dev or test function")
+    ap.add_argument("--held-out-also", type=Path, action="append", default=[], metavar="CORPUS",
+                    help="another corpus whose dev and test functions train must not hold either (e.g. "
+                         "data/corpus-scripts/python, the script-like held-out list)")
 
 
 def run(args) -> int:
@@ -561,7 +570,7 @@ def run(args) -> int:
         for split in args.splits.split(","):
             drop = None
             if split not in HELD_OUT and not args.keep_held_out_duplicates:
-                drop = held_out_keys(args.corpus, args.out, args.jobs, lang)
+                drop = held_out_keys(args.corpus, args.out, args.jobs, lang, tuple(args.held_out_also))
                 print(f"{split}: dropping functions that duplicate one of the {len(drop[0]):,} distinct dev/test "
                       f"functions", file=sys.stderr)
             metas = build_split(args.corpus, args.out, split, args.jobs, lang, drop, args.files_per_shard,

@@ -292,6 +292,27 @@ def test_train_shards_follow_a_changed_held_out_split(tmp_path):
     assert json.loads((out / "summary.json").read_text())["train"]["held_out_duplicates"]["functions"] == 2
 
 
+def test_train_drops_copies_of_another_held_out_corpus(tmp_path):
+    """`--held-out-also`: a second held-out list (the script-like projects) fetched into its own
+    corpus; train functions that copy its test functions are dropped too, and the train shards built
+    without it are rebuilt against the larger held-out set."""
+    dedup_corpus(tmp_path)
+    cli, args = build_args(tmp_path)
+    assert cli.run(args) == 0
+    before = json.loads((tmp_path / "ds" / "summary.json").read_text())["train"]
+    assert "area_train" in function_names(tmp_path / "ds", "train")
+    extra = tmp_path / "scripts"
+    (extra / "test" / "script").mkdir(parents=True)
+    (extra / "test" / "script" / "run.py").write_bytes(source_for("train"))   # what train's c.py holds
+    cli, args = build_args(tmp_path, "--held-out-also", str(extra))
+    assert cli.run(args) == 0
+    after = json.loads((tmp_path / "ds" / "summary.json").read_text())["train"]
+    assert after["held_out_duplicates"]["functions"] > before["held_out_duplicates"]["functions"]
+    assert after["functions"] == before["functions"] - (after["held_out_duplicates"]["functions"]
+                                                        - before["held_out_duplicates"]["functions"])
+    assert "area_train" not in function_names(tmp_path / "ds", "train")
+
+
 # ---------------------------------------------------------------- a build that was killed, or a broken shard
 
 def many_files_corpus(tmp_path, count=24):
