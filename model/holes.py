@@ -462,7 +462,9 @@ def find_typed_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Pa
     (`hole.lead`, `hole.closers`), is the `fallback` searched when that search answers nothing, or the
     hole itself where the whole expression has none; after a start of `LONG_START_TOKENS` tokens or
     more (`query is not None and |`) the two swap: the operand's hole first, the whole expression its
-    fallback.  `floor`: no typed expression starts before it."""
+    fallback.  So too where a long start ends in a whole operand (`"Tk" in sys.modules or "tk"|`, a
+    literal or a closed call, which the typed starts do not take as the expression being typed): that
+    operand's hole first, typed as itself.  `floor`: no typed expression starts before it."""
     if not isinstance(source, (bytes, bytearray)):
         raise TypeError("source must be bytes")
     if not 0 <= cursor <= len(source):
@@ -524,13 +526,34 @@ def find_typed_hole(source: bytes, cursor: int, *, lang: Language, parser: ts.Pa
             hole, operand = glued, operand if operand is not None and _whole(operand) else None
     if hole is None:
         return operand
-    if operand is not None and len(lang.typed_tokens(hole.typed)[0]) >= LONG_START_TOKENS:
-        # a long start before the empty operand (`query is not None and |`): the whole expression must
-        # print it again before reaching the operand, more steps than a request's budget may hold
-        operand.fallback = hole
-        return operand
+    if len(lang.typed_tokens(hole.typed)[0]) >= LONG_START_TOKENS:
+        # a long start (`query is not None and |`, `"Tk" in sys.modules or "tk"|`): the whole expression
+        # must print it again before reaching the operand at the cursor, more steps than a request's
+        # budget may hold; the operand's own hole goes first, the whole expression is its fallback
+        first = operand or _last_operand_hole(source, cursor, hole, after, parser, table, prev, identifiers, lang)
+        if first is not None:
+            first.fallback = hole
+            return first
     hole.fallback = operand
     return hole
+
+
+def _last_operand_hole(source: bytes, cursor: int, hole: Hole, after: int, parser: ts.Parser, table, prev,
+                       identifiers, lang: Language) -> Hole | None:
+    """The hole of the typed expression's last operand where that operand is whole at the cursor (a
+    literal or a call closed, `or "tk"|`, `+ f(x)|`: the typed starts take only a name being typed as
+    the expression itself), its typed text the operand's."""
+    typed = hole.typed.encode("utf8")
+    top = parser.parse(typed).root_node
+    while top is not None and top.type not in lang.EXPRESSION_TYPES | {lang.base_type(t) for t in lang.EXPRESSION_TYPES}:
+        top = top.named_children[0] if top.named_child_count else None
+    last = top.named_children[-1] if top is not None and top.named_child_count > 1 else None
+    if last is None or last.end_byte != len(typed) or last.start_byte == 0 or top.has_error:
+        return None
+    start = hole.start + last.start_byte
+    inner = _typed_hole(source, cursor, start, typed[last.start_byte:].decode("utf8", "replace"),
+                        lang.type_key(last), after, parser, table, prev, identifiers, lang)
+    return inner if inner is not None and _whole(inner) else None
 
 
 def _field_hole(source: bytes, cursor: int, line_start: int, line: str, rest: str, field: tuple[int, int, int, int],

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from anycode.grammars import python as grammar
-from anycode.model import dataset
+from anycode.model import dataset, holes
 from anycode.model.beam import ScoreMemo
 from anycode.model.runtime import SHIPPED, Cancelled, Completer, ModelError
 
@@ -203,6 +203,24 @@ def test_long_start_before_an_empty_operand_searches_the_operand_first(completer
         assert (c.start, c.end) == (start, cursor + len(closed)), c
         assert c.text.startswith(typed.rstrip()) and c.text.endswith(closed), c.text
         assert parses(src[: c.start] + c.text.encode() + src[c.end:]), c.text
+
+
+def test_long_start_ending_in_a_whole_operand_searches_that_operand_first(completer):
+    """`"Tkinter" in sys.modules or "tkinter"|`: the typed start reaches back over the whole `or` (a
+    finished literal is no name being typed), which the search would have to print again; the last
+    operand's hole goes first, typed as `"tkinter"`, the whole expression its fallback."""
+    src = b'import sys\n\n\ndef gui():\n    if "Tkinter" in sys.modules or "tkinter":\n        return 1\n'
+    start = src.index(b'"tkinter"')
+    cursor = start + len(b'"tkinter"')
+    hole = holes.find_typed_hole(src, cursor, lang=completer.lang, parser=completer.parser, table=completer.table)
+    assert (hole.typed, hole.start, hole.end) == ('"tkinter"', start, cursor)
+    assert hole.fallback is not None and hole.fallback.typed == '"Tkinter" in sys.modules or "tkinter"'
+    items = completer.complete(src, cursor)
+    assert items or completer.manifest.get("untrained")
+    for c in items:
+        assert parses(src[: c.start] + c.text.encode() + src[c.end:]), c.text
+        if not completer.last.get("fallback"):
+            assert (c.start, c.end) == (start, cursor) and c.text.startswith('"tkinter"'), c
 
 
 def test_typed_name_found_nowhere_else_is_written(completer):
@@ -505,7 +523,6 @@ def test_demo_and_no_torch_on_the_serving_path(model_dir):
 def test_verify_accepts_the_expression_under_wrappers_of_its_span(src, good, bad):
     """In `with fn():` the call, its with_item and its with_clause span the same bytes: the call
     is the hole's node, whatever wraps it."""
-    from anycode.model import holes
     cursor = src.index(b"|")
     src = src[:cursor] + src[cursor + 1:]
     parser = grammar.new_parser()
