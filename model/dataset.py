@@ -112,13 +112,17 @@ def file_function_keys(path: str, lang: Language, parser=None) -> list[int]:
     if len(source) > MAX_FILE_BYTES or b"\0" in source:
         return []
     tree = (parser or lang.new_parser()).parse(source)
-    keys, stack = [], [tree.root_node]
+    return [function_key(n, lang) for n in function_nodes(tree.root_node, lang)]
+
+
+def function_nodes(root, lang: Language):
+    """Every function node under `root` (tree-sitter), nested ones too, last in the file first."""
+    stack = [root]
     while stack:
         n = stack.pop()
         stack.extend(n.children)
         if n.type in lang.FUNCTION_TYPES:
-            keys.append(function_key(n, lang))
-    return keys
+            yield n
 
 
 def targets_in_function(fn: Node, source: bytes, lang: Language) -> list[Node]:
@@ -178,12 +182,7 @@ def extract_file(path: str, parser=None, name: str | None = None,
     functions = []
     duplicate_examples = 0
     identifiers = lang.identifier_counts(tree.root_node)
-    stack = [tree.root_node]
-    while stack:
-        n = stack.pop()
-        stack.extend(n.children)
-        if n.type not in lang.FUNCTION_TYPES:
-            continue
+    for n in function_nodes(tree.root_node, lang):
         if n.end_point[0] - n.start_point[0] + 1 > max_function_lines:
             skipped["long function"] += 1
             continue

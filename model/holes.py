@@ -60,7 +60,8 @@ MAX_CONTEXT_BYTES = 24_000     # about 600 lines
 MAX_PARSE_BYTES = 2_000_000
 WINDOW_BYTES = 200_000
 FIELD_WINDOW_BYTES = 20_000    # either side of an f-string field, to find the literals written with it
-# typed starts of at least this many tokens before an empty operand search the operand's hole first
+# typed starts of at least this many tokens search the operand at the cursor first (an empty one, or a
+# whole literal or call at the end of the start), the whole expression as its fallback
 LONG_START_TOKENS = 4
 MAX_TREE_DEPTH = 400
 
@@ -545,7 +546,7 @@ def _last_operand_hole(source: bytes, cursor: int, hole: Hole, after: int, parse
     the expression itself), its typed text the operand's."""
     typed = hole.typed.encode("utf8")
     top = parser.parse(typed).root_node
-    while top is not None and top.type not in lang.EXPRESSION_TYPES | {lang.base_type(t) for t in lang.EXPRESSION_TYPES}:
+    while top is not None and top.type not in lang.EXPRESSION_TYPES:
         top = top.named_children[0] if top.named_child_count else None
     last = top.named_children[-1] if top is not None and top.named_child_count > 1 else None
     if last is None or last.end_byte != len(typed) or last.start_byte == 0 or top.has_error:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from anycode import grammars
+from anycode.model import dataset
 
 
 def profile(folder: Path, lang) -> dict:
@@ -30,12 +31,7 @@ def profile(folder: Path, lang) -> dict:
         except (OSError, ValueError):
             continue
         files += 1
-        stack = [tree.root_node]
-        while stack:
-            n = stack.pop()
-            stack.extend(n.children)
-            if n.type not in lang.FUNCTION_TYPES:
-                continue
+        for n in dataset.function_nodes(tree.root_node, lang):
             lines.append(n.end_point[0] - n.start_point[0] + 1)
             docs += lang.docstring(n) is not None
             for leaf in lang.convert(n).walk():

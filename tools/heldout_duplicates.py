@@ -66,11 +66,11 @@ def _held_out_share(corpus_dir: Path, lang, hits: frozenset[int]) -> dict:
         total = {"functions": 0, "examples": 0, "functions_in_train": 0, "examples_in_train": 0}
         for n in dataset.list_split_files(corpus_dir, split, lang):
             res = dataset.extract_file(os.path.join(corpus_dir, split, n), parser, n, lang=lang, drop_keys=hits)
-            kept = sum(len(h) for _, h, _ in res.functions)
-            total["functions_in_train"] += res.skipped.get(dataset.HELD_OUT_DUPLICATE, 0)
+            copied = res.skipped.get(dataset.HELD_OUT_DUPLICATE, 0)
+            total["functions_in_train"] += copied
             total["examples_in_train"] += res.duplicate_examples
-            total["functions"] += len(res.functions) + res.skipped.get(dataset.HELD_OUT_DUPLICATE, 0)
-            total["examples"] += kept + res.duplicate_examples
+            total["functions"] += len(res.functions) + copied
+            total["examples"] += sum(len(h) for _, h, _ in res.functions) + res.duplicate_examples
         out[split] = total
     return out
 
