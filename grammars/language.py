@@ -17,7 +17,7 @@ server use, so that none of them names a language:
   (`set_fields`);
 * typed text (typing along, model/prefix.py, model/holes.py): `tokens`, `typed_tokens`,
   `closers`, `typed_kind`, `value_starts`, `partial_literal_start`, `lone_number`, `open_string`, `is_string`,
-  `ends_in_keyword`, `space_triggers`, `interpolation`, `literal_group`;
+  `ends_in_keyword`, `space_triggers`, `operand_space`, `interpolation`, `literal_group`;
 * code search (model/search_data.py): a function's documentation (`docstring`), the definitions
   whose names qualify a function's (`SCOPE_TYPES`, `definition_name`), string literals (`STRING`).
 
@@ -233,6 +233,11 @@ class Language:
 
     def space_triggers(self, before: str) -> bool:
         return False
+
+    def operand_space(self, before: str) -> str:
+        """What the printer writes between `before`, typed up to an empty operand, and that operand
+        (answers of the operand's hole repeat the typed text before their own): "" where unknown."""
+        return ""
 
     # ---------------------------------------------------------------- code search
     def docstring(self, fn):

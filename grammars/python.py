@@ -660,6 +660,31 @@ def space_triggers(before: str) -> bool:
         "try", "finally")
 
 
+_BINARY_OPS = frozenset({"+", "-", "*", "/", "//", "%", "**", "@", "<<", ">>", "&", "|", "^",
+                         "<", ">", "<=", ">=", "==", "!="})
+
+
+def operand_space(before: str) -> str:
+    """The space print_node writes between `before`, typed up to an empty operand, and that operand:
+    after a binary or comparison operator, a comma, `:=` or a keyword (`time /` + `x` -> `time / x`,
+    `f(a,` + `b` -> `f(a, b`); none after a bracket, a dot, a sign or a splat (`f(-`, `f(*`), nor
+    where `before` ends in a space already."""
+    toks = tokens(before)
+    if not toks or toks[-1].end != len(before):
+        return ""
+    last = toks[-1]
+    if last.kind == "name":
+        return " " if last.text in KEYWORDS and last.text not in ("True", "False", "None") else ""
+    if last.text in (",", ":="):
+        return " "
+    if last.text not in _BINARY_OPS or len(toks) < 2:
+        return ""
+    prev = toks[-2]            # an operator after an operand is binary; after anything else a sign or splat
+    operand_end = prev.kind in ("number", "string") or prev.text in (")", "]", "}") or (
+        prev.kind == "name" and (prev.text not in KEYWORDS or prev.text in ("True", "False", "None")))
+    return " " if operand_end else ""
+
+
 # ------------------------------------------------------------------ holes and the search
 
 NAME_POSITIONS = frozenset({
@@ -778,6 +803,7 @@ class Python(Language):
     interpolation = staticmethod(interpolation)
     literal_group = staticmethod(literal_group)
     space_triggers = staticmethod(space_triggers)
+    operand_space = staticmethod(operand_space)
 
     def parse(self, source: bytes, parser: ts.Parser | None = None) -> ts.Tree:
         return parse(source, parser)

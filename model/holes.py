@@ -699,6 +699,7 @@ def _operand_hole(source: bytes, cursor: int, start: int, after: int, loc: _Loca
         if check is not None and _whole(check):
             break                # with k of the closers taken out, the brackets around are whole
     hole.lead = source[start:cursor].decode("utf8", "replace")
+    hole.lead += lang.operand_space(hole.lead)      # `time /` answered `time / x`, as printed
     hole.closers = closers
     hole.start, hole.end = start, after + k
     return hole

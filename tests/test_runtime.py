@@ -187,6 +187,25 @@ def test_whole_expression_answering_nothing_falls_back_to_the_operand_hole(compl
         assert parses(src[: c.start] + c.text.encode() + src[c.end:]), c.text
 
 
+@pytest.mark.parametrize("typed, lead", [("time /", "time / "), ("width -", "width - "),
+                                         ("max(width,", "max(width, "), ("f(a, *", "f(a, *")])
+def test_operand_hole_answers_are_spaced_as_printed(completer, monkeypatch, typed, lead):
+    """`time /|` with no space typed yet: the operand hole's answers write the space the printer puts
+    after a binary operator or a comma (`time / x`, not `time /x`), and none after a splat."""
+    from anycode.model.prefix import Prefix
+    monkeypatch.setattr(Prefix, "adds", lambda self, text: False)      # the whole expression answers nothing
+    src = ("def rate(time, width, scale, a, f):\n    value = " + typed + "\n    return value\n").encode()
+    cursor = src.index(typed.encode()) + len(typed)
+    hole = holes.find_typed_hole(src, cursor, lang=completer.lang, parser=completer.parser, table=completer.table)
+    operand = hole if hole.lead else hole.fallback      # first after a long start, else the fallback
+    assert operand is not None and operand.lead == lead
+    items = completer.complete(src, cursor)
+    assert items
+    for c in items:
+        assert c.text.startswith(lead) and not c.text[len(lead):].startswith(" "), c.text
+        assert parses(src[: c.start] + c.text.encode() + src[c.end:]), c.text
+
+
 @pytest.mark.parametrize("typed", ["query is not None and ", "spawn(self.run_app, environ, "])
 def test_long_start_before_an_empty_operand_searches_the_operand_first(completer, typed):
     """`query is not None and |`: the whole expression would have to print the typed start again
