@@ -662,6 +662,7 @@ def space_triggers(before: str) -> bool:
 
 _BINARY_OPS = frozenset({"+", "-", "*", "/", "//", "%", "**", "@", "<<", ">>", "&", "|", "^",
                          "<", ">", "<=", ">=", "==", "!="})
+_NOT_OPERANDS = KEYWORDS - {"True", "False", "None"}      # the keywords that are no operand
 
 
 def operand_space(before: str) -> str:
@@ -674,14 +675,14 @@ def operand_space(before: str) -> str:
         return ""
     last = toks[-1]
     if last.kind == "name":
-        return " " if last.text in KEYWORDS and last.text not in ("True", "False", "None") else ""
+        return " " if last.text in _NOT_OPERANDS else ""
     if last.text in (",", ":="):
         return " "
     if last.text not in _BINARY_OPS or len(toks) < 2:
         return ""
     prev = toks[-2]            # an operator after an operand is binary; after anything else a sign or splat
     operand_end = prev.kind in ("number", "string") or prev.text in (")", "]", "}") or (
-        prev.kind == "name" and (prev.text not in KEYWORDS or prev.text in ("True", "False", "None")))
+        prev.kind == "name" and prev.text not in _NOT_OPERANDS)
     return " " if operand_end else ""
 
 
