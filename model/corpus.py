@@ -29,12 +29,14 @@ import urllib.parse
 import urllib.request
 import zipfile
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
 from tqdm import tqdm
+
+from anycode.model.workers import process_pool
 
 SPLITS = ("train", "dev", "test")
 CORPORA_DIR = Path(__file__).resolve().parent / "corpora"
@@ -439,7 +441,7 @@ def is_current(corpus_dir: Path, pinned: list[Pinned]) -> bool:
 def extract_all(pinned: list[Pinned], archives: dict[str, Path], staging: Path, jobs: int) -> list[Extracted]:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    with ProcessPoolExecutor(max(1, min(jobs, os.cpu_count() or 1))) as pool:
+    with process_pool(min(jobs, os.cpu_count() or 1)) as pool:
         futures = [pool.submit(extract_project, p.name, archives[p.name], staging / p.name) for p in pinned]
         for _ in tqdm(as_completed(futures), total=len(futures), desc="extract", unit="sdist"):
             pass

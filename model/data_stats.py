@@ -8,13 +8,13 @@ import random
 import statistics
 import sys
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from anycode import grammars
 from anycode.model.dataset import Shard, list_split_files, shard_paths
 from anycode.model.paths import context_paths, generated_leaves, target_steps
 from anycode.model.vocab import Vocab
+from anycode.model.workers import process_pool
 
 NODE_BUCKETS = [(2, 2), (3, 3), (4, 4), (5, 6), (7, 9), (10, 14), (15, 10**9)]
 SUB_BUCKETS = [(0, 0), (1, 1), (2, 2), (3, 4), (5, 8), (9, 10**9)]
@@ -64,7 +64,7 @@ def round_trip_rate(corpus: Path, split: str, jobs: int, lang) -> dict:
     total = ok = 0
     fails: Counter = Counter()
     examples: dict = {}
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with process_pool(jobs) as pool:
         for t, o, f, e in tqdm(pool.map(round_trip_file, files, [lang.id] * len(files), chunksize=32), total=len(files),
                                desc="round trip", unit="file"):
             total, ok = total + t, ok + o

@@ -25,7 +25,6 @@ import re
 import sys
 import zipfile
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from anycode.grammars import Language, Node
 from anycode.model.grammar_table import GrammarTable
 from anycode.model.paths import FlatTree
 from anycode.model.vocab import Vocab
+from anycode.model.workers import process_pool
 
 MAX_FUNCTION_LINES = 20
 MAX_TARGET_CHARS = 120
@@ -414,7 +414,7 @@ def held_out_keys(corpus_dir: Path, out_dir: Path, jobs: int, lang: Language,
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
         pass
     keys_list: list[int] = []
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with process_pool(jobs) as pool:
         for r, root_dir in enumerate(roots):
             for split in HELD_OUT:
                 names = [n for q, s, n in files if q == r and s == split]
@@ -507,8 +507,7 @@ def build_split(corpus_dir: Path, out_dir: Path, split: str, jobs: int, lang: La
             p.unlink()  # from another corpus, an older format or an interrupted write: never read as data
     if metas:
         print(f"{split}: reusing {len(metas)} finished shards", file=sys.stderr)
-    with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
-                             initargs=(drop_keys, max_function_lines)) as pool, \
+    with process_pool(jobs, initializer=_init_worker, initargs=(drop_keys, max_function_lines)) as pool, \
             tqdm(total=len(todo), desc=f"{split} shards", unit="shard") as bar:
         # split each shard's files over the workers, then write the shard here
         for path, chunk in todo:

@@ -28,7 +28,6 @@ import os
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from anycode.model import batching
 from anycode.model.dataset import Shard, shard_paths
 from anycode.model.features import MAX_COPY_POSITIONS, MAX_VALUE_SUBTOKENS
 from anycode.model.vocab import Vocab
+from anycode.model.workers import process_pool
 
 PACK_VERSION = 1
 COPY_COLUMNS = 1 + MAX_COPY_POSITIONS
@@ -226,14 +226,10 @@ def build(data_dir: Path, split: str, out_dir: Path, vocab: Vocab, max_paths: in
     jobs = jobs or max(1, (os.cpu_count() or 2) - 1)
     if todo:
         log(f"features: {split}, {len(todo)} of {len(srcs)} shards to featurize on {jobs} processes")
-        if jobs == 1:
-            for k, a in enumerate(todo):
-                _build_one(a)
-        else:
-            with ProcessPoolExecutor(jobs) as pool:
-                for k, _ in enumerate(pool.map(_build_one, todo)):
-                    if (k + 1) % max(1, len(todo) // 10) == 0:
-                        log(f"features: {split} {k + 1}/{len(todo)} shards, {time.time() - t0:.0f}s")
+        with process_pool(jobs) as pool:
+            for k, _ in enumerate(pool.map(_build_one, todo)):
+                if (k + 1) % max(1, len(todo) // 10) == 0:
+                    log(f"features: {split} {k + 1}/{len(todo)} shards, {time.time() - t0:.0f}s")
     _merge_file_tokens(folder, [p.stem for p in srcs])
     meta_path.write_text(json.dumps({"key": key, "shards": [p.stem for p in srcs], "seconds": time.time() - t0}))
     return folder

@@ -30,7 +30,6 @@ import argparse
 import json
 import sys
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +39,7 @@ from anycode.grammars import Language
 from anycode.model.dataset import Shard, shard_paths
 from anycode.model.fim_data import write_pieces
 from anycode.model.token_search import blank, function_at
+from anycode.model.workers import process_pool
 
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<hole>", "<j>"]
 PAD, UNK, BOS, EOS, HOLE, JOIN = range(len(SPECIALS))
@@ -179,7 +179,7 @@ def collect(data: Path, corpus: Path, split: str, jobs: int, shards: slice = sli
     """The functions (as pieces) and examples of a split's `shards` (default all), in shard order."""
     functions, examples, stats = [], [], Counter()
     paths = [str(p) for p in shard_paths(data, split)[shards]]
-    with ProcessPoolExecutor(max(jobs, 1)) as pool:
+    with process_pool(jobs) as pool:
         for i, (fns, exs, st) in enumerate(pool.map(shard_functions, paths, [str(corpus)] * len(paths),
                                                     [split] * len(paths))):
             examples += [(k + len(functions), a, b) for k, a, b in exs]

@@ -35,7 +35,6 @@ import sys
 import textwrap
 import zlib
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +45,7 @@ from anycode.grammars import Language, Node
 from anycode.model.corpus import SPLITS, iter_files
 from anycode.model.dataset import StringTable
 from anycode.model.paths import FlatTree, path_between
+from anycode.model.workers import process_pool
 
 MIN_QUERY_WORDS = 3
 MIN_CODE_LINES = 3
@@ -355,7 +355,7 @@ def build_split(corpus: Path, split: str, jobs: int, seen: set[bytes], lang_id: 
     root = str(corpus / split)
     tasks = [files[i: i + FILES_PER_TASK] for i in range(0, len(files), FILES_PER_TASK)]
     pairs, skipped = [], Counter()
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with process_pool(jobs) as pool:
         for task, (got, sk) in zip(tasks, pool.map(_pairs_of_files, [lang_id] * len(tasks), [root] * len(tasks),
                                                     [[rel for _, rel in t] for t in tasks])):
             skipped.update(sk)

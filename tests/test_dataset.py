@@ -401,3 +401,19 @@ def test_a_corrupt_shard_stops_the_build_naming_the_file(tmp_path, capsys, damag
     assert cli.run(args) == 2
     err = capsys.readouterr().err
     assert str(named) in err and "anycode dataset build" in err
+
+
+def _boom(x):
+    if x == 3:
+        raise ValueError("three")
+    return x * 2
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_worker_pools_give_results_in_order_and_hand_back_errors(jobs):
+    from anycode.model.workers import process_pool
+    with process_pool(jobs) as pool:
+        assert list(pool.map(_boom, [0, 1, 2])) == [0, 2, 4]
+        future = pool.submit(_boom, 3)
+        with pytest.raises(ValueError, match="three"):
+            future.result()
