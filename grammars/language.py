@@ -239,6 +239,11 @@ class Language:
         (answers of the operand's hole repeat the typed text before their own): "" where unknown."""
         return ""
 
+    def redundant(self, node: Node) -> bool:
+        """Does the model's tree `node` hold an expression nobody writes (the same operand on both
+        sides of a logical operator, say)?  The search does not count such a tree among its answers."""
+        return False
+
     # ---------------------------------------------------------------- code search
     def docstring(self, fn):
         """The tree-sitter node documenting function `fn` (a statement of its body), or None: code

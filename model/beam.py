@@ -831,12 +831,17 @@ class Decoder:
             n.progress = (at, 0)
         return n
 
-    def _adds(self, hy: Hyp, prefix: Prefix) -> bool:
-        """Does the finished tree of `hy` add to the typed start?  One that prints the typed text alone
-        is no answer (the runtime drops it), so it is not counted among the finished, whose best
-        `keep` bound the search and whose first ends it at the soft deadline."""
+    def _answers(self, ctx: Context, hy: Hyp, prefix: Prefix) -> bool:
+        """Is the finished tree of `hy` an answer?  Not one the language calls redundant (`a and a`,
+        `words.get(words)`), nor, under a typed start, one that prints the typed text alone: neither
+        is counted among the finished, whose best `keep` bound the search and whose first ends it at
+        the soft deadline, so each leaves its place to the next tree."""
         try:
-            return prefix.adds(self.lang.print_node(build_node(hy, self.lang)))
+            node = build_node(hy, self.lang)
+            if self.lang.redundant(node):
+                ctx.stats["redundant"] += 1
+                return False
+            return not prefix or prefix.adds(self.lang.print_node(node))
         except (Unprintable, IndexError, StopIteration):
             return True                 # left to the runtime, which drops what does not print
 
@@ -934,7 +939,7 @@ class Decoder:
         chains = self._first_chain(ctx)
         gen: dict = {}
         stats = ctx.stats
-        stats.update(steps=0, expansions=0, pruned_typed=0)
+        stats.update(steps=0, expansions=0, pruned_typed=0, redundant=0)
         prefix = typed if isinstance(typed, Prefix) else Prefix(typed, lang=self.lang)
         bounds = (max_steps, soft_steps, max_depth)
         closing_from = None
@@ -1097,7 +1102,7 @@ class Decoder:
             ctx.stats["expansions"] += 1
             if not n.done:
                 new_live.append(n)
-            elif not prefix or self._adds(n, prefix):
+            elif self._answers(ctx, n, prefix):
                 finished.append(Finished(n.logp, n))
         if len(finished) >= keep:
             finished.sort(key=lambda f: -f.logp)
