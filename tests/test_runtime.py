@@ -206,6 +206,19 @@ def test_operand_hole_answers_are_spaced_as_printed(completer, monkeypatch, type
         assert parses(src[: c.start] + c.text.encode() + src[c.end:]), c.text
 
 
+def test_no_answer_is_redundant(completer):
+    """`top = |` after `words = f.read().split()`: the shipped model's likeliest tree is
+    `words.get(words)`, a method handed its own receiver, which the search does not count as an
+    answer; every answer the completer gives is one the language calls not redundant."""
+    src = (ROOT / "examples" / "demo.py").read_bytes()
+    cursor = src.index(b"top = ") + len(b"top = ")
+    srcs = [(src, cursor)] + [(s, c) for name in ("getopt.py", "string.py") for s, c, _ in holes_of(DATA / name, 10)]
+    for source, at in srcs:
+        for c in completer.complete(source, at):
+            node = completer.lang.parse_expression(c.text)
+            assert node is None or not completer.lang.redundant(node), c.text
+
+
 @pytest.mark.parametrize("typed", ["query is not None and ", "spawn(self.run_app, environ, "])
 def test_long_start_before_an_empty_operand_searches_the_operand_first(completer, typed):
     """`query is not None and |`: the whole expression would have to print the typed start again
