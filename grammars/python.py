@@ -691,12 +691,13 @@ _SELF_NAMES = frozenset({"self", "cls"})
 
 def redundant(node: Node) -> bool:
     """Does `node` hold an expression nobody writes: one operand on both sides of `and`, `or` or a
-    comparison (`a and a`, `len(x) == len(x)`; `x != x`, the test for NaN, excepted), or a method
-    handed its own receiver (`words.get(words)`; `self` and `cls` excepted)?  In the test split's
-    code the first never occurs but for one `!=`, the second in 2 of 49,024 method calls."""
+    comparison (`a and a`, `len(x) == len(x)`; `x != x`, the test for NaN, excepted), a value indexed
+    by itself (`words[words]`), or a method handed its own receiver (`words.get(words)`; `self` and
+    `cls` excepted)?  In the test split's code the first never occurs but for one `!=`, the second
+    never, the third in 2 of 49,024 method calls."""
     for n in node.walk():
         kind, _, ops = n.type.partition(":")
-        if kind == "boolean_operator" and len(n.children) == 2:
+        if kind in ("boolean_operator", "subscript") and len(n.children) == 2:
             if n.children[0].key() == n.children[1].key():
                 return True
         elif kind == "comparison_operator":
