@@ -835,13 +835,20 @@ class Decoder:
         """Is the finished tree of `hy` an answer?  Not one the language calls redundant (`a and a`,
         `words.get(words)`), nor, under a typed start, one that prints the typed text alone: neither
         is counted among the finished, whose best `keep` bound the search and whose first ends it at
-        the soft deadline, so each leaves its place to the next tree."""
+        the soft deadline, so each leaves its place to the next tree.  Under a typed start the answer
+        is judged as it will be written, the start as typed: where a string stood for a typed one,
+        `"Tk" in m or "Tk" in m` is written `"Tk" in m or "tk" in m`, which is no repetition."""
         try:
             node = build_node(hy, self.lang)
-            if self.lang.redundant(node):
+            if prefix:
+                text = self.lang.print_node(node)
+                if not prefix.adds(text):
+                    return False
+                node = self.lang.parse_expression(prefix.respell(text))
+            if node is not None and self.lang.redundant(node):
                 ctx.stats["redundant"] += 1
                 return False
-            return not prefix or prefix.adds(self.lang.print_node(node))
+            return True
         except (Unprintable, IndexError, StopIteration):
             return True                 # left to the runtime, which drops what does not print
 

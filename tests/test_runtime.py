@@ -219,6 +219,20 @@ def test_no_answer_is_redundant(completer):
             assert node is None or not completer.lang.redundant(node), c.text
 
 
+def test_an_answer_is_judged_redundant_as_written(completer):
+    """Typed `... or "tkinter|`: the model's tree has its likeliest string, "Tkinter", where the
+    typed one stands (`"Tkinter" in sys.modules or "Tkinter" in sys.modules`, a repetition), but the
+    answer writes the user's string, `... or "tkinter" in sys.modules`, which is none: it is offered."""
+    src = (b'import sys\n\n\ndef inputhook(inputhook_context):\n'
+           b'    # Only call the real input hook when the \'Tkinter\' library was loaded.\n'
+           b'    if "Tkinter" in sys.modules or "tkinter\n        _inputhook_tk(inputhook_context)\n')
+    cursor = src.index(b'"tkinter') + len(b'"tkinter')
+    texts = [c.text for c in completer.complete(src, cursor)]
+    if completer.manifest.get("untrained"):
+        pytest.skip("the answer is a trained model's")
+    assert '"Tkinter" in sys.modules or "tkinter" in sys.modules' in texts, texts
+
+
 @pytest.mark.parametrize("typed", ["query is not None and ", "spawn(self.run_app, environ, "])
 def test_long_start_before_an_empty_operand_searches_the_operand_first(completer, typed):
     """`query is not None and |`: the whole expression would have to print the typed start again
