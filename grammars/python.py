@@ -691,14 +691,20 @@ _SELF_NAMES = frozenset({"self", "cls"})
 
 def redundant(node: Node) -> bool:
     """Does `node` hold an expression nobody writes: one operand on both sides of `and`, `or` or a
-    comparison (`a and a`, `len(x) == len(x)`; `x != x`, the test for NaN, excepted), a value indexed
-    by itself (`words[words]`), or a method handed its own receiver (`words.get(words)`; `self` and
-    `cls` excepted)?  In the test split's code the first never occurs but for one `!=`, the second
-    never, the third in 2 of 49,024 method calls."""
+    comparison (`a and a`, `len(x) == len(x)`; `x != x`, the test for NaN, excepted), an operand and
+    its negation joined by `and` or `or` (`a and not a`), a value indexed by itself (`words[words]`),
+    or a method handed its own receiver (`words.get(words)`; `self` and `cls` excepted)?  In the test
+    split's code the first occurs once (a `!=`), the second and third never, the fourth in 2 of
+    49,024 method calls."""
     for n in node.walk():
         kind, _, ops = n.type.partition(":")
         if kind in ("boolean_operator", "subscript") and len(n.children) == 2:
-            if n.children[0].key() == n.children[1].key():
+            a, b = (c.key() for c in n.children)
+            if a == b:
+                return True
+            if kind == "boolean_operator" and any(
+                    c.type == "not_operator" and len(c.children) == 1 and c.children[0].key() == other
+                    for c, other in ((n.children[0], b), (n.children[1], a))):
                 return True
         elif kind == "comparison_operator":
             pairs = zip(ops.split(","), n.children, n.children[1:])

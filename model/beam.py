@@ -831,20 +831,22 @@ class Decoder:
             n.progress = (at, 0)
         return n
 
-    def _answers(self, ctx: Context, hy: Hyp, prefix: Prefix) -> bool:
+    def _answers(self, ctx: Context, hy: Hyp, prefix: Prefix, frame: tuple[str, str] = ("", "")) -> bool:
         """Is the finished tree of `hy` an answer?  Not one the language calls redundant (`a and a`,
         `words.get(words)`), nor, under a typed start, one that prints the typed text alone: neither
         is counted among the finished, whose best `keep` bound the search and whose first ends it at
-        the soft deadline, so each leaves its place to the next tree.  Under a typed start the answer
-        is judged as it will be written, the start as typed: where a string stood for a typed one,
-        `"Tk" in m or "Tk" in m` is written `"Tk" in m or "tk" in m`, which is no repetition."""
+        the soft deadline, so each leaves its place to the next tree.  The answer is judged as it
+        will be written: the start as typed (where a string stood for a typed one, `"Tk" in m or
+        "Tk" in m` is written `"Tk" in m or "tk" in m`, which is no repetition), inside its `frame`
+        (the operand `a` after a typed `a and ` is a repetition)."""
+        lead, closers = frame
         try:
             node = build_node(hy, self.lang)
-            if prefix:
+            if prefix or lead:
                 text = self.lang.print_node(node)
-                if not prefix.adds(text):
+                if prefix and not prefix.adds(text):
                     return False
-                node = self.lang.parse_expression(prefix.respell(text))
+                node = self.lang.parse_expression(lead + (prefix.respell(text) if prefix else text) + closers)
             if node is not None and self.lang.redundant(node):
                 ctx.stats["redundant"] += 1
                 return False
@@ -923,7 +925,8 @@ class Decoder:
     def search(self, ctx: Context, beam_size: int = 5, typed: str | Prefix = "", *, max_steps: int = MAX_STEPS,
                soft_steps: int = SOFT_STEPS, max_depth: int = MAX_DEPTH, check: Callable[[], None] | None = None,
                keep: int | None = None, closing: Callable[[], bool] | None = None,
-               close_steps: int = 24, memo: ScoreMemo | None = None, yield_late: bool = False) -> list[Finished]:
+               close_steps: int = 24, memo: ScoreMemo | None = None, yield_late: bool = False,
+               frame: tuple[str, str] = ("", "")) -> list[Finished]:
         """Finished hypotheses, best first.  `check()` is called between steps: it may raise
         (cancellation) or raise `Stopped` (the hard deadline), which ends the search with what is
         finished.  `closing()` returning True (the soft deadline) ends it too when something is
@@ -937,7 +940,9 @@ class Decoder:
         network outputs of earlier requests in the same context, reused for the hypotheses that come
         back, and this request's added to it.  `typed`: the typed start of the expression
         (prefix.py); only hypotheses that agree with it are kept, and until one prints it whole its
-        expansions are taken best first among those that agree."""
+        expansions are taken best first among those that agree.  `frame`: the typed text before the
+        hole's own start that every answer repeats, and what closes it (`Hole.lead`, `Hole.closers`:
+        `x and ` + the operand), which an answer is judged with (`_answers`)."""
         keep = keep or beam_size
         if memo is not None:
             memo.use(ctx.key)
@@ -972,7 +977,7 @@ class Decoder:
             cands = heapq.merge(*(self._expansions(ctx, hy, b, only[b], rows.get(b), prefix, beam_size,
                                                    closing_from is not None, bounds)
                                   for b, hy in enumerate(live)), key=_by_score)
-            live = self._select(ctx, cands, live, finished, beam_size, keep, prefix)
+            live = self._select(ctx, cands, live, finished, beam_size, keep, prefix, frame)
             if not live:
                 break
             # drop chain states no live beam can return to
@@ -1066,7 +1071,7 @@ class Decoder:
         return np.where(allowed, node_row, NEG_INF), self.vocab.node_types.__getitem__
 
     def _select(self, ctx: Context, cands, live: list[Hyp], finished: list[Finished],
-                beam_size: int, keep: int, prefix: Prefix) -> list[Hyp]:
+                beam_size: int, keep: int, prefix: Prefix, frame: tuple[str, str] = ("", "")) -> list[Hyp]:
         """The next beam from one step's candidates (score, beam index, label, log-probability,
         typed; best first, as `_expansions` gives them), best first; those that finish go to
         `finished`.  What scores below the keep-th finished can never enter the answer
@@ -1109,7 +1114,7 @@ class Decoder:
             ctx.stats["expansions"] += 1
             if not n.done:
                 new_live.append(n)
-            elif self._answers(ctx, n, prefix):
+            elif self._answers(ctx, n, prefix, frame):
                 finished.append(Finished(n.logp, n))
         if len(finished) >= keep:
             finished.sort(key=lambda f: -f.logp)

@@ -495,7 +495,7 @@ class Completer:
                                        keep=max(beam_size, max_items),
                                        closing=None if deadline is None else closing,
                                        close_steps=self.close_steps, memo=self.score_memo,
-                                       yield_late=hole.fallback is not None)
+                                       yield_late=hole.fallback is not None, frame=(hole.lead, hole.closers))
         t2 = time.perf_counter()
         out: list[Candidate] = []
         seen, answers = set(), set()

@@ -206,13 +206,18 @@ def test_operand_hole_answers_are_spaced_as_printed(completer, monkeypatch, type
         assert parses(src[: c.start] + c.text.encode() + src[c.end:]), c.text
 
 
-def test_no_answer_is_redundant(completer):
+@pytest.mark.parametrize("typed", ["", "len(mat_results) == 0 and ", "isinstance(obj, dict) and "])
+def test_no_answer_is_redundant(completer, typed):
     """`top = |` after `words = f.read().split()`: the shipped model's likeliest tree is
     `words.get(words)`, a method handed its own receiver, which the search does not count as an
-    answer; every answer the completer gives is one the language calls not redundant."""
+    answer; after a typed `isinstance(obj, dict) and |` it was the operand that repeats it.  Every
+    answer the completer gives, as written, is one the language calls not redundant."""
     src = (ROOT / "examples" / "demo.py").read_bytes()
     cursor = src.index(b"top = ") + len(b"top = ")
     srcs = [(src, cursor)] + [(s, c) for name in ("getopt.py", "string.py") for s, c, _ in holes_of(DATA / name, 10)]
+    if typed:
+        src = f"def check(mat_results, obj):\n    if {typed}\n        return obj\n".encode()
+        srcs = [(src, src.index(b" \n") + 1)]
     for source, at in srcs:
         for c in completer.complete(source, at):
             node = completer.lang.parse_expression(c.text)
