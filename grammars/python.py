@@ -710,7 +710,8 @@ def redundant(node: Node) -> bool:
             pairs = zip(ops.split(","), n.children, n.children[1:])
             if any(op != "!=" and a.key() == b.key() for op, a, b in pairs):
                 return True
-        elif kind == "call" and len(n.children) == 2 and base_type(n.children[0].type) == "attribute":
+        elif kind == "call" and len(n.children) == 2 and base_type(n.children[0].type) == "attribute" \
+                and base_type(n.children[1].type) == "argument_list":
             receiver = n.children[0].children[0] if n.children[0].children else None
             if receiver is not None and base_type(receiver.type) == "identifier" \
                     and receiver.value not in _SELF_NAMES \
