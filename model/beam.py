@@ -831,7 +831,7 @@ class Decoder:
             n.progress = (at, 0)
         return n
 
-    def _answers(self, ctx: Context, hy: Hyp, prefix: Prefix, frame: tuple[str, str] = ("", "")) -> bool:
+    def _is_answer(self, ctx: Context, hy: Hyp, prefix: Prefix, frame: tuple[str, str]) -> bool:
         """Is the finished tree of `hy` an answer?  Not one the language calls redundant (`a and a`,
         `words.get(words)`), nor, under a typed start, one that prints the typed text alone: neither
         is counted among the finished, whose best `keep` bound the search and whose first ends it at
@@ -942,7 +942,7 @@ class Decoder:
         (prefix.py); only hypotheses that agree with it are kept, and until one prints it whole its
         expansions are taken best first among those that agree.  `frame`: the typed text before the
         hole's own start that every answer repeats, and what closes it (`Hole.lead`, `Hole.closers`:
-        `x and ` + the operand), which an answer is judged with (`_answers`)."""
+        `x and ` + the operand), which an answer is judged with (`_is_answer`)."""
         keep = keep or beam_size
         if memo is not None:
             memo.use(ctx.key)
@@ -1071,7 +1071,7 @@ class Decoder:
         return np.where(allowed, node_row, NEG_INF), self.vocab.node_types.__getitem__
 
     def _select(self, ctx: Context, cands, live: list[Hyp], finished: list[Finished],
-                beam_size: int, keep: int, prefix: Prefix, frame: tuple[str, str] = ("", "")) -> list[Hyp]:
+                beam_size: int, keep: int, prefix: Prefix, frame: tuple[str, str]) -> list[Hyp]:
         """The next beam from one step's candidates (score, beam index, label, log-probability,
         typed; best first, as `_expansions` gives them), best first; those that finish go to
         `finished`.  What scores below the keep-th finished can never enter the answer
@@ -1114,7 +1114,7 @@ class Decoder:
             ctx.stats["expansions"] += 1
             if not n.done:
                 new_live.append(n)
-            elif self._answers(ctx, n, prefix, frame):
+            elif self._is_answer(ctx, n, prefix, frame):
                 finished.append(Finished(n.logp, n))
         if len(finished) >= keep:
             finished.sort(key=lambda f: -f.logp)

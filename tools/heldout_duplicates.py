@@ -16,11 +16,11 @@ import json
 import os
 import sys
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from anycode import grammars
 from anycode.model import dataset
+from anycode.model.workers import process_pool
 
 
 class _Recording(frozenset):
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     total = {"files": 0, "functions": 0, "examples": 0, "dropped_functions": 0, "dropped_examples": 0}
     by_project: Counter = Counter()
     hits: set[int] = set()
-    with ProcessPoolExecutor(args.jobs) as pool:
+    with process_pool(args.jobs) as pool:
         for r in pool.map(_count, [root] * len(parts), parts, [lang.id] * len(parts), [keys] * len(parts)):
             by_project.update(r.pop("by_project"))
             hits |= r.pop("hits")
