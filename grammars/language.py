@@ -241,7 +241,10 @@ class Language:
 
     def redundant(self, node: Node) -> bool:
         """Does the model's tree `node` hold an expression nobody writes (the same operand on both
-        sides of a logical operator, say)?  The search does not count such a tree among its answers."""
+        sides of a logical operator, say)?  The search does not count such a tree among its answers,
+        and drops a partial tree as soon as it holds one: `node` may have open nodes whose missing
+        parts are stand-ins (`sentinel`, each with its own marker), and where the answer is True it
+        must stay True whatever the stand-ins become."""
         return False
 
     # ---------------------------------------------------------------- code search

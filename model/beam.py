@@ -185,10 +185,12 @@ def _key(type_id: int, index: int) -> int:
 
 @dataclass
 class Finished:
+    """An answer of the search: a finished hypothesis, its tree and its printed text (the typed start
+    as the model spelled it, without the hole's frame)."""
     logp: float
     hyp: Hyp
-    node: Node | None = None
-    text: str | None = None
+    node: Node
+    text: str
 
 
 @dataclass
@@ -236,7 +238,8 @@ def build_node(hyp: Hyp, lang: Language, i: int = 0, open_fill: bool = False, fr
         if open_:
             k = len(node.children)
             need = max(lang.min_children(t) - k, 1 if frontier else 0)
-            node.children += [lang.sentinel(t, k + j, _SENT) for j in range(need)]
+            # markers that differ, so that two stand-ins are never the same operand (Language.redundant)
+            node.children += [lang.sentinel(t, k + j, _SENT * (j + 1)) for j in range(need)]
         lang.set_fields(node)
     return node
 
@@ -831,28 +834,54 @@ class Decoder:
             n.progress = (at, 0)
         return n
 
-    def _is_answer(self, ctx: Context, hy: Hyp, prefix: Prefix, frame: tuple[str, str]) -> bool:
-        """Is the finished tree of `hy` an answer?  Not one the language calls redundant (`a and a`,
-        `words.get(words)`), nor, under a typed start, one that prints the typed text alone: neither
-        is counted among the finished, whose best `keep` bound the search and whose first ends it at
-        the soft deadline, so each leaves its place to the next tree.  The answer is judged as it
-        will be written: the start as typed (where a string stood for a typed one, `"Tk" in m or
-        "Tk" in m` is written `"Tk" in m or "tk" in m`, which is no repetition), inside its `frame`
-        (the operand `a` after a typed `a and ` is a repetition)."""
+    def _answer(self, ctx: Context, hy: Hyp, prefix: Prefix, frame: tuple[str, str]) -> Finished | None:
+        """The finished tree of `hy` as an answer (its node and printed text), or None where it is
+        not one: a tree that does not print, or whose text does not parse as one expression where it
+        will be written, one the language calls redundant (`a and a`, `words.get(words)`), or, under
+        a typed start, one that does not print the typed text.  What is not an answer is not counted
+        among the finished, whose best `keep` bound the search and whose first ends it at the soft
+        deadline, so it leaves its place to the next tree.  The answer is judged as it will be
+        written: the start as typed (where a string stood for a typed one, `"Tk" in m or "Tk" in m`
+        is written `"Tk" in m or "tk" in m`, which is no repetition), inside its `frame` (the
+        operand `a` after a typed `a and ` is a repetition)."""
         lead, closers = frame
         try:
             node = build_node(hy, self.lang)
-            if prefix or lead:
-                text = self.lang.print_node(node)
-                if prefix and not prefix.adds(text):
-                    return False
-                node = self.lang.parse_expression(lead + (prefix.respell(text) if prefix else text) + closers)
-            if node is not None and self.lang.redundant(node):
-                ctx.stats["redundant"] += 1
-                return False
-            return True
+            text = self.lang.print_node(node)
         except (Unprintable, IndexError, StopIteration):
-            return True                 # left to the runtime, which drops what does not print
+            ctx.stats["unparsable"] += 1
+            return None
+        if prefix and not prefix.adds(text):
+            return None
+        written = self.lang.parse_expression(lead + (prefix.respell(text) if prefix else text) + closers)
+        if written is None:
+            ctx.stats["unparsable"] += 1
+            return None
+        if self.lang.redundant(written):
+            ctx.stats["redundant"] += 1
+            return None
+        return Finished(hy.logp, hy, node, text)
+
+    def _doomed(self, ctx: Context, before: Hyp, hy: Hyp, prefix: Prefix) -> bool:
+        """Has the step from `before` to `hy` closed a part that makes every completion of `hy` one the
+        language calls redundant?  `words.get(words, ` is, once the argument `words` is closed, whatever
+        follows (`Language.redundant` holds of every completion of a partial tree where it holds of
+        the tree with its open nodes stood in for), so such a hypothesis would hold a beam slot only
+        to be refused as an answer at the end, and a search whose beam the model fills with them
+        ends with none.  Not judged where a string stands for a typed one: that is judged as written
+        (`_answer`)."""
+        closed = len(hy.stack) < len(before.stack) or (
+            len(hy.types) > len(before.types) and self.lang.kind_of(hy.types[-1]) == "fixed")
+        if not closed or (prefix and prefix.any_string):
+            return False
+        try:
+            node = build_node(hy, self.lang, open_fill=True)
+        except (IndexError, StopIteration):
+            return False
+        if self.lang.redundant(node):
+            ctx.stats["redundant"] += 1
+            return True
+        return False
 
     def _typed_symbols(self, ctx: Context, hy: Hyp, prefix: Prefix, row: np.ndarray) -> np.ndarray | None:
         """Which value parts keep the frontier terminal's text in agreement with the typed token it
@@ -942,7 +971,7 @@ class Decoder:
         (prefix.py); only hypotheses that agree with it are kept, and until one prints it whole its
         expansions are taken best first among those that agree.  `frame`: the typed text before the
         hole's own start that every answer repeats, and what closes it (`Hole.lead`, `Hole.closers`:
-        `x and ` + the operand), which an answer is judged with (`_is_answer`)."""
+        `x and ` + the operand), which an answer is judged with (`_answer`)."""
         keep = keep or beam_size
         if memo is not None:
             memo.use(ctx.key)
@@ -951,7 +980,7 @@ class Decoder:
         chains = self._first_chain(ctx)
         gen: dict = {}
         stats = ctx.stats
-        stats.update(steps=0, expansions=0, pruned_typed=0, redundant=0)
+        stats.update(steps=0, expansions=0, pruned_typed=0, redundant=0, unparsable=0)
         prefix = typed if isinstance(typed, Prefix) else Prefix(typed, lang=self.lang)
         bounds = (max_steps, soft_steps, max_depth)
         closing_from = None
@@ -1112,10 +1141,14 @@ class Decoder:
             if n is None:
                 n = self.apply(live[b], label, lp, ctx)
             ctx.stats["expansions"] += 1
+            if not n.done and self._doomed(ctx, live[b], n, prefix):
+                if levels > 1:
+                    per_level[level] -= 1
+                continue
             if not n.done:
                 new_live.append(n)
-            elif self._is_answer(ctx, n, prefix, frame):
-                finished.append(Finished(n.logp, n))
+            elif (answer := self._answer(ctx, n, prefix, frame)) is not None:
+                finished.append(answer)
         if len(finished) >= keep:
             finished.sort(key=lambda f: -f.logp)
             new_live = [hy for hy in new_live if hy.logp >= finished[keep - 1].logp]

@@ -35,7 +35,7 @@ import torch
 
 from anycode import grammars
 from anycode.grammars import Language, Node, Unprintable
-from anycode.model.beam import SOFT_STEPS, Decoder, Finished, build_node
+from anycode.model.beam import SOFT_STEPS, Decoder, Finished
 from anycode.model.grammar_table import GrammarTable
 from anycode.model.paths import FlatTree
 from anycode.model.torch_backend import torch_decoder
@@ -123,14 +123,10 @@ def candidates(finished: list[Finished], k: int, drop_forced: bool = True, *, la
             break
         if drop_forced and f.hyp.nsteps > SOFT_STEPS:
             continue
-        node = build_node(f.hyp, lang)
-        code = print_or_none(node, lang)
-        if code is not None:
-            if code in seen:
-                continue
-            seen.add(code)
-        parsed = lang.parse_expression(code) if code is not None else None
-        out.append(Prediction(code, f.logp, node, parsed))
+        if f.text in seen:
+            continue
+        seen.add(f.text)
+        out.append(Prediction(f.text, f.logp, f.node, lang.parse_expression(f.text)))
     return out
 
 

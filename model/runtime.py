@@ -41,9 +41,8 @@ from typing import Callable
 import numpy as np
 
 from anycode import grammars
-from anycode.grammars import Unprintable
 from anycode.model import holes
-from anycode.model.beam import ContextCache, Decoder, LeafCache, ScoreMemo, Stopped, build_node
+from anycode.model.beam import ContextCache, Decoder, LeafCache, ScoreMemo, Stopped
 from anycode.model.completer import Candidate
 from anycode.model.cuda_graphs import GraphRunner
 from anycode.model.float_graphs import cached as float_graphs_cached
@@ -335,7 +334,7 @@ class Completer:
         self.overshoot = 0.1
         self.stats = {"requests": 0, "no_hole": 0, "completions": 0, "cancelled": 0, "deadline": 0, "closing": 0,
                       "incremental_parses": 0, "context_hits": 0, "context_misses": 0,
-                      "dropped_unparsable": 0, "dropped_typed": 0, "dropped_forced": 0, "widened": 0, "fallback": 0,
+                      "dropped_unparsable": 0, "dropped_forced": 0, "widened": 0, "fallback": 0,
                       "any_string": 0, "closed_string": 0}
         self.last: dict = {}
 
@@ -507,19 +506,11 @@ class Completer:
                 # (seen after typed starts it cannot produce, `base64.now().strip().strip()...`)
                 self.stats["dropped_forced"] += 1
                 continue
-            node = build_node(f.hyp, self.lang)
-            try:
-                text = self.lang.print_node(node)
-            except (Unprintable, IndexError, StopIteration):
-                self.stats["dropped_unparsable"] += 1
-                continue
+            text = f.text
             if text in seen:
                 continue
             seen.add(text)
-            if prefix and not prefix.adds(text):
-                self.stats["dropped_typed"] += 1
-                continue
-            if not hole.verify(text, node, self.parser):
+            if not hole.verify(text, f.node, self.parser):
                 self.stats["dropped_unparsable"] += 1
                 continue
             # as the user typed its start; after a typed `f(a, ` the whole call, closed

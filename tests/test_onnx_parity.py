@@ -333,19 +333,20 @@ def test_shipped_export_matches_its_checkpoint(torch_model, checkpoint, exported
     assert np.abs(a - b).max() < 1e-3
 
 
-def test_grammar_module_round_trip_of_generated_trees(torch_model, exported, checkpoint, examples):
-    """Finished hypotheses print (the runtime drops the rest, but they should be rare)."""
+def test_every_answer_of_the_search_prints_and_parses_where_written(torch_model, exported, checkpoint, examples):
+    """The search's answers carry their tree and its printed text, which parses as one expression
+    inside the hole's frame; a tree that does not is no answer (beam.Decoder._answer): a frame that
+    nothing completes leaves the search with none."""
     ort_dec, _ = decoders(torch_model, exported("fp32"), checkpoint)
     tree, h = small(examples, 1)[0]
     fin = ort_dec.search(ort_dec.prepare(tree, h), beam_size=5, max_steps=40, soft_steps=8)
-    printed = 0
+    assert fin
     for f in fin:
-        try:
-            grammar.print_node(build_node(f.hyp, grammar.PYTHON))
-            printed += 1
-        except (grammar.Unprintable, IndexError, StopIteration):
-            pass
-    assert printed >= 1
+        assert f.text == grammar.print_node(build_node(f.hyp, grammar.PYTHON))
+        assert grammar.parse_expression(f.text) is not None
+    ctx = ort_dec.prepare(tree, h)
+    assert ort_dec.search(ctx, beam_size=5, max_steps=40, soft_steps=8, frame=(")", "")) == []
+    assert ctx.stats["unparsable"] >= 5
 
 
 @pytest.fixture(scope="module")

@@ -224,6 +224,21 @@ def test_no_answer_is_redundant(completer, typed):
             assert node is None or not completer.lang.redundant(node), c.text
 
 
+def test_a_beam_the_model_fills_with_redundant_trees_still_answers(completer):
+    """`return |` after `reindenter = Reindenter(source, leave_tabs)`: the shipped model's likeliest
+    trees hand `reindenter` to its own method (`reindenter.reindent(reindenter, ...`), each refused as
+    an answer only once it closed, so the beam spent its steps on them and answered one tree.  A
+    partial tree is dropped as soon as it holds the repetition, and the beam finds the others."""
+    src = (b'def reindent(source, indent_size, leave_tabs=False):\n    """Reindent all lines."""\n'
+           b'    reindenter = Reindenter(source, leave_tabs)\n    return \n')
+    texts = [c.text for c in completer.complete(src, src.index(b"return ") + len(b"return "))]
+    if completer.manifest.get("untrained"):
+        pytest.skip("the trees are a trained model's")
+    assert len(texts) >= 3, texts
+    for text in texts:
+        assert not completer.lang.redundant(completer.lang.parse_expression(text)), text
+
+
 def test_an_answer_is_judged_redundant_as_written(completer):
     """Typed `... or "tkinter|`: the model's tree has its likeliest string, "Tkinter", where the
     typed one stands (`"Tkinter" in sys.modules or "Tkinter" in sys.modules`, a repetition), but the
