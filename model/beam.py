@@ -1141,11 +1141,11 @@ class Decoder:
             if n is None:
                 n = self.apply(live[b], label, lp, ctx)
             ctx.stats["expansions"] += 1
-            if not n.done and self._doomed(ctx, live[b], n, prefix):
-                if levels > 1:
-                    per_level[level] -= 1
-                continue
             if not n.done:
+                if self._doomed(ctx, live[b], n, prefix):
+                    if levels > 1:
+                        per_level[level] -= 1       # its place goes to the next of its level
+                    continue
                 new_live.append(n)
             elif (answer := self._answer(ctx, n, prefix, frame)) is not None:
                 finished.append(answer)
