@@ -576,10 +576,13 @@ class PaperBatch(FastBatch):
     set_memory: np.ndarray         # [sum n_b * W_b] memory rows of every bucket's sets, padded
     set_valid: np.ndarray          # [sum n_b * W_b] bool
     set_copy: np.ndarray           # [sum nv_b * W_b, 9] copy symbols of the value steps' set members
+    set_flat: np.ndarray           # [sum of set sizes] position in set_memory of each real member, set after set
+    set_cu: np.ndarray             # [S + 1] int32: where each set (bucket order) starts in set_flat, then its end
     buckets: tuple = ()            # per bucket: (first position, steps, width, first value step, value steps)
 
     def lengths(self) -> dict:
-        return dict(super().lengths(), q=self.q_batch_sizes)
+        largest = np.diff(self.set_cu).max(initial=0)
+        return dict(super().lengths(), q=self.q_batch_sizes, set_max=np.array([largest], np.int64))
 
 
 def bucket_widths(sizes: np.ndarray, ratio: float = 1.25) -> np.ndarray:
@@ -682,6 +685,7 @@ def paper_fields(x: dict, sg_rows: np.ndarray, sg_len: np.ndarray, ratio: float 
     set_memory = np.zeros(int(flat_off[-1]), np.int64)
     set_valid = np.zeros(int(flat_off[-1]), bool)
     set_memory[flat], set_valid[flat] = rows, True
+    set_cu = np.concatenate([[0], np.cumsum(size[order])]).astype(np.int32)
 
     is_value = np.asarray(x["step_is_value"], bool)[order]
     p_value = np.nonzero(is_value)[0]
@@ -704,7 +708,7 @@ def paper_fields(x: dict, sg_rows: np.ndarray, sg_len: np.ndarray, ratio: float 
     return dict(chain, order=order, p_root=root[order], p_child=i64(x["step_child"])[order],
                 p_label=i64(x["step_label"])[order], p_node=np.nonzero(~is_value)[0], p_value=p_value,
                 p_value_slot=ex_v * Tv + vr, p_value_example=ex_v, set_memory=set_memory, set_valid=set_valid,
-                set_copy=set_copy, buckets=buckets)
+                set_copy=set_copy, set_flat=np.nonzero(set_valid)[0], set_cu=set_cu, buckets=buckets)
 
 
 def main(argv=None) -> int:

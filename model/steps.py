@@ -214,6 +214,49 @@ def paper_encodings(model, b):
     return torch.cat(parts), files
 
 
+def set_transformer(model, x: torch.Tensor, cu: torch.Tensor, longest: int) -> torch.Tensor:
+    """`model.transformer` over sets laid end to end, x [T, d] (no padding); `cu` [n + 1] int32 where
+    each set starts, then the end; `longest`: the largest set's size.  The arithmetic of
+    nn.TransformerEncoderLayer (post-norm, dropout after attention, in and after the feed-forward)
+    with each set's attention its own: variable-length flash attention on CUDA, padded elsewhere."""
+    for layer in model.transformer.layers:
+        attn = layer.self_attn
+        T, d = x.shape
+        qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(T, 3, attn.num_heads, d // attn.num_heads)
+        a = _set_attention(qkv, cu, longest, attn.dropout if layer.training else 0.0).reshape(T, d)
+        x = layer.norm1(x + layer.dropout1(attn.out_proj(a)))
+        x = layer.norm2(x + layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(x))))))
+    return x
+
+
+_set_transformer = set_transformer      # what paper_log_probs runs: this, or its compiled form
+
+
+def compile_set_transformer() -> None:
+    """From now on `paper_log_probs` runs `set_transformer` through torch.compile, with dynamic shapes
+    (one graph whatever the batch's sizes): its elementwise work fused and its kernel launches fewer,
+    which is what bounds an eager step on the GPU (docs/model.md has the figures)."""
+    global _set_transformer
+    _set_transformer = torch.compile(set_transformer, dynamic=True)
+
+
+def _set_attention(qkv: torch.Tensor, cu: torch.Tensor, longest: int, p: float) -> torch.Tensor:
+    """Attention of every member of a set over its own set: qkv [T, 3, H, dh] -> [T, H, dh]."""
+    q, k, v = qkv.unbind(1)
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        return torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, longest, longest, p, False, False)[0]
+    T = q.shape[0]
+    lens = (cu[1:] - cu[:-1]).long()
+    which = torch.repeat_interleave(torch.arange(len(lens), device=q.device), lens, output_size=T)
+    at = torch.arange(T, device=q.device) - cu[:-1].long().index_select(0, which)
+    mask = torch.arange(max(longest, 1), device=q.device) < lens.unsqueeze(1)
+    mask[:, 0] |= lens == 0                  # a set of no member (none in real data): no NaN
+    pad = lambda t: t.new_zeros((len(lens), max(longest, 1)) + t.shape[1:]).index_put((which, at), t)
+    out = F.scaled_dot_product_attention(*(pad(t).transpose(1, 2) for t in (q, k, v)),
+                                         attn_mask=mask[:, None, None, :], dropout_p=p)
+    return out.transpose(1, 2)[which, at]
+
+
 def _bucket_sets(b, memory):
     """Each bucket's sets [n, W, d] (uncontextualized paths) and masks [n, W], from the memory."""
     off = 0
@@ -226,17 +269,22 @@ def _bucket_sets(b, memory):
 
 def paper_log_probs(model, b, ordered: bool = True) -> torch.Tensor:
     """Log-probability of every step's label [S] for the paper's wiring, the arithmetic of
-    `batching.step_log_probs` on a `packed.PaperBatch`: the transformer once per bucket of like set
-    sizes (the sets padded to the bucket's width), attention and heads batched.  `ordered`: in the
+    `batching.step_log_probs` on a `packed.PaperBatch`: the transformer once over every set laid end
+    to end (`set_transformer`), the attention of R_t and the heads batched per bucket of like set
+    sizes (the sets padded to the bucket's width).  `ordered`: in the
     batch's step order, else in the bucket order (`b.order` maps it)."""
     with torch.autocast(b.p_label.device.type, enabled=False):
         memory, files = paper_encodings(model, b)
     r = r_tilde(model, memory.index_select(0, b.p_root), b.p_child)
-    zts, sets = [], []
+    # the transformer once over every set, end to end; then each bucket's sets padded again, zeros
+    # where no path is (the attention below and the copy scores mask them)
+    flat = F.embedding(b.set_memory.index_select(0, b.set_flat), memory)
+    flat = _set_transformer(model, flat, b.set_cu, int(b.host["set_max"][0]))
+    flat = flat.new_zeros(b.set_memory.shape[0], flat.shape[1]).index_copy(0, b.set_flat, flat)
+    zts, sets, off = [], [], 0
     for (s0, n, w, v0, nv), (paths, valid) in zip(b.buckets, _bucket_sets(b, memory)):
-        keys = valid.clone()
-        keys[:, 0] = True                # a set of no path (none in real data) attends to padding, not to nothing
-        z = model.transformer(paths, src_key_padding_mask=~keys)
+        z = flat.narrow(0, off, n * w).view(n, w, -1)
+        off += n * w
         att = torch.einsum("bpd,bd->bp", z, r.narrow(0, s0, n).to(z.dtype)).masked_fill(~valid, NEG).softmax(-1)
         zts.append(torch.einsum("bp,bpd->bd", att.to(z.dtype), z))
         sets.append(paths)

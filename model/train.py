@@ -59,6 +59,7 @@ class TrainConfig:
     lstm_dropout: float = 0.5      # LSTM inputs
     context_once: bool = False     # the speed experiment of SLMConfig.context_once
     packed: bool = True            # batches from packed features (model/packed.py, steps.py); else batching.py
+    compile: bool = True           # on CUDA, packed paper wiring: the transformer over sets through torch.compile
     file_tokens: int = 256         # SLMConfig.file_tokens: the file's identifiers copied whole; 0: the paper's
     # features
     max_paths: int = 200
@@ -551,6 +552,9 @@ def _open_run(data: Path, out: Path, cfg: TrainConfig, dev: torch.device, vocab:
         torch.backends.cudnn.allow_tf32 = True
         # cuDNN attention builds a plan for every new (batch, set size) shape: seconds lost per batch here
         torch.backends.cuda.enable_cudnn_sdp(False)
+        if cfg.compile and cfg.packed and not cfg.context_once:
+            from anycode.model import steps
+            steps.compile_set_transformer()
     run = _Run(out, cfg, model_config(cfg, vocab), dev, ckpt, log)
     del ckpt
     if not run.resumed:

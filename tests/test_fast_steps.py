@@ -70,6 +70,39 @@ def test_packed_loss_equals_the_reference_loss(setup, wiring, seed, file_tokens)
     assert abs(float(stats["value_nll_sum"]) - ref_stats["value_nll_sum"]) < 1e-3
 
 
+def test_the_transformer_over_sets_laid_end_to_end_is_the_transformer_of_each_set():
+    torch.manual_seed(3)
+    model = SLM(SLMConfig(n_types=10, n_subtokens=20, d_type=24, d_index=8, d_subtoken=32, d_lstm=16, n_layers=2,
+                          n_heads=2, d_ff=32)).eval()
+    sizes = [3, 1, 7, 5, 7]
+    x = torch.randn(sum(sizes), 16)
+    cu = torch.tensor([0, *np.cumsum(sizes)], dtype=torch.int32)
+    with torch.no_grad():
+        got = steps.set_transformer(model, x, cu, max(sizes))
+        want = torch.cat([model.transformer(x[a:b].unsqueeze(0)).squeeze(0) for a, b in zip(cu[:-1], cu[1:])])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_the_compiled_transformer_over_sets_gives_the_same_for_batches_of_any_shape(monkeypatch):
+    """What train.py runs on CUDA (steps.compile_set_transformer), here through the CPU's padded
+    attention: the same outputs, and one graph for every batch (dynamic shapes, no recompile)."""
+    from torch._dynamo.utils import counters
+    torch.manual_seed(3)
+    model = SLM(SLMConfig(n_types=10, n_subtokens=20, d_type=24, d_index=8, d_subtoken=32, d_lstm=16, n_layers=2,
+                          n_heads=2, d_ff=32)).eval()
+    monkeypatch.setattr(steps, "_set_transformer", steps._set_transformer)
+    steps.compile_set_transformer()
+    torch._dynamo.reset()
+    counters.clear()
+    for sizes in ([3, 1, 7, 5, 7], [2, 9, 4], [6, 6, 6, 6, 1, 2, 11]):
+        x = torch.randn(sum(sizes), 16)
+        cu = torch.tensor([0, *np.cumsum(sizes)], dtype=torch.int32)
+        with torch.no_grad():
+            got = steps._set_transformer(model, x, cu, max(sizes))
+            torch.testing.assert_close(got, steps.set_transformer(model, x, cu, max(sizes)), atol=1e-5, rtol=1e-5)
+    assert counters["stats"]["unique_graphs"] == 1
+
+
 def test_a_label_no_source_votes_for_costs_what_the_reference_floor_costs(setup):
     examples, vocab, models = setup
     feats = [batching.featurize(t, h, vocab, file_tokens=16) for t, h in random.Random(5).sample(examples, 24)]

@@ -133,6 +133,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--compile", default="", help="'sets': the transformer over sets through torch.compile, as train.py does on CUDA")
     a = ap.parse_args()
 
     from anycode.model import packed, train
@@ -163,6 +164,9 @@ def main() -> int:
             host_side(store, stream, a.wiring == "paper")
             torch.manual_seed(0)
             model = SLM(mcfg).to(dev)
+            if "sets" in a.compile.split(","):
+                from anycode.model import steps as fast
+                fast.compile_set_transformer()
             try:
                 r = bench(model, stream, dev, a.steps, a.warmup, a.workers, a.profile)
             except torch.cuda.OutOfMemoryError:
