@@ -257,14 +257,15 @@ def _set_attention(qkv: torch.Tensor, cu: torch.Tensor, longest: int, p: float) 
     return out.transpose(1, 2)[which, at]
 
 
-def _bucket_sets(b, memory):
-    """Each bucket's sets [n, W, d] (uncontextualized paths) and masks [n, W], from the memory."""
+def _bucket_sets(b, memory, z):
+    """Each bucket's sets [n, W, d] (uncontextualized paths, from the memory), masks [n, W] and
+    contextualized sets [n, W, d] (from `z`, set_memory's padded layout)."""
     off = 0
     for s0, n, w, v0, nv in b.buckets:
         rows = b.set_memory.narrow(0, off, n * w).view(n, w)
         valid = b.set_valid.narrow(0, off, n * w).view(n, w)
+        yield F.embedding(rows, memory), valid, z.narrow(0, off, n * w).view(n, w, -1)
         off += n * w
-        yield F.embedding(rows, memory), valid
 
 
 def paper_log_probs(model, b, ordered: bool = True) -> torch.Tensor:
@@ -281,10 +282,8 @@ def paper_log_probs(model, b, ordered: bool = True) -> torch.Tensor:
     flat = F.embedding(b.set_memory.index_select(0, b.set_flat), memory)
     flat = _set_transformer(model, flat, b.set_cu, int(b.host["set_max"][0]))
     flat = flat.new_zeros(b.set_memory.shape[0], flat.shape[1]).index_copy(0, b.set_flat, flat)
-    zts, sets, off = [], [], 0
-    for (s0, n, w, v0, nv), (paths, valid) in zip(b.buckets, _bucket_sets(b, memory)):
-        z = flat.narrow(0, off, n * w).view(n, w, -1)
-        off += n * w
+    zts, sets = [], []
+    for (s0, n, w, v0, nv), (paths, valid, z) in zip(b.buckets, _bucket_sets(b, memory, flat)):
         att = torch.einsum("bpd,bd->bp", z, r.narrow(0, s0, n).to(z.dtype)).masked_fill(~valid, NEG).softmax(-1)
         zts.append(torch.einsum("bp,bpd->bd", att.to(z.dtype), z))
         sets.append(paths)

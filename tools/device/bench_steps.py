@@ -2,7 +2,7 @@
 
     python3 tools/device/bench_steps.py DATA FEATURES [--shards N] [--jobs 16] [--wiring paper|once]
         [--model model/shipped/config.json] [--variant NAME[:k=v,...]] ... [--targets 2048,8192]
-        [--steps 40] [--warmup 8] [--workers 8] [--profile] [--device cuda]
+        [--steps 40] [--warmup 8] [--workers 8] [--profile] [--compile] [--device cuda]
 
 Featurizes the first N train shards of DATA into FEATURES (packed.build, reused by a later call on
 the same machine), then for every variant (the config's model section with the variant's overrides,
@@ -12,6 +12,7 @@ workers) and times `--steps` steps after `--warmup`.  One line each: examples/s 
 issue's measure: train.py logs the same per window), steps/s, the share of time waiting for data, peak
 GPU memory, the transformer's tokens a step and the share of them that is padding.  Before that, the
 host side alone: a batch's collate time on one core.  `--profile`: the top kernels of a few steps.
+`--compile`: the transformer over sets through torch.compile, as train.py runs it on CUDA.
 """
 import argparse
 import json
@@ -133,8 +134,12 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--profile", action="store_true")
-    ap.add_argument("--compile", default="", help="'sets': the transformer over sets through torch.compile, as train.py does on CUDA")
+    ap.add_argument("--compile", action="store_true",
+                    help="the transformer over sets through torch.compile, as train.py does on CUDA")
     a = ap.parse_args()
+    if a.compile:
+        from anycode.model import steps
+        steps.compile_set_transformer()
 
     from anycode.model import packed, train
     from anycode.model.slm import SLM, SLMConfig
@@ -164,9 +169,6 @@ def main() -> int:
             host_side(store, stream, a.wiring == "paper")
             torch.manual_seed(0)
             model = SLM(mcfg).to(dev)
-            if "sets" in a.compile.split(","):
-                from anycode.model import steps as fast
-                fast.compile_set_transformer()
             try:
                 r = bench(model, stream, dev, a.steps, a.warmup, a.workers, a.profile)
             except torch.cuda.OutOfMemoryError:
