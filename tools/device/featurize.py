@@ -7,7 +7,12 @@ about 2-3 ms of CPU an example: 1.57M examples are minutes of a 10-minute call).
 work in a shuffled shard order on N processes and stops at S seconds: the shards not finished by then
 move out of the split (DATA/train -> DATA/train_left), so that `anycode train --features FEATURES`
 finds every remaining shard done and starts at once, on the part of the split the cap allowed.
-Prints how many shards and examples made it."""
+Prints how many shards and examples made it.
+
+A dataset carried in pieces, featurized while the GPU trains: `--left` featurizes the shards left out
+(DATA/train_left) until S seconds, on processes that the training run leaves idle, and moves none; any
+later call first moves every left-out shard whose features are done back into the split, so that the
+run resumed there reads them."""
 import argparse
 import multiprocessing as mp
 import os
@@ -23,6 +28,16 @@ def _one(args):
     return args[0], packed._build_one(args)
 
 
+def _restore(data: Path, folder: Path) -> None:
+    """Move the left-out shards whose features are done back into DATA/train."""
+    back = [p for p in sorted((data / "train_left").glob("shard-*.npz")) if (folder / p.stem / "done.json").exists()]
+    for p in back:
+        for f in (p, p.with_suffix(".json")):
+            shutil.move(str(f), str(data / "train" / f.name))
+    if back:
+        print(f"{len(back)} left-out shards featurized since: back in the split", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("data", type=Path)
@@ -33,6 +48,7 @@ def main() -> int:
     ap.add_argument("--max-paths", type=int, default=200)
     ap.add_argument("--max-length", type=int, default=24)
     ap.add_argument("--file-tokens", type=int, default=256)
+    ap.add_argument("--left", action="store_true", help="featurize DATA/train_left (beside a training run); move nothing")
     a = ap.parse_args()
     from anycode.model.dataset import shard_paths
     from anycode.model.vocab import Vocab
@@ -40,7 +56,8 @@ def main() -> int:
     vocab = Vocab.load(a.data / "vocab.json")
     folder = a.features / "train"
     folder.mkdir(parents=True, exist_ok=True)
-    shards = shard_paths(a.data, "train")
+    _restore(a.data, folder)
+    shards = shard_paths(a.data, "train_left" if a.left else "train")
     random.Random(a.seed).shuffle(shards)
     todo = [(str(p), str(folder / p.stem), vocab, a.max_paths, a.max_length, a.file_tokens) for p in shards
             if not (folder / p.stem / "done.json").exists()]
@@ -64,6 +81,12 @@ def main() -> int:
         pool.terminate()
         pool.join()
     moved = [p for p in shards if p.stem not in done]
+    if a.left:
+        for p in moved:
+            shutil.rmtree(folder / p.stem, ignore_errors=True)
+        print(f"featurized {len(done)} of {len(shards)} left-out shards ({examples} examples) in "
+              f"{time.time() - t0:.0f}s on {a.jobs} processes", flush=True)
+        return 0
     if moved:
         (a.data / "train_left").mkdir(exist_ok=True)
         for p in moved:

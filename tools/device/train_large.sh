@@ -13,6 +13,8 @@
 # TRAIN_SET and its own SET_RUN (e.g. SET_G2="n_layers=8 d_ff=2048"), each log in /tmp/runs/RUN/train.out
 # (its end printed); the weights of the runs in WEIGHTS (default all) come back, at most 8 files a call.
 # FEATURES_ONLY=1: featurize what was carried and stop (a call that carries half of the split).
+# BG_JOBS=N: while the GPU trains, featurize the shards left out on N more processes (featurize.py
+# --left); the next call's runs read them.
 set -u
 T0=$(date +%s)
 RUN=$1; DEADLINE=$2; FEAT=${3:-150}
@@ -32,6 +34,10 @@ python3 "$ROOT_DIR/tools/device/featurize.py" /tmp/ds/python /tmp/feat --seconds
 [ -n "${FEATURES_ONLY:-}" ] && { echo "featurized only, in $(( $(date +%s) - T0 ))s"; exit 0; }
 LEFT=$(( DEADLINE - ($(date +%s) - T0) - 30 - 10 * $(echo $RUNS | wc -w) ))
 echo "$(( $(date +%s) - T0 ))s in; training $RUNS for $LEFT s"
+if [ -n "${BG_JOBS:-}" ] && ls /tmp/ds/python/train_left/*.npz >/dev/null 2>&1; then
+  nice -n 10 python3 "$ROOT_DIR/tools/device/featurize.py" /tmp/ds/python /tmp/feat --left --seconds $(( LEFT - 30 )) \
+    --jobs "$BG_JOBS" > /tmp/feat_left.out 2>&1 &
+fi
 for R in $RUNS; do
   OWN=SET_$R; mkdir -p /tmp/runs/$R
   PYTHONUNBUFFERED=1 python3 -m anycode train --data /tmp/ds/python --out /tmp/runs/$R --config "${CONFIG:-large}" \
@@ -40,6 +46,7 @@ for R in $RUNS; do
 done
 wait
 for R in $RUNS; do echo "== $R"; grep -v Warning /tmp/runs/$R/train.out | tail -n 25; done
+[ -f /tmp/feat_left.out ] && tail -n 2 /tmp/feat_left.out
 for R in ${WEIGHTS:-$RUNS}; do python3 "$ROOT_DIR/tools/device/weights.py" /tmp/runs/$R "$OUT" "$R" ${PICK---last}; done
 nvidia-smi --query-gpu=memory.used --format=csv,noheader
 ls -la "$OUT"; echo "call done in $(( $(date +%s) - T0 ))s"
