@@ -75,3 +75,37 @@ def test_carried_parts_are_checked(run, tmp_path):
     victim.unlink()
     with pytest.raises(SystemExit, match=f"{victim.name} is missing"):
         w.join(parts, "m", tmp_path / "bad2")
+
+
+def test_shards_left_out_by_the_cap_come_back_once_featurized(run, tmp_path):
+    """tools/device/featurize.py: the time cap moves unfinished shards out of the split, `--left`
+    featurizes them beside a training run without moving them, and the next call puts them back, so
+    that the run resumed there reads every shard from the features without featurizing again."""
+    import subprocess
+    import sys
+
+    src, _ = run
+    data = tmp_path / "ds"
+    shutil.copytree(src, data)
+    first = shard_paths(data, "train")[0]
+    for suffix in (".npz", ".json"):
+        shutil.copy(first.with_suffix(suffix), data / "train" / f"shard-0001-copy{suffix}")
+    feat = tmp_path / "feat"
+    tool = [sys.executable, str(ROOT / "tools/device/featurize.py"), str(data), str(feat), "--jobs", "1",
+            "--max-paths", str(CFG.max_paths), "--max-length", str(CFG.max_length),
+            "--file-tokens", str(CFG.file_tokens)]
+    capped = subprocess.run(tool + ["--seconds", "0"], capture_output=True, text=True)
+    assert capped.returncode == 1, capped.stderr      # nothing done in time: all left out
+    assert not shard_paths(data, "train") and len(shard_paths(data, "train_left")) == 2
+    left = subprocess.run(tool + ["--seconds", "600", "--left"], capture_output=True, text=True)
+    assert left.returncode == 0, left.stderr
+    assert len(shard_paths(data, "train_left")) == 2          # featurized, not moved
+    assert all((feat / "train" / p.stem / "done.json").exists() for p in shard_paths(data, "train_left"))
+    back = subprocess.run(tool + ["--seconds", "600"], capture_output=True, text=True)
+    assert back.returncode == 0, back.stderr
+    assert "2 left-out shards featurized since" in back.stdout
+    assert len(shard_paths(data, "train")) == 2 and not shard_paths(data, "train_left")
+    logs = []
+    train.train(data, tmp_path / "r", CFG, max_steps=2, device="cpu", log=logs.append, features=feat)
+    assert not any("to featurize" in str(line) for line in logs)
+    assert any("in 2 shards" in str(line) for line in logs)
