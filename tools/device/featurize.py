@@ -28,12 +28,18 @@ def _one(args):
     return args[0], packed._build_one(args)
 
 
+def _move(shards: list[Path], dest: Path) -> None:
+    """Move shards (each .npz with its .json) into `dest`."""
+    dest.mkdir(exist_ok=True)
+    for p in shards:
+        for f in (p, p.with_suffix(".json")):
+            shutil.move(str(f), str(dest / f.name))
+
+
 def _restore(data: Path, folder: Path) -> None:
     """Move the left-out shards whose features are done back into DATA/train."""
     back = [p for p in sorted((data / "train_left").glob("shard-*.npz")) if (folder / p.stem / "done.json").exists()]
-    for p in back:
-        for f in (p, p.with_suffix(".json")):
-            shutil.move(str(f), str(data / "train" / f.name))
+    _move(back, data / "train")
     if back:
         print(f"{len(back)} left-out shards featurized since: back in the split", flush=True)
 
@@ -81,18 +87,14 @@ def main() -> int:
         pool.terminate()
         pool.join()
     moved = [p for p in shards if p.stem not in done]
+    for p in moved:                     # partial features of an unfinished shard
+        shutil.rmtree(folder / p.stem, ignore_errors=True)
     if a.left:
-        for p in moved:
-            shutil.rmtree(folder / p.stem, ignore_errors=True)
         print(f"featurized {len(done)} of {len(shards)} left-out shards ({examples} examples) in "
               f"{time.time() - t0:.0f}s on {a.jobs} processes", flush=True)
         return 0
     if moved:
-        (a.data / "train_left").mkdir(exist_ok=True)
-        for p in moved:
-            for f in (p, p.with_suffix(".json")):
-                shutil.move(str(f), str(a.data / "train_left" / f.name))
-            shutil.rmtree(folder / p.stem, ignore_errors=True)
+        _move(moved, a.data / "train_left")
     print(f"featurized {len(done)} of {len(shards)} train shards ({examples} examples here) in "
           f"{time.time() - t0:.0f}s on {a.jobs} processes; {len(moved)} left out", flush=True)
     return 0 if done else 1

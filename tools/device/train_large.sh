@@ -34,6 +34,7 @@ python3 "$ROOT_DIR/tools/device/featurize.py" /tmp/ds/python /tmp/feat --seconds
 [ -n "${FEATURES_ONLY:-}" ] && { echo "featurized only, in $(( $(date +%s) - T0 ))s"; exit 0; }
 LEFT=$(( DEADLINE - ($(date +%s) - T0) - 30 - 10 * $(echo $RUNS | wc -w) ))
 echo "$(( $(date +%s) - T0 ))s in; training $RUNS for $LEFT s"
+rm -f /tmp/feat_left.out        # a previous call's
 if [ -n "${BG_JOBS:-}" ] && ls /tmp/ds/python/train_left/*.npz >/dev/null 2>&1; then
   nice -n 10 python3 "$ROOT_DIR/tools/device/featurize.py" /tmp/ds/python /tmp/feat --left --seconds $(( LEFT - 30 )) \
     --jobs "$BG_JOBS" > /tmp/feat_left.out 2>&1 &
