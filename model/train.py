@@ -36,7 +36,7 @@ import torch
 
 from anycode.model import batching, evaluate
 from anycode.model.checkpoint import load_checkpoint, load_model, pick_device
-from anycode.model.dataset import Shard, data_language, shard_paths
+from anycode.model.dataset import Shard, ShardError, data_language, shard_paths
 from anycode.model.slm import SLM, SLMConfig
 from anycode.model.vocab import NODE_SPECIALS, SUBTOKEN_SPECIALS, Vocab
 
@@ -406,6 +406,10 @@ def _start_from(model: SLM, init: Path, vocab: Vocab, data: Path, log) -> None:
 
 def _train_examples(data: Path, cfg: TrainConfig, vocab: Vocab, feat_dir: Path, log):
     """The train split: packed features (built in `feat_dir` when missing) or the shards themselves."""
+    if not shard_paths(data, "train"):
+        raise ShardError(f"{data / 'train'}: no train shards (a dataset is built by `anycode dataset build`; "
+                         f"tools/device/featurize.py moves to train_left the shards it could not featurize "
+                         f"within --seconds: give it more)")
     if not cfg.packed:
         return Examples(data, "train")
     from anycode.model import packed

@@ -97,6 +97,8 @@ def test_shards_left_out_by_the_cap_come_back_once_featurized(run, tmp_path):
     capped = subprocess.run(tool + ["--seconds", "0"], capture_output=True, text=True)
     assert capped.returncode == 1, capped.stderr      # nothing done in time: all left out
     assert not shard_paths(data, "train") and len(shard_paths(data, "train_left")) == 2
+    with pytest.raises(ShardError, match="no train shards"):      # a run of this call says why it cannot start
+        train.train(data, tmp_path / "r0", CFG, max_steps=1, device="cpu", log=lambda *a: None, features=feat)
     left = subprocess.run(tool + ["--seconds", "600", "--left"], capture_output=True, text=True)
     assert left.returncode == 0, left.stderr
     assert len(shard_paths(data, "train_left")) == 2          # featurized, not moved
