@@ -1,5 +1,5 @@
 # Source at the start of every device call, from the checkout's root: `. tools/device/setup.sh`.
-# Installs the carried wheels (.whl) into /tmp/site, the onnxruntime-gpu wheel once all of its
+# Installs the carried wheels (.whl, and .carry/whl*: e.g. tokenizers for the FIM baseline) into /tmp/site, the onnxruntime-gpu wheel once all of its
 # pieces have arrived in /tmp/ortw (../shared/device/README.md), links the package into
 # /tmp/pkg/anycode, unpacks a carried dataset (.carry/ds/*.tar.xz: `tar -cf - train dev vocab.json
 # grammar.json summary.json | xz` in data/dataset/python, 49 MB, one call) into /tmp/ds/python and
@@ -14,9 +14,10 @@ ROOT_DIR=$PWD
 mkdir -p /tmp/site /tmp/ds/python /tmp/ortw
 exec 9>/tmp/setup.lock
 flock 9
-if [ -d .whl ] && [ ! -d /tmp/site/tree_sitter ]; then
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
-fi
+for w in .whl/*.whl .carry/whl*/*.whl; do       # each carried wheel once per machine
+  [ -f "$w" ] && [ ! -f "/tmp/site/.installed_${w##*/}" ] &&
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site "$w" && touch "/tmp/site/.installed_${w##*/}"
+done
 for d in .ortc*; do [ -d "$d" ] && cp "$d"/part_* /tmp/ortw/; done
 if [ ! -d /tmp/site/onnxruntime ] && [ "$(ls /tmp/ortw/part_* 2>/dev/null | wc -l)" -ge 5 ]; then
   (cd /tmp/ortw && cat part_0* > onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl &&
