@@ -10,8 +10,8 @@ finds every remaining shard done and starts at once, on the part of the split th
 Prints how many shards and examples made it.
 
 A dataset carried in pieces, featurized while the GPU trains: `--left` featurizes the shards left out
-(DATA/train_left) until S seconds, on processes that the training run leaves idle, and moves none; any
-later call first moves every left-out shard whose features are done back into the split, so that the
+(DATA/train_left) until S seconds, on processes that the training run leaves idle, and moves none; the
+next call without --left first moves every left-out shard whose features are done back into the split, so that the
 run resumed there reads them."""
 import argparse
 import multiprocessing as mp
@@ -62,7 +62,8 @@ def main() -> int:
     vocab = Vocab.load(a.data / "vocab.json")
     folder = a.features / "train"
     folder.mkdir(parents=True, exist_ok=True)
-    _restore(a.data, folder)
+    if not a.left:                      # a --left call runs beside training, which reads DATA/train
+        _restore(a.data, folder)
     shards = shard_paths(a.data, "train_left" if a.left else "train")
     random.Random(a.seed).shuffle(shards)
     todo = [(str(p), str(folder / p.stem), vocab, a.max_paths, a.max_length, a.file_tokens) for p in shards

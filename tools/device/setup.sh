@@ -1,11 +1,12 @@
 # Source at the start of every device call, from the checkout's root: `. tools/device/setup.sh`.
-# Installs the carried wheels (.whl, and .carry/whl*: e.g. tokenizers for the FIM baseline) into /tmp/site, the onnxruntime-gpu wheel once all of its
-# pieces have arrived in /tmp/ortw (../shared/device/README.md), links the package into
-# /tmp/pkg/anycode, unpacks a carried dataset (.carry/ds/*.tar.xz: `tar -cf - train dev vocab.json
-# grammar.json summary.json | xz` in data/dataset/python, 49 MB, one call) into /tmp/ds/python and
-# a carried corpus split (.carry/corpus.tar.xz, of data/corpus/python) into /tmp/corpus, copies
-# start weights (.carry/init_NAME) into /tmp/init_NAME, then leaves the checkout: run from its root,
-# Python would import the checkout's own anycode/, which lacks the mapped subpackages.
+# Installs the carried wheels (.whl, and .carry/whl*: e.g. tokenizers for the FIM baseline) into
+# /tmp/site, the onnxruntime-gpu wheel once all of its pieces have arrived in /tmp/ortw
+# (../shared/device/README.md), links the package into /tmp/pkg/anycode, unpacks a carried dataset
+# (.carry/ds/*.tar.xz: `tar -cf - train dev vocab.json grammar.json summary.json | xz` in
+# data/dataset/python, 49 MB, one call) into /tmp/ds/python and a carried corpus split
+# (.carry/corpus.tar.xz, of data/corpus/python) into /tmp/corpus, copies start weights
+# (.carry/init_NAME) into /tmp/init_NAME, then leaves the checkout: run from its root, Python would
+# import the checkout's own anycode/, which lacks the mapped subpackages.
 # Two scripts of one call may source it at once (an SLM run and a baseline side by side): the work
 # below holds a lock, the package links are rebuilt only for another checkout, and each carried
 # archive is unpacked once per machine (a marker per archive and size), so that a later call neither
