@@ -257,14 +257,14 @@ def _set_attention(qkv: torch.Tensor, cu: torch.Tensor, longest: int, p: float) 
     return out.transpose(1, 2)[which, at]
 
 
-def _bucket_sets(b, memory, z):
-    """Each bucket's sets [n, W, d] (uncontextualized paths, from the memory), masks [n, W] and
-    contextualized sets [n, W, d] (from `z`, set_memory's padded layout)."""
+def _bucket_sets(b, z):
+    """Each bucket's set rows [n, W] (into the memory), masks [n, W] and contextualized sets [n, W,
+    d] (from `z`, set_memory's padded layout)."""
     off = 0
     for s0, n, w, v0, nv in b.buckets:
         rows = b.set_memory.narrow(0, off, n * w).view(n, w)
         valid = b.set_valid.narrow(0, off, n * w).view(n, w)
-        yield F.embedding(rows, memory), valid, z.narrow(0, off, n * w).view(n, w, -1)
+        yield rows, valid, z.narrow(0, off, n * w).view(n, w, -1)
         off += n * w
 
 
@@ -283,10 +283,10 @@ def paper_log_probs(model, b, ordered: bool = True) -> torch.Tensor:
     flat = _set_transformer(model, flat, b.set_cu, int(b.host["set_max"][0]))
     flat = flat.new_zeros(b.set_memory.shape[0], flat.shape[1]).index_copy(0, b.set_flat, flat)
     zts, sets = [], []
-    for (s0, n, w, v0, nv), (paths, valid, z) in zip(b.buckets, _bucket_sets(b, memory, flat)):
+    for (s0, n, w, v0, nv), (rows, valid, z) in zip(b.buckets, _bucket_sets(b, flat)):
         att = torch.einsum("bpd,bd->bp", z, r.narrow(0, s0, n).to(z.dtype)).masked_fill(~valid, NEG).softmax(-1)
         zts.append(torch.einsum("bp,bpd->bd", att.to(z.dtype), z))
-        sets.append(paths)
+        sets.append(rows)
     zt = torch.cat(zts)
     h = model.out_drop(F.relu(model.W_g(torch.cat([zt, r.to(zt.dtype)], -1))))
     S = b.p_label.shape[0]
@@ -294,7 +294,7 @@ def paper_log_probs(model, b, ordered: bool = True) -> torch.Tensor:
     out = torch.zeros(S, device=h.device, dtype=torch.float32).index_copy(
         0, b.p_node, lp_node.gather(1, b.p_label.index_select(0, b.p_node).unsqueeze(1)).squeeze(1))
     with torch.autocast(h.device.type, enabled=False):
-        lv = paper_value_log_probs(model, b, h.index_select(0, b.p_value).float(), sets, files)
+        lv = paper_value_log_probs(model, b, h.index_select(0, b.p_value).float(), sets, memory, files)
     out = out.index_copy(0, b.p_value, lv)
     return out.new_zeros(S).index_copy(0, b.order, out) if ordered else out
 
@@ -306,9 +306,11 @@ def _lse_pair(scores, syms, label):
     return tot, own
 
 
-def paper_value_log_probs(model, b, hv, sets, files) -> torch.Tensor:
+def paper_value_log_probs(model, b, hv, sets, memory, files) -> torch.Tensor:
     """log p(label) of every value step [Sv] (bucket order): generation (+) copies of the step's set
-    (per bucket, one batched product) (+) copies of its example's file tokens."""
+    (per bucket, one batched product over the uncontextualized paths, gathered from the memory for
+    the value steps' sets alone: `sets` holds each bucket's rows) (+) copies of its example's file
+    tokens."""
     label = b.p_label.index_select(0, b.p_value)
     V = model.sub_emb.weight.shape[0]
     score = hv @ model.sub_emb.weight.t()                                    # [Sv, V]
@@ -318,9 +320,9 @@ def paper_value_log_probs(model, b, hv, sets, files) -> torch.Tensor:
     proj = torch.einsum("kde,be->bkd", model.W_c, hv)                        # [Sv, K, d]
     K = proj.shape[1]
     off, ct, co = 0, [], []
-    for (s0, n, w, v0, nv), paths in zip(b.buckets, sets):
-        local = b.p_value.narrow(0, v0, nv) - s0
-        cc = torch.bmm(paths.index_select(0, local).float(), proj.narrow(0, v0, nv).transpose(1, 2))   # [nv, W, K]
+    for (s0, n, w, v0, nv), rows in zip(b.buckets, sets):
+        paths = F.embedding(rows.index_select(0, b.p_value.narrow(0, v0, nv) - s0), memory)     # [nv, W, d]
+        cc = torch.bmm(paths.float(), proj.narrow(0, v0, nv).transpose(1, 2))                  # [nv, W, K]
         sym = b.set_copy.narrow(0, off, nv * w).view(nv, w * K)
         off += nv * w
         t, o = _lse_pair(cc.reshape(nv, w * K), sym, label.narrow(0, v0, nv))
