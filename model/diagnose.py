@@ -47,6 +47,7 @@ from anycode.model.vocab import Vocab
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 FILE_TOKENS = 256
+VOCAB_SIZES = (2000, 5000, 10000)      # larger vocabularies beside the file tokens, for --reach
 
 
 def unreachable_values(tree, h, cf) -> list:
@@ -119,6 +120,9 @@ def reachability(data: Path, corpus: Path, split: str, limit: int, max_paths=200
             out["fixed"][f"file tokens ({FILE_TOKENS}, as the model reads them)"] += 1
         if all(lang.base_type(tree.types[s.parent]) == lang.STRING and tree.values[s.parent] in strings for s in left):
             out["fixed"][f"file tokens ({FILE_TOKENS}) and the file's string literals copyable"] += 1
+        for size in VOCAB_SIZES:
+            if all(rank.get(s.label, 1 << 30) < size for s in left):
+                out["fixed"][f"file tokens ({FILE_TOKENS}) and a subtoken vocabulary of {size:,}"] += 1
         for s in bad:
             base = lang.base_type(tree.types[s.parent])
             out["values"][base] += 1
