@@ -46,12 +46,17 @@ class ModelHost:
         records)?  While no model is loaded, yes: the request waits for the model and asks again."""
         return self.completer is None or self.completer.lang == lang
 
-    async def wait_ready(self, deadline: float) -> bool:
-        if self.state == "loading":
+    async def wait_ready(self, until: float, cancelled: Callable[[], bool] = lambda: False) -> bool:
+        """Is a completer ready?  While the model loads, wait for it until `until` (time.monotonic())
+        or until `cancelled()` (looked at every 50 ms)."""
+        while self.state == "loading" and not cancelled():
+            left = until - time.monotonic()
+            if left <= 0:
+                break
             try:
-                await asyncio.wait_for(self.ready.wait(), max(0.0, deadline - time.monotonic()))
+                await asyncio.wait_for(self.ready.wait(), min(left, 0.05))
             except asyncio.TimeoutError:
-                return False
+                pass
         return self.state == "ready" and self.completer is not None
 
     def shutdown(self) -> None:

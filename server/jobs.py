@@ -20,6 +20,12 @@ from anycode.server.host import ModelHost
 from anycode.server.settings import Settings
 
 
+# A request that arrives while the model loads waits for it this long at most, and its time budget
+# starts once the model is there: a session's first request answers late rather than empty (the
+# editor asked once and shows what it gets), and a newer request supersedes it meanwhile.
+LOAD_WAIT_S = 10.0
+
+
 class JobCancelled(Exception):
     """The job was superseded, its document changed, or every requester went away."""
 
@@ -129,10 +135,14 @@ class Scheduler:
 
     async def _run(self, job: Job) -> list[Candidate]:
         try:
-            if not await self.host.wait_ready(job.deadline) or not self.host.serves(job.doc.lang):
-                return []
+            loading = self.host.state == "loading"
+            ready = await self.host.wait_ready(time.monotonic() + LOAD_WAIT_S, job.is_cancelled)
             if job.is_cancelled():
                 raise JobCancelled
+            if not ready or not self.host.serves(job.doc.lang):
+                return []
+            if loading:     # the time budget is the completion's: it starts once the model is there
+                job.deadline = max(job.deadline, time.monotonic() + job.settings.timeBudgetMs / 1000)
             completer = self.host.completer
             t0 = time.monotonic()
             try:

@@ -1,4 +1,4 @@
-"""A completer factory for `anycode serve --completer slow_device:make_completer`: the real runtime
+"""Completer factories for `anycode serve --completer slow_device:NAME`: the real runtime
 and model, loaded after a delay as long as a GPU load (float graphs converted, CUDA graphs
 captured), with the quick CPU completer the server answers from meanwhile.  CI has no GPU; this
 is how the tests see the server through such a load."""
@@ -33,3 +33,10 @@ def make_cpu_fallback(s):
 
 
 make_cpu_fallback.interim = _interim
+
+
+def make_slow_cpu(s):
+    """A load on the CPU that takes longer than a request's time budget (a cold disk, a slow
+    machine), with nothing to answer from meanwhile."""
+    time.sleep(LOAD_SECONDS)
+    return _interim(s)
