@@ -143,7 +143,25 @@ def decode(model, vocab, items, beam=5, table=None, max_paths=200, max_length=24
            drop_forced: bool = True, *, lang: Language) -> list[list[Prediction]]:
     """Top-`beam` candidates of every example, best first; by default only those that re-parse.
     The model runs on its own device."""
-    dec = torch_decoder(model, vocab, table, max_paths, max_length, lang=lang)
+    return decode_with(torch_decoder(model, vocab, table, max_paths, max_length, lang=lang), items, beam,
+                       parse_only, drop_forced)
+
+
+def onnx_decoder(model_dir: Path, manifest: dict, table=None) -> Decoder:
+    """`beam.Decoder` over an exported model's graphs on the CPU (runtime.OrtBackend, the runtime's
+    threads), configured from its manifest as the runtime configures it: what the server runs."""
+    from anycode.model.runtime import OrtBackend, graphs_of
+    from anycode.model.vocab import Vocab
+    m = manifest.get("model", {})
+    backend = OrtBackend(model_dir, "cpu", 0, graphs_of(bool(m.get("context_once"))))
+    return Decoder(backend, Vocab.load(model_dir / "vocab.json"), table, lang=grammars.of_config(manifest),
+                   max_paths=manifest["max_paths"], max_length=manifest["max_length"],
+                   context_once=bool(m.get("context_once")), file_tokens=int(m.get("file_tokens", 0)))
+
+
+def decode_with(dec: Decoder, items, beam=5, parse_only: bool = True,
+                drop_forced: bool = True) -> list[list[Prediction]]:
+    """`decode` through any decoder (`torch_decoder`, `onnx_decoder`)."""
     out = []
     for tree, h in items:
         cs = search(dec, tree, h, beam, drop_forced)
@@ -369,6 +387,9 @@ def add_parser(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--limit", type=int, default=None, help="first N examples of a fixed shuffle of the split")
     ap.add_argument("--beam", type=int, default=5)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--onnx", action="store_true",
+                    help="decode with the exported graphs of --model (manifest.json: what the server runs, "
+                         "int8 as shipped) in ONNX Runtime on the CPU, not with the torch weights")
     ap.add_argument("--out", type=Path, default=None, help="write the results into this markdown file")
     ap.add_argument("--json", type=Path, default=None, help="write the metrics as JSON")
     ap.add_argument("--corpus", type=Path, default=Path("data/corpus/python"),
@@ -508,14 +529,29 @@ def _write_block(path: Path, block: str) -> None:
     print(f"wrote {path}", file=sys.stderr)
 
 
-def run(args) -> int:
-    t0 = time.time()
+def _decoder(args, table) -> tuple[Decoder, str]:
+    """The decoder to evaluate (--onnx: the exported graphs; else the torch weights on --device) and
+    where it runs."""
+    if args.onnx:
+        from anycode.model.runtime import ModelError, load_manifest
+        try:
+            manifest = load_manifest(args.model, hint="--onnx reads an exported model directory "
+                                                      "(`anycode export --checkpoint RUN --out DIR`)")
+        except ModelError as e:
+            raise SystemExit(f"error: {e}") from None
+        return onnx_decoder(args.model, manifest, table), f"cpu (ONNX Runtime, {manifest['precision']} graphs)"
     device, model, vocab, conf = _model_on_device(args)
     feat = conf.get("features", {})
-    max_paths, max_length = feat.get("max_paths", 200), feat.get("max_length", 24)
+    return torch_decoder(model, vocab, table, feat.get("max_paths", 200), feat.get("max_length", 24),
+                         lang=grammars.of_config(conf)), str(device)
+
+
+def run(args) -> int:
+    t0 = time.time()
     table = None
     if (args.data / "grammar.json").exists():
         table = GrammarTable.load(args.data / "grammar.json")
+    dec, device = _decoder(args, table)
     refs = sample_refs(args.data, args.split, args.limit, args.skip_functions_of)
     items = [shard.example(i) for shard, i in refs]
     skipped = f" (none of {args.skip_functions_of}'s functions)" if args.skip_functions_of else ""
@@ -523,8 +559,8 @@ def run(args) -> int:
           f"{'yes' if table is not None else 'no'}", file=sys.stderr)
 
     t1 = time.time()
-    raw = decode(model, vocab, items, args.beam, table, max_paths, max_length, parse_only=False,
-                 lang=grammars.of_config(conf))
+    with torch.no_grad():
+        raw = decode_with(dec, items, args.beam, parse_only=False)
     t_dec = time.time() - t1
     parses_top1 = 100.0 * sum(1 for cs in raw if cs and cs[0].parsed is not None) / max(len(raw), 1)
     preds = [[c for c in cs if c.parsed is not None] for cs in raw]
