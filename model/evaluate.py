@@ -147,16 +147,13 @@ def decode(model, vocab, items, beam=5, table=None, max_paths=200, max_length=24
                        parse_only, drop_forced)
 
 
-def onnx_decoder(model_dir: Path, manifest: dict, table=None) -> Decoder:
-    """`beam.Decoder` over an exported model's graphs on the CPU (runtime.OrtBackend, the runtime's
-    threads), configured from its manifest as the runtime configures it: what the server runs."""
-    from anycode.model.runtime import OrtBackend, graphs_of
-    from anycode.model.vocab import Vocab
-    m = manifest.get("model", {})
-    backend = OrtBackend(model_dir, "cpu", 0, graphs_of(bool(m.get("context_once"))))
-    return Decoder(backend, Vocab.load(model_dir / "vocab.json"), table, lang=grammars.of_config(manifest),
-                   max_paths=manifest["max_paths"], max_length=manifest["max_length"],
-                   context_once=bool(m.get("context_once")), file_tokens=int(m.get("file_tokens", 0)))
+def onnx_decoder(model_dir: Path) -> tuple[Decoder, str]:
+    """The decoder the server runs on an exported model (`runtime.Completer`'s: its graphs in ONNX
+    Runtime on the CPU, its grammar table, configured from its manifest), and its precision.  Raises
+    runtime.ModelError, saying how to make one, where `model_dir` holds no export."""
+    from anycode.model.runtime import Completer
+    completer = Completer(model_dir, device="cpu")
+    return completer.decoder, completer.manifest.get("precision", "")
 
 
 def decode_with(dec: Decoder, items, beam=5, parse_only: bool = True,
@@ -530,16 +527,16 @@ def _write_block(path: Path, block: str) -> None:
 
 
 def _decoder(args, table) -> tuple[Decoder, str]:
-    """The decoder to evaluate (--onnx: the exported graphs; else the torch weights on --device) and
-    where it runs."""
+    """The decoder to evaluate and where it runs: --onnx, the exported graphs with the model's own
+    grammar table, as the server runs them; else the torch weights on --device with `table` (the
+    data directory's)."""
     if args.onnx:
-        from anycode.model.runtime import ModelError, load_manifest
+        from anycode.model.runtime import ModelError
         try:
-            manifest = load_manifest(args.model, hint="--onnx reads an exported model directory "
-                                                      "(`anycode export --checkpoint RUN --out DIR`)")
+            dec, precision = onnx_decoder(args.model)
         except ModelError as e:
-            raise SystemExit(f"error: {e}") from None
-        return onnx_decoder(args.model, manifest, table), f"cpu (ONNX Runtime, {manifest['precision']} graphs)"
+            raise SystemExit(f"error: --onnx reads an exported model directory: {e}") from None
+        return dec, f"cpu (ONNX Runtime, {precision} graphs)"
     device, model, vocab, conf = _model_on_device(args)
     feat = conf.get("features", {})
     return torch_decoder(model, vocab, table, feat.get("max_paths", 200), feat.get("max_length", 24),
@@ -552,6 +549,7 @@ def run(args) -> int:
     if (args.data / "grammar.json").exists():
         table = GrammarTable.load(args.data / "grammar.json")
     dec, device = _decoder(args, table)
+    table = dec.table
     refs = sample_refs(args.data, args.split, args.limit, args.skip_functions_of)
     items = [shard.example(i) for shard, i in refs]
     skipped = f" (none of {args.skip_functions_of}'s functions)" if args.skip_functions_of else ""

@@ -259,13 +259,13 @@ def test_eval_through_the_exported_graphs_scores_as_the_torch_weights(data, trai
     assert results["onnx"]["metrics"][slm] == results["torch"]["metrics"][slm]
     # and candidate by candidate: the same trees, the same log-probabilities to fp32's precision
     from anycode.model.grammar_table import GrammarTable
-    from anycode.model.runtime import load_manifest
     model, vocab, _ = load_model(trained[0])
     table = GrammarTable.load(data / "grammar.json")
     shard = Shard(shard_paths(data, "test")[0])
     items = [shard.example(i) for i in range(8)]
     want = evaluate.decode(model, vocab, items, beam=5, table=table, parse_only=False, lang=grammars.get("python"))
-    dec = evaluate.onnx_decoder(tmp_path / "onnx", load_manifest(tmp_path / "onnx"), table)
+    dec, precision = evaluate.onnx_decoder(tmp_path / "onnx")
+    assert precision == "fp32" and dec.table is not None
     got = evaluate.decode_with(dec, items, beam=5, parse_only=False)
     assert sum(len(cs) for cs in want) > 8
     assert [[c.code for c in cs] for cs in got] == [[c.code for c in cs] for cs in want]
