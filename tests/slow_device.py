@@ -26,17 +26,17 @@ def make_completer(s):
 make_completer.interim = _interim
 
 
-def make_cpu_fallback(s):
-    """A GPU load that ends on the CPU after all (a CUDA provider but no usable GPU)."""
-    time.sleep(LOAD_SECONDS)
-    return _interim(s)
-
-
-make_cpu_fallback.interim = _interim
-
-
 def make_slow_cpu(s):
     """A load on the CPU that takes longer than a request's time budget (a cold disk, a slow
     machine), with nothing to answer from meanwhile."""
     time.sleep(LOAD_SECONDS)
     return _interim(s)
+
+
+def make_cpu_fallback(s):
+    """A GPU load that ends on the CPU after all (a CUDA provider but no usable GPU): the slow CPU
+    load, with the interim CPU completer answering meanwhile."""
+    return make_slow_cpu(s)
+
+
+make_cpu_fallback.interim = _interim
