@@ -526,10 +526,10 @@ def _write_block(path: Path, block: str) -> None:
     print(f"wrote {path}", file=sys.stderr)
 
 
-def _decoder(args, table) -> tuple[Decoder, str]:
+def _decoder(args) -> tuple[Decoder, str]:
     """The decoder to evaluate and where it runs: --onnx, the exported graphs with the model's own
-    grammar table, as the server runs them; else the torch weights on --device with `table` (the
-    data directory's)."""
+    grammar table, as the server runs them; else the torch weights on --device with the data
+    directory's grammar table, where it has one."""
     if args.onnx:
         from anycode.model.runtime import ModelError
         try:
@@ -539,16 +539,15 @@ def _decoder(args, table) -> tuple[Decoder, str]:
         return dec, f"cpu (ONNX Runtime, {precision} graphs)"
     device, model, vocab, conf = _model_on_device(args)
     feat = conf.get("features", {})
+    grammar = args.data / "grammar.json"
+    table = GrammarTable.load(grammar) if grammar.exists() else None
     return torch_decoder(model, vocab, table, feat.get("max_paths", 200), feat.get("max_length", 24),
                          lang=grammars.of_config(conf)), str(device)
 
 
 def run(args) -> int:
     t0 = time.time()
-    table = None
-    if (args.data / "grammar.json").exists():
-        table = GrammarTable.load(args.data / "grammar.json")
-    dec, device = _decoder(args, table)
+    dec, device = _decoder(args)
     table = dec.table
     refs = sample_refs(args.data, args.split, args.limit, args.skip_functions_of)
     items = [shard.example(i) for shard, i in refs]
